@@ -1,0 +1,164 @@
+"""The policy interface every algorithm uses, whatever the task.
+
+A task's prompts and responses are token sequences. For a bandit a prompt is one token (its
+index) and a response one token (the chosen arm); for the token task responses are a few tokens
+over a tiny vocabulary; for language-model tasks they are real token ids. So one interface serves
+all of them:
+
+- :class:`PromptBatch` — prompts, left-padded: ``ids[B, Lp]``, ``mask[B, Lp]``, and ``index[B]``,
+  each prompt's position in its task's prompt set.
+- :class:`ResponseBatch` — responses, right-padded: ``tokens[B, T]``, ``mask[B, T]`` (True on
+  response tokens, EOS included when generated), the behaviour policy's per-token log-probs at
+  sampling time, and whether each response ended with EOS.
+- :class:`Policy` — a ``torch.nn.Module`` that samples responses in batches and returns the logits
+  of given responses, from which :meth:`Policy.token_logprobs` (padding masked to 0) and
+  :meth:`Policy.sequence_logprobs` (their sum) follow.
+- :class:`ValueModel` — per-token scalar estimates (a critic), for algorithms that ask for one.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import nn
+
+
+def _map_tensors(obj, fn):
+    """Apply ``fn`` to every tensor field of a dataclass instance (None fields are kept)."""
+    return replace(
+        obj,
+        **{
+            f.name: fn(getattr(obj, f.name))
+            for f in fields(obj)
+            if isinstance(getattr(obj, f.name), torch.Tensor)
+        },
+    )
+
+
+@dataclass
+class PromptBatch:
+    """A batch of prompts, left-padded so that every prompt ends at the last column."""
+
+    index: torch.Tensor
+    """[B] long: each prompt's position in its task's prompt set (train or eval split)."""
+    ids: torch.Tensor
+    """[B, Lp] long: token ids, left-padded with the policy's ``pad_id``."""
+    mask: torch.Tensor
+    """[B, Lp] bool: True on real prompt tokens."""
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def to(self, device: torch.device | str) -> PromptBatch:
+        return _map_tensors(self, lambda t: t.to(device))
+
+    def select(self, rows: torch.Tensor | slice | list[int]) -> PromptBatch:
+        """The prompts at ``rows``."""
+        return _map_tensors(self, lambda t: t[rows])
+
+    def repeat_interleave(self, n: int) -> PromptBatch:
+        """Each prompt ``n`` times in a row: [p0, p0, ..., p1, p1, ...] (groups of size n)."""
+        return _map_tensors(self, lambda t: t.repeat_interleave(n, dim=0))
+
+
+@dataclass
+class ResponseBatch:
+    """A batch of responses, right-padded, aligned row by row with a :class:`PromptBatch`."""
+
+    tokens: torch.Tensor
+    """[B, T] long: response token ids, right-padded with the policy's ``pad_id``."""
+    mask: torch.Tensor
+    """[B, T] bool: True on response tokens (EOS included when it was generated)."""
+    logprobs: torch.Tensor | None = None
+    """[B, T] float: per-token log-probs under the sampling policy (0 on padding), if known."""
+    finished: torch.Tensor | None = None
+    """[B] bool: the response ended with EOS (False when cut at the maximum length)."""
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """[B] long: number of response tokens."""
+        return self.mask.sum(-1)
+
+    def to(self, device: torch.device | str) -> ResponseBatch:
+        return _map_tensors(self, lambda t: t.to(device))
+
+    def select(self, rows: torch.Tensor | slice | list[int]) -> ResponseBatch:
+        return _map_tensors(self, lambda t: t[rows])
+
+
+class Policy(nn.Module, ABC):
+    """A stochastic policy π(y | x) over token sequences. Subclasses implement two methods."""
+
+    vocab_size: int
+    pad_id: int
+    eos_id: int | None
+
+    @abstractmethod
+    def logits(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
+        """[B, T, V] logits whose row t predicts ``responses.tokens[:, t]`` (teacher forcing)."""
+
+    @abstractmethod
+    def sample(
+        self,
+        prompts: PromptBatch,
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> ResponseBatch:
+        """Draw one response per prompt (repeat prompts for several), with per-token log-probs.
+
+        The returned ``logprobs`` are those of the distribution actually sampled from (with the
+        temperature applied), computed without gradient.
+        """
+
+    def token_logprobs(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
+        """[B, T] log π(y_t | x, y_<t) over response tokens; 0 on padding."""
+        return self.token_logprobs_and_entropy(prompts, responses, entropy=False)[0]
+
+    def sequence_logprobs(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
+        """[B] log π(y | x) = Σ_t log π(y_t | x, y_<t)."""
+        return self.token_logprobs(prompts, responses).sum(-1)
+
+    def token_logprobs_and_entropy(
+        self, prompts: PromptBatch, responses: ResponseBatch, *, entropy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-token log-probs and (optionally) per-token entropies, both 0 on padding."""
+        logits = self.logits(prompts, responses).float()
+        norm = torch.logsumexp(logits, dim=-1)
+        picked = torch.gather(logits, -1, responses.tokens.unsqueeze(-1)).squeeze(-1)
+        logp = (picked - norm).masked_fill(~responses.mask, 0.0)
+        ent = None
+        if entropy:
+            probs = torch.softmax(logits, dim=-1)
+            ent = (norm - (probs * logits).sum(-1)).masked_fill(~responses.mask, 0.0)
+        return logp, ent
+
+    def frozen_copy(self) -> Policy:
+        """A deep copy with gradients off, in eval mode (e.g. the reference policy π_ref)."""
+        ref = copy.deepcopy(self)
+        ref.requires_grad_(False)
+        ref.eval()
+        return ref
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+
+class ValueModel(nn.Module, ABC):
+    """Per-token scalar estimates V(x, y_<t+1) for a batch of responses (a critic)."""
+
+    @abstractmethod
+    def forward(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
+        """[B, T] values; 0 on padding."""
