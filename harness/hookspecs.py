@@ -70,6 +70,16 @@ def register_tasks(register: Register) -> None:
     """
 
 
+@hookspec
+def register_gold_rewards(register: Register) -> None:
+    """Register gold rewards r*(x, y) on text, for tasks that take one by name (e.g. ``hf``).
+
+    :param register: call ``register(name, cls)`` for each gold reward. ``cls`` is a subclass of
+        :class:`harness.gold.GoldReward`, constructed with keyword parameters from the suite file;
+        its ``score(prompts, responses)`` takes lists of strings and returns a float tensor.
+    """
+
+
 # --- how preferences and rewards are modelled ----------------------------------------------------
 
 

@@ -35,6 +35,7 @@ STRICT_ENV = "RLHF_HARNESS_STRICT"
 
 CORE_PLUGINS: tuple[str, ...] = (
     "harness.preference",
+    "harness.gold",
 )
 """Modules of the core that register built-ins through the same hooks as any plugin."""
 
@@ -43,6 +44,7 @@ KINDS: dict[str, str] = {
     "task": "register_tasks",
     "preference_model": "register_preference_models",
     "evaluator": "register_evaluators",
+    "gold_reward": "register_gold_rewards",
 }
 """Each kind of registered thing, and the registration hook that provides it."""
 
@@ -136,6 +138,9 @@ class PluginHost:
 
     def evaluator(self, name: str) -> Any:
         return self.get("evaluator", name)
+
+    def gold_reward(self, name: str) -> Any:
+        return self.get("gold_reward", name)
 
     def _kind(self, kind: str) -> dict[str, Registration]:
         if kind not in self._registry:

@@ -13,6 +13,7 @@
 # default (CUDA) build; any other machine gets the CPU-only build, from a local wheel directory
 # or mirror when pip is configured with one, else from PyTorch's CPU index.
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/.."
 
 dev=0
@@ -31,7 +32,7 @@ pip() { "$py" -m pip --disable-pip-version-check "$@"; }
 
 stamp_dir=$("$py" -c 'import sys; print(sys.prefix)')
 stamp="$stamp_dir/.rlhf-harness-setup"
-want=$( { echo "dev=$dev"; cat pyproject.toml plugins/*/pyproject.toml 2>/dev/null; } | sha256sum | cut -d' ' -f1)
+want=$( { echo "dev=$dev"; cat pyproject.toml plugins/*/pyproject.toml; } | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c 'import torch, harness' 2>/dev/null; then
   echo "setup: up to date ($py)"
   exit 0
