@@ -41,7 +41,8 @@ class AnnotatorConfig:
     temperature: float = 1.0
     """Sampling temperature of π_ref when drawing the two responses."""
     batch_size: int = 256
-    """Pairs generated per batch (memory only; the data do not depend on it)."""
+    """Pairs generated per sampling call. Part of the data's identity: the random streams are
+    consumed batch by batch, so another batch size draws other (equally distributed) pairs."""
 
 
 def simulate_preferences(
@@ -80,7 +81,7 @@ def simulate_preferences(
         with torch.no_grad():
             # One sampling call for both responses of every pair: rows [0, n) and [n, 2n).
             both = ref.sample(
-                _cat_prompts(prompts, prompts),
+                PromptBatch.cat([prompts, prompts]),
                 max_new_tokens=task.max_new_tokens,
                 temperature=temperature,
                 generator=g_sample,
@@ -95,8 +96,9 @@ def simulate_preferences(
         p_text = task.decode_prompts(prompts)
         t1, t2 = task.decode_responses(first), task.decode_responses(second)
         ids1, ids2 = _id_lists(first), _id_lists(second)
-        p_ids, p_mask = prompts.ids.cpu(), prompts.mask.cpu()
-        prompt_ids = [row[m].tolist() for row, m in zip(p_ids, p_mask, strict=True)]
+        width = prompts.ids.shape[1]
+        p_len = prompts.mask.sum(-1).tolist()
+        prompt_ids = [row[width - n :] for row, n in zip(prompts.ids.tolist(), p_len, strict=True)]
         pf = prefer_first.tolist()
         chunks.append(
             pd.DataFrame(
@@ -117,14 +119,7 @@ def simulate_preferences(
     return PreferenceDataset(pd.concat(chunks, ignore_index=True), source="simulated annotator")
 
 
-def _cat_prompts(a: PromptBatch, b: PromptBatch) -> PromptBatch:
-    return PromptBatch(
-        index=torch.cat([a.index, b.index]),
-        ids=torch.cat([a.ids, b.ids]),
-        mask=torch.cat([a.mask, b.mask]),
-    )
-
-
 def _id_lists(responses: ResponseBatch) -> list[list[int]]:
-    tokens, mask = responses.tokens.cpu(), responses.mask.cpu()
-    return [row[m].tolist() for row, m in zip(tokens, mask, strict=True)]
+    """Each response's token ids (responses are right-padded: the mask is a prefix)."""
+    lengths = responses.lengths.tolist()
+    return [row[:n] for row, n in zip(responses.tokens.tolist(), lengths, strict=True)]

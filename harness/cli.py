@@ -70,7 +70,7 @@ def plugins(as_json: bool, strict: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning harness errors into one line."""
     try:
-        cli.main(args=argv, prog_name="rlhf-harness", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="rlhf-harness", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     except HarnessError as exc:
         click.echo(f"rlhf-harness: error: {exc}", err=True)
         sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

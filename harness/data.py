@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from harness.errors import ConfigError
-from harness.policy import PromptBatch, ResponseBatch
+from harness.policy import PromptBatch, ResponseBatch, pad_token_lists
 from harness.tasks.base import Task
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
@@ -130,7 +130,7 @@ class PreferenceDataset:
         """Token batches for ``task``: from the id columns when present, else by encoding text."""
         f = self.frame
         if self.has_ids:
-            index = torch.as_tensor(f["prompt_index"].to_numpy(), dtype=torch.long)
+            index = torch.tensor(f["prompt_index"].to_numpy(), dtype=torch.long)
             prompts, chosen = _from_ids(task.pad_id, index, f["prompt_ids"], f["chosen_ids"])
             _, rejected = _from_ids(task.pad_id, index, f["prompt_ids"], f["rejected_ids"])
         else:
@@ -158,20 +158,6 @@ def _from_ids(
     pad: int, index: torch.Tensor, prompt_ids: pd.Series, response_ids: pd.Series
 ) -> tuple[PromptBatch, ResponseBatch]:
     """Batches from id lists: prompts left-padded, responses right-padded with ``pad``."""
-    prompts_list = [list(map(int, p)) for p in prompt_ids]
-    responses_list = [list(map(int, r)) for r in response_ids]
-    lp = max(len(p) for p in prompts_list)
-    t = max(max(len(r) for r in responses_list), 1)
-    b = len(prompts_list)
-    ids = torch.full((b, lp), pad, dtype=torch.long)
-    pmask = torch.zeros((b, lp), dtype=torch.bool)
-    tokens = torch.full((b, t), pad, dtype=torch.long)
-    rmask = torch.zeros((b, t), dtype=torch.bool)
-    for i, (p, r) in enumerate(zip(prompts_list, responses_list, strict=True)):
-        if p:
-            ids[i, lp - len(p):] = torch.tensor(p)
-            pmask[i, lp - len(p):] = True
-        if r:
-            tokens[i, : len(r)] = torch.tensor(r)
-            rmask[i, : len(r)] = True
+    ids, pmask = pad_token_lists([list(p) for p in prompt_ids], pad, left=True)
+    tokens, rmask = pad_token_lists([list(r) for r in response_ids], pad, left=False)
     return PromptBatch(index=index, ids=ids, mask=pmask), ResponseBatch(tokens=tokens, mask=rmask)

@@ -50,15 +50,18 @@ class ExactProblem:
             ref_logp = ref.sequence_logprobs(pairs_p, pairs_r).double()
             reward = task.gold_reward(pairs_p, pairs_r).double()
         shape = (len(prompts), len(responses))
-        return cls(prompts, responses, ref_logp.view(shape), reward.view(shape))
+        # The enumeration is complete, so π_ref sums to 1 over it: renormalising in float64 removes
+        # the rounding of a float32 policy (≈1e-7) from every exact quantity.
+        ref_logp = torch.log_softmax(ref_logp.view(shape), dim=-1)
+        return cls(prompts, responses, ref_logp, reward.view(shape))
 
     def policy_logprobs(self, policy: Policy) -> torch.Tensor:
-        """[P, N] float64: log π(y_n | x_p) for every enumerated pair."""
+        """[P, N] float64: log π(y_n | x_p) for every enumerated pair (renormalised in float64)."""
         pairs_p, pairs_r = _all_pairs(self.prompts, self.responses)
         device = policy.device
         with torch.no_grad():
             logp = policy.sequence_logprobs(pairs_p.to(device), pairs_r.to(device))
-        return logp.double().cpu().view(self.ref_logp.shape)
+        return torch.log_softmax(logp.double().cpu().view(self.ref_logp.shape), -1)
 
     def optimal_logprobs(self, beta: float) -> torch.Tensor:
         """[P, N]: log π*_β = log_softmax(log π_ref + r*/β) over responses."""

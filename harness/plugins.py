@@ -35,6 +35,7 @@ STRICT_ENV = "RLHF_HARNESS_STRICT"
 
 CORE_PLUGINS: tuple[str, ...] = (
     "harness.preference",
+    "harness.tasks.builtin",
     "harness.gold",
 )
 """Modules of the core that register built-ins through the same hooks as any plugin."""
@@ -223,7 +224,7 @@ def get_plugin_host(
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not take the host down
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take the host down
                 fail(info, f"Error importing {_where(info)}: {type(exc).__name__}: {exc}")
                 continue
             if isinstance(plugin, type):
@@ -292,7 +293,7 @@ def _collect_registrations(host: PluginHost, fail: Any) -> None:
     """Call every registration hook, one implementation at a time, to know who registered what."""
     for kind, hook_name in KINDS.items():
         caller = getattr(host.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order (pluggy calls them reversed)
             info = host.plugins[impl.plugin_name]
             made: list[Registration] = []
 
@@ -318,6 +319,11 @@ def _collect_registrations(host: PluginHost, fail: Any) -> None:
             for reg in made:
                 if reg.name in registry:
                     first = registry[reg.name].plugin
+                    if first.name == reg.plugin.name:
+                        raise DuplicateNameError(
+                            f"{first.describe()} registers the {kind.replace('_', ' ')} "
+                            f"'{reg.name}' twice."
+                        )
                     raise DuplicateNameError(
                         f"Duplicate {kind.replace('_', ' ')} '{reg.name}': registered by "
                         f"{first.describe()} and by {reg.plugin.describe()}. Uninstall one, or "

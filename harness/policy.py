@@ -19,7 +19,9 @@ all of them:
 from __future__ import annotations
 
 import copy
+import itertools
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -63,6 +65,16 @@ class PromptBatch:
         """Each prompt ``n`` times in a row: [p0, p0, ..., p1, p1, ...] (groups of size n)."""
         return _map_tensors(self, lambda t: t.repeat_interleave(n, dim=0))
 
+    @staticmethod
+    def cat(batches: list[PromptBatch], pad_id: int = 0) -> PromptBatch:
+        """Stack prompt batches, left-padding narrower ones to the widest."""
+        width = max(b.ids.shape[1] for b in batches)
+        return PromptBatch(
+            index=torch.cat([b.index for b in batches]),
+            ids=torch.cat([_pad(b.ids, width, pad_id, left=True) for b in batches]),
+            mask=torch.cat([_pad(b.mask, width, False, left=True) for b in batches]),
+        )
+
 
 @dataclass
 class ResponseBatch:
@@ -90,6 +102,52 @@ class ResponseBatch:
 
     def select(self, rows: torch.Tensor | slice | list[int]) -> ResponseBatch:
         return _map_tensors(self, lambda t: t[rows])
+
+    @staticmethod
+    def cat(batches: list[ResponseBatch], pad_id: int = 0) -> ResponseBatch:
+        """Stack response batches, right-padding shorter ones to the longest.
+
+        ``logprobs`` and ``finished`` are kept only when every batch has them.
+        """
+        width = max(b.tokens.shape[1] for b in batches)
+        logprobs = finished = None
+        if all(b.logprobs is not None for b in batches):
+            logprobs = torch.cat([_pad(b.logprobs, width, 0.0) for b in batches])
+        if all(b.finished is not None for b in batches):
+            finished = torch.cat([b.finished for b in batches])
+        return ResponseBatch(
+            tokens=torch.cat([_pad(b.tokens, width, pad_id) for b in batches]),
+            mask=torch.cat([_pad(b.mask, width, False) for b in batches]),
+            logprobs=logprobs,
+            finished=finished,
+        )
+
+
+def pad_token_lists(
+    seqs: Sequence[Sequence[int]], pad_id: int, *, left: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, L]`` long ids and a bool mask from B token lists, padded on the left (prompts) or
+    the right (responses), without a Python loop over tokens. ``L`` is at least 1."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    width = max(int(lengths.max()) if len(seqs) else 0, 1)
+    positions = torch.arange(width).expand(len(seqs), width)
+    if left:
+        mask = positions >= (width - lengths).unsqueeze(1)
+    else:
+        mask = positions < lengths.unsqueeze(1)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    # The mask's row-major order is the order of the concatenated lists.
+    ids[mask] = torch.tensor(list(itertools.chain.from_iterable(seqs)), dtype=torch.long)
+    return ids, mask
+
+
+def _pad(t: torch.Tensor, width: int, value: float | bool, left: bool = False) -> torch.Tensor:
+    """Pad the last dimension of a [B, L] tensor to ``width`` with ``value``."""
+    extra = width - t.shape[1]
+    if extra == 0:
+        return t
+    fill = torch.full((t.shape[0], extra), value, dtype=t.dtype, device=t.device)
+    return torch.cat([fill, t] if left else [t, fill], dim=1)
 
 
 class Policy(nn.Module, ABC):
@@ -127,17 +185,29 @@ class Policy(nn.Module, ABC):
         return self.token_logprobs(prompts, responses).sum(-1)
 
     def token_logprobs_and_entropy(
-        self, prompts: PromptBatch, responses: ResponseBatch, *, entropy: bool = True
+        self,
+        prompts: PromptBatch,
+        responses: ResponseBatch,
+        *,
+        entropy: bool = True,
+        entropy_grad: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-token log-probs and (optionally) per-token entropies, both 0 on padding."""
-        logits = self.logits(prompts, responses).float()
+        """Per-token log-probs and (optionally) per-token entropies, both 0 on padding.
+
+        One forward pass serves both. The entropy H_t = logsumexp(z) − Σ softmax(z)·z is a
+        metric, computed without gradient unless ``entropy_grad`` (e.g. for an entropy bonus).
+        """
+        logits = self.logits(prompts, responses)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # log-softmax in at least float32
         norm = torch.logsumexp(logits, dim=-1)
         picked = torch.gather(logits, -1, responses.tokens.unsqueeze(-1)).squeeze(-1)
         logp = (picked - norm).masked_fill(~responses.mask, 0.0)
         ent = None
         if entropy:
-            probs = torch.softmax(logits, dim=-1)
-            ent = (norm - (probs * logits).sum(-1)).masked_fill(~responses.mask, 0.0)
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                probs = torch.softmax(logits, dim=-1)
+                ent = (norm - (probs * logits).sum(-1)).masked_fill(~responses.mask, 0.0)
         return logp, ent
 
     def frozen_copy(self) -> Policy:
@@ -157,7 +227,11 @@ class Policy(nn.Module, ABC):
 
 
 class ValueModel(nn.Module, ABC):
-    """Per-token scalar estimates V(x, y_<t+1) for a batch of responses (a critic)."""
+    """Per-token scalar estimates for a batch of responses (a critic).
+
+    ``values[:, t]`` is V(x, y_<t): the value of the state *before* response token t is emitted,
+    which is what :func:`harness.rl.gae` expects.
+    """
 
     @abstractmethod
     def forward(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:

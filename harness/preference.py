@@ -20,6 +20,7 @@ the class with the ``register_preference_models`` hook.
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -46,7 +47,8 @@ class PreferenceModel(ABC):
     """The name users write in suite files."""
 
     def __init__(self, scale: float = 1.0) -> None:
-        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+        ok = isinstance(scale, numbers.Real) and not isinstance(scale, bool)
+        if not (ok and math.isfinite(float(scale)) and float(scale) > 0):
             raise ConfigError(
                 f"{type(self).__name__}: scale must be a positive finite number, got {scale!r}"
             )
@@ -115,7 +117,10 @@ class Thurstone(PreferenceModel):
         return (r_a - r_b) / (self.scale * math.sqrt(2.0))
 
     def log_prob(self, r_a: TensorLike, r_b: TensorLike) -> torch.Tensor:
-        return torch.special.log_ndtr(self._z(r_a, r_b))
+        z = self._z(r_a, r_b)
+        # log_ndtr's gradient loses accuracy in float32 far in the lower tail (24% off at a gap of
+        # 1e4, 0 at 1e6): evaluate it in float64 and return the input's dtype.
+        return torch.special.log_ndtr(z.double()).to(z.dtype)
 
     def prob(self, r_a: TensorLike, r_b: TensorLike) -> torch.Tensor:
         return torch.special.ndtr(self._z(r_a, r_b))

@@ -33,6 +33,24 @@ class RewardModel(nn.Module, ABC):
         """[B] float rewards."""
 
 
+class GoldRewardModel(RewardModel):
+    """The task's gold reward r* used as the reward model: an oracle, with no parameters.
+
+    For tests of the algorithms against exact answers, and as the "perfect reward model" arm of an
+    experiment; suites normally give online algorithms a fitted r̂.
+    """
+
+    def __init__(self, task: Task) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
+        return self.task.gold_reward(prompts, responses).float()
+
+    def __deepcopy__(self, memo: dict) -> GoldRewardModel:
+        return GoldRewardModel(self.task)  # the task is shared, not copied
+
+
 # --- fitting -------------------------------------------------------------------------------------
 
 
@@ -128,8 +146,8 @@ def fit_reward_model(
     if held_set.has_gold:
         from scipy import stats
 
-        g_c = torch.as_tensor(held_set.frame["gold_chosen"].to_numpy(), dtype=torch.float64)
-        g_r = torch.as_tensor(held_set.frame["gold_rejected"].to_numpy(), dtype=torch.float64)
+        g_c = torch.tensor(held_set.frame["gold_chosen"].to_numpy(), dtype=torch.float64)
+        g_r = torch.tensor(held_set.frame["gold_rejected"].to_numpy(), dtype=torch.float64)
         gold_acc = _accuracy(g_c, g_r)
         r_hat = torch.cat([chosen, rejected]).double().cpu().numpy()
         r_star = torch.cat([g_c, g_r]).numpy()

@@ -1,0 +1,79 @@
+"""The algorithm interface: what a policy-optimisation plugin implements.
+
+An algorithm is a small class. It declares a ``Config`` dataclass (every field documented,
+defaults citing their source), what it ``needs`` from the suite — ``"reward"`` (online methods:
+they sample from the policy and score with the learned reward model r̂) or ``"preferences"``
+(offline methods: they learn from the preference pairs directly) — and implements :meth:`step`,
+one update, returning its metrics. The runner owns everything else: building the context, the
+loop and the budget, evaluation, compute accounting, divergence checks and failure capture.
+
+Metric vocabulary: every algorithm reports, where they apply, the shared names ``loss``,
+``grad_norm``, ``kl_ref`` (an estimate of KL(π‖π_ref) on the step's data), ``entropy`` (mean
+per-token entropy of π), ``response_length``, ``reward`` (mean r̂ of the step's samples, for
+online methods); then its own, prefixed by nothing and documented in its module (e.g.
+``clip_frac``, ``approx_kl``, ``value_loss``, ``advantage_mean``, ``reward_accuracy``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from harness.compute import ComputeMeter
+
+if TYPE_CHECKING:
+    from harness.data import PreferenceBatches
+    from harness.policy import Policy
+    from harness.reward import RewardModel
+    from harness.tasks.base import Task
+
+NEEDS = frozenset({"reward", "preferences"})
+
+
+@dataclass
+class RunContext:
+    """What the runner hands an algorithm: the models, the data, the RNG and the meter."""
+
+    task: Task
+    policy: Policy
+    """The policy being trained, initialised to π_ref."""
+    reference: Policy
+    """π_ref, frozen (no gradients, eval mode)."""
+    generator: torch.Generator
+    """The run's random stream for sampling and shuffling (on the policy's device)."""
+    meter: ComputeMeter
+    seed: int
+    reward_model: RewardModel | None = None
+    """r̂, frozen; given to algorithms that need ``"reward"``."""
+    preferences: PreferenceBatches | None = None
+    """The suite's preference pairs as token batches; given to algorithms that need them."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy.device
+
+
+class Algorithm(ABC):
+    """Base class of policy-optimisation algorithms; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: Any, context: RunContext) -> None:
+        self.config = config
+        self.ctx = context
+
+    @abstractmethod
+    def step(self) -> dict[str, float]:
+        """One update of the policy; returns this step's metrics (floats, by name)."""
+
+    def models_resident(self) -> int:
+        """How many models this algorithm keeps in memory (policy, reference, reward, critic)."""
+        count = 2  # policy and reference
+        if "reward" in self.needs:
+            count += 1
+        return count

@@ -1,0 +1,13 @@
+"""The core's built-in tasks, registered through the ``register_tasks`` hook like a plugin's."""
+
+from __future__ import annotations
+
+from harness.hookspecs import Register, hookimpl
+from harness.tasks.bandit import BanditTask
+from harness.tasks.token import TokenTask
+
+
+@hookimpl
+def register_tasks(register: Register) -> None:
+    register(BanditTask.name, BanditTask)
+    register(TokenTask.name, TokenTask)

@@ -1,0 +1,174 @@
+"""Direct Preference Optimization (DPO), Rafailov et al. 2023, arXiv:2305.18290.
+
+DPO fits the policy to the preference pairs directly, with no reward model and no sampling. Its
+loss is the Bradley-Terry likelihood of the pairs under the policy's *implicit reward*
+r_θ(x, y) = β · log(π_θ(y|x) / π_ref(y|x)) (Eq. 7 of the paper):
+
+    L_DPO(π_θ; π_ref) = −E_{(x, y⁺, y⁻) ~ D} [ log σ( β · ( log π_θ(y⁺|x) − log π_ref(y⁺|x)
+                                                        − log π_θ(y⁻|x) + log π_ref(y⁻|x) ) ) ]
+
+Under the Bradley-Terry model with infinite data, its minimiser is the KL-regularised optimum
+π*_β ∝ π_ref · exp(r*/β) (the paper's Eq. 4). The reference log-probs log π_ref(y|x) do not
+change during training, so they are computed once per dataset, when the algorithm is built.
+
+Metrics (besides the shared ``loss``, ``grad_norm``, ``entropy``, ``response_length``):
+``reward_chosen`` / ``reward_rejected`` (mean implicit rewards), ``reward_margin`` (their mean
+difference), ``reward_accuracy`` (fraction of pairs with r_θ(y⁺) > r_θ(y⁻)), ``logp_chosen`` /
+``logp_rejected`` (mean sequence log-probs under π_θ). DPO never samples from π_θ, so it reports
+no ``kl_ref`` of its own: the runner's evaluators measure KL(π_θ‖π_ref) on π_θ's samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from harness import hookimpl
+from harness.algorithm import Algorithm, RunContext
+from harness.policy import PromptBatch, ResponseBatch
+
+
+@dataclass
+class Config:
+    """DPO hyperparameters. Defaults: Rafailov et al. 2023, Appendix B, unless noted."""
+
+    beta: float = 0.1
+    """β, the strength of the KL constraint to π_ref ("Unless noted otherwise, we use β = 0.1")."""
+    learning_rate: float = 1e-6
+    """Step size (App. B: RMSprop with learning rate 1e-6)."""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """Optimiser (App. B uses RMSprop; Adam is TRL's default)."""
+    batch_size: int = 64
+    """Preference pairs per step (App. B: batch size 64)."""
+    warmup_steps: int = 150
+    """Linear learning-rate warm-up from 0 over this many steps (App. B: 150)."""
+    max_grad_norm: float = 10.0
+    """Gradient clipping by global norm (the authors' reference code, config.yaml: 10.0)."""
+
+
+def dpo_loss(
+    logp_chosen: torch.Tensor,
+    logp_rejected: torch.Tensor,
+    ref_logp_chosen: torch.Tensor,
+    ref_logp_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_DPO on a batch of pairs, from sequence log-probs; also the implicit rewards.
+
+    r_θ(x, y) = β (log π_θ(y|x) − log π_ref(y|x))   (Eq. 7)
+    L = −mean log σ(r_θ(x, y⁺) − r_θ(x, y⁻))
+    Returns ``(loss, r_θ(y⁺), r_θ(y⁻))``.
+    """
+    chosen_rewards = beta * (logp_chosen - ref_logp_chosen)
+    rejected_rewards = beta * (logp_rejected - ref_logp_rejected)
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    return loss, chosen_rewards, rejected_rewards
+
+
+class DPO(Algorithm):
+    """Direct Preference Optimization: one minibatch of pairs per step."""
+
+    name = "dpo"
+    Config = Config
+    needs = frozenset({"preferences"})
+
+    def __init__(self, config: Config, context: RunContext) -> None:
+        super().__init__(config, context)
+        data = context.preferences
+        if data is None:
+            raise ValueError("dpo needs the suite's preference data")
+        self.data = data.to(context.device)
+        self.policy = context.policy
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if config.optimizer == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(params, lr=config.learning_rate)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+        warmup = max(config.warmup_steps, 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once.
+        with context.meter.phase("score"), torch.no_grad():
+            self.ref_chosen, self.ref_rejected = self._logps(context.reference, self.data, 256)
+        context.meter.forward(
+            context.reference, int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
+        )
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+
+    def step(self) -> dict[str, float]:
+        cfg, meter = self.config, self.ctx.meter
+        rows = self._next_rows(cfg.batch_size)
+        batch = self.data.select(rows)
+        with meter.phase("train"):
+            self.policy.train()
+            both = ResponseBatch.cat([batch.chosen, batch.rejected])
+            prompts = PromptBatch.cat([batch.prompts, batch.prompts])
+            logp_tok, entropy = self.policy.token_logprobs_and_entropy(prompts, both)
+            logp = logp_tok.sum(-1)
+            n = len(batch)
+            logp_chosen, logp_rejected = logp[:n], logp[n:]
+            loss, chosen_rewards, rejected_rewards = dpo_loss(
+                logp_chosen, logp_rejected, self.ref_chosen[rows], self.ref_rejected[rows], cfg.beta
+            )
+            logits = chosen_rewards - rejected_rewards
+
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+        tokens = int(both.mask.sum())
+        meter.train(self.policy, tokens)
+        meter.samples += n
+
+        mask = both.mask
+        loss, logits = loss.detach(), logits.detach()
+        chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
+        logp_chosen, logp_rejected = logp_chosen.detach(), logp_rejected.detach()
+        return {
+            "loss": float(loss),
+            "grad_norm": float(grad_norm),
+            "entropy": float(entropy.sum() / mask.sum().clamp_min(1)),
+            "response_length": float(mask.sum(-1).float().mean()),
+            "reward_chosen": float(chosen_rewards.mean()),
+            "reward_rejected": float(rejected_rewards.mean()),
+            "reward_margin": float(logits.mean()),
+            "reward_accuracy": float((logits > 0).float().mean()),
+            "logp_chosen": float(logp_chosen.mean()),
+            "logp_rejected": float(logp_rejected.mean()),
+            "learning_rate": float(self.scheduler.get_last_lr()[0]),
+        }
+
+    def _next_rows(self, size: int) -> torch.Tensor:
+        """The next ``size`` pair indices of a shuffled pass over the data (reshuffled per pass)."""
+        n = len(self.data)
+        rows = []
+        while size > 0:
+            if self._cursor >= len(self._order):
+                g = self.ctx.generator
+                self._order = torch.randperm(n, generator=g, device=g.device).to(self.ctx.device)
+                self._cursor = 0
+            take = self._order[self._cursor : self._cursor + size]
+            self._cursor += len(take)
+            size -= len(take)
+            rows.append(take)
+        return torch.cat(rows)
+
+    @staticmethod
+    def _logps(policy, data, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen, rejected = [], []
+        for start in range(0, len(data), chunk):
+            part = data.select(slice(start, start + chunk))
+            chosen.append(policy.sequence_logprobs(part.prompts, part.chosen))
+            rejected.append(policy.sequence_logprobs(part.prompts, part.rejected))
+        return torch.cat(chosen), torch.cat(rejected)
+
+
+@hookimpl
+def register_algorithms(register) -> None:
+    register(DPO.name, DPO)

@@ -1,0 +1,210 @@
+"""The command line, as a user runs it: exit codes, one-line errors, no tracebacks, cheap --help.
+
+Commands that must show what the user's terminal shows run in a subprocess; fake plugin
+distributions reach it through ``PYTHONPATH``, and ``RLHF_HARNESS_PLUGINS`` restricts loading to
+them, so real plugins installed in the environment do not change the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness import __version__
+from harness.cli import main
+
+TIMEOUT_S = 60
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+def good_plugin_source(algorithm: str) -> str:
+    return textwrap.dedent(
+        f"""
+        from harness import hookimpl
+
+        class Algo:
+            pass
+
+        @hookimpl
+        def register_algorithms(register):
+            register({algorithm!r}, Algo)
+        """
+    )
+
+
+def test_version_prints_the_version(subprocess_env):
+    result = run_cli("--version", env=subprocess_env())
+    assert result.returncode == 0, result.stderr
+    assert __version__ == "0.1.0"
+    assert result.stdout.strip() == "rlhf-harness, version 0.1.0"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "--version"])
+def test_help_and_version_do_not_import_torch(subprocess_env, flag):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from harness.cli import main
+        try:
+            main([{flag!r}])
+            code = 0
+        except SystemExit as exc:  # click may end with SystemExit; either way must mean success
+            code = exc.code or 0
+        heavy = sorted(m for m in ("torch", "numpy", "transformers") if m in sys.modules)
+        print("RESULT", code, ",".join(heavy) or "-")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == "RESULT 0 -", f"{flag} imported heavy modules or failed: {last}"
+    if flag != "--version":
+        assert "Usage: rlhf-harness" in result.stdout
+        assert "plugins" in result.stdout
+
+
+def test_plugins_lists_core_preference_models(monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_HARNESS_PLUGINS", "")  # the core only: independent of the install
+    main(["plugins"])  # returns (exit status 0) when no plugin failed
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("harness.preference  (core)") + 1
+    block = []  # the indented lines under that header: what the plugin registers
+    for line in lines[start:]:
+        if not line.startswith("    "):
+            break
+        block.append(line.strip())
+    models = [line for line in block if line.startswith("preference model: ")]
+    assert len(models) == 1, block
+    assert {"btl", "thurstone"} <= set(models[0].split(": ", 1)[1].split(", "))
+
+
+def test_plugins_json_parses(monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_HARNESS_PLUGINS", "")
+    main(["plugins", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert data["failures"] == []
+    [core] = [p for p in data["plugins"] if p["name"] == "harness.preference"]
+    assert core["core"] is True
+    assert core["distribution"] == "rlhf-harness"
+    assert core["version"] == __version__
+    assert {"btl", "thurstone"} <= set(core["registers"]["preference_model"])
+
+
+def test_plugins_json_shows_an_entry_point_plugin(dist_info_path, monkeypatch, capsys):
+    dist_info_path(
+        "rlhf-harness-test-cli-good",
+        "3.1",
+        entry_points={"cli-good": "rlhf_test_cli_good_plugin"},
+        modules={"rlhf_test_cli_good_plugin": good_plugin_source("cli-good-algo")},
+    )
+    monkeypatch.setenv("RLHF_HARNESS_PLUGINS", "cli-good")
+    main(["plugins", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    [row] = [p for p in data["plugins"] if p["name"] == "cli-good"]
+    assert row == {
+        "name": "cli-good",
+        "distribution": "rlhf-harness-test-cli-good",
+        "version": "3.1",
+        "entry_point": "cli-good = rlhf_test_cli_good_plugin",
+        "core": False,
+        "registers": {"algorithm": ["cli-good-algo"]},
+    }
+
+
+@pytest.fixture
+def broken_and_good_plugins(tmp_path, dist_writer):
+    """Two fake distributions in ``tmp_path``: one whose module raises on import, one fine."""
+    dist_writer(
+        tmp_path,
+        "rlhf-harness-test-cli-broken",
+        "0.3",
+        {"cli-broken": "rlhf_test_cli_broken_plugin"},
+        {"rlhf_test_cli_broken_plugin": "raise ImportError('needs a missing library')\n"},
+    )
+    dist_writer(
+        tmp_path,
+        "rlhf-harness-test-cli-good",
+        "1.0",
+        {"cli-good": "rlhf_test_cli_good_plugin"},
+        {"rlhf_test_cli_good_plugin": good_plugin_source("cli-good-algo")},
+    )
+    return tmp_path
+
+
+def test_plugins_with_a_broken_plugin_fails_in_one_line(broken_and_good_plugins, subprocess_env):
+    env = subprocess_env(broken_and_good_plugins, RLHF_HARNESS_PLUGINS="cli-broken,cli-good")
+    result = run_cli("plugins", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 1
+    assert failed[0].startswith("FAILED cli-broken: ")
+    assert "rlhf-harness-test-cli-broken 0.3" in failed[0]
+    assert "ImportError: needs a missing library" in failed[0]
+    # The good plugin is still listed with what it registers.
+    assert "cli-good  (rlhf-harness-test-cli-good 1.0)" in result.stdout
+    assert "algorithm: cli-good-algo" in result.stdout
+
+
+def test_plugins_strict_with_a_broken_plugin_is_one_error_line(
+    broken_and_good_plugins, subprocess_env
+):
+    """``--strict`` stops at the broken plugin (RLHF_HARNESS_STRICT=1: see test_plugins)."""
+    env = subprocess_env(broken_and_good_plugins, RLHF_HARNESS_PLUGINS="cli-broken,cli-good")
+    result = run_cli("plugins", "--strict", env=env)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("rlhf-harness: error: ")
+    assert "plugin 'cli-broken'" in lines[0]
+    assert "ImportError: needs a missing library" in lines[0]
+    assert result.stdout == ""  # nothing listed: strict mode stops before printing
+
+
+def test_plugins_with_duplicate_names_is_one_error_line(tmp_path, dist_writer, subprocess_env):
+    for letter in "xy":
+        dist_writer(
+            tmp_path,
+            f"rlhf-harness-test-cli-dup-{letter}",
+            "1.0",
+            {f"cli-dup-{letter}": f"rlhf_test_cli_dup_{letter}_plugin"},
+            {f"rlhf_test_cli_dup_{letter}_plugin": good_plugin_source("same-algo")},
+        )
+    env = subprocess_env(tmp_path, RLHF_HARNESS_PLUGINS="cli-dup-x,cli-dup-y")
+    result = run_cli("plugins", env=env)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("rlhf-harness: error: Duplicate algorithm 'same-algo'")
+    assert "plugin 'cli-dup-x'" in lines[0] and "plugin 'cli-dup-y'" in lines[0]
+
+
+def test_unknown_command_is_a_usage_error(subprocess_env):
+    result = run_cli("no-such-command", env=subprocess_env())
+    assert result.returncode == 2
+    assert "No such command 'no-such-command'" in result.stderr
+    assert "Traceback" not in result.stderr
