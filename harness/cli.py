@@ -67,6 +67,71 @@ def plugins(as_json: bool, strict: bool) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+def validate(suite_file: str) -> None:
+    """Check a suite file: keys, types, plugin names, configs and combinations.
+
+    Prints the number of runs it expands to; a problem is one line naming the file, the line and
+    the key, with exit status 2.
+    """
+    from harness.plugins import get_plugin_host
+    from harness.suite import check_suite, load_suite
+
+    suite = load_suite(suite_file)
+    runs = check_suite(suite, suite_file, get_plugin_host())
+    click.echo(
+        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
+        f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
+    )
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--root", default="runs", show_default=True, help="Run store folder.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Local worker processes (1: sequential, in this process).")
+@click.option("--address", default=None, help="Ray cluster address to join (ray executor).")
+@click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
+@click.option("--no-wandb", is_flag=True, help="No wandb logging (as RLHF_HARNESS_WANDB=0).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def run(
+    suite_file: str, root: str, executor: str, workers: int, address: str | None,
+    retry_failed: bool, no_wandb: bool, no_progress: bool,
+) -> None:
+    """Run every algorithm × task × seed of a suite into the run store.
+
+    Finished runs are skipped, so a killed suite resumes where it stopped. Exits with status 1
+    when some runs failed (diverged runs are results, not failures).
+    """
+    import shutil
+    from pathlib import Path
+
+    from harness.executors import run_specs
+    from harness.plugins import get_plugin_host
+    from harness.suite import check_suite, load_suite
+    from harness.tracking import wandb_enabled
+
+    suite = load_suite(suite_file)
+    specs = check_suite(suite, suite_file, get_plugin_host())
+    store_dir = Path(root) / suite.name
+    store_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(suite_file, store_dir / "suite.yaml")
+    outcome = run_specs(
+        specs, root, executor=executor, workers=workers, address=address,
+        retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
+        progress=not no_progress and sys.stderr.isatty(),
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or "nothing run"
+    click.echo(f"{suite.name}: {outcome.total} runs: {counts}; {outcome.skipped} already "
+               f"finished; store {store_dir}")
+    if outcome.failed:
+        click.echo(f"{outcome.failed} runs failed: see traceback.txt in their folders", err=True)
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning harness errors into one line."""
     try:

@@ -37,6 +37,7 @@ CORE_PLUGINS: tuple[str, ...] = (
     "harness.preference",
     "harness.tasks.builtin",
     "harness.gold",
+    "harness.evaluators",
 )
 """Modules of the core that register built-ins through the same hooks as any plugin."""
 

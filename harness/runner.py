@@ -113,3 +113,274 @@ def train(
             record["diverged"] = 1.0
             break
     return records
+
+
+# --- one run of a suite ---------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested, but torch sees no CUDA device")
+    return device
+
+
+def build_task(host: Any, spec: dict[str, Any], device: str) -> Task:
+    """The task of a run spec, on ``device``."""
+    cls = host.task(spec["task"])
+    return cls(build_config(cls.Params, spec["task_params"]), seed=spec["seed"], device=device)
+
+
+def spent(meter: ComputeMeter, step: int, kind: str) -> float:
+    """How much of a budget of ``kind`` a run has used.
+
+    ``seconds`` counts generation, scoring and training time, not evaluation: evaluation is the
+    same for every algorithm and is not part of what is compared.
+    """
+    return {
+        "steps": float(step),
+        "samples": float(meter.samples),
+        "tokens": float(meter.tokens_generated + meter.tokens_trained),
+        "flops": meter.flops,
+        "seconds": meter.wall_seconds - meter.seconds["eval"],
+    }[kind]
+
+
+def shared_artifacts(
+    task: Task, spec: dict[str, Any], store: Any, host: Any, *, need_prefs: bool, need_reward: bool
+) -> tuple[PreferenceDataset | None, RewardModel | None, dict[str, Any] | None]:
+    """The preference data and reward model of ``spec``'s (task, params, seed), built once.
+
+    Both are cached in the store's ``shared/<key>/`` folder, built atomically: every algorithm of
+    the suite on this task and seed — in this process or another — reads the same files.
+    """
+    import dataclasses
+    import json
+
+    from harness.annotator import simulate_preferences
+    from harness.cache import cached_dir
+    from harness.config import config_hash
+    from harness.reward import GoldRewardModel, RewardFitConfig, fit_reward_model
+
+    prefs_spec, rm_spec = spec["preferences"], spec["reward_model"]
+    key = config_hash(
+        {k: spec[k] for k in ("task", "task_params", "seed", "preferences", "device")}
+    )
+    fitted = rm_spec["kind"] == "fitted"
+    data = None
+    if need_prefs or (need_reward and fitted):
+
+        def build_prefs(tmp: Any) -> None:
+            if prefs_spec.get("file"):
+                PreferenceDataset.load(prefs_spec["file"]).save(tmp / "preferences.parquet")
+                return
+            model = host.preference_model(prefs_spec["preference_model"])(prefs_spec["scale"])
+            simulate_preferences(
+                task, model, num_pairs=prefs_spec["num_pairs"], seed=spec["seed"],
+                flip_rate=prefs_spec["flip_rate"], temperature=prefs_spec["temperature"],
+            ).save(tmp / "preferences.parquet")
+
+        path, _ = cached_dir(store.shared_dir(key), build_prefs)
+        data = PreferenceDataset.load(path / "preferences.parquet")
+    if not need_reward:
+        return data, None, None
+    if not fitted:
+        return data, GoldRewardModel(task), {"kind": "gold"}
+    assert data is not None
+    fit_config = RewardFitConfig(**{k: v for k, v in rm_spec.items() if k != "kind"})
+    rm_key = config_hash({"data": key, "fit": dataclasses.asdict(fit_config)})
+
+    def build_reward(tmp: Any) -> None:
+        likelihood = host.preference_model(fit_config.preference_model)(fit_config.scale)
+        model, report = fit_reward_model(task, data, likelihood, fit_config, seed=spec["seed"])
+        torch.save(model.state_dict(), tmp / "reward_model.pt")
+        (tmp / "fit_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
+
+    path, _ = cached_dir(store.shared_dir(f"{key}-reward-{rm_key}"), build_reward)
+    model = task.make_reward_model()
+    model.load_state_dict(torch.load(path / "reward_model.pt", map_location=task.device))
+    model.eval()
+    return data, model, json.loads((path / "fit_report.json").read_text())
+
+
+def run_one(
+    spec: dict[str, Any],
+    root: str,
+    *,
+    wandb: bool = False,
+    on_step: Callable[[float], None] | None = None,
+) -> str:
+    """Run one spec of a suite into the store at ``root``; returns its final status.
+
+    Never raises for what happens inside the run: an exception marks it ``failed`` (traceback
+    saved), a NaN/inf metric or a KL beyond ``divergence.max_kl`` marks it ``diverged``.
+    ``on_step`` receives the fraction of the budget spent after every step.
+    """
+    import contextlib
+    import logging
+    import time
+    import traceback
+
+    import pandas as pd
+    import psutil
+
+    from harness import __version__
+    from harness.config import config_hash
+    from harness.evaluators import EvalContext
+    from harness.exact import ExactProblem
+    from harness.plugins import get_plugin_host
+    from harness.store import METRIC_COLUMNS, RunStore
+    from harness.suite import RunSpec
+    from harness.tracking import Tracker
+
+    store = RunStore(root, spec["suite"])
+    run_id = RunSpec(**spec).run_id
+    run_dir = store.start(run_id, spec)
+    logger = logging.getLogger(f"rlhf_harness.run.{run_id}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    tracker = Tracker(wandb, run_dir, spec, run_id)
+    if tracker.error:
+        logger.warning(tracker.error)
+
+    rows: list[tuple] = []
+    status, reason, tb = "done", None, None
+    step = 0
+    meter: ComputeMeter | None = None
+    peak_rss = 0
+    final: dict[str, float] = {}
+    fit_report = None
+    models_resident = None
+    versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
+    process = psutil.Process()
+    start = time.perf_counter()
+    try:
+        host = get_plugin_host()
+        device = resolve_device(spec["device"])
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        task = build_task(host, spec, device)
+        algo_cls = host.algorithm(spec["algorithm"])
+        reg = host.registration("algorithm", spec["algorithm"])
+        versions[reg.plugin.distribution or reg.plugin.name] = reg.plugin.version or "?"
+        if task.kind == "tabular" and device == "cpu":
+            torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead
+        evaluators = [host.evaluator(n)() for n in spec["evaluation"]["evaluators"]]
+        need_reward = "reward" in algo_cls.needs or "proxy_reward" in spec["evaluation"][
+            "evaluators"]
+        data, reward_model, fit_report = shared_artifacts(
+            task, spec, store, host,
+            need_prefs="preferences" in algo_cls.needs, need_reward=need_reward,
+        )
+        context = build_context(task, algo_cls, seed=spec["seed"], preferences=data,
+                                reward_model=reward_model if "reward" in algo_cls.needs else None)
+        algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
+        models_resident = algo.models_resident()
+        meter = context.meter
+        exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
+        eval_reward = reward_model.to(device) if reward_model is not None else None
+        budget_kind, budget = next(iter(spec["budget"].items()))
+        every = spec["evaluation"]["every"]
+        max_kl = spec["divergence"]["max_kl"]
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if spec["precision"] == "bf16" and device == "cuda"
+            else contextlib.nullcontext()
+        )
+        logger.info("start %s on %s (%s), budget %s=%s", spec["label"], spec["task"], device,
+                    budget_kind, budget)
+
+        def record(source: str, metrics: dict[str, float]) -> None:
+            assert meter is not None
+            common = (run_id, step, meter.samples, meter.tokens_generated + meter.tokens_trained,
+                      meter.wall_seconds, meter.flops, source)
+            rows.extend((*common, k, float(v)) for k, v in metrics.items())
+
+        def evaluate() -> dict[str, float]:
+            ctx = EvalContext(
+                task=task, policy=context.policy, reference=context.reference,
+                reward_model=eval_reward, beta=spec["evaluation"]["beta"],
+                samples_per_prompt=spec["evaluation"]["samples_per_prompt"],
+                seed=spec["seed"], exact=exact,
+            )
+            out: dict[str, float] = {}
+            assert meter is not None
+            with meter.phase("eval"), torch.no_grad(), autocast:
+                context.policy.eval()
+                for ev in evaluators:
+                    out.update(ev.evaluate(ctx))
+                context.policy.train()
+            return out
+
+        step = 0
+        record("eval", evaluate())
+        done = False
+        while not done:
+            step += 1
+            with autocast:
+                metrics = algo.step()
+            peak_rss = max(peak_rss, process.memory_info().rss)
+            metrics["models_resident"] = float(models_resident)
+            record("train", metrics)
+            tracker.log(metrics, step)
+            fraction = spent(meter, step, budget_kind) / budget
+            done = fraction >= 1.0
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                status, reason = "diverged", f"non-finite {', '.join(sorted(bad))} at step {step}"
+            if done or step % every == 0 or bad:
+                evaluation = evaluate()
+                record("eval", evaluation)
+                tracker.log({f"eval/{k}": v for k, v in evaluation.items()}, step)
+                final = evaluation
+                bad_eval = [k for k, v in evaluation.items() if not math.isfinite(v)]
+                if bad_eval and status != "diverged":
+                    status, reason = "diverged", f"non-finite {', '.join(bad_eval)} at step {step}"
+                kl = evaluation.get("kl_ref")
+                if status != "diverged" and max_kl is not None and kl is not None and kl > max_kl:
+                    status, reason = "diverged", f"kl_ref {kl:.4g} > max_kl {max_kl} at step {step}"
+            if on_step is not None:
+                on_step(min(fraction, 1.0))
+            if status == "diverged":
+                logger.warning("diverged: %s", reason)
+                break
+        logger.info("finished after %d steps: %s", step, status)
+    except Exception as exc:
+        status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        logger.error("failed at step %d:\n%s", step, tb)
+    wall = time.perf_counter() - start
+    summary = {
+        "run_id": run_id,
+        "status": status,
+        "reason": reason,
+        "steps": step,
+        "final": final,
+        "compute": None if meter is None else {
+            "seconds": dict(meter.seconds),
+            "samples": meter.samples,
+            "tokens_generated": meter.tokens_generated,
+            "tokens_trained": meter.tokens_trained,
+            "flops": meter.flops,
+        },
+        "wall_seconds": wall,
+        "peak_host_memory_mb": peak_rss / 2**20 if peak_rss else None,
+        "peak_gpu_memory_mb": (
+            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        ),
+        "models_resident": models_resident,
+        "reward_model": fit_report,
+        "seed": spec["seed"],
+        "config_hash": config_hash(spec),
+        "versions": versions,
+    }
+    frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    store.finish(run_id, status, metrics=frame, summary=summary, traceback=tb, reason=reason)
+    tracker.finish(status, summary)
+    logger.removeHandler(handler)
+    handler.close()
+    return status

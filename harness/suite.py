@@ -1,0 +1,412 @@
+"""Suite files: YAML in, a validated grid of run specs out.
+
+A suite names one task (or several), how preference data are simulated, how the reward model is
+fitted, the algorithms with their configs and optional sweeps, the seeds, one budget for all,
+and the evaluation. Example::
+
+    name: quickstart
+    tasks:
+      - name: bandit
+        params: {num_prompts: 8, num_arms: 16}
+    preferences: {num_pairs: 10000, preference_model: btl, scale: 1.0, flip_rate: 0.0}
+    reward_model: {preference_model: btl}
+    algorithms:
+      - name: dpo
+        config: {beta: 0.5, learning_rate: 0.05, optimizer: adam}
+      - name: ppo
+        label: ppo-kl
+        config: {kl_coef: 0.5}
+        sweep: {learning_rate: [0.01, 0.05]}
+    seeds: [0, 1, 2]
+    budget: {samples: 50000}
+    evaluation: {every: 10, beta: 0.5}
+
+Validation is pydantic's (types, unknown keys) plus the harness's checks of plugin names,
+algorithm configs and task params; every error is one line naming the file, the line and the key.
+:func:`expand` turns a suite into :class:`RunSpec` s — task × seed × algorithm × sweep point —
+whose ``run_id`` is a hash of the resolved spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.config import build_config, config_dict, config_hash
+from harness.errors import ConfigError, HarnessError
+
+BUDGET_KINDS = ("steps", "samples", "tokens", "flops", "seconds")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class TaskSpec(_Strict):
+    name: str = Field(description="A registered task (rlhf-harness plugins lists them).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The task's Params.")
+
+
+class PreferenceSpec(_Strict):
+    """How the preference data D are made (once per task and seed, shared by all algorithms)."""
+
+    num_pairs: int = Field(1000, ge=1, description="Labelled pairs N.")
+    preference_model: str = Field("btl", description="The annotator's preference model.")
+    scale: float = Field(1.0, gt=0, description="Its noise scale (τ or σ).")
+    flip_rate: float = Field(0.0, ge=0, le=1, description="Fraction of labels flipped.")
+    temperature: float = Field(1.0, gt=0, description="π_ref's sampling temperature.")
+    file: str | None = Field(None, description="Load D from this file instead of simulating.")
+
+
+class RewardModelSpec(_Strict):
+    """How r̂ is fitted from D (once per task and seed, shared by the online algorithms)."""
+
+    kind: Literal["fitted", "gold"] = Field(
+        "fitted", description="'fitted' from D; 'gold' gives the algorithms r* itself (an oracle)."
+    )
+    preference_model: str = Field("btl", description="The likelihood r̂ is fitted with.")
+    scale: float = Field(1.0, gt=0)
+    epochs: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+
+
+class AlgorithmSpec(_Strict):
+    name: str = Field(description="A registered algorithm.")
+    label: str | None = Field(None, description="How reports name it (default: its name).")
+    config: dict[str, Any] = Field(default_factory=dict, description="Its Config fields.")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Config fields to sweep: every combination runs."
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _non_empty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"sweep '{key}' has no values")
+        return v
+
+
+class BudgetSpec(_Strict):
+    """One budget for every run: exactly one of these."""
+
+    steps: int | None = Field(None, ge=1)
+    samples: int | None = Field(None, ge=1)
+    tokens: int | None = Field(None, ge=1)
+    flops: float | None = Field(None, gt=0)
+    seconds: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BudgetSpec:
+        given = [k for k in BUDGET_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one budget among {', '.join(BUDGET_KINDS)} (got "
+                f"{', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in BUDGET_KINDS if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> float:
+        return float(getattr(self, self.kind))
+
+
+class EvaluationSpec(_Strict):
+    every: int = Field(10, ge=1, description="Evaluate every k steps (and at the end).")
+    evaluators: list[str] = Field(
+        default_factory=lambda: [
+            "gold_reward", "proxy_reward", "kl_ref", "win_rate_ref", "regret", "entropy",
+            "response_length",
+        ],
+        description="Registered evaluators to run.",
+    )
+    samples_per_prompt: int = Field(4, ge=1, description="Policy samples per eval prompt.")
+    beta: float = Field(0.1, gt=0, description="β of the objective J_β used for regret.")
+
+
+class DivergenceSpec(_Strict):
+    max_kl: float | None = Field(
+        None, gt=0, description="A run whose evaluated KL(π‖π_ref) exceeds this is 'diverged'."
+    )
+
+
+class Suite(_Strict):
+    name: str
+    description: str = ""
+    tasks: list[TaskSpec] = Field(min_length=1)
+    preferences: PreferenceSpec = Field(default_factory=PreferenceSpec)
+    reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
+    algorithms: list[AlgorithmSpec] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    budget: BudgetSpec
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    gpus_per_run: float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
+
+    @model_validator(mode="after")
+    def _possible(self) -> Suite:
+        if self.device == "cpu" and self.precision == "bf16":
+            raise ValueError("precision bf16 needs a CUDA device; use fp32 with device cpu")
+        if self.device == "cpu" and self.gpus_per_run > 0:
+            raise ValueError("gpus_per_run > 0 with device cpu: a CPU run needs no GPU")
+        return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError("a suite name is a non-empty folder name (no '/')")
+        return v
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of a suite, fully resolved: what the runner needs, and what its id hashes."""
+
+    suite: str
+    task: str
+    task_params: dict[str, Any]
+    algorithm: str
+    label: str
+    algorithm_config: dict[str, Any]
+    sweep_point: dict[str, Any]
+    seed: int
+    preferences: dict[str, Any]
+    reward_model: dict[str, Any]
+    budget: dict[str, float]
+    evaluation: dict[str, Any]
+    divergence: dict[str, Any]
+    device: str
+    precision: str
+    gpus: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_id(self) -> str:
+        """``<label>-<task>-s<seed>-<hash>``: readable, and unique to the resolved spec."""
+        return f"{self.label}-{self.task}-s{self.seed}-{config_hash(self.as_dict(), 10)}"
+
+    @property
+    def shared_key(self) -> dict[str, Any]:
+        """What the preference data and the reward model depend on (shared across algorithms)."""
+        return {
+            "task": self.task,
+            "task_params": self.task_params,
+            "seed": self.seed,
+            "preferences": self.preferences,
+            "reward_model": self.reward_model,
+            "device": self.device,
+        }
+
+
+# --- loading and validating ----------------------------------------------------------------------
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file (structure only; see :func:`check_suite` for plugins)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: suite file not found")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite file is a mapping (name, tasks, algorithms, ...)")
+    lines = _line_index(text)
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, lines, data)) from None
+
+
+def check_suite(suite: Suite, path: str | Path, host: Any) -> list[RunSpec]:
+    """Check plugin names and configs against the plugin host; return the expanded runs."""
+    lines = _line_index(Path(path).read_text()) if Path(path).exists() else {}
+
+    def where(*keys: Any) -> str:
+        line = _nearest_line(lines, keys)
+        return f"{path}:{line}" if line else str(path)
+
+    def known(kind: str, name: str, *keys: Any) -> Any:
+        try:
+            return host.get(kind, name)
+        except HarnessError as exc:
+            raise ConfigError(f"{where(*keys)}: {'.'.join(map(str, keys))}: {exc}") from None
+
+    known("preference_model", suite.preferences.preference_model, "preferences", "preference_model")
+    known("preference_model", suite.reward_model.preference_model, "reward_model",
+          "preference_model")
+    for name in suite.evaluation.evaluators:
+        known("evaluator", name, "evaluation", "evaluators")
+    labels: set[str] = set()
+    for i, alg in enumerate(suite.algorithms):
+        cls = known("algorithm", alg.name, "algorithms", i, "name")
+        label = alg.label or alg.name
+        if label in labels:
+            raise ConfigError(
+                f"{where('algorithms', i)}: algorithms.{i}: two algorithms are labelled "
+                f"'{label}'; give each a distinct 'label'"
+            )
+        labels.add(label)
+        for key in alg.sweep:
+            if key in alg.config:
+                raise ConfigError(
+                    f"{where('algorithms', i, 'sweep', key)}: algorithms.{i}.sweep.{key}: also "
+                    f"set in config; a field is either fixed or swept"
+                )
+        for point in _sweep_points(alg.sweep):
+            build_config(cls.Config, {**alg.config, **point},
+                         where=f"{where('algorithms', i, 'config')}: algorithms.{i} ({alg.name})")
+    for i, task in enumerate(suite.tasks):
+        cls = known("task", task.name, "tasks", i, "name")
+        build_config(cls.Params, task.params,
+                     where=f"{where('tasks', i, 'params')}: tasks.{i}.params ({task.name})")
+    return expand(suite, host)
+
+
+def expand(suite: Suite, host: Any) -> list[RunSpec]:
+    """Every run of the suite: task × seed × algorithm × sweep point."""
+    runs = []
+    for task, seed, alg in itertools.product(suite.tasks, suite.seeds, suite.algorithms):
+        task_cls = host.task(task.name)
+        params = config_dict(build_config(task_cls.Params, task.params))
+        cls = host.algorithm(alg.name)
+        for point in _sweep_points(alg.sweep):
+            config = config_dict(build_config(cls.Config, {**alg.config, **point}))
+            label = alg.label or alg.name
+            if point:
+                label += "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
+            runs.append(
+                RunSpec(
+                    suite=suite.name,
+                    task=task.name,
+                    task_params=params,
+                    algorithm=alg.name,
+                    label=label,
+                    algorithm_config=config,
+                    sweep_point=dict(point),
+                    seed=seed,
+                    preferences=suite.preferences.model_dump(),
+                    reward_model=suite.reward_model.model_dump(),
+                    budget={suite.budget.kind: suite.budget.value},
+                    evaluation=suite.evaluation.model_dump(),
+                    divergence=suite.divergence.model_dump(),
+                    device=suite.device,
+                    precision=suite.precision,
+                    gpus=suite.gpus_per_run,
+                )
+            )
+    return runs
+
+
+def _sweep_points(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(sweep)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(
+        *(sweep[k] for k in keys)
+    )] or [{}]
+
+
+# --- error messages with lines -------------------------------------------------------------------
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each key path in the YAML document to its 1-based line (from the node marks)."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    index: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        index.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, key.value)
+                index[sub] = key.start_mark.line + 1
+                walk(value, sub)
+                index[sub] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _nearest_line(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | None:
+    path = tuple(path)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
+
+
+def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
+    """One line: ``file:line: key.path: what is wrong`` (with a suggestion for unknown keys)."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    line = _nearest_line(lines, loc)
+    where = f"{path}:{line}" if line else str(path)
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        fields = list(parent.model_fields) if parent else []
+        hint = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        allowed = f"; allowed here: {', '.join(fields)}" if fields else ""
+        return f"{where}: unknown key '{key}'{suggestion}{allowed}"
+    if err["type"] == "missing":
+        return f"{where}: missing required key '{key}'"
+    message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+    return f"{where}: {key}: {message}{shown}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc`` in a suite."""
+    model: Any = Suite
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None)
+        candidates = [annotation, *(inner or [])]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return model
