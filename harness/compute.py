@@ -68,10 +68,15 @@ class ComputeMeter:
         """``model`` ran a forward pass over ``tokens`` tokens: 2·N·tokens FLOPs."""
         self.flops += 2.0 * self._params(model) * tokens
 
-    def train(self, model: nn.Module, tokens: int) -> None:
-        """``model`` ran forward and backward over ``tokens`` tokens: 6·N·tokens FLOPs."""
+    def train(self, model: nn.Module, tokens: int, *, count_tokens: bool = True) -> None:
+        """``model`` ran forward and backward over ``tokens`` tokens: 6·N·tokens FLOPs.
+
+        ``tokens_trained`` counts response tokens through a backward pass once per pass; when a
+        second model (e.g. a critic) trains on the same tokens, pass ``count_tokens=False``.
+        """
         self.flops += 6.0 * self._params(model) * tokens
-        self.tokens_trained += tokens
+        if count_tokens:
+            self.tokens_trained += tokens
 
     def generated(self, model: nn.Module, samples: int, tokens: int) -> None:
         """``model`` generated ``samples`` responses, ``tokens`` tokens in all (2·N per token)."""

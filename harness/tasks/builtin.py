@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from harness.hookspecs import Register, hookimpl
 from harness.tasks.bandit import BanditTask
+from harness.tasks.hf import HFTask
+from harness.tasks.tiny_lm import TinyLMTask
 from harness.tasks.token import TokenTask
 
 
@@ -11,3 +13,5 @@ from harness.tasks.token import TokenTask
 def register_tasks(register: Register) -> None:
     register(BanditTask.name, BanditTask)
     register(TokenTask.name, TokenTask)
+    register(TinyLMTask.name, TinyLMTask)
+    register(HFTask.name, HFTask)
