@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from harness.config import build_config, config_dict, config_hash
 from harness.errors import ConfigError, HarnessError
@@ -46,11 +54,6 @@ BUDGET_KINDS = ("steps", "samples", "tokens", "flops", "seconds")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
-
-
-class TaskSpec(_Strict):
-    name: str = Field(description="A registered task (rlhf-harness plugins lists them).")
-    params: dict[str, Any] = Field(default_factory=dict, description="The task's Params.")
 
 
 class PreferenceSpec(_Strict):
@@ -83,6 +86,11 @@ class AlgorithmSpec(_Strict):
     name: str = Field(description="A registered algorithm.")
     label: str | None = Field(None, description="How reports name it (default: its name).")
     config: dict[str, Any] = Field(default_factory=dict, description="Its Config fields.")
+    per_task: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Config fields for one task only, by task name (e.g. learning rates that "
+        "suit a table of logits and a language model differently); they override 'config'.",
+    )
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict, description="Config fields to sweep: every combination runs."
     )
@@ -124,6 +132,14 @@ class BudgetSpec(_Strict):
         return float(getattr(self, self.kind))
 
 
+class TaskSpec(_Strict):
+    name: str = Field(description="A registered task (rlhf-harness plugins lists them).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The task's Params.")
+    budget: BudgetSpec | None = Field(
+        None, description="This task's budget, if not the suite's (the same for all algorithms)."
+    )
+
+
 class EvaluationSpec(_Strict):
     every: int = Field(10, ge=1, description="Evaluate every k steps (and at the end).")
     evaluators: list[str] = Field(
@@ -158,13 +174,21 @@ class Suite(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     gpus_per_run: float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
 
-    @model_validator(mode="after")
-    def _possible(self) -> Suite:
-        if self.device == "cpu" and self.precision == "bf16":
+    # Field validators (not a model validator), so that an error names the key and its line;
+    # ``device`` is declared before both, so ``info.data`` holds it when it is valid.
+    @field_validator("precision")
+    @classmethod
+    def _bf16_needs_cuda(cls, v: str, info: ValidationInfo) -> str:
+        if v == "bf16" and info.data.get("device") == "cpu":
             raise ValueError("precision bf16 needs a CUDA device; use fp32 with device cpu")
-        if self.device == "cpu" and self.gpus_per_run > 0:
+        return v
+
+    @field_validator("gpus_per_run")
+    @classmethod
+    def _no_gpus_on_cpu(cls, v: float, info: ValidationInfo) -> float:
+        if v > 0 and info.data.get("device") == "cpu":
             raise ValueError("gpus_per_run > 0 with device cpu: a CPU run needs no GPU")
-        return self
+        return v
 
     @field_validator("seeds")
     @classmethod
@@ -237,11 +261,18 @@ def load_suite(path: str | Path) -> Suite:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark and mark and context_mark.line != mark.line:
+            source = (text.splitlines()[context_mark.line:] or [""])[0].strip()[:60]
+            problem += f" ({context} started at line {context_mark.line + 1}: {source!r})"
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a suite file is a mapping (name, tasks, algorithms, ...)")
     lines = _line_index(text)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}:{lines.get((), 1)}: (top level): a suite file is a mapping (name, tasks, "
+            f"algorithms, ...), not {'empty' if data is None else type(data).__name__}"
+        )
     try:
         return Suite.model_validate(data)
     except ValidationError as exc:
@@ -265,8 +296,8 @@ def check_suite(suite: Suite, path: str | Path, host: Any) -> list[RunSpec]:
     known("preference_model", suite.preferences.preference_model, "preferences", "preference_model")
     known("preference_model", suite.reward_model.preference_model, "reward_model",
           "preference_model")
-    for name in suite.evaluation.evaluators:
-        known("evaluator", name, "evaluation", "evaluators")
+    for j, name in enumerate(suite.evaluation.evaluators):
+        known("evaluator", name, "evaluation", "evaluators", j)
     labels: set[str] = set()
     for i, alg in enumerate(suite.algorithms):
         cls = known("algorithm", alg.name, "algorithms", i, "name")
@@ -283,13 +314,27 @@ def check_suite(suite: Suite, path: str | Path, host: Any) -> list[RunSpec]:
                     f"{where('algorithms', i, 'sweep', key)}: algorithms.{i}.sweep.{key}: also "
                     f"set in config; a field is either fixed or swept"
                 )
+        task_names = [t.name for t in suite.tasks]
+        for task_name, overrides in alg.per_task.items():
+            if task_name not in task_names:
+                raise ConfigError(
+                    f"{where('algorithms', i, 'per_task', task_name)}: algorithms.{i}.per_task."
+                    f"{task_name}: no such task in this suite (tasks: {', '.join(task_names)})"
+                )
+            build_config(cls.Config, {**alg.config, **overrides},
+                         where=f"{where('algorithms', i, 'per_task', task_name)}: algorithms."
+                         f"{i}.per_task.{task_name} ({alg.name})")
         for point in _sweep_points(alg.sweep):
-            build_config(cls.Config, {**alg.config, **point},
-                         where=f"{where('algorithms', i, 'config')}: algorithms.{i} ({alg.name})")
+            values = {**alg.config, **point}
+            key = _rejected_key(cls.Config, values)
+            at = ("sweep", key) if key in point else ("config", key)
+            build_config(cls.Config, values,
+                         where=f"{where('algorithms', i, *at)}: algorithms.{i} ({alg.name})")
     for i, task in enumerate(suite.tasks):
         cls = known("task", task.name, "tasks", i, "name")
+        key = _rejected_key(cls.Params, task.params)
         build_config(cls.Params, task.params,
-                     where=f"{where('tasks', i, 'params')}: tasks.{i}.params ({task.name})")
+                     where=f"{where('tasks', i, 'params', key)}: tasks.{i}.params ({task.name})")
     return expand(suite, host)
 
 
@@ -299,9 +344,11 @@ def expand(suite: Suite, host: Any) -> list[RunSpec]:
     for task, seed, alg in itertools.product(suite.tasks, suite.seeds, suite.algorithms):
         task_cls = host.task(task.name)
         params = config_dict(build_config(task_cls.Params, task.params))
+        budget = task.budget or suite.budget
         cls = host.algorithm(alg.name)
         for point in _sweep_points(alg.sweep):
-            config = config_dict(build_config(cls.Config, {**alg.config, **point}))
+            values = {**alg.config, **alg.per_task.get(task.name, {}), **point}
+            config = config_dict(build_config(cls.Config, values))
             label = alg.label or alg.name
             if point:
                 label += "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
@@ -317,7 +364,7 @@ def expand(suite: Suite, host: Any) -> list[RunSpec]:
                     seed=seed,
                     preferences=suite.preferences.model_dump(),
                     reward_model=suite.reward_model.model_dump(),
-                    budget={suite.budget.kind: suite.budget.value},
+                    budget={budget.kind: budget.value},
                     evaluation=suite.evaluation.model_dump(),
                     divergence=suite.divergence.model_dump(),
                     device=suite.device,
@@ -326,6 +373,22 @@ def expand(suite: Suite, host: Any) -> list[RunSpec]:
                 )
             )
     return runs
+
+
+def _rejected_key(cls: type, values: dict[str, Any]) -> str | None:
+    """The key of ``values`` that :func:`build_config` rejects first (for its line), if any."""
+    import pydantic
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        return str(unknown[0])
+    try:
+        pydantic.TypeAdapter(cls).validate_python(dict(values), strict=False)
+    except pydantic.ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        return str(loc[0]) if loc else None
+    return None
 
 
 def _sweep_points(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -374,7 +437,10 @@ def _nearest_line(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> i
 
 def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
     """One line: ``file:line: key.path: what is wrong`` (with a suggestion for unknown keys)."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # An unknown key first: a misspelt required key (``seedz``) also makes ``seeds`` missing,
+    # and the misspelling, with its suggestion, is what the user has to fix.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     key = ".".join(str(p) for p in loc) or "(top level)"
     line = _nearest_line(lines, loc)

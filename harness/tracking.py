@@ -28,7 +28,7 @@ class Tracker:
     def __init__(self, enabled: bool, run_dir: Path, spec: dict[str, Any], run_id: str) -> None:
         self.run = None
         self.error: str | None = None
-        if not enabled:
+        if not wandb_enabled(enabled):  # RLHF_HARNESS_WANDB=0 applies to every caller
             return
         try:
             import wandb

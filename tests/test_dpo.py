@@ -133,3 +133,31 @@ def test_runs_on_the_token_task(dpo):
     assert all(math.isfinite(v) for r in records for v in r.values())
     after = exact.expected_reward(exact.policy_logprobs(context.policy))
     assert after > before
+
+
+def test_gold_reward_rises_on_tiny_lm(dpo):
+    """DPO on 600 pairs labelled from r* by BTL, 30 steps of 32 pairs at Adam 1e-3, β = 0.1.
+
+    Mean r* of 256 samples under fixed generators (common random numbers) has sd ≈ 0.05 under
+    π_ref (per-sample sd ≈ 0.7); a rise of 0.3 is ≈ 6 sd.
+    """
+    from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask
+
+    task = TinyLMTask(TinyLMParams(max_new_tokens=8), seed=0)
+    data = simulate_preferences(task, BradleyTerry(), num_pairs=600, seed=0)
+    context = build_context(task, dpo, seed=0, preferences=data)
+    algo = make_algorithm(dpo, {"beta": 0.1, "learning_rate": 1e-3, "optimizer": "adam",
+                                "batch_size": 32, "warmup_steps": 0}, context)
+
+    def mean_gold(policy) -> float:
+        g = torch.Generator().manual_seed(1234)
+        rows = torch.randint(len(task.train_prompts), (256,), generator=g)
+        prompts = task.train_prompts.select(rows)
+        with torch.no_grad():
+            responses = policy.sample(prompts, max_new_tokens=task.max_new_tokens, generator=g)
+        return float(task.gold_reward(prompts, responses).mean())
+
+    before = mean_gold(context.reference)
+    records = train(algo, 30)
+    assert all(math.isfinite(v) for r in records for v in r.values())
+    assert mean_gold(context.policy) > before + 0.3

@@ -76,3 +76,22 @@ def test_misspecified_fit_still_ranks_responses():
         / ((r_star - r_star.mean(-1, keepdim=True)) ** 2).sum()
     )
     assert 0.9 < slope < 1.6
+
+
+def test_tiny_lm_reward_model_beats_chance_on_held_out_pairs():
+    """A transformer r̂ (π_ref's backbone + a scalar head) fitted on 1,800 pairs.
+
+    The annotator is BTL at τ = 0.25: π_ref's responses differ by ~0.5 in r*, so at τ = 1 the
+    labels would be near coin flips (gold ceiling ≈ 0.61); at 0.25 the ceiling is ≈ 0.79.
+    Held-out: 200 pairs. Under chance an accuracy is Binomial(200, ½)/200, sd 0.035: 0.6 is
+    almost 3 sd above ½. Measured: 0.71.
+    """
+    from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask
+
+    task = TinyLMTask(TinyLMParams(max_new_tokens=8), seed=0)
+    data = simulate_preferences(task, BradleyTerry(0.25), num_pairs=2000, seed=0)
+    _, report = fit_reward_model(task, data, BradleyTerry(), RewardFitConfig(epochs=2,
+                                 learning_rate=1e-3), seed=0)
+    assert report.heldout_pairs == 200
+    assert report.heldout_accuracy > 0.6, report
+    assert report.spearman_gold is not None and report.spearman_gold > 0.3

@@ -46,20 +46,37 @@ class LMTask(Task):
         """Token ids of prompts; by default the tokenizer's, special tokens (e.g. BOS) included."""
         return self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
 
+    def prompt_key(self, text: str) -> str:
+        """How a prompt's text is matched against the train split in :meth:`encode`."""
+        return text
+
+    def check_responses(self, texts: list[str], ids: list[list[int]]) -> None:
+        """Reject responses π_ref could not have produced (raise ConfigError); default: none."""
+
+    @property
+    def suppress_ids(self) -> tuple[int, ...]:
+        """Token ids π_ref never emits (e.g. padding); none by default."""
+        return ()
+
     # --- assets ----------------------------------------------------------------------------------
+
+    def _loaded(self) -> tuple[nn.Module, Any]:
+        if self._assets is None:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # the harness shows progress of its own
+            self._assets = self.load_assets()
+        return self._assets
 
     @property
     def model(self) -> nn.Module:
         """π_ref's causal LM as loaded (shared: copy it before training)."""
-        if self._assets is None:
-            self._assets = self.load_assets()
-        return self._assets[0]
+        return self._loaded()[0]
 
     @property
     def tokenizer(self) -> Any:
-        if self._assets is None:
-            self._assets = self.load_assets()
-        return self._assets[1]
+        """The task's tokenizer."""
+        return self._loaded()[1]
 
     @property
     def pad_id(self) -> int:
@@ -95,7 +112,10 @@ class LMTask(Task):
     def reference_policy(self) -> LMPolicy:
         """A fresh, trainable copy of π_ref (the same weights on every call)."""
         model = copy.deepcopy(self.model).requires_grad_(True)
-        return LMPolicy(model, pad_id=self.pad_id, eos_id=self.eos_id).to(self.device)
+        policy = LMPolicy(
+            model, pad_id=self.pad_id, eos_id=self.eos_id, suppress_ids=self.suppress_ids
+        )
+        return policy.to(self.device)
 
     def make_reward_model(self) -> LMRewardModel:
         """r̂: a copy of π_ref's backbone and a scalar head seeded by the task's seed."""
@@ -132,11 +152,15 @@ class LMTask(Task):
                 f"{self.name} task: {len(prompts)} prompts but {len(responses)} responses to encode"
             )
         if self._train_index is None:
-            self._train_index = {t: i for i, t in enumerate(self.prompt_texts("train"))}
+            train = self.prompt_texts("train")
+            self._train_index = {self.prompt_key(t): i for i, t in enumerate(train)}
         ids, pmask = pad_token_lists(self.prompt_token_ids(list(prompts)), self.pad_id, left=True)
-        index = torch.tensor([self._train_index.get(t, -1) for t in prompts], dtype=torch.long)
+        index = torch.tensor(
+            [self._train_index.get(self.prompt_key(t), -1) for t in prompts], dtype=torch.long
+        )
         limit = self.max_new_tokens
         seqs = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+        self.check_responses(list(responses), seqs)
         seqs = [s[:limit] for s in seqs]
         finished = [len(s) < limit and self.eos_id is not None for s in seqs]
         seqs = [[*s, self.eos_id] if f else s for s, f in zip(seqs, finished, strict=True)]

@@ -63,7 +63,6 @@ only seeds the scalar heads of :meth:`~TinyLMTask.make_reward_model` and
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -80,13 +79,27 @@ from torch import nn
 from harness.cache import atomic_dir, cache_dir, is_complete
 from harness.config import config_hash
 from harness.errors import ConfigError
-from harness.lm import LMPolicy, LMRewardModel, LMValueModel, build_causal_lm, count_parameters
-from harness.policy import Policy, PromptBatch, ResponseBatch
-from harness.tasks.base import Task
+from harness.lm import build_causal_lm, count_parameters
+from harness.policy import PromptBatch, ResponseBatch
+from harness.tasks.lm_task import LMTask
 
-__all__ = ["FORMAT_VERSION", "MODEL_FIELDS", "TinyLMParams", "TinyLMTask", "build_assets"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MODEL_FIELDS",
+    "TinyLMParams",
+    "TinyLMTask",
+    "build_assets",
+    "cache_key",
+    "cache_path",
+    "length_bucketed_batches",
+    "load_assets",
+    "make_corpus",
+    "make_tokenizer",
+    "pretrain",
+    "sample_document",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when the language, the tokenizer or the training recipe changes: it is in the cache key."""
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -485,110 +498,74 @@ def _make_prompts(params: TinyLMParams) -> list[str]:
     return list(seen)
 
 
-class TinyLMTask(Task):
+class TinyLMTask(LMTask):
     """A tiny pre-trained LM on a synthetic language (see the module docstring)."""
 
     name: ClassVar[str] = "tiny-lm"
     Params: ClassVar[type] = TinyLMParams
-    kind: ClassVar[str] = "lm"
 
     def __init__(self, params: TinyLMParams, *, seed: int = 0, device: str = "cpu") -> None:
         super().__init__(params, seed=seed, device=device)
         _check_params(params)
-        self._model: nn.Module | None = None
-        self._tokenizer: Any = None
         self._path: Path | None = None
         texts = _make_prompts(params)
-        self._train_texts = texts[: params.num_train_prompts]
-        self._eval_texts = texts[params.num_train_prompts :]
-        self._train_index = {t: i for i, t in enumerate(self._train_texts)}
-        self._prompt_cache: dict[str, PromptBatch] = {}
+        self._texts = {
+            "train": texts[: params.num_train_prompts],
+            "eval": texts[params.num_train_prompts :],
+        }
 
     # --- assets (built or loaded on first use) ---------------------------------------------------
 
-    def _load(self) -> tuple[nn.Module, Any]:
-        if self._model is None:
-            self._model, self._tokenizer, self._path = load_assets(self.params)
-        return self._model, self._tokenizer
-
-    @property
-    def model(self) -> nn.Module:
-        """π_ref's causal LM as loaded from the cache (frozen; do not train it: copy it)."""
-        return self._load()[0]
-
-    @property
-    def tokenizer(self) -> Any:
-        """The task's ``PreTrainedTokenizerFast``."""
-        return self._load()[1]
+    def load_assets(self) -> tuple[nn.Module, Any]:
+        model, tokenizer, self._path = load_assets(self.params)
+        return model, tokenizer
 
     @property
     def cache_path(self) -> Path:
         """The cache entry holding the model and tokenizer (built if missing)."""
-        self._load()
+        self._loaded()
         assert self._path is not None
         return self._path
-
-    @property
-    def pad_id(self) -> int:
-        return int(self.tokenizer.pad_token_id)
-
-    @property
-    def eos_id(self) -> int:
-        return int(self.tokenizer.eos_token_id)
 
     @property
     def bos_id(self) -> int:
         return int(self.tokenizer.bos_token_id)
 
+    @property
+    def suppress_ids(self) -> tuple[int, ...]:
+        """``<pad>``, ``<bos>`` and ``<unk>`` are never emitted (they are not words of a
+        response), so every sampled response decodes to text and encodes back unchanged."""
+        tok = self.tokenizer
+        return (tok.pad_token_id, tok.bos_token_id, tok.unk_token_id)
+
     # --- data ------------------------------------------------------------------------------------
 
-    def _prompts(self, split: str) -> PromptBatch:
-        if split not in self._prompt_cache:
-            texts = self._train_texts if split == "train" else self._eval_texts
-            batch = self._encode_prompts(texts)
-            batch.index = torch.arange(len(texts), dtype=torch.long)
-            self._prompt_cache[split] = batch
-        return self._prompt_cache[split].to(self.device)
+    def prompt_texts(self, split: str) -> list[str]:
+        return self._texts[split]
 
-    @property
-    def train_prompts(self) -> PromptBatch:
-        return self._prompts("train")
+    def prompt_token_ids(self, texts: list[str]) -> list[list[int]]:
+        """``<bos>`` and the prompt's words."""
+        words = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [[self.bos_id, *ids] for ids in words]
 
-    @property
-    def eval_prompts(self) -> PromptBatch:
-        return self._prompts("eval")
+    def prompt_key(self, text: str) -> str:
+        return " ".join(text.split())
 
     @property
     def max_new_tokens(self) -> int:
         return int(self.params.max_new_tokens)
 
-    # --- models ----------------------------------------------------------------------------------
-
-    def reference_policy(self) -> LMPolicy:
-        """A fresh, trainable copy of the cached π_ref (same weights on every call).
-
-        ``<pad>``, ``<bos>`` and ``<unk>`` are suppressed (never emitted: they are not words of
-        a response), so every sampled response decodes to text and encodes back unchanged.
-        """
-        model = copy.deepcopy(self.model).requires_grad_(True)
-        tok = self.tokenizer
-        return LMPolicy(
-            model,
-            pad_id=self.pad_id,
-            eos_id=self.eos_id,
-            suppress_ids=(tok.pad_token_id, tok.bos_token_id, tok.unk_token_id),
-        ).to(self.device)
-
-    def make_reward_model(self) -> LMRewardModel:
-        """r̂: π_ref's backbone (copied) and a scalar head seeded by the task's seed."""
-        return LMRewardModel(self.model, seed=self.seed).to(self.device)
-
-    def make_value_model(self, policy: Policy) -> LMValueModel:
-        """A critic initialised from ``policy``'s backbone (copied) when it is an
-        :class:`LMPolicy` (at the start of training that is π_ref's), else from π_ref's; its
-        head is seeded by the task's seed. V_t is the value before response token t."""
-        source = policy if isinstance(policy, LMPolicy) else self.model
-        return LMValueModel(source, seed=self.seed).to(self.device)
+    def check_responses(self, texts: list[str], ids: list[list[int]]) -> None:
+        """Unknown words in a response raise ConfigError: π_ref never emits ``<unk>``, so such a
+        response would have probability 0. (In a prompt they become ``<unk>``.)"""
+        unk = self.tokenizer.unk_token_id
+        for row, (text, seq) in enumerate(zip(texts, ids, strict=True)):
+            if unk in seq:
+                word = text.split()[seq.index(unk)]
+                raise ConfigError(
+                    f"tiny-lm task: response {row} has the word {word!r}, which is not in the "
+                    f"language: {text!r}"
+                )
 
     # --- reward ----------------------------------------------------------------------------------
 
@@ -633,76 +610,6 @@ class TinyLMTask(Task):
         ok = valid[prev, tokens] & mask
         n = mask.sum(-1)
         return torch.where(n > 0, ok.sum(-1).float() / n.clamp(min=1).float(), 1.0)
-
-    # --- text ------------------------------------------------------------------------------------
-
-    def _decode(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
-        ids, mask = ids.cpu(), mask.cpu().bool()
-        rows = [row[m].tolist() for row, m in zip(ids, mask, strict=True)]
-        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-
-    def decode_prompts(self, prompts: PromptBatch) -> list[str]:
-        return self._decode(prompts.ids, prompts.mask)
-
-    def decode_responses(self, responses: ResponseBatch) -> list[str]:
-        return self._decode(responses.tokens, responses.mask)
-
-    def _word_ids(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-    def _encode_prompts(self, texts: list[str]) -> PromptBatch:
-        seqs = [[self.bos_id, *ids] for ids in self._word_ids(texts)]
-        width = max(len(s) for s in seqs) if seqs else 1
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s) :] = True
-        index = torch.tensor([self._train_index.get(" ".join(t.split()), -1) for t in texts])
-        return PromptBatch(index=index.long(), ids=ids, mask=mask)
-
-    def encode(self, prompts: list[str], responses: list[str]) -> tuple[PromptBatch, ResponseBatch]:
-        """Tokenise (prompt, response) texts: ``<bos>`` + prompt words, left-padded; response
-        words, right-padded.
-
-        Decoded text carries no EOS, so it is restored by length, exactly as :meth:`sample`
-        would have produced it: a response of fewer than ``max_new_tokens`` words is taken to be
-        complete and gets EOS (``finished``); one of ``max_new_tokens`` words or more is taken
-        to be cut at the length limit (no EOS). Unknown words in a prompt become ``<unk>``; in a
-        response they raise :class:`~harness.errors.ConfigError` (π_ref never emits ``<unk>``,
-        so such a response would have probability 0). Prompts not in the train split get
-        index -1 (the index is the prompt's position in the train split).
-        """
-        if len(prompts) != len(responses):
-            raise ConfigError(
-                f"tiny-lm task: {len(prompts)} prompts but {len(responses)} responses to encode"
-            )
-        prompt_batch = self._encode_prompts(list(prompts))
-        seqs = self._word_ids(list(responses))
-        unk = self.tokenizer.unk_token_id
-        for row, (text, ids) in enumerate(zip(responses, seqs, strict=True)):
-            if unk in ids:
-                word = text.split()[ids.index(unk)]
-                raise ConfigError(
-                    f"tiny-lm task: response {row} has the word {word!r}, which is not in the "
-                    f"language: {text!r}"
-                )
-        limit = self.params.max_new_tokens
-        finished = [len(s) < limit for s in seqs]
-        seqs = [[*s, self.eos_id] if f else s for s, f in zip(seqs, finished, strict=True)]
-        width = max([len(s) for s in seqs] + [1])
-        tokens = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for i, s in enumerate(seqs):
-            tokens[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[i, : len(s)] = True
-        response_batch = ResponseBatch(
-            tokens=tokens, mask=mask, finished=torch.tensor(finished, dtype=torch.bool)
-        )
-        return prompt_batch.to(self.device), response_batch.to(self.device)
-
-    def enumerate_responses(self) -> ResponseBatch | None:
-        return None
 
 
 def _main() -> None:  # pragma: no cover - a measurement, run by hand

@@ -1,0 +1,288 @@
+"""The tiny-lm task (harness.tasks.tiny_lm) and the on-disk cache it uses (harness.cache).
+
+Every test builds into a temporary cache (``RLHF_HARNESS_CACHE``), with a small model and a
+short pre-training (``SMALL``: ~15K parameters, 30 steps, about a second) instead of the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import cache
+from harness.config import build_config
+from harness.errors import ConfigError
+from harness.lm import LMPolicy, LMRewardModel, LMValueModel
+from harness.policy import ResponseBatch
+from harness.tasks import tiny_lm
+from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask
+
+SMALL = TinyLMParams(
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    max_positions=32,
+    corpus_size=1000,
+    pretrain_steps=30,
+    pretrain_batch_size=16,
+    num_train_prompts=48,
+    num_eval_prompts=16,
+    max_new_tokens=12,
+)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(cache.CACHE_ENV, str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def task(shared_cache: Path) -> TinyLMTask:
+    t = TinyLMTask(SMALL, seed=0)
+    t.reference_policy()  # build now, inside the module's cache
+    return t
+
+
+def entries(root: Path) -> list[str]:
+    folder = root / "tiny-lm"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# --- the cache -----------------------------------------------------------------------------------
+
+
+def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    assert cache.cache_dir() == tmp_path
+    monkeypatch.delenv(cache.CACHE_ENV)
+    assert cache.cache_dir() == Path.home() / ".cache" / "rlhf-harness"
+
+
+def test_atomic_dir_publishes_only_on_success(tmp_path) -> None:
+    final = tmp_path / "ns" / "entry"
+    with pytest.raises(RuntimeError), cache.atomic_dir(final) as tmp:
+        (tmp / "half.bin").write_text("partial")
+        raise RuntimeError("interrupted")
+    assert not final.exists() and os.listdir(final.parent) == []
+    with cache.atomic_dir(final) as tmp:
+        (tmp / "data.txt").write_text("ok")
+    assert cache.is_complete(final) and (final / "data.txt").read_text() == "ok"
+    assert os.listdir(final.parent) == ["entry"]
+
+
+def test_atomic_dir_race_keeps_the_first_writer(tmp_path) -> None:
+    final = tmp_path / "entry"
+    with cache.atomic_dir(final) as slow:
+        (slow / "who").write_text("slow")
+        with cache.atomic_dir(final) as fast:  # a second process finishing first
+            (fast / "who").write_text("fast")
+        assert (final / "who").read_text() == "fast"
+    assert (final / "who").read_text() == "fast"  # write-once: the loser's copy is discarded
+    assert os.listdir(tmp_path) == ["entry"]
+
+
+def test_atomic_dir_replaces_an_incomplete_entry(tmp_path) -> None:
+    final = tmp_path / "entry"
+    final.mkdir()
+    (final / "junk").write_text("no marker")
+    assert not cache.is_complete(final)
+    path, hit = cache.cached_dir(final, lambda d: (d / "data").write_text("new"))
+    assert not hit and path == final and sorted(os.listdir(final)) == [".complete", "data"]
+    assert cache.cached_dir(final, lambda d: pytest.fail("rebuilt")) == (final, True)
+
+
+# --- building π_ref ------------------------------------------------------------------------------
+
+
+def test_build_is_deterministic(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    states = []
+    for name in ("a", "b"):
+        monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / name))
+        rng = torch.random.get_rng_state()
+        t = TinyLMTask(SMALL)
+        states.append((t.reference_policy().state_dict(), t.tokenizer.get_vocab(), t.cache_path))
+        assert torch.equal(rng, torch.random.get_rng_state())
+    (sa, va, pa), (sb, vb, pb) = states
+    assert pa != pb and pa.name == pb.name  # two caches, one key
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert va == vb
+
+
+def test_second_construction_hits_the_cache(
+    task: TinyLMTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached model was rebuilt")
+
+    monkeypatch.setattr(tiny_lm, "pretrain", no_training)
+    monkeypatch.setattr(tiny_lm, "build_assets", no_training)
+    start = time.perf_counter()
+    again = TinyLMTask(SMALL, seed=5)
+    ref = again.reference_policy()
+    elapsed = time.perf_counter() - start
+    assert elapsed < 5.0  # a load (≈ 0.05 s); the build takes seconds even at these sizes
+    first = task.reference_policy().state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in ref.state_dict().items())
+
+
+def test_params_outside_the_model_share_the_cache_entry(task: TinyLMTask) -> None:
+    other = replace(SMALL, num_train_prompts=10, target_category="animal", eos_bonus=2.0)
+    assert tiny_lm.cache_key(other) == tiny_lm.cache_key(SMALL)
+    assert tiny_lm.cache_key(replace(SMALL, seed_model=1)) != tiny_lm.cache_key(SMALL)
+    assert tiny_lm.cache_key(replace(SMALL, arch="gpt2")) != tiny_lm.cache_key(SMALL)
+
+
+def test_interrupted_build_leaves_no_entry(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # inside the atomic_dir block, after the tokenizer was built
+
+    with monkeypatch.context() as mp:
+        mp.setattr(tiny_lm, "pretrain", killed)
+        with pytest.raises(KeyboardInterrupt):
+            TinyLMTask(SMALL).reference_policy()
+    assert entries(tmp_path) == []  # neither an entry nor a temporary directory
+    task = TinyLMTask(SMALL)
+    task.reference_policy()
+    assert entries(tmp_path) == [tiny_lm.cache_key(SMALL)]
+    assert cache.is_complete(task.cache_path)
+
+
+def test_gpt2_arch_builds(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    params = replace(SMALL, arch="gpt2", pretrain_steps=2)
+    task = TinyLMTask(params)
+    assert type(task.model).__name__ == "GPT2LMHeadModel"
+    out = task.reference_policy().sample(
+        task.eval_prompts, max_new_tokens=4, generator=torch.Generator().manual_seed(0)
+    )
+    assert out.tokens.shape[0] == 16
+
+
+# --- params --------------------------------------------------------------------------------------
+
+
+def test_params_are_validated() -> None:
+    assert build_config(TinyLMParams, {"arch": "gpt2", "hidden_size": 48}).hidden_size == 48
+    with pytest.raises(ConfigError, match="arch"):
+        build_config(TinyLMParams, {"arch": "rnn"})
+    with pytest.raises(ConfigError, match="multiple of num_heads"):
+        TinyLMTask(replace(SMALL, hidden_size=30, num_heads=4))
+    with pytest.raises(ConfigError, match="max_positions"):
+        TinyLMTask(replace(SMALL, max_positions=8))
+    with pytest.raises(ConfigError, match="distinct prompts"):
+        # One-word prompts: only the 4 determiners.
+        TinyLMTask(replace(SMALL, prompt_min_words=1, prompt_max_words=1, num_train_prompts=4))
+
+
+# --- prompts, sampling and r* ----------------------------------------------------------------
+
+
+def test_prompts_are_disjoint_and_indexed(task: TinyLMTask) -> None:
+    train, held = task.train_prompts, task.eval_prompts
+    assert len(train) == 48 and len(held) == 16
+    assert torch.equal(train.index, torch.arange(48)) and torch.equal(held.index, torch.arange(16))
+    train_text, eval_text = task.decode_prompts(train), task.decode_prompts(held)
+    assert len(set(train_text)) == 48 and not set(train_text) & set(eval_text)
+    assert all(2 <= len(t.split()) <= 4 and "." not in t for t in train_text)
+    # Left-padded, starting with <bos>.
+    first = train.mask.float().argmax(-1)
+    assert torch.all(train.ids.gather(1, first.unsqueeze(1)) == task.bos_id)
+    assert torch.all(train.mask[:, -1])
+
+
+def draw(task: TinyLMTask, n: int = 32, seed: int = 0) -> tuple:
+    prompts = task.train_prompts.select(torch.arange(n) % len(task.train_prompts))
+    out = task.reference_policy().sample(
+        prompts, max_new_tokens=task.max_new_tokens, generator=torch.Generator().manual_seed(seed)
+    )
+    return prompts, out
+
+
+def test_reference_samples_vary_and_so_does_r_star(task: TinyLMTask) -> None:
+    prompts, out = draw(task)
+    texts = task.decode_responses(out)
+    # Even a fully trained model would repeat only the commonest endings ("cat ."): a quarter
+    # distinct is a loose bound; all 32 identical would mean a collapsed π_ref.
+    assert len(set(texts)) >= 8
+    reward = task.gold_reward(prompts, out)
+    assert reward.shape == (32,) and reward.dtype == torch.float32
+    assert reward.std() > 0
+    fluency = task.fluency(prompts, out)
+    assert fluency.shape == (32,) and torch.all((fluency >= 0) & (fluency <= 1))
+
+
+def test_reference_policy_is_a_fresh_copy(task: TinyLMTask) -> None:
+    a, b = task.reference_policy(), task.reference_policy()
+    assert isinstance(a, LMPolicy) and a.model is not b.model
+    assert all(p.requires_grad for p in a.parameters())
+    with torch.no_grad():
+        next(a.parameters()).add_(1.0)
+    fresh = task.reference_policy()
+    assert torch.equal(next(fresh.parameters()), next(b.parameters()))
+
+
+def test_gold_reward_formula(task: TinyLMTask) -> None:
+    prompts, responses = task.encode(
+        ["the", "a dog", "the owl"],
+        ["blue fox sees a green dog .", "red red red red red red red red red red red red", ""],
+    )
+    assert responses.finished.tolist() == [True, False, True]  # 12 words = max_new_tokens: cut
+    r = task.gold_reward(prompts, responses)
+    # r* = colour words + 0.5·[EOS] − 0.05·words
+    expected = torch.tensor([2 + 0.5 - 0.05 * 7, 12 - 0.05 * 12, 0.5])
+    torch.testing.assert_close(r, expected)
+    # The hidden quality: the first response is grammatical, the second mostly not.
+    fluency = task.fluency(prompts, responses)
+    assert fluency[0] == 1.0 and fluency[1] < 0.5
+
+
+def test_decode_encode_round_trip(task: TinyLMTask) -> None:
+    prompts, out = draw(task, seed=1)
+    p_text, r_text = task.decode_prompts(prompts), task.decode_responses(out)
+    p2, r2 = task.encode(p_text, r_text)
+    assert torch.equal(p2.ids, prompts.ids) and torch.equal(p2.mask, prompts.mask)
+    assert torch.equal(p2.index, prompts.index)
+    width = out.tokens.shape[1]
+    assert r2.tokens.shape[1] <= width
+    padded = ResponseBatch(
+        tokens=torch.nn.functional.pad(r2.tokens, (0, width - r2.tokens.shape[1]), value=0),
+        mask=torch.nn.functional.pad(r2.mask, (0, width - r2.mask.shape[1]), value=False),
+    )
+    assert torch.equal(padded.mask, out.mask)
+    assert torch.equal(padded.tokens[out.mask], out.tokens[out.mask])
+    assert torch.equal(r2.finished, out.finished)
+    assert task.decode_responses(r2) == r_text
+
+
+def test_encode_indexes_prompts_and_rejects_foreign_words(task: TinyLMTask) -> None:
+    train_text = task.decode_prompts(task.train_prompts)
+    eval_text = task.decode_prompts(task.eval_prompts)
+    prompts, _ = task.encode([train_text[3], eval_text[0], "zebra cat"], ["cat .", "", "."])
+    assert prompts.index.tolist() == [3, -1, -1]
+    with pytest.raises(ConfigError, match="'zebra'"):
+        task.encode(["the cat"], ["sees a zebra ."])
+    with pytest.raises(ConfigError, match="2 prompts but 1"):
+        task.encode(["a", "b"], ["c"])
+
+
+def test_reward_and_value_models(task: TinyLMTask) -> None:
+    prompts, out = draw(task, n=4)
+    reward = task.make_reward_model()
+    value = task.make_value_model(task.reference_policy())
+    assert isinstance(reward, LMRewardModel) and isinstance(value, LMValueModel)
+    assert reward(prompts, out).shape == (4,)
+    v = value(prompts, out)
+    assert v.shape == out.tokens.shape and torch.all(v[~out.mask] == 0)
+    assert task.enumerate_responses() is None and task.kind == "lm" and task.name == "tiny-lm"
