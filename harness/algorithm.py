@@ -66,10 +66,18 @@ class Algorithm(ABC):
     def __init__(self, config: Any, context: RunContext) -> None:
         self.config = config
         self.ctx = context
+        self.finished = False
+        """Set True when the algorithm has nothing more to do (e.g. best-of-n after its one
+        step): the runner then stops, whatever budget is left."""
 
     @abstractmethod
     def step(self) -> dict[str, float]:
         """One update of the policy; returns this step's metrics (floats, by name)."""
+
+    def eval_policy(self) -> Policy:
+        """The policy the evaluators measure: ``ctx.policy`` unless the algorithm's output is
+        another one (e.g. best-of-n sampling on top of π_ref)."""
+        return self.ctx.policy
 
     def models_resident(self) -> int:
         """How many models this algorithm keeps in memory (policy, reference, reward, critic)."""

@@ -99,9 +99,10 @@ def train(
     for step in range(1, steps + 1):
         metrics = algo.step()
         record = {"step": float(step), **metrics}
-        if evaluate is not None and eval_every and (step % eval_every == 0 or step == steps):
+        last = step == steps or algo.finished
+        if evaluate is not None and eval_every and (step % eval_every == 0 or last):
             with meter.phase("eval"), torch.no_grad():
-                record.update(evaluate(algo.ctx.policy))
+                record.update(evaluate(algo.eval_policy()))
         record.update(
             samples=float(meter.samples),
             tokens=float(meter.tokens_generated + meter.tokens_trained),
@@ -111,6 +112,8 @@ def train(
         records.append(record)
         if any(isinstance(v, float) and not math.isfinite(v) for v in record.values()):
             record["diverged"] = 1.0
+            break
+        if algo.finished:
             break
     return records
 
@@ -302,8 +305,9 @@ def run_one(
             rows.extend((*common, k, float(v)) for k, v in metrics.items())
 
         def evaluate() -> dict[str, float]:
+            policy = algo.eval_policy()
             ctx = EvalContext(
-                task=task, policy=context.policy, reference=context.reference,
+                task=task, policy=policy, reference=context.reference,
                 reward_model=eval_reward, beta=spec["evaluation"]["beta"],
                 samples_per_prompt=spec["evaluation"]["samples_per_prompt"],
                 seed=spec["seed"], exact=exact,
@@ -311,10 +315,11 @@ def run_one(
             out: dict[str, float] = {}
             assert meter is not None
             with meter.phase("eval"), torch.no_grad(), autocast:
-                context.policy.eval()
+                was_training = policy.training
+                policy.eval()
                 for ev in evaluators:
                     out.update(ev.evaluate(ctx))
-                context.policy.train()
+                policy.train(was_training)
             return out
 
         step = 0
@@ -329,7 +334,7 @@ def run_one(
             record("train", metrics)
             tracker.log(metrics, step)
             fraction = spent(meter, step, budget_kind) / budget
-            done = fraction >= 1.0
+            done = fraction >= 1.0 or algo.finished
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 status, reason = "diverged", f"non-finite {', '.join(sorted(bad))} at step {step}"
