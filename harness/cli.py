@@ -97,11 +97,14 @@ def validate(suite_file: str) -> None:
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
 @click.option("--no-wandb", is_flag=True, help="No wandb logging (as RLHF_HARNESS_WANDB=0).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--report-dir", default="reports", show_default=True,
+              help="Where the report goes (<report-dir>/<suite>/).")
+@click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
 def run(
     suite_file: str, root: str, executor: str, workers: int, address: str | None,
-    retry_failed: bool, no_wandb: bool, no_progress: bool,
+    retry_failed: bool, no_wandb: bool, no_progress: bool, report_dir: str, no_report: bool,
 ) -> None:
-    """Run every algorithm × task × seed of a suite into the run store.
+    """Run every algorithm × task × seed of a suite into the run store, then write its report.
 
     Finished runs are skipped, so a killed suite resumes where it stopped. Exits with status 1
     when some runs failed (diverged runs are results, not failures).
@@ -127,9 +130,44 @@ def run(
     counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or "nothing run"
     click.echo(f"{suite.name}: {outcome.total} runs: {counts}; {outcome.skipped} already "
                f"finished; store {store_dir}")
+    if not no_report:
+        from harness.report import write_report
+
+        out = write_report(store_dir, Path(report_dir) / suite.name)
+        click.echo(f"report: {out / 'index.md'}")
     if outcome.failed:
         click.echo(f"{outcome.failed} runs failed: see traceback.txt in their folders", err=True)
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Report folder.  [default: reports/<suite>]")
+@click.option("--x", "x_axis", type=click.Choice(["step", "samples", "wall_seconds", "flops"]),
+              default="step", show_default=True, help="x-axis of the learning curves.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.9,
+              show_default=True,
+              help="Time-to-target: this fraction of the way from π_ref's gold reward to the "
+              "best final one.")
+@click.option("--n-boot", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Bootstrap resamples of the figures' 95% bands.")
+@click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Bootstrap resamples of the tables' confidence intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every bootstrap.")
+def report(
+    store: str, out_dir: str | None, x_axis: str, threshold: float, n_boot: int,
+    resamples: int, seed: int,
+) -> None:
+    """Write the report of a run store (runs/<suite>): Markdown, HTML, PNG figures, CSV tables.
+
+    Reads the store alone; failed and diverged runs are counted, not dropped.
+    """
+    from harness.report import write_report
+
+    out = write_report(store, out_dir, x=x_axis, threshold=threshold, n_boot=n_boot,
+                       n_resamples=resamples, seed=seed)
+    click.echo(f"report: {out / 'index.md'} and {out / 'index.html'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,14 @@ METRIC_COLUMNS = ("run_id", "step", "samples", "tokens", "wall_seconds", "flops"
 ``eval`` (the evaluators'); ``wall_seconds`` and ``flops`` are cumulative."""
 
 
+def _file_mode() -> int:
+    """The mode an ordinary new file gets (mkstemp's are 0600: readable by other users of a
+    shared store, e.g. Ray workers running as another user, only with the umask's mode)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -64,6 +73,7 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -125,6 +135,8 @@ class RunStore:
         d.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.parquet", "summary.json", "traceback.txt", "log.txt"):
             (d / stale).unlink(missing_ok=True)
+        for tmp in d.glob(".*.tmp"):  # left by a write that was killed mid-way
+            tmp.unlink(missing_ok=True)
         atomic_write_json(d / "spec.json", spec)
         atomic_write_json(d / "status.json", {"status": "running", "pid": os.getpid()})
         return d

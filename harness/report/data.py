@@ -1,0 +1,189 @@
+"""Reading a run store into the two frames a report is computed from.
+
+``runs``: one row per run folder — identity (label, algorithm, task, seed, sweep point), status and
+reason, final evaluation metrics (``final_<metric>``), compute totals and memory. ``metrics``:
+every run's tidy metrics table, concatenated, with the run's label, algorithm, task, seed and
+status joined on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from harness.store import METRIC_COLUMNS, RunRecord, RunStore
+
+PHASES = ("generate", "score", "train", "eval")
+X_AXES = ("step", "samples", "wall_seconds", "flops")
+"""What learning curves can be drawn against (columns of ``metrics.parquet``)."""
+FINAL_METRICS = ("gold_reward", "proxy_reward", "kl_ref")
+"""Final metrics every run frame has a column for (NaN where a run lacks them)."""
+REWARD_STATUSES = ("done", "diverged")
+"""Runs whose results enter reward statistics (failed and unfinished runs do not)."""
+
+
+@dataclass
+class StoreData:
+    """A suite's runs as frames (see the module docstring)."""
+
+    suite: str
+    path: Path
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    labels: list[str]
+    """Labels in report order: by the algorithm's place in the suite file, then by name."""
+    tasks: list[str]
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        """Runs whose results count for reward statistics (done or diverged)."""
+        return self.runs[self.runs["status"].isin(REWARD_STATUSES)]
+
+
+def _finite(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+def _sweep_text(point: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(point.items()))
+
+
+def _run_row(rec: RunRecord) -> dict[str, Any]:
+    spec, summary = rec.spec, rec.summary or {}
+    budget = spec.get("budget") or {}
+    budget_kind, budget_value = next(iter(budget.items()), (None, math.nan))
+    row: dict[str, Any] = {
+        "run_id": rec.run_id,
+        "label": str(spec.get("label") or spec.get("algorithm") or rec.run_id),
+        "algorithm": str(spec.get("algorithm", "?")),
+        "task": str(spec.get("task", "?")),
+        "seed": spec.get("seed"),
+        "sweep": _sweep_text(spec.get("sweep_point") or {}),
+        "status": rec.state,
+        "reason": rec.status.get("reason") or summary.get("reason") or "",
+        "steps": _finite(summary.get("steps")),
+        "budget_kind": budget_kind,
+        "budget": _finite(budget_value),
+    }
+    for name, value in (summary.get("final") or {}).items():
+        row[f"final_{name}"] = _finite(value)
+    compute = summary.get("compute") or {}
+    seconds = compute.get("seconds") or {}
+    for phase in PHASES:
+        row[f"seconds_{phase}"] = _finite(seconds.get(phase))
+    row["train_seconds"] = (
+        sum(row[f"seconds_{p}"] for p in ("generate", "score", "train"))
+        if compute else math.nan
+    )
+    row["flops"] = _finite(compute.get("flops"))
+    row["samples"] = _finite(compute.get("samples"))
+    row["run_wall_seconds"] = _finite(summary.get("wall_seconds"))
+    row["peak_host_memory_mb"] = _finite(summary.get("peak_host_memory_mb"))
+    row["peak_gpu_memory_mb"] = _finite(summary.get("peak_gpu_memory_mb"))
+    row["models_resident"] = _finite(summary.get("models_resident"))
+    return row
+
+
+def _algorithm_order(path: Path) -> list[str]:
+    """Algorithm names in the order of the suite file kept in the store (empty if none)."""
+    try:
+        data = yaml.safe_load((path / "suite.yaml").read_text())
+        return [str(a["name"]) for a in data.get("algorithms", [])]
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return []
+
+
+def load_store(store_path: str | Path) -> StoreData:
+    """Read every run of the store folder ``store_path`` (``runs/<suite>``)."""
+    path = Path(store_path)
+    store = RunStore(path.parent, path.name)
+    rows, frames, suites = [], [], []
+    for rec in store.records():
+        suites.append(str(rec.spec.get("suite") or path.name))
+        row = _run_row(rec)
+        rows.append(row)
+        m = rec.metrics()
+        if len(m):
+            m = m.copy()
+            m["run_id"] = rec.run_id
+            frames.append(m)
+    runs = pd.DataFrame(rows)
+    if runs.empty:
+        runs = pd.DataFrame(columns=["run_id", "label", "algorithm", "task", "seed", "sweep",
+                                     "status", "reason"])
+    for col in (*(f"final_{m}" for m in FINAL_METRICS), "train_seconds", "flops", "samples",
+                "peak_host_memory_mb", "peak_gpu_memory_mb", "models_resident",
+                *(f"seconds_{p}" for p in PHASES)):
+        if col not in runs:
+            runs[col] = np.nan
+    suite = suites[0] if suites else path.name
+    metrics = (pd.concat(frames, ignore_index=True) if frames
+               else pd.DataFrame(columns=list(METRIC_COLUMNS)))
+    for col in ("step", "samples", "tokens", "wall_seconds", "flops", "value"):
+        metrics[col] = pd.to_numeric(metrics[col], errors="coerce").astype(float)
+    metrics["metric"] = metrics["metric"].astype(str)
+    metrics["source"] = metrics["source"].astype(str)
+    ident = runs[["run_id", "label", "algorithm", "task", "seed", "status"]]
+    metrics = metrics.merge(ident, on="run_id", how="inner")
+
+    order = _algorithm_order(path) or ["ppo", "grpo", "dpo"]
+    rank = {name: i for i, name in enumerate(order)}
+    pairs = runs[["algorithm", "label"]].drop_duplicates()
+    labels = list(dict.fromkeys(
+        lab for _, _, lab in sorted(
+            (rank.get(a, len(rank)), a, lab) for a, lab in pairs.itertuples(index=False)
+        )
+    ))
+    tasks = sorted(runs["task"].astype(str).unique().tolist()) if len(runs) else []
+    return StoreData(suite=suite, path=path, runs=runs, metrics=metrics, labels=labels,
+                     tasks=tasks)
+
+
+def eval_series(data: StoreData, metric: str) -> pd.DataFrame:
+    """Evaluations of ``metric`` for runs that count (done or diverged), in step order."""
+    m = data.metrics
+    sel = m[(m["source"] == "eval") & (m["metric"] == metric)
+            & m["status"].isin(REWARD_STATUSES)]
+    return sel.sort_values(["run_id", "step"])
+
+
+def on_grid(frame: pd.DataFrame, x: str, *, max_points: int = 100) -> pd.DataFrame:
+    """Each run's curve of ``value`` against ``x`` on a grid shared by the runs of a task.
+
+    The grid is the union of the runs' ``x`` values when it has at most ``max_points`` points,
+    else ``max_points`` evenly spaced points; each run is interpolated linearly inside its own
+    range (no extrapolation), so a run that stopped early contributes nothing past its end.
+    Non-finite values are dropped before interpolating.
+    """
+    out = []
+    for task, per_task in frame.groupby("task", sort=False):
+        per_task = per_task[np.isfinite(per_task["value"]) & np.isfinite(per_task[x])]
+        if per_task.empty:
+            continue
+        xs = np.unique(per_task[x].to_numpy())
+        grid = xs if len(xs) <= max_points else np.linspace(xs.min(), xs.max(), max_points)
+        for run_id, run in per_task.groupby("run_id", sort=False):
+            run = run.groupby(x, as_index=False)["value"].mean().sort_values(x)
+            rx, ry = run[x].to_numpy(), run["value"].to_numpy()
+            inside = grid[(grid >= rx.min()) & (grid <= rx.max())]
+            if len(inside) == 0:
+                continue
+            ident = per_task[per_task["run_id"] == run_id].iloc[0]
+            out.append(pd.DataFrame({
+                "task": task, "run_id": run_id, "label": ident["label"],
+                "algorithm": ident["algorithm"], "seed": ident["seed"],
+                x: inside, "value": np.interp(inside, rx, ry),
+            }))
+    if not out:
+        return pd.DataFrame(columns=["task", "run_id", "label", "algorithm", "seed", x, "value"])
+    return pd.concat(out, ignore_index=True)

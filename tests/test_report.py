@@ -1,0 +1,291 @@
+"""Reports rendered from synthetic run stores: files, counts, escaping, and a real browser."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.report import write_report
+from harness.store import METRIC_COLUMNS, RunStore
+
+XSS = "<script>alert(1)</script>"
+ODD = r"cost | *x* $\notamacro{$"  # a table pipe, Markdown, and mathtext that fails to parse
+CHROMIUM = Path("/usr/bin/chromium")
+
+# (algorithm, label, seeds, noise sd of final gold, wall s per step, FLOPs per step, models, MB)
+CONFIGS = [
+    ("ppo", "ppo", range(5), 0.30, 0.05, 1e6, 4, 900.0),
+    ("grpo", "grpo", range(5), 0.15, 0.02, 4e5, 3, 700.0),
+    ("dpo", "dpo", range(5), 0.03, 0.005, 1e5, 2, 500.0),
+    ("evil", XSS, range(2), 0.10, 0.01, 2e5, 2, 600.0),
+    ("evil", ODD, range(2), 0.10, 0.01, 2e5, 2, 600.0),
+]
+FAILED = {("ppo", 1)}
+DIVERGED_FINITE = {("ppo", 2)}  # stops early on a KL limit: its final gold reward is finite
+DIVERGED_NAN = {("grpo", 3)}  # a NaN loss, then a NaN evaluation
+STEPS, EVERY = 40, 5
+
+
+def _run(store: RunStore, task: str, alg: str, label: str, seed: int, cfg: tuple[Any, ...],
+         *, sweep: dict[str, Any] | None = None) -> None:
+    _, _, _, sd, wall_step, flops_step, models, mb = cfg
+    rng = np.random.default_rng(zlib.crc32(f"{task}/{label}/{seed}".encode()))
+    run_id = f"{alg}-{task}-s{seed}-{zlib.crc32(f'{label}/{sweep}'.encode()):08x}"
+    spec = {"suite": store.suite, "task": task, "algorithm": alg, "label": label, "seed": seed,
+            "sweep_point": sweep or {}, "budget": {"steps": float(STEPS)}}
+    store.start(run_id, spec)
+    level = {"ppo": 1.2, "grpo": 1.3, "dpo": 1.0}.get(alg, 0.8) + rng.normal(0, sd)
+    status, reason, last = "done", None, STEPS
+    if (alg, seed) in FAILED:
+        status, reason, last = "failed", "RuntimeError: boom", 10
+    elif (alg, seed) in DIVERGED_FINITE:
+        status, reason, last = "diverged", "kl_ref 9 > max_kl 5 at step 25", 25
+    elif (alg, seed) in DIVERGED_NAN:
+        status, reason, last = "diverged", "non-finite loss at step 30", 30
+    rows: list[tuple[Any, ...]] = []
+    wall = flops = 0.0
+    final: dict[str, float] = {}
+    for step in range(last + 1):
+        wall += wall_step * (1 + 0.1 * rng.random()) if step else 0.0
+        flops += flops_step if step else 0.0
+        common = (run_id, step, step * 64, step * 128, wall, flops)
+        if step:
+            loss = math.exp(-step / 20) + rng.normal(0, 0.01)
+            if (alg, seed) in DIVERGED_NAN and step == last:
+                loss = math.nan
+            if alg == "ppo" and seed == 0 and step == 17:
+                loss += 3.0  # a spike
+            rows += [(*common, "train", "loss", loss),
+                     (*common, "train", "grad_norm", 1 + rng.normal(0, 0.05))]
+        if step % EVERY == 0 or step == last:
+            gold = level * (1 - math.exp(-step / 10)) + rng.normal(0, 0.01)
+            if (alg, seed) in DIVERGED_NAN and step == last:
+                gold = math.nan
+            kl = 0.03 * step * (3 if (alg, seed) in DIVERGED_FINITE else 1)
+            evaluation = {"gold_reward": gold, "proxy_reward": 1.1 * gold + 0.1 * step / STEPS,
+                          "kl_ref": kl, "regret": 1.5 - gold}
+            rows += [(*common, "eval", k, v) for k, v in evaluation.items()]
+            final = evaluation
+    if status == "failed":
+        final = {}
+    summary = {
+        "run_id": run_id, "status": status, "reason": reason, "steps": last, "final": final,
+        "compute": None if status == "failed" else {
+            "seconds": {"generate": wall * 0.3, "score": wall * 0.1, "train": wall * 0.5,
+                        "eval": wall * 0.1},
+            "samples": last * 64, "tokens_generated": 0, "tokens_trained": last * 128,
+            "flops": flops,
+        },
+        "wall_seconds": wall + 1.0,
+        "peak_host_memory_mb": mb + rng.normal(0, 5),
+        "peak_gpu_memory_mb": None,
+        "models_resident": models,
+        "reward_model": {"train_pairs": 900, "heldout_accuracy": 0.7,
+                         "gold_heldout_accuracy": 0.71, "spearman_gold": 0.9},
+        "seed": seed, "config_hash": "x", "versions": {"rlhf-harness": "0.1.0"},
+    }
+    store.finish(run_id, status, metrics=pd.DataFrame(rows, columns=list(METRIC_COLUMNS)),
+                 summary=summary, reason=reason,
+                 traceback="Traceback ...\nRuntimeError: boom" if status == "failed" else None)
+
+
+def make_store(root: Path) -> Path:
+    store = RunStore(root, "synthetic")
+    store.path.mkdir(parents=True)
+    (store.path / "suite.yaml").write_text(
+        "name: synthetic\nalgorithms:\n  - name: ppo\n  - name: grpo\n  - name: dpo\n"
+        "  - name: evil\n"
+    )
+    for cfg in CONFIGS:
+        alg, label, seeds = cfg[:3]
+        for seed in seeds:
+            _run(store, "bandit", alg, label, seed, cfg)
+    # a run that never finished: it has a spec and status "running", nothing else
+    store.start("dpo-bandit-s9-unfinished", {"suite": "synthetic", "task": "bandit",
+                                             "algorithm": "dpo", "label": "dpo", "seed": 9,
+                                             "sweep_point": {}, "budget": {"steps": 40.0}})
+    return store.path
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    return write_report(make_store(root), root / "report", n_resamples=1000)
+
+
+N_RUNS = 5 + 5 + 5 + 2 + 2 + 1
+
+FIGURES = ("curves_step", "frontier", "overoptimisation", "regret_step", "compute_time",
+           "compute_resources", "final_gold", "ranking")
+TABLES = ("status", "runs", "final_metrics", "overoptimisation", "compute", "time_to_threshold",
+          "stability", "per_run_stability", "ranking_iqm", "probability_of_improvement",
+          "verdict", "reward_model")
+
+
+def test_report_files_exist_and_tables_parse(report: Path):
+    assert (report / "index.md").stat().st_size > 1000
+    assert (report / "index.html").stat().st_size > 10000
+    for name in FIGURES:
+        png = report / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    for name in TABLES:
+        frame = pd.read_csv(report / "tables" / f"{name}.csv")
+        assert len(frame) > 0, name
+    md = (report / "index.md").read_text()
+    for name in FIGURES:
+        assert f"(figures/{name}.png)" in md
+
+
+def test_failed_and_diverged_runs_are_counted_not_dropped(report: Path):
+    md = (report / "index.md").read_text()
+    assert f"1 of {N_RUNS} runs failed" in md
+    assert f"2 of {N_RUNS} runs diverged" in md
+    assert "1 of 2 have a finite final gold reward" in md
+    status = pd.read_csv(report / "tables" / "status.csv").set_index("label")
+    assert status.loc["ppo", ["done", "diverged", "failed", "total"]].tolist() == [3, 1, 1, 5]
+    assert status.loc["grpo", ["done", "diverged", "failed"]].tolist() == [4, 1, 0]
+    assert status.loc["dpo", ["done", "running", "total"]].tolist() == [5, 1, 6]
+    runs = pd.read_csv(report / "tables" / "runs.csv")
+    assert len(runs) == N_RUNS
+    failed = runs[runs["status"] == "failed"]
+    assert failed["reason"].tolist() == ["RuntimeError: boom"]
+    assert failed["run_id"].iloc[0] in md  # listed in the report
+    # reward statistics: failed excluded; the diverged run with a finite final value included
+    final = pd.read_csv(report / "tables" / "final_metrics.csv").set_index("label")
+    assert final.loc["ppo", "runs"] == 4
+    stability = pd.read_csv(report / "tables" / "stability.csv").set_index("label")
+    assert stability.loc["ppo", "divergence_rate"] == pytest.approx(1 / 5)
+    assert stability.loc["ppo", "failure_rate"] == pytest.approx(1 / 5)
+    assert stability.loc["grpo", "divergence_rate"] == pytest.approx(1 / 5)
+    assert stability.loc["ppo", "loss_spikes_total"] >= 1
+
+
+def test_ranking_and_verdict_tables(report: Path):
+    iqm = pd.read_csv(report / "tables" / "ranking_iqm.csv")
+    assert set(iqm["label"]) == {"ppo", "grpo", "dpo", XSS, ODD}
+    assert (iqm["low"] <= iqm["iqm"]).all() and (iqm["iqm"] <= iqm["high"]).all()
+    poi = pd.read_csv(report / "tables" / "probability_of_improvement.csv")
+    assert len(poi) == 5 * 4 // 2
+    assert poi["p"].between(0, 1).all()
+    verdict = pd.read_csv(report / "tables" / "verdict.csv").set_index("quantity")
+    assert set(verdict["verdict"]) <= {"supported", "not supported", "inconclusive"}
+    # FLOPs per run fall from ppo to grpo to dpo by construction, with no spread
+    assert verdict.loc["FLOPs per run", "verdict"] == "supported"
+    assert verdict.loc["training wall seconds per run", "verdict"] == "supported"
+    md = (report / "index.md").read_text()
+    assert "## Verdict" in md and "supported" in md
+
+
+def test_plugin_names_are_escaped(report: Path):
+    page = (report / "index.html").read_text()
+    assert XSS not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script" not in page.lower()
+    md = (report / "index.md").read_text()
+    assert "<script" not in md.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    assert r"cost \| \*x\* $\\notamacro\{$" in md  # a pipe cannot break a table row
+    tables: list[list[str]] = []
+    previous = ""
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append(line)
+        previous = line
+    assert tables
+    for rows in tables:
+        widths = {len(re.findall(r"(?<!\\)\|", row)) for row in rows}
+        assert len(widths) == 1, rows
+    # self-contained: every src and href is inline data or an in-page anchor
+    for ref in re.findall(r'(?:src|href)="([^"]*)"', page):
+        assert ref.startswith(("data:", "#")), ref
+
+
+def _chromium(page: Path, tmp_path: Path, name: str) -> tuple[Path, str]:
+    shot = tmp_path / f"{name}.png"
+    result = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / ('profile-' + name)}",
+         "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,2000",
+         page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return shot, result.stderr
+
+
+def _console_lines(stderr: str) -> list[str]:
+    # Chromium 156 logs every console message (any level) and uncaught errors to stderr as
+    # "[...:INFO:CONSOLE:<line>] "<message>", source: <url> (<line>)" — with --enable-logging
+    # the level is not distinguished, so any CONSOLE line counts: the page has no script at all.
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                    "(apt-get install -y chromium)")
+def test_html_opens_in_headless_chromium_without_console_errors(report: Path, tmp_path: Path):
+    from matplotlib import image
+
+    # the check itself works: a page with a console error is caught
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><script>console.error('boom')</script>"
+                   "</body></html>")
+    _, stderr = _chromium(bad, tmp_path, "control")
+    assert any("boom" in line for line in _console_lines(stderr)), stderr[-2000:]
+
+    shot, stderr = _chromium(report / "index.html", tmp_path, "report")
+    assert _console_lines(stderr) == []
+    pixels = image.imread(shot)[..., :3]
+    assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
+    assert pixels.std() > 0.01  # not blank
+    assert (pixels < 0.9).any(axis=-1).mean() > 0.01  # not all white: text, tables, figures
+
+
+def test_cli_report_two_tasks_without_dpo(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    store = RunStore(tmp_path / "runs", "two-tasks")
+    for task in ("bandit", "lm"):
+        for cfg in CONFIGS[:2]:
+            alg, label = cfg[:2]
+            for lr in (0.1, 0.2):
+                for seed in (0, 4):
+                    _run(store, task, alg, f"{label}[lr={lr}]", seed, cfg, sweep={"lr": lr})
+    out = tmp_path / "out"
+    main(["report", str(store.path), "--out", str(out), "--x", "flops", "--resamples", "500"])
+    assert "index.html" in capsys.readouterr().out
+    md = (out / "index.md").read_text()
+    assert (out / "figures" / "curves_flops.png").exists()
+    assert (out / "figures" / "sensitivity.png").exists()
+    assert "min-max normalised per task" in md
+    assert "no counted runs of dpo" in md
+    assert not (out / "tables" / "verdict.csv").exists()
+    sens = pd.read_csv(out / "tables" / "sensitivity.csv")
+    assert set(sens["algorithm"]) == {"ppo", "grpo"}
+    assert set(sens["task"]) == {"bandit", "lm"}
+    iqm = pd.read_csv(out / "tables" / "ranking_iqm.csv")
+    assert iqm["low"].min() >= 0 and iqm["high"].max() <= 1  # normalised scores
+    assert (iqm["tasks"] == 2).all()
+
+
+def test_cli_report_errors_on_a_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tmp_path / "nothing")])
+    assert exc.value.code == 2
+    assert "no run store" in capsys.readouterr().err
+
+
+def test_unknown_x_axis_is_refused(tmp_path: Path):
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="x-axis"):
+        write_report(tmp_path, tmp_path / "out", x="tokens")

@@ -1,0 +1,392 @@
+"""Suite files: grid expansion into run specs, and one-line errors naming file, line and key.
+
+Every malformed suite is written to ``tmp_path`` and must be rejected by ``load_suite`` +
+``check_suite`` with a single line holding ``<file>:<line>:`` (the line computed from the YAML
+written) and the offending key; a few go through ``rlhf-harness validate`` in a subprocess, as a
+user would see them (exit status 2, one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.plugins import get_plugin_host
+from harness.suite import check_suite, expand, load_suite
+
+TIMEOUT_S = 120
+
+GRID = """\
+name: grid
+tasks:
+  - name: bandit
+    params: {num_prompts: 4, num_arms: 8}
+  - name: token
+    params: {num_prompts: 3, vocab_size: 3, max_len: 3}
+preferences: {num_pairs: 500, preference_model: thurstone, scale: 0.5, flip_rate: 0.1}
+reward_model: {preference_model: btl, epochs: 3}
+algorithms:
+  - name: dpo
+    config: {beta: 0.5, learning_rate: 0.05, optimizer: adam}
+  - name: ppo
+    label: ppo-kl
+    config: {rollout_batch_size: 32, num_ppo_epochs: 2}
+    sweep:
+      learning_rate: [0.01, 0.05]
+      kl_coef: [0.1, 0.2, 0.3]
+  - name: grpo
+    sweep: {beta: [0.0, 0.04]}
+seeds: [0, 1, 2]
+budget: {samples: 2000}
+evaluation: {every: 5, samples_per_prompt: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def host():
+    return get_plugin_host()
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def specs_of(path: Path, host) -> list:
+    return check_suite(load_suite(path), path, host)
+
+
+# --- grid expansion ------------------------------------------------------------------------------
+
+
+def test_grid_expands_tasks_seeds_algorithms_and_sweep_points(tmp_path, host):
+    path = write(tmp_path, "grid.yaml", GRID)
+    specs = specs_of(path, host)
+    # 2 tasks × 3 seeds × (dpo + 2·3 ppo sweep points + 2 grpo sweep points)
+    assert len(specs) == 2 * 3 * (1 + 6 + 2) == 54
+    ppo_labels = {
+        f"ppo-kl[learning_rate={lr},kl_coef={kl}]"
+        for lr in (0.01, 0.05)
+        for kl in (0.1, 0.2, 0.3)
+    }
+    expected_labels = {"dpo", *ppo_labels, "grpo[beta=0.0]", "grpo[beta=0.04]"}
+    for task in ("bandit", "token"):
+        for seed in (0, 1, 2):
+            labels = [s.label for s in specs if s.task == task and s.seed == seed]
+            assert sorted(labels) == sorted(expected_labels)
+    assert Counter(s.algorithm for s in specs) == {"dpo": 6, "ppo": 36, "grpo": 12}
+    assert Counter(s.task for s in specs) == {"bandit": 27, "token": 27}
+    assert Counter(s.seed for s in specs) == {0: 18, 1: 18, 2: 18}
+
+    # One budget, one preference set-up, one reward model, one evaluation for every run.
+    first = specs[0]
+    assert first.budget == {"samples": 2000.0}
+    assert first.preferences["num_pairs"] == 500
+    assert first.preferences["preference_model"] == "thurstone"
+    assert first.preferences["flip_rate"] == 0.1
+    assert first.reward_model["epochs"] == 3
+    for spec in specs:
+        assert spec.suite == "grid"
+        assert spec.budget == first.budget
+        assert spec.preferences == first.preferences
+        assert spec.reward_model == first.reward_model
+        assert spec.evaluation == first.evaluation
+        assert spec.divergence == first.divergence
+    # Task params are resolved (defaults filled in) and identical across algorithms.
+    bandit = {s.task_params["num_arms"] for s in specs if s.task == "bandit"}
+    assert bandit == {8}
+    assert all(s.task_params["reward"] == "normal" for s in specs if s.task == "bandit")
+    assert {s.task_params["vocab_size"] for s in specs if s.task == "token"} == {3}
+
+
+def test_sweep_points_are_merged_into_the_config(tmp_path, host):
+    specs = specs_of(write(tmp_path, "grid.yaml", GRID), host)
+    ppo = [s for s in specs if s.algorithm == "ppo" and s.task == "bandit" and s.seed == 0]
+    points = {(s.sweep_point["learning_rate"], s.sweep_point["kl_coef"]) for s in ppo}
+    assert points == {(lr, kl) for lr in (0.01, 0.05) for kl in (0.1, 0.2, 0.3)}
+    for spec in ppo:
+        cfg = spec.algorithm_config
+        assert cfg["learning_rate"] == spec.sweep_point["learning_rate"]
+        assert cfg["kl_coef"] == spec.sweep_point["kl_coef"]
+        assert cfg["rollout_batch_size"] == 32  # the fixed config is kept
+        assert cfg["num_ppo_epochs"] == 2
+        assert cfg["cliprange"] == 0.2  # and the Config's defaults are filled in
+    [dpo] = [s for s in specs if s.algorithm == "dpo" and s.task == "bandit" and s.seed == 0]
+    assert dpo.sweep_point == {}
+    assert dpo.algorithm_config["beta"] == 0.5
+    assert dpo.algorithm_config["optimizer"] == "adam"
+    assert dpo.algorithm_config["batch_size"] == 64  # DPO's default
+    grpo = [s for s in specs if s.algorithm == "grpo" and s.task == "token" and s.seed == 2]
+    assert sorted(s.algorithm_config["beta"] for s in grpo) == [0.0, 0.04]
+
+
+def test_run_ids_are_distinct_and_stable(tmp_path, host):
+    path = write(tmp_path, "grid.yaml", GRID)
+    ids = [s.run_id for s in specs_of(path, host)]
+    assert len(set(ids)) == len(ids)
+    # The same file, loaded again (or copied elsewhere), gives the same ids in the same order.
+    assert [s.run_id for s in specs_of(path, host)] == ids
+    (tmp_path / "elsewhere").mkdir()
+    copy = write(tmp_path / "elsewhere", "other-name.yaml", GRID)
+    assert [s.run_id for s in specs_of(copy, host)] == ids
+    # Ids name the run: label, task, seed.
+    spec = specs_of(path, host)[0]
+    assert spec.run_id.startswith(f"{spec.label}-{spec.task}-s{spec.seed}-")
+    # Adding a seed keeps the existing runs' ids (a grown suite resumes); changing the budget,
+    # which every run depends on, changes them all.
+    grown = write(tmp_path, "grown.yaml", GRID.replace("seeds: [0, 1, 2]", "seeds: [0, 1, 2, 3]"))
+    grown_ids = [s.run_id for s in specs_of(grown, host)]
+    assert len(grown_ids) == 72
+    assert set(ids) < set(grown_ids)
+    budget = write(tmp_path, "budget.yaml", GRID.replace("{samples: 2000}", "{samples: 2001}"))
+    assert not set(ids) & {s.run_id for s in specs_of(budget, host)}
+
+
+def test_per_task_budget_and_config_apply_to_that_task_only(tmp_path, host):
+    text = GRID.replace(
+        "    params: {num_prompts: 3, vocab_size: 3, max_len: 3}\n",
+        "    params: {num_prompts: 3, vocab_size: 3, max_len: 3}\n    budget: {steps: 7}\n",
+    ).replace(
+        "    config: {beta: 0.5, learning_rate: 0.05, optimizer: adam}\n",
+        "    config: {beta: 0.5, learning_rate: 0.05, optimizer: adam}\n"
+        "    per_task: {token: {learning_rate: 0.2}}\n",
+    )
+    specs = specs_of(write(tmp_path, "per-task.yaml", text), host)
+    assert len(specs) == 54
+    for spec in specs:
+        # Equal budgets within a task: every algorithm of a task gets the same one.
+        assert spec.budget == ({"steps": 7.0} if spec.task == "token" else {"samples": 2000.0})
+    dpo = {s.task: s.algorithm_config["learning_rate"] for s in specs if s.algorithm == "dpo"}
+    assert dpo == {"bandit": 0.05, "token": 0.2}
+    assert {s.algorithm_config["beta"] for s in specs if s.algorithm == "dpo"} == {0.5}
+
+
+def test_expand_without_check_gives_the_same_specs(tmp_path, host):
+    path = write(tmp_path, "grid.yaml", GRID)
+    assert expand(load_suite(path), host) == specs_of(path, host)
+
+
+# --- malformed suites ----------------------------------------------------------------------------
+
+BASE = """\
+name: bad
+tasks:
+  - name: bandit
+    params: {num_prompts: 4, num_arms: 8}
+preferences:
+  num_pairs: 100
+  flip_rate: 0.0
+reward_model: {epochs: 5}
+algorithms:
+  - name: dpo
+    config:
+      beta: 0.5
+  - name: ppo
+    sweep:
+      learning_rate: [0.01, 0.05]
+seeds: [0, 1]
+budget:
+  steps: 3
+evaluation:
+  every: 5
+  evaluators: [gold_reward, kl_ref]
+"""
+
+
+def line_of(text: str, needle: str, occurrence: int = 1) -> int:
+    """The 1-based number of the line holding the ``occurrence``-th ``needle``."""
+    hits = [i for i, line in enumerate(text.splitlines(), 1) if needle in line]
+    assert len(hits) >= occurrence, f"{needle!r} not in the suite text"
+    return hits[occurrence - 1]
+
+
+def edit(old: str, new: str) -> Callable[[str], str]:
+    def apply(text: str) -> str:
+        assert text.count(old) == 1, old
+        return text.replace(old, new)
+
+    return apply
+
+
+@dataclass(frozen=True)
+class Bad:
+    id: str
+    make: Callable[[str], str]
+    key: str
+    """A key (or key path) the message must name."""
+    at: str | int | tuple[str, int]
+    """The expected line: a number, a text whose first line in the suite is it, or
+    ``(text, n)``: the line of its n-th occurrence."""
+    says: tuple[str, ...] = ()
+    """Further substrings the message must hold."""
+
+
+BAD = [
+    Bad("unknown-top-level-key", edit("seeds: [0, 1]", "seedz: [0, 1]"), "seedz", "seedz:",
+        ("unknown key", "did you mean 'seeds'?")),
+    Bad("unknown-optional-top-level-key", edit("evaluation:\n", "evalution:\n"), "evalution",
+        "evalution:", ("unknown key", "did you mean 'evaluation'?")),
+    Bad("unknown-nested-key", edit("  num_pairs: 100", "  num_pair: 100"),
+        "preferences.num_pair", "num_pair:", ("did you mean 'num_pairs'?", "allowed here")),
+    Bad("unknown-key-in-a-list-item", edit("  - name: ppo\n", "  - name: ppo\n    lable: x\n"),
+        "algorithms.1.lable", "lable:", ("did you mean 'label'?",)),
+    Bad("wrong-type", edit("seeds: [0, 1]", 'seeds: "abc"'), "seeds", "seeds:",
+        ("valid list", "'abc'")),
+    Bad("wrong-item-type", edit("seeds: [0, 1]", "seeds: [0, abc]"), "seeds.1", "seeds:",
+        ("valid integer", "'abc'")),
+    Bad("missing-budget", edit("budget:\n  steps: 3\n", ""), "budget", 1,
+        ("missing required key",)),
+    Bad("two-budgets", edit("  steps: 3\n", "  steps: 3\n  samples: 10\n"), "budget", "budget:",
+        ("exactly one budget", "steps, samples")),
+    Bad("no-budget-kind", edit("budget:\n  steps: 3\n", "budget: {}\n"), "budget", "budget:",
+        ("exactly one budget", "got none")),
+    Bad("negative-num-pairs", edit("num_pairs: 100", "num_pairs: -5"), "preferences.num_pairs",
+        "num_pairs:", ("greater than or equal to 1", "-5")),
+    Bad("flip-rate-above-one", edit("flip_rate: 0.0", "flip_rate: 1.5"), "preferences.flip_rate",
+        "flip_rate:", ("less than or equal to 1", "1.5")),
+    Bad("unknown-algorithm", edit("  - name: ppo", "  - name: ppoo"), "algorithms.1.name",
+        "name: ppoo", ("Unknown algorithm 'ppoo'", "Did you mean 'ppo'?",
+                       "Available: dpo, grpo, ppo")),
+    Bad("unknown-task", edit("  - name: bandit", "  - name: bandits"), "tasks.0.name",
+        "name: bandits", ("Unknown task 'bandits'", "Did you mean 'bandit'?", "Available:",
+                          "token")),
+    Bad("unknown-preference-model",
+        edit("  num_pairs: 100", "  num_pairs: 100\n  preference_model: luce"),
+        "preferences.preference_model", "preference_model: luce",
+        ("Unknown preference model 'luce'", "Available: btl, thurstone")),
+    Bad("unknown-reward-model-likelihood",
+        edit("reward_model: {epochs: 5}", "reward_model: {epochs: 5, preference_model: bt}"),
+        "reward_model.preference_model", "reward_model:", ("Unknown preference model 'bt'",)),
+    Bad("unknown-evaluator",
+        edit("  evaluators: [gold_reward, kl_ref]", "  evaluators:\n    - gold_reward\n    - nope"),
+        "evaluation.evaluators.1", "- nope", ("Unknown evaluator 'nope'", "Available:")),
+    Bad("bad-algorithm-config-key", edit("      beta: 0.5", "      betaa: 0.5"), "betaa",
+        "betaa:", ("algorithms.0 (dpo)", "did you mean 'beta'?", "Config accepts:")),
+    Bad("bad-algorithm-config-type", edit("      beta: 0.5", "      beta: high"), "beta",
+        "beta: high", ("algorithms.0 (dpo)", "valid number", "'high'")),
+    Bad("bad-swept-value-type", edit("[0.01, 0.05]", "[0.01, fast]"), "learning_rate",
+        "learning_rate:", ("algorithms.1 (ppo)", "valid number", "'fast'")),
+    Bad("bad-task-param", edit("num_arms: 8}", "num_armz: 8}"), "num_armz", "num_armz",
+        ("tasks.0.params (bandit)", "did you mean 'num_arms'?")),
+    Bad("bad-task-param-type",
+        edit("    params: {num_prompts: 4, num_arms: 8}",
+             "    params:\n      num_prompts: 4\n      num_arms: many"),
+        "num_arms", "num_arms: many", ("tasks.0.params (bandit)", "'many'")),
+    Bad("duplicate-labels", edit("  - name: ppo", "  - name: dpo"), "label", ("  - name: dpo", 2),
+        ("algorithms.1", "two algorithms are labelled 'dpo'")),
+    Bad("swept-key-also-in-config",
+        edit("  - name: ppo\n", "  - name: ppo\n    config: {learning_rate: 0.1}\n"),
+        "algorithms.1.sweep.learning_rate", "learning_rate: [", ("also set in config",)),
+    Bad("duplicate-seeds", edit("seeds: [0, 1]", "seeds: [0, 1, 0]"), "seeds", "seeds:",
+        ("distinct",)),
+    Bad("invalid-yaml", edit("seeds: [0, 1]", "seeds: [0, 1"), "seeds", "budget:",
+        ("invalid YAML", f"started at line {line_of(BASE, 'seeds:')}")),
+    Bad("not-a-mapping", lambda text: "- name: bandit\n- name: token\n", "(top level)", 1,
+        ("a suite file is a mapping", "not list")),
+    Bad("bf16-on-cpu", lambda text: text + "device: cpu\nprecision: bf16\n", "precision",
+        "precision:", ("bf16 needs a CUDA device",)),
+    Bad("gpus-on-cpu", lambda text: text + "device: cpu\ngpus_per_run: 1\n", "gpus_per_run",
+        "gpus_per_run:", ("a CPU run needs no GPU",)),
+    Bad("empty-sweep", edit("[0.01, 0.05]", "[]"), "algorithms.1.sweep", "sweep:",
+        ("sweep 'learning_rate' has no values",)),
+    Bad("per-task-for-a-task-not-in-the-suite",
+        edit("      beta: 0.5\n", "      beta: 0.5\n    per_task:\n      token: {beta: 0.2}\n"),
+        "per_task.token", "token: {beta", ("no such task in this suite",)),
+    Bad("empty-task-list", edit(
+        "tasks:\n  - name: bandit\n    params: {num_prompts: 4, num_arms: 8}\n", "tasks: []\n"),
+        "tasks", "tasks:", ("at least 1",)),
+]
+
+
+def expected_line(bad: Bad, text: str) -> int:
+    if isinstance(bad.at, int):
+        return bad.at
+    if isinstance(bad.at, tuple):
+        return line_of(text, *bad.at)
+    return line_of(text, bad.at)
+
+
+def rejection(path: Path, host) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_suite(load_suite(path), path, host)
+    return str(info.value)
+
+
+def test_base_suite_is_valid(tmp_path, host):
+    assert len(specs_of(write(tmp_path, "base.yaml", BASE), host)) == 2 * (1 + 2)
+
+
+@pytest.mark.parametrize("bad", BAD, ids=[b.id for b in BAD])
+def test_malformed_suite_is_one_line_naming_file_line_and_key(tmp_path, host, bad):
+    text = bad.make(BASE)
+    assert text != BASE
+    path = write(tmp_path, f"{bad.id}.yaml", text)
+    message = rejection(path, host)
+    assert "\n" not in message, message
+    assert message.startswith(f"{path}:{expected_line(bad, text)}: "), message
+    assert bad.key in message, message
+    for part in bad.says:
+        assert part in message, message
+
+
+def test_there_are_many_distinct_malformed_cases():
+    assert len(BAD) >= 15
+    assert len({b.make(BASE) for b in BAD}) == len(BAD)
+
+
+def test_a_missing_suite_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="suite file not found") as info:
+        load_suite(tmp_path / "nope.yaml")
+    assert str(tmp_path / "nope.yaml") in str(info.value)
+
+
+# --- the validate command ------------------------------------------------------------------------
+
+CLI_CASES = ["unknown-top-level-key", "wrong-type", "unknown-algorithm",
+             "bad-algorithm-config-key", "invalid-yaml"]
+
+
+def test_validate_command_reports_one_line_with_exit_status_2(tmp_path, subprocess_env):
+    """Several ``rlhf-harness validate`` processes at once (each pays Python's start-up)."""
+    env = subprocess_env()
+    procs = {}
+    for bad in (b for b in BAD if b.id in CLI_CASES):
+        text = bad.make(BASE)
+        path = write(tmp_path, f"{bad.id}.yaml", text)
+        procs[bad.id] = (bad, path, text, subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "validate", str(path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        ))
+    assert len(procs) == len(CLI_CASES)
+    for bad, path, text, proc in procs.values():
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+        assert proc.returncode == 2, (bad.id, out, err)
+        assert "Traceback" not in out + err
+        assert out == ""
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, (bad.id, err)
+        assert lines[0].startswith(
+            f"rlhf-harness: error: {path}:{expected_line(bad, text)}: "
+        ), lines[0]
+        assert bad.key in lines[0]
+
+
+def test_validate_command_accepts_a_good_suite(tmp_path, subprocess_env):
+    path = write(tmp_path, "grid.yaml", GRID)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", str(path)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=TIMEOUT_S, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.strip() == (
+        f"{path}: ok: 54 runs (2 tasks × 3 seeds × 9 algorithm configs)"
+    )
