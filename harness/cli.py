@@ -67,6 +67,30 @@ def plugins(as_json: bool, strict: bool) -> None:
         sys.exit(1)
 
 
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Folder in which to create the plugin's folder.")
+def new_plugin(name: str, parent: str) -> None:
+    """Write a ready-to-install algorithm plugin NAME into DIR/rlhf-harness-NAME.
+
+    NAME is a lower-case identifier (e.g. my_algo). The package has a pyproject.toml with the
+    entry point, the plugin module (a documented Config and a working algorithm), tests that run
+    the conformance kit, and a README. An existing folder is never overwritten.
+    """
+    from harness.scaffold import new_plugin as write_plugin
+
+    folder = write_plugin(name, parent)
+    steps = [(f"pip install -e {folder}", "install it (editable)"),
+             ("rlhf-harness plugins", f"lists {name}"),
+             (f"pytest {folder}", "runs the conformance kit on it")]
+    width = max(len(command) for command, _ in steps)
+    click.echo(f"wrote {folder}; next:")
+    for command, what in steps:
+        click.echo(f"  {command.ljust(width)}   # {what}")
+    click.echo("then add it to a suite: see docs/writing-a-plugin.md in rlhf-harness.")
+
+
 @cli.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 def validate(suite_file: str) -> None:

@@ -115,9 +115,12 @@ def specs_of(path: Path) -> list:
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess, in the folder of the ``--root`` store (``run`` writes its report
+    under ``reports/`` of the working directory)."""
+    cwd = Path(args[args.index("--root") + 1]).parent if "--root" in args else None
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
-        timeout=TIMEOUT_S, check=False,
+        timeout=TIMEOUT_S, check=False, cwd=cwd,
     )
 
 
@@ -346,7 +349,7 @@ def test_a_killed_suite_resumes_without_redoing_finished_runs(tmp_path, subproce
             "--no-wandb", "--no-progress"]
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+                                start_new_session=True, cwd=tmp_path)
         deadline = time.monotonic() + TIMEOUT_S
         try:
             while True:

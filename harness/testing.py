@@ -1,0 +1,750 @@
+"""The conformance kit: the checks every algorithm plugin should pass, for its author's tests.
+
+Six checks, each run on the ``bandit`` task (a table of logits: milliseconds per step, and an
+exact optimum to measure against), each failing with one line that names the algorithm and the
+check:
+
+``config``
+    ``Config`` is a dataclass whose every field has a default and a docstring (a string literal
+    on the line after the field, read from the source) and whose defaults build.
+``metrics``
+    Every ``step()`` returns a ``dict`` of Python numbers (floats; not tensors, whose autograd
+    graph a kept metric would hold on to, nor numpy scalars) by string name, with the
+    shared names that apply (see below), none misspelt (``KL_ref``, ``kl-ref``) and none of the
+    names the runner writes itself (``step``, ``samples``, ``tokens``, ``wall_seconds``,
+    ``flops``, ``models_resident``, ``diverged``).
+``accounting``
+    The steps are counted on ``ctx.meter``: samples, tokens and FLOPs grow, and time is spent
+    in a phase (``with meter.phase("train"):``), or a suite's ``samples``, ``tokens``,
+    ``flops`` or ``seconds`` budget would never run out (unless the algorithm sets
+    ``finished``).
+``determinism``
+    Two fresh runs with the same seed give bit-identical metrics and policy parameters on the
+    CPU, although the global random generators (``torch``, ``random``, ``numpy``) are seeded
+    differently for each: randomness must come from ``ctx.generator`` (or generators seeded from
+    ``ctx.seed``).
+``finite``
+    No metric is NaN or infinite, no step raises, and the policy's parameters stay finite, over
+    a training run of ``train_steps`` steps.
+``improves``
+    After that run, the KL-regularised objective J_β of ``eval_policy()``, computed exactly with
+    the gold reward (:class:`harness.exact.ExactProblem`), has closed at least
+    ``min_improvement`` of the gap from J_β(π_ref) to the optimum J_β(π*_β).
+
+**Required metrics.** Every algorithm that updates the policy reports ``loss``. Online
+algorithms (``needs`` has ``"reward"``) also report ``reward``, ``kl_ref`` and
+``response_length``, and ``entropy`` when they update the policy: they sample and score
+responses, so these cost nothing (ppo and grpo report them all). An algorithm that leaves the
+policy's parameters as π_ref's (best-of-n sampling on top of π_ref: the checks see it) has no
+``loss`` nor ``entropy`` of its own. For offline algorithms the online names and ``grad_norm``
+are optional, but when reported they carry those names (dpo reports ``grad_norm``, ``entropy``
+and ``response_length``). An algorithm that legitimately cannot report one (grpo with β = 0
+never computes π_ref's log-probs, so no ``kl_ref``) passes ``metrics=`` explicitly, e.g.
+``Conformance("grpo", {"beta": 0}, metrics={"loss", "reward"})``.
+
+**What the checks give an algorithm.** A ``bandit`` task on the CPU (``task_params``, default 4
+prompts × 8 arms, r* ~ N(0, 1), a softmax π_ref), the context :func:`harness.runner.build_context`
+builds, with the gold reward as r̂ (:class:`harness.reward.GoldRewardModel`) for algorithms that
+need ``"reward"`` and ``num_pairs`` preference pairs simulated from the gold reward
+(:func:`harness.annotator.simulate_preferences`, Bradley-Terry at scale 1) for those that need
+``"preferences"``. The algorithm's ``config`` is validated as a suite's would be; learning rates
+for language models are far too small for a table of logits, so pass one that suits it.
+
+Use it from your tests, in one line::
+
+    from harness.testing import conformance_tests
+    test_conformance = conformance_tests("my-algo", config={"learning_rate": 0.1})
+
+which collects one test per check (:func:`bandit_algorithm` builds the algorithm as the checks
+do, for tests of its own behaviour), or with the pytest option this package registers
+(``pytest --rlhf-conformance=my-algo --rlhf-conformance-config='my-algo={learning_rate: 0.1}'``;
+see :mod:`harness.testing_plugin`), or by calling :func:`check_conformance` or
+:class:`Conformance` yourself.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import inspect
+import math
+import random
+import struct
+import textwrap
+import traceback
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.algorithm import Algorithm
+from harness.config import build_config
+from harness.errors import HarnessError
+
+__all__ = [
+    "CHECKS",
+    "DEFAULT_TASK_PARAMS",
+    "OPTIONAL_METRICS",
+    "RESERVED_METRICS",
+    "Conformance",
+    "ConformanceError",
+    "bandit_algorithm",
+    "check_conformance",
+    "conformance_tests",
+    "field_docstrings",
+    "required_metrics",
+]
+
+CHECKS: tuple[str, ...] = (
+    "config", "metrics", "accounting", "determinism", "finite", "improves",
+)
+"""The checks, in the order they are run and reported."""
+
+ONLINE_METRICS: tuple[str, ...] = ("reward", "kl_ref", "response_length")
+"""Shared names every online algorithm (``needs`` has ``"reward"``) reports."""
+
+TRAINING_METRICS: tuple[str, ...] = ("loss",)
+"""Shared names every algorithm that updates the policy reports (and ``entropy``, if online)."""
+
+OPTIONAL_METRICS: tuple[str, ...] = ("grad_norm", "kl_ref", "entropy", "response_length", "reward")
+"""Shared names an algorithm may report; when it does, under exactly these names."""
+
+RESERVED_METRICS: frozenset[str] = frozenset(
+    {"step", "samples", "tokens", "wall_seconds", "flops", "models_resident", "diverged"}
+)
+"""Names the runner writes next to an algorithm's metrics: an algorithm must not use them."""
+
+DEFAULT_TASK_PARAMS: dict[str, Any] = {
+    "num_prompts": 4, "num_arms": 8, "reward": "normal", "reference": "softmax",
+}
+"""The ``bandit`` task the checks run on, unless ``task_params`` says otherwise."""
+
+_GLOBAL_SEEDS = (12345, 67890)
+"""Seeds of the global generators in the two runs of the determinism check (they differ)."""
+
+
+class ConformanceError(AssertionError):
+    """A failed conformance check; its message is one line naming the algorithm and the check.
+
+    :func:`check_conformance` raises one whose message has one such line per failed check.
+    """
+
+    def __init__(self, algorithm: str, check: str, detail: str) -> None:
+        self.algorithm = algorithm
+        self.check = check
+        self.detail = " ".join(str(detail).split())
+        super().__init__(
+            f"rlhf-harness conformance: algorithm '{algorithm}' fails check '{check}': "
+            f"{self.detail}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, e.g. across pytest-xdist workers
+        return (type(self), (self.algorithm, self.check, self.detail),
+                {**self.__dict__, "args": self.args})
+
+
+def required_metrics(algorithm: type[Algorithm], *, trains: bool = True) -> frozenset[str]:
+    """The shared metric names ``algorithm`` must report at every step (module docstring).
+
+    :param trains: whether it updates the policy's parameters (the checks find out by running
+        it); an algorithm that does not (best-of-n on top of π_ref) has no ``loss`` to report.
+    """
+    online = "reward" in getattr(algorithm, "needs", ())
+    names: set[str] = set(TRAINING_METRICS) if trains else set()
+    if online:
+        names.update(ONLINE_METRICS)
+        if trains:
+            names.add("entropy")
+    return frozenset(names)
+
+
+def field_docstrings(cls: type) -> dict[str, str]:
+    """The attribute docstrings of ``cls``'s annotated fields, its bases' included.
+
+    An attribute docstring is the string literal statement right after the field in the class
+    body (the convention Sphinx and this harness use)::
+
+        learning_rate: float = 1e-5
+        \"\"\"Adam step size.\"\"\"
+
+    Read from the source with :mod:`ast`; raises :class:`OSError` when the source of ``cls``
+    itself cannot be read (a class made by ``exec`` or typed into a REPL). A base class's
+    unreadable source only loses that base's docstrings.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object:
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            if klass is cls:
+                raise OSError(f"cannot read the source of {cls.__qualname__}") from None
+            continue
+        node = next(
+            (n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)), None
+        )
+        if node is None:
+            continue
+        body = node.body
+        for stmt, nxt in zip(body, [*body[1:], None], strict=True):
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                continue
+            if (
+                isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+                and nxt.value.value.strip()
+            ):
+                docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+@dataclass
+class _Trace:
+    """What one run of an algorithm produced (or how it broke)."""
+
+    records: list[Any] = field(default_factory=list)
+    """What each ``step()`` returned, as returned."""
+    parameters: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """State dicts after the last step: ``{"policy": ..., "eval_policy": ...}``."""
+    error: str | None = None
+    """One line: where and how the run broke, if it did."""
+    trains: bool = True
+    """Whether the run changed the policy's parameters (π_ref's, at the start)."""
+    spent: dict[str, float] = field(default_factory=dict)
+    """What ``ctx.meter`` counted: samples, tokens, flops and seconds (evaluation excluded)."""
+    algo: Algorithm | None = None
+
+
+class Conformance:
+    """The conformance checks of one algorithm with one config; runs are shared between checks.
+
+    :param algorithm: a registered algorithm's name (looked up with
+        :func:`harness.plugins.get_plugin_host`, i.e. through the entry points of installed
+        plugins) or an :class:`~harness.algorithm.Algorithm` subclass itself.
+    :param config: its ``Config`` fields, as in a suite file (omitted fields: the defaults).
+    :param seed: the run seed.
+    :param steps: steps of the two runs the ``metrics`` and ``determinism`` checks compare.
+    :param train_steps: steps of the run the ``finite`` and ``improves`` checks inspect.
+    :param beta: β of the objective J_β that ``improves`` measures.
+    :param min_improvement: the fraction of the gap J_β(π*_β) − J_β(π_ref) that ``improves``
+        requires the trained policy to close.
+    :param task_params: the ``bandit`` task's parameters (default :data:`DEFAULT_TASK_PARAMS`).
+    :param num_pairs: simulated preference pairs, for algorithms that need ``"preferences"``.
+    :param metrics: the metric names required at every step (default :func:`required_metrics`).
+    """
+
+    def __init__(
+        self,
+        algorithm: str | type[Algorithm],
+        config: Mapping[str, Any] | None = None,
+        *,
+        seed: int = 0,
+        steps: int = 5,
+        train_steps: int = 50,
+        beta: float = 0.1,
+        min_improvement: float = 0.1,
+        task_params: Mapping[str, Any] | None = None,
+        num_pairs: int = 2000,
+        metrics: Collection[str] | None = None,
+    ) -> None:
+        if steps < 1 or train_steps < 1:
+            raise ValueError(f"steps and train_steps must be >= 1, got {steps}, {train_steps}")
+        if not 0.0 < min_improvement <= 1.0:
+            raise ValueError(f"min_improvement must be in (0, 1], got {min_improvement}")
+        self.algorithm = algorithm
+        self.config = dict(config or {})
+        self.seed = seed
+        self.steps = steps
+        self.train_steps = train_steps
+        self.beta = beta
+        self.min_improvement = min_improvement
+        self.task_params = dict(DEFAULT_TASK_PARAMS if task_params is None else task_params)
+        self.num_pairs = num_pairs
+        self.metrics = None if metrics is None else frozenset(metrics)
+        self._cls: type[Algorithm] | None = None
+        self._traces: dict[tuple[int, int], _Trace] = {}
+        self._preferences: Any = None
+
+    # --- public ----------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The algorithm's name, as messages give it."""
+        if isinstance(self.algorithm, str):
+            return self.algorithm
+        return getattr(self.algorithm, "name", "") or getattr(
+            self.algorithm, "__name__", repr(self.algorithm)
+        )
+
+    def check(self, check: str) -> None:
+        """Run one check (one of :data:`CHECKS`); raise :class:`ConformanceError` if it fails."""
+        __tracebackhide__ = True
+        if check not in CHECKS:
+            raise ValueError(f"unknown conformance check '{check}'; checks: {', '.join(CHECKS)}")
+        detail = self._detail(check)
+        if detail is not None:
+            raise ConformanceError(self.name, check, detail)
+
+    def failures(self, checks: Collection[str] | None = None) -> dict[str, ConformanceError]:
+        """Every failed check among ``checks`` (default: all), by check name."""
+        found: dict[str, ConformanceError] = {}
+        for check in CHECKS if checks is None else checks:
+            try:
+                self.check(check)
+            except ConformanceError as exc:
+                found[check] = exc
+        return found
+
+    def check_all(self, checks: Collection[str] | None = None) -> None:
+        """Run ``checks`` (default: all); raise one :class:`ConformanceError` listing every
+        failure, one line each."""
+        __tracebackhide__ = True
+        found = self.failures(checks)
+        if found:
+            first = next(iter(found.values()))
+            error = ConformanceError(first.algorithm, first.check, first.detail)
+            error.args = ("\n".join(str(e) for e in found.values()),)
+            error.failures = found  # type: ignore[attr-defined]
+            raise error
+
+    def build(self) -> Algorithm:
+        """A fresh instance of the algorithm, set up as the checks set it up: on the ``bandit``
+        task, with the gold reward as r̂ and/or simulated preference pairs, for the seed.
+
+        For an author's own tests of the algorithm's behaviour; raises what building raises.
+        """
+        from harness.reward import GoldRewardModel
+        from harness.runner import build_context, make_algorithm
+
+        try:
+            cls = self._resolve()
+        except _Unusable as exc:
+            raise ConformanceError(self.name, "setup", str(exc)) from None
+        task = self._task()
+        preferences = self._simulated_preferences(task) if "preferences" in cls.needs else None
+        context = build_context(
+            task, cls, seed=self.seed, preferences=preferences,
+            reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
+        )
+        return make_algorithm(cls, self.config, context)
+
+    # --- the checks: each returns None (pass) or one line saying what is wrong --------------------
+
+    def _detail(self, check: str) -> str | None:
+        try:
+            cls = self._resolve()
+        except _Unusable as exc:
+            return str(exc)
+        return getattr(self, f"_check_{check}")(cls)
+
+    def _check_config(self, cls: type[Algorithm]) -> str | None:
+        config_cls = getattr(cls, "Config", None)
+        if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+            return (f"{cls.__name__}.Config must be a dataclass (decorate it with "
+                    f"@dataclasses.dataclass), got {config_cls!r}")
+        fields = dataclasses.fields(config_cls)
+        no_default = [
+            f.name for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if no_default:
+            return (f"Config field(s) {_names(no_default)} have no default: every "
+                    f"hyperparameter needs one, so that a suite may omit it")
+        try:
+            docs = field_docstrings(config_cls)
+        except OSError:
+            return (f"cannot read the source of {config_cls.__qualname__} to find its field "
+                    f"docstrings (define it in a module file, not with exec or in a REPL)")
+        undocumented = [f.name for f in fields if f.name not in docs]
+        if undocumented:
+            return (f"Config field(s) {_names(undocumented)} have no docstring: write a string "
+                    f"literal on the line after each field saying what it is and where its "
+                    f"default comes from")
+        try:
+            build_config(config_cls, {}, where="its defaults")
+        except HarnessError as exc:
+            return f"Config's defaults do not validate: {exc}"
+        return None
+
+    def _check_metrics(self, cls: type[Algorithm]) -> str | None:
+        trace = self._trace(self.steps, _GLOBAL_SEEDS[0])
+        if trace.error and not trace.records:
+            return trace.error
+        required = (
+            self.metrics if self.metrics is not None
+            else required_metrics(cls, trains=trace.trains)
+        )
+        shared = {"loss", *OPTIONAL_METRICS}
+        for number, metrics in enumerate(trace.records, 1):
+            at = f"step {number}"
+            if not isinstance(metrics, dict):
+                return f"{at}: step() returned {type(metrics).__name__}, not a dict of metrics"
+            for key, value in metrics.items():
+                if not isinstance(key, str):
+                    return f"{at}: metric names are strings, got {key!r}"
+                if key in RESERVED_METRICS:
+                    return (f"{at}: metric '{key}' is a name the runner writes itself "
+                            f"({', '.join(sorted(RESERVED_METRICS))}); rename it")
+                canonical = key.strip().lower().replace("-", "_").replace(" ", "_")
+                if key not in shared and canonical in shared:
+                    return (f"{at}: metric '{key}' must be spelt '{canonical}', the shared "
+                            f"name (see harness/algorithm.py)")
+                if isinstance(value, bool) or not isinstance(value, float | int):
+                    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+                    hint = (" (a tensor keeps its autograd graph alive)"
+                            if isinstance(value, torch.Tensor) else "")
+                    return (f"{at}: metric '{key}' is a {kind}, not a float: return "
+                            f"float(...){hint}")
+            missing = sorted(required - set(metrics))
+            if missing:
+                kind = "online " if "reward" in cls.needs else ""
+                return (f"{at}: step() did not report {_names(missing)}, shared metric(s) every "
+                        f"{kind}algorithm reports (it reported: "
+                        f"{', '.join(sorted(map(str, metrics))) or 'nothing'})")
+        if trace.error:
+            return trace.error
+        return None
+
+    def _check_accounting(self, cls: type[Algorithm]) -> str | None:
+        trace = self._trace(self.steps, _GLOBAL_SEEDS[0])
+        if trace.error:
+            return trace.error
+        if trace.algo is not None and trace.algo.finished:
+            return None  # it stops by itself: no budget has to run out
+        idle = [kind for kind, value in trace.spent.items() if not value > 0]
+        if idle:
+            return (f"after {len(trace.records)} steps ctx.meter counted no "
+                    f"{', '.join(idle)}, so a suite's {'/'.join(idle)} budget would never run "
+                    f"out: call meter.generated(model, samples, tokens) for sampled responses "
+                    f"(offline: meter.samples += pairs), meter.train(model, tokens) for "
+                    f"backward passes, meter.forward(model, tokens) for scoring, and wrap the "
+                    f"work in meter.phase(\"generate\" | \"score\" | \"train\")")
+        return None
+
+    def _check_determinism(self, cls: type[Algorithm]) -> str | None:
+        first = self._trace(self.steps, _GLOBAL_SEEDS[0])
+        second = self._trace(self.steps, _GLOBAL_SEEDS[1])
+        for trace in (first, second):
+            if trace.error:
+                return trace.error
+        advice = (f"between two runs with seed {self.seed}: randomness must come only from "
+                  f"ctx.generator (or generators seeded from ctx.seed), never from the global "
+                  f"generators (torch.rand, torch.randn, random, numpy.random)")
+        if len(first.records) != len(second.records):
+            return (f"one run stopped after {len(first.records)} steps, the other after "
+                    f"{len(second.records)}, {advice}")
+        for number, (a, b) in enumerate(zip(first.records, second.records, strict=True), 1):
+            if not (isinstance(a, dict) and isinstance(b, dict)):
+                return f"step {number}: step() returned no dict of metrics"
+            if set(a) != set(b):
+                return (f"step {number} reported metrics {sorted(map(str, a))} in one run and "
+                        f"{sorted(map(str, b))} in the other, {advice}")
+            for key in a:
+                if not _same_bits(a[key], b[key]):
+                    return (f"metric '{key}' at step {number} is {a[key]!r} in one run and "
+                            f"{b[key]!r} in the other, {advice}")
+        for which, params in first.parameters.items():
+            other = second.parameters.get(which, {})
+            for pname, tensor in params.items():
+                twin = other.get(pname)
+                if twin is None or tensor.dtype != twin.dtype or not torch.equal(tensor, twin):
+                    return (f"{which} parameter '{pname}' differs after {len(first.records)} "
+                            f"steps {advice}")
+        return None
+
+    def _check_finite(self, cls: type[Algorithm]) -> str | None:
+        trace = self._trace(self.train_steps, _GLOBAL_SEEDS[0])
+        for number, metrics in enumerate(trace.records, 1):
+            if not isinstance(metrics, dict):
+                return f"step {number}: step() returned {type(metrics).__name__}, not a dict"
+            bad = [f"{k}={_show(v)}" for k, v in metrics.items() if not _finite(v)]
+            if bad:
+                return f"step {number} returned non-finite {', '.join(bad)}"
+        if trace.error:
+            return trace.error
+        for which, params in trace.parameters.items():
+            for pname, tensor in params.items():
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    return (f"{which} parameter '{pname}' holds NaN or inf after "
+                            f"{len(trace.records)} steps")
+        return None
+
+    def _check_improves(self, cls: type[Algorithm]) -> str | None:
+        from harness.exact import ExactProblem
+
+        trace = self._trace(self.train_steps, _GLOBAL_SEEDS[0])
+        if trace.error:
+            return trace.error
+        assert trace.algo is not None
+        task = trace.algo.ctx.task
+        try:
+            exact = ExactProblem.from_task(task)
+            logp = exact.policy_logprobs(trace.algo.eval_policy())
+        except Exception as exc:
+            return f"measuring eval_policy() {_raised(exc)}"
+        beta = self.beta
+        start = exact.objective(exact.ref_logp, beta)
+        best = exact.optimal_objective(beta)
+        reached = exact.objective(logp, beta)
+        gap = best - start
+        closed = (reached - start) / gap if gap > 0 else 0.0
+        steps = len(trace.records)
+        if not math.isfinite(reached) or not closed >= self.min_improvement:
+            return (f"J_β (β = {beta:g}, exact, gold reward) went from {start:.4f} (π_ref) to "
+                    f"{reached:.4f} after {steps} steps on the bandit, {closed:.1%} of the gap "
+                    f"to the optimum {best:.4f}; at least {self.min_improvement:.0%} is "
+                    f"required. Pass a config suited to a table of logits (e.g. a learning "
+                    f"rate of 0.05-0.1), or more train_steps")
+        return None
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def _resolve(self) -> type[Algorithm]:
+        if self._cls is not None:
+            return self._cls
+        algorithm = self.algorithm
+        if isinstance(algorithm, str):
+            from harness.plugins import get_plugin_host
+
+            try:
+                host = get_plugin_host()
+            except HarnessError as exc:
+                raise _Unusable(f"loading the plugins failed: {exc}") from None
+            try:
+                algorithm = host.algorithm(algorithm)
+            except HarnessError as exc:
+                failures = "".join(f"; plugin failure: {f.message}" for f in host.failures)
+                raise _Unusable(f"cannot find it: {exc}{failures}") from None
+        if not (isinstance(algorithm, type) and issubclass(algorithm, Algorithm)):
+            raise _Unusable(f"{algorithm!r} is not a subclass of harness.algorithm.Algorithm")
+        config_cls = getattr(algorithm, "Config", None)
+        if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+            raise _Unusable(f"{algorithm.__name__}.Config must be a dataclass (decorate it with "
+                            f"@dataclasses.dataclass), got {config_cls!r}")
+        try:
+            build_config(algorithm.Config, self.config, where="the config given to the kit")
+        except HarnessError as exc:
+            raise _Unusable(str(exc)) from None
+        except Exception as exc:
+            raise _Unusable(f"building its Config {_raised(exc)}") from None
+        self._cls = algorithm
+        return algorithm
+
+    def _task(self) -> Any:
+        from harness.tasks.bandit import BanditParams, BanditTask
+
+        params = build_config(BanditParams, self.task_params, where="task_params (bandit)")
+        return BanditTask(params, seed=self.seed, device="cpu")
+
+    def _trace(self, steps: int, global_seed: int) -> _Trace:
+        key = (steps, global_seed)
+        if key not in self._traces:
+            self._traces[key] = self._run(steps, global_seed)
+        return self._traces[key]
+
+    def _run(self, steps: int, global_seed: int) -> _Trace:
+        """A fresh run of ``steps`` steps (fewer if the algorithm finishes), global RNGs seeded
+        with ``global_seed`` and restored afterwards."""
+        self._resolve()
+        trace = _Trace()
+        with _global_rng(global_seed), _one_thread():
+            try:
+                algo = self.build()
+            except Exception as exc:
+                trace.error = f"building it {_raised(exc)}"
+                return trace
+            context = algo.ctx
+            trace.algo = algo
+            for number in range(1, steps + 1):
+                try:
+                    trace.records.append(algo.step())
+                except Exception as exc:
+                    trace.error = f"step {number} {_raised(exc)}"
+                    break
+                if algo.finished:
+                    break
+            meter = context.meter
+            trace.spent = {
+                "samples": float(meter.samples),
+                "tokens": float(meter.tokens_generated + meter.tokens_trained),
+                "flops": float(meter.flops),
+                "seconds": meter.wall_seconds - meter.seconds["eval"],
+            }
+            policies = {"policy": context.policy}
+            try:
+                evaluated = algo.eval_policy()
+            except Exception as exc:
+                trace.error = trace.error or f"eval_policy() {_raised(exc)}"
+                evaluated = context.policy
+            if evaluated is not context.policy:
+                policies["eval_policy"] = evaluated
+            try:
+                trace.parameters = {
+                    which: {k: v.detach().cpu().clone() for k, v in p.state_dict().items()}
+                    for which, p in policies.items()
+                }
+                reference = context.reference.state_dict()
+                trace.trains = any(
+                    name not in reference or not torch.equal(value, reference[name].cpu())
+                    for name, value in trace.parameters["policy"].items()
+                )
+            except Exception as exc:
+                trace.error = trace.error or f"reading the policies' parameters {_raised(exc)}"
+        return trace
+
+    def _simulated_preferences(self, task: Any) -> Any:
+        if self._preferences is None:
+            from harness.annotator import simulate_preferences
+            from harness.preference import BradleyTerry
+
+            self._preferences = simulate_preferences(
+                task, BradleyTerry(1.0), num_pairs=self.num_pairs, seed=self.seed
+            )
+        return self._preferences
+
+
+class _Unusable(Exception):
+    """The algorithm cannot be checked at all (not found, not an Algorithm, a bad config)."""
+
+
+def bandit_algorithm(
+    algorithm: str | type[Algorithm],
+    config: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> Algorithm:
+    """A fresh instance of ``algorithm``, set up as the conformance checks set it up (see
+    :meth:`Conformance.build`), for an author's own tests::
+
+        algo = bandit_algorithm("my-algo", {"learning_rate": 0.1})
+        metrics = algo.step()
+
+    ``settings`` as for :class:`Conformance` (``seed``, ``task_params``, ``num_pairs``).
+    """
+    return Conformance(algorithm, config, **settings).build()
+
+
+def check_conformance(
+    algorithm: str | type[Algorithm],
+    config: Mapping[str, Any] | None = None,
+    *,
+    checks: Collection[str] | None = None,
+    **settings: Any,
+) -> None:
+    """Run the conformance checks (default: all of :data:`CHECKS`) on ``algorithm``.
+
+    Raises :class:`ConformanceError` with one line per failed check. ``settings`` are the
+    keyword arguments of :class:`Conformance` (``seed``, ``steps``, ``train_steps``, ``beta``,
+    ``min_improvement``, ``task_params``, ``num_pairs``, ``metrics``).
+    """
+    __tracebackhide__ = True
+    Conformance(algorithm, config, **settings).check_all(checks)
+
+
+def conformance_tests(
+    algorithm: str | type[Algorithm],
+    config: Mapping[str, Any] | None = None,
+    *,
+    checks: Collection[str] | None = None,
+    **settings: Any,
+) -> Callable[[str], None]:
+    """A pytest test function running each conformance check as its own test.
+
+    Assign it to a ``test_*`` name in a test module::
+
+        test_conformance = conformance_tests("my-algo", config={"learning_rate": 0.1})
+
+    and pytest collects ``test_conformance[config]``, ``test_conformance[metrics]``, ... The
+    checks share their runs, so the set costs about three short runs of the algorithm. Arguments
+    as :func:`check_conformance`; nothing runs until the tests do.
+    """
+    import pytest
+
+    kit = Conformance(algorithm, config, **settings)
+    selected = tuple(CHECKS if checks is None else checks)
+    unknown = [c for c in selected if c not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown conformance check(s) {unknown}; checks: {', '.join(CHECKS)}")
+
+    @pytest.mark.parametrize("check", selected)
+    def test_conformance(check: str) -> None:
+        __tracebackhide__ = True
+        try:
+            kit.check(check)
+        except ConformanceError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    test_conformance.kit = kit  # type: ignore[attr-defined]
+    return test_conformance
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _global_rng(seed: int) -> Iterator[None]:
+    """Seed torch's, ``random``'s and numpy's global generators; restore them afterwards."""
+    import numpy as np
+
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread, as the runner uses for tabular tasks on the CPU (tiny tensors)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _raised(exc: BaseException) -> str:
+    """``raised Type: message (at file:line)``, the innermost frame, on one line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+    return f"raised {type(exc).__name__}: {exc}{where}"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _show(value: Any) -> str:
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _same_bits(a: Any, b: Any) -> bool:
+    """Bit-identical floats (NaN equals a NaN of the same bits); other values with ``==``."""
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        return struct.pack("<d", float(a)) == struct.pack("<d", float(b))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
