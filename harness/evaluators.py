@@ -10,10 +10,11 @@ reads from that one batch.
 ========================  ======================================================================
 ``gold_reward``           E_x E_{y~π} r*(x, y)
 ``proxy_reward``          E_x E_{y~π} r̂(x, y)  (r̂: the suite's fitted reward model)
-``kl_ref``                E_x KL(π(·|x) ‖ π_ref(·|x)); sampled: mean of Σ_t log π/π_ref (k1)
+``kl_ref``                E_x KL(π(·|x) ‖ π_ref(·|x)); sampled: mean of Σ_t log π/π_ref (k1), or
+                          ``policy.kl_to_reference()`` when π's log-probs are intractable
 ``win_rate_ref``          P(r*(x, y) > r*(x, y')) + ½ P(=) for y ~ π, y' ~ π_ref
 ``regret``                J_β(π*_β) − J_β(π), β = the suite's ``evaluation.beta`` (exact tasks)
-``entropy``               mean per-token entropy of π on its own samples
+``entropy``               mean per-token entropy of π on its own samples (needs π's log-probs)
 ``response_length``       mean number of response tokens of π's samples
 ========================  ======================================================================
 
@@ -44,10 +45,10 @@ class Samples:
     prompts: PromptBatch
     responses: ResponseBatch
     gold: torch.Tensor
-    logp: torch.Tensor
-    """[B] float: log π(y|x) of each sample."""
-    entropy: torch.Tensor
-    """[B, T] per-token entropies of π (0 on padding)."""
+    logp: torch.Tensor | None
+    """[B] float: log π(y|x) of each sample (None when ``policy.has_logprobs`` is False)."""
+    entropy: torch.Tensor | None
+    """[B, T] per-token entropies of π, 0 on padding (None when π's log-probs are intractable)."""
 
 
 @dataclass
@@ -72,12 +73,15 @@ class EvalContext:
         responses = policy.sample(
             prompts, max_new_tokens=task.max_new_tokens, generator=generator
         )
-        logp_tok, entropy = policy.token_logprobs_and_entropy(prompts, responses)
+        logp = entropy = None
+        if policy.has_logprobs:
+            logp_tok, entropy = policy.token_logprobs_and_entropy(prompts, responses)
+            logp = logp_tok.sum(-1).double()
         return Samples(
             prompts=prompts,
             responses=responses,
             gold=task.gold_reward(prompts, responses).double(),
-            logp=logp_tok.sum(-1).double(),
+            logp=logp,
             entropy=entropy,
         )
 
@@ -144,7 +148,12 @@ class KLRef(Evaluator):
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         if ctx.exact is not None:
             return {"kl_ref": ctx.exact.kl_ref(ctx.policy_table)}
+        closed_form = ctx.policy.kl_to_reference()
+        if closed_form is not None:
+            return {"kl_ref": closed_form}
         s = ctx.samples
+        if s.logp is None:
+            return {}
         ref_logp = ctx.reference.sequence_logprobs(s.prompts, s.responses).double()
         return {"kl_ref": float((s.logp - ref_logp).mean())}
 
@@ -183,6 +192,8 @@ class Entropy(Evaluator):
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         s = ctx.samples
+        if s.entropy is None:
+            return {}
         return {"entropy": float(s.entropy.sum() / s.responses.mask.sum().clamp_min(1))}
 
 

@@ -156,6 +156,16 @@ class Policy(nn.Module, ABC):
     vocab_size: int
     pad_id: int
     eos_id: int | None
+    has_logprobs: bool = True
+    """Whether π's log-probs can be computed (:meth:`token_logprobs` and the rest). False for a
+    policy defined by a sampling procedure whose likelihood is intractable — best-of-n on a
+    language model: evaluators then skip what needs log-probs (``entropy``) and take the KL from
+    :meth:`kl_to_reference`."""
+
+    def kl_to_reference(self) -> float | None:
+        """KL(π(·|x) ‖ π_ref(·|x)) in closed form (the same for every prompt), for a policy whose
+        log-probs are intractable (see :attr:`has_logprobs`); None (the default) when unknown."""
+        return None
 
     @abstractmethod
     def logits(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:

@@ -1,0 +1,222 @@
+"""Identity Preference Optimisation (IPO), Azar et al. 2023, arXiv:2310.12036 ("A General
+Theoretical Paradigm to Understand Learning from Human Preferences").
+
+IPO, like DPO, learns offline from preference pairs (x, y⁺, y⁻) with no reward model and no
+sampling, through the log-ratio margin of the policy against π_ref:
+
+    h_π(x, y⁺, y⁻) = log(π(y⁺|x) / π_ref(y⁺|x)) − log(π(y⁻|x) / π_ref(y⁻|x)).
+
+Where DPO maximises log σ(β h) — the Bradley-Terry likelihood, which keeps pushing h up on every
+pair it is sure of — IPO *regresses* h onto a fixed target (the paper's empirical loss, Eq. 17):
+
+    L_IPO(π) = E_{(x, y⁺, y⁻) ~ D} ( h_π(x, y⁺, y⁻) − 1/(2τ) )²,
+
+τ > 0 playing the role of DPO's β (the strength of the pull towards π_ref). The paper's point:
+when preferences are deterministic (y⁺ ≻ y⁻ with probability 1, or nearly so, as
+with finite data), DPO's optimum has π(y⁻) → 0 *whatever β* — the KL regularisation is not
+effective — while IPO's keeps h = 1/(2τ) finite. ``tests/test_ipo.py`` shows both on a bandit.
+
+**Log-probs: sum or mean.** The paper writes h with sequence log-probs, log π(y|x) = Σ_t
+log π(y_t | x, y_<t), and so does this plugin by default. TRL's ``DPOTrainer`` with
+``loss_type="ipo"`` divides each response's log-ratio by its number of tokens (its comment: the
+IPO authors confirmed their reported results use this normalised form). ``length_normalize``
+selects that variant; on one-token responses (the bandit) the two coincide.
+
+The reference log-probs log π_ref(y|x) do not change during training, so they are computed once
+per dataset, when the algorithm is built (as the dpo plugin does).
+
+Metrics (besides the shared ``loss``, ``grad_norm``, ``entropy``, ``response_length``):
+``logratio_chosen`` / ``logratio_rejected`` (mean log π/π_ref of y⁺ and y⁻, as they enter h:
+per token when ``length_normalize``), ``margin`` (mean h; IPO's target is 1/(2τ)),
+``reward_accuracy`` (fraction of pairs with h > 0), ``logp_chosen`` / ``logp_rejected`` (mean
+sequence log-probs under π) and ``learning_rate``. IPO never samples from π, so it reports no
+``kl_ref``: the runner's evaluators measure KL(π‖π_ref).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from harness import hookimpl
+from harness.algorithm import Algorithm, RunContext
+from harness.errors import ConfigError
+from harness.policy import PromptBatch, ResponseBatch
+
+
+@dataclass
+class Config:
+    """IPO hyperparameters. "TRL" is TRL's ``DPOConfig`` with ``loss_type="ipo"``; the paper
+    reports no LLM training settings to take defaults from."""
+
+    tau: float = 0.1
+    """τ, the regularisation (the paper's τ; TRL's ``beta``, which for IPO is τ: default 0.1).
+    The loss's target margin is 1/(2τ) = 5 nats at 0.1."""
+    learning_rate: float = 1e-6
+    """Step size (TRL: 1e-6)."""
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    """Optimiser (TRL trains with AdamW at weight decay 0, i.e. Adam; the DPO paper's RMSprop is
+    available for comparisons with the dpo plugin)."""
+    batch_size: int = 64
+    """Preference pairs per step (the DPO paper's 64, as the dpo plugin, so that the two see the
+    same data per step; TRL's per-device default 8 is multiplied by devices and accumulation)."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up from 0 over this many steps (TRL: transformers'
+    ``warmup_steps`` default, 0)."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping by global norm (TRL: transformers' default 1.0). None: no clipping."""
+    length_normalize: bool = False
+    """Use each response's per-token mean log-ratio in h (TRL's IPO) instead of its sum (the
+    paper's Eq. 17, the default). See the module docstring."""
+
+
+def ipo_loss(
+    logp_chosen: torch.Tensor,
+    logp_rejected: torch.Tensor,
+    ref_logp_chosen: torch.Tensor,
+    ref_logp_rejected: torch.Tensor,
+    tau: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_IPO on a batch of pairs, and the margins h.
+
+    h = (log π(y⁺) − log π_ref(y⁺)) − (log π(y⁻) − log π_ref(y⁻)),   L = mean (h − 1/(2τ))².
+    The inputs are sequence log-probs (or per-token means, for the length-normalised variant).
+    Returns ``(loss, h)``.
+    """
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    h = (logp_chosen - ref_logp_chosen) - (logp_rejected - ref_logp_rejected)
+    return ((h - 1.0 / (2.0 * tau)) ** 2).mean(), h
+
+
+def _check(cfg: Config) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"algorithm 'ipo': {message}")
+
+    need(cfg.tau > 0, f"tau must be > 0, got {cfg.tau}")
+    need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
+    need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    need(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    need(
+        cfg.max_grad_norm is None or cfg.max_grad_norm > 0,
+        f"max_grad_norm must be > 0, got {cfg.max_grad_norm}",
+    )
+
+
+class IPO(Algorithm):
+    """Identity Preference Optimisation: one minibatch of pairs per step."""
+
+    name = "ipo"
+    Config = Config
+    needs = frozenset({"preferences"})
+
+    def __init__(self, config: Config, context: RunContext) -> None:
+        super().__init__(config, context)
+        _check(config)
+        data = context.preferences
+        if data is None:
+            raise ValueError("ipo needs the suite's preference data")
+        self.data = data.to(context.device)
+        self.policy = context.policy
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        if config.optimizer == "rmsprop":
+            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
+                self.params, lr=config.learning_rate
+            )
+        else:
+            self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
+        warmup = config.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once.
+        with context.meter.phase("score"), torch.no_grad():
+            self.ref_chosen, self.ref_rejected = self._logps(context.reference, self.data, 256)
+        context.meter.forward(
+            context.reference, int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
+        )
+        self.len_chosen = self.data.chosen.mask.sum(-1).clamp(min=1)
+        self.len_rejected = self.data.rejected.mask.sum(-1).clamp(min=1)
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+
+    def step(self) -> dict[str, float]:
+        cfg, meter = self.config, self.ctx.meter
+        rows = self._next_rows(cfg.batch_size)
+        batch = self.data.select(rows)
+        n = len(batch)
+        ref_chosen, ref_rejected = self.ref_chosen[rows], self.ref_rejected[rows]
+        with meter.phase("train"):
+            self.policy.train()
+            both = ResponseBatch.cat([batch.chosen, batch.rejected])
+            prompts = PromptBatch.cat([batch.prompts, batch.prompts])
+            logp_tok, entropy = self.policy.token_logprobs_and_entropy(prompts, both)
+            logp = logp_tok.sum(-1)
+            logp_chosen, logp_rejected = logp[:n], logp[n:]
+            if cfg.length_normalize:
+                len_c, len_r = self.len_chosen[rows], self.len_rejected[rows]
+                loss, h = ipo_loss(logp_chosen / len_c, logp_rejected / len_r,
+                                   ref_chosen / len_c, ref_rejected / len_r, cfg.tau)
+                ratio_c = (logp_chosen.detach() - ref_chosen) / len_c
+                ratio_r = (logp_rejected.detach() - ref_rejected) / len_r
+            else:
+                loss, h = ipo_loss(logp_chosen, logp_rejected, ref_chosen, ref_rejected, cfg.tau)
+                ratio_c = logp_chosen.detach() - ref_chosen
+                ratio_r = logp_rejected.detach() - ref_rejected
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+        mask = both.mask
+        meter.train(self.policy, int(mask.sum()))
+        meter.samples += n
+
+        h = h.detach()
+        assert entropy is not None
+        return {
+            "loss": float(loss.detach()),
+            "grad_norm": float(grad_norm),
+            "entropy": float(entropy.sum() / mask.sum().clamp_min(1)),
+            "response_length": float(mask.sum(-1).float().mean()),
+            "logratio_chosen": float(ratio_c.mean()),
+            "logratio_rejected": float(ratio_r.mean()),
+            "margin": float(h.mean()),
+            "reward_accuracy": float((h > 0).float().mean()),
+            "logp_chosen": float(logp_chosen.detach().mean()),
+            "logp_rejected": float(logp_rejected.detach().mean()),
+            "learning_rate": float(self.scheduler.get_last_lr()[0]),
+        }
+
+    def _next_rows(self, size: int) -> torch.Tensor:
+        """The next ``size`` pair indices of a shuffled pass over the data (reshuffled per pass)."""
+        n = len(self.data)
+        rows = []
+        while size > 0:
+            if self._cursor >= len(self._order):
+                g = self.ctx.generator
+                self._order = torch.randperm(n, generator=g, device=g.device).to(self.ctx.device)
+                self._cursor = 0
+            take = self._order[self._cursor : self._cursor + size]
+            self._cursor += len(take)
+            size -= len(take)
+            rows.append(take)
+        return torch.cat(rows)
+
+    @staticmethod
+    def _logps(policy, data, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen, rejected = [], []
+        for start in range(0, len(data), chunk):
+            part = data.select(slice(start, start + chunk))
+            chosen.append(policy.sequence_logprobs(part.prompts, part.chosen))
+            rejected.append(policy.sequence_logprobs(part.prompts, part.rejected))
+        return torch.cat(chosen), torch.cat(rejected)
+
+
+@hookimpl
+def register_algorithms(register) -> None:
+    register(IPO.name, IPO)
