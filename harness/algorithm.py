@@ -56,6 +56,32 @@ class RunContext:
         return self.policy.device
 
 
+class ShuffledPasses:
+    """Indices 0..n−1 in shuffled passes: each pass a fresh permutation from ``generator``.
+
+    ``take(size)`` returns the next ``size`` indices, crossing into a new pass when one runs
+    out — the usual minibatch order of offline methods (pairs) and of prompt sampling.
+    """
+
+    def __init__(self, n: int, generator: torch.Generator, device: torch.device) -> None:
+        self.n, self.generator, self.device = n, generator, device
+        self._order = torch.empty(0, dtype=torch.long, device=device)
+        self._cursor = 0
+
+    def take(self, size: int) -> torch.Tensor:
+        rows = []
+        while size > 0:
+            if self._cursor >= len(self._order):
+                g = self.generator
+                self._order = torch.randperm(self.n, generator=g, device=g.device).to(self.device)
+                self._cursor = 0
+            chunk = self._order[self._cursor : self._cursor + size]
+            self._cursor += len(chunk)
+            size -= len(chunk)
+            rows.append(chunk)
+        return torch.cat(rows)
+
+
 class Algorithm(ABC):
     """Base class of policy-optimisation algorithms; see the module docstring."""
 

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from harness.errors import ConfigError
-from harness.policy import PromptBatch, ResponseBatch, pad_token_lists
+from harness.policy import Policy, PromptBatch, ResponseBatch, pad_token_lists
 from harness.tasks.base import Task
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
@@ -56,6 +56,19 @@ class PreferenceBatches:
         return PreferenceBatches(
             self.prompts.to(device), self.chosen.to(device), self.rejected.to(device)
         )
+
+    def sequence_logprobs(
+        self, policy: Policy, chunk: int = 256
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π(y⁺|x) and log π(y⁻|x) of every pair, ``chunk`` pairs per forward (no grad:
+        e.g. the reference log-probs that offline methods compute once per dataset)."""
+        chosen, rejected = [], []
+        with torch.no_grad():
+            for start in range(0, len(self), chunk):
+                part = self.select(slice(start, start + chunk))
+                chosen.append(policy.sequence_logprobs(part.prompts, part.chosen))
+                rejected.append(policy.sequence_logprobs(part.prompts, part.rejected))
+        return torch.cat(chosen), torch.cat(rejected)
 
 
 class PreferenceDataset:

@@ -66,7 +66,7 @@ def test_length_normalize_divides_each_log_ratio_by_its_length(ipo, monkeypatch)
     algo = make_algorithm(ipo, {"tau": 0.5, "learning_rate": 0.05, "batch_size": 64,
                                 "length_normalize": True}, context)
     first = algo.step()
-    rows = algo._order[:64]  # the first pass's order: this step's pairs
+    rows = algo._rows._order[:64]  # the first pass's order: this step's pairs
     batch = algo.data.select(rows)
     len_c, len_r = batch.chosen.mask.sum(-1), batch.rejected.mask.sum(-1)
     assert len(set(len_c.tolist() + len_r.tolist())) > 1

@@ -41,7 +41,7 @@ from typing import Literal
 import torch
 
 from harness import hookimpl
-from harness.algorithm import Algorithm, RunContext
+from harness.algorithm import Algorithm, RunContext, ShuffledPasses
 from harness.errors import ConfigError
 from harness.policy import PromptBatch, ResponseBatch
 
@@ -133,19 +133,18 @@ class IPO(Algorithm):
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
         # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once.
-        with context.meter.phase("score"), torch.no_grad():
-            self.ref_chosen, self.ref_rejected = self._logps(context.reference, self.data, 256)
+        with context.meter.phase("score"):
+            self.ref_chosen, self.ref_rejected = self.data.sequence_logprobs(context.reference)
         context.meter.forward(
             context.reference, int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
         )
         self.len_chosen = self.data.chosen.mask.sum(-1).clamp(min=1)
         self.len_rejected = self.data.rejected.mask.sum(-1).clamp(min=1)
-        self._order = torch.empty(0, dtype=torch.long)
-        self._cursor = 0
+        self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._next_rows(cfg.batch_size)
+        rows = self._rows.take(cfg.batch_size)
         batch = self.data.select(rows)
         n = len(batch)
         ref_chosen, ref_rejected = self.ref_chosen[rows], self.ref_rejected[rows]
@@ -191,30 +190,6 @@ class IPO(Algorithm):
             "logp_rejected": float(logp_rejected.detach().mean()),
             "learning_rate": float(self.scheduler.get_last_lr()[0]),
         }
-
-    def _next_rows(self, size: int) -> torch.Tensor:
-        """The next ``size`` pair indices of a shuffled pass over the data (reshuffled per pass)."""
-        n = len(self.data)
-        rows = []
-        while size > 0:
-            if self._cursor >= len(self._order):
-                g = self.ctx.generator
-                self._order = torch.randperm(n, generator=g, device=g.device).to(self.ctx.device)
-                self._cursor = 0
-            take = self._order[self._cursor : self._cursor + size]
-            self._cursor += len(take)
-            size -= len(take)
-            rows.append(take)
-        return torch.cat(rows)
-
-    @staticmethod
-    def _logps(policy, data, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        chosen, rejected = [], []
-        for start in range(0, len(data), chunk):
-            part = data.select(slice(start, start + chunk))
-            chosen.append(policy.sequence_logprobs(part.prompts, part.chosen))
-            rejected.append(policy.sequence_logprobs(part.prompts, part.rejected))
-        return torch.cat(chosen), torch.cat(rejected)
 
 
 @hookimpl

@@ -66,7 +66,7 @@ from typing import Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext
+from harness.algorithm import Algorithm, RunContext, ShuffledPasses
 from harness.errors import ConfigError
 from harness.policy import Policy, PromptBatch, ResponseBatch
 
@@ -194,8 +194,7 @@ class RLOO(Algorithm):
             )
         else:
             self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
-        self._order = torch.empty(0, dtype=torch.long)
-        self._cursor = 0
+        self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
 
     def models_resident(self) -> int:
         """Policy, π_ref and r̂; π_ref is not counted when β = 0 (it is never evaluated)."""
@@ -207,7 +206,7 @@ class RLOO(Algorithm):
         self.policy.train()
 
         # 1. k samples of each prompt, contiguous per prompt.
-        prompts = self.prompts.select(self._next_rows(cfg.prompts_per_step)).repeat_interleave(k)
+        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step)).repeat_interleave(k)
         with meter.phase("generate"), torch.no_grad():
             responses = self.policy.sample(
                 prompts, max_new_tokens=self.max_new_tokens, temperature=temp, generator=g
@@ -263,21 +262,6 @@ class RLOO(Algorithm):
         if kl is not None:
             metrics["kl_ref"] = float(kl.mean())
         return metrics
-
-    def _next_rows(self, size: int) -> torch.Tensor:
-        """The next ``size`` prompt indices of a shuffled pass over the train prompts."""
-        n = len(self.prompts)
-        rows = []
-        while size > 0:
-            if self._cursor >= len(self._order):
-                g = self.ctx.generator
-                self._order = torch.randperm(n, generator=g, device=g.device).to(self.ctx.device)
-                self._cursor = 0
-            take = self._order[self._cursor : self._cursor + size]
-            self._cursor += len(take)
-            size -= len(take)
-            rows.append(take)
-        return torch.cat(rows)
 
 
 @hookimpl
