@@ -143,6 +143,10 @@ def run(
 
     suite = load_suite(suite_file)
     specs = check_suite(suite, suite_file, get_plugin_host())
+    if executor == "local":
+        from harness.runner import resolve_device
+
+        resolve_device(suite.device)  # a CUDA suite on a machine without one: say so now
     store_dir = Path(root) / suite.name
     store_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(suite_file, store_dir / "suite.yaml")
