@@ -72,7 +72,9 @@ class _ForwardArgs:
 
     ``transformers`` 5 calls the cache ``cache`` (``past_key_values`` still works, with a
     deprecation warning); 4.x calls it ``past_key_values``. Likewise ``logits_to_keep`` was
-    ``num_logits_to_keep`` before 4.50. We ask the signature once and use what it accepts.
+    ``num_logits_to_keep`` before 4.50; where its annotation admits a tensor, it also takes the
+    positions to keep (``keep_positions``), not just a count of last ones. We ask the signature
+    once and use what it accepts.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -83,6 +85,9 @@ class _ForwardArgs:
             if name in params:
                 self.keep = name
                 break
+        self.keep_positions = self.keep is not None and "Tensor" in str(
+            params[self.keep].annotation
+        )
 
     @staticmethod
     def cache_of(output: Any) -> Any:
@@ -159,7 +164,11 @@ class LMPolicy(Policy):
         if lp == 0:
             raise ValueError("LMPolicy needs at least one prompt column (e.g. a BOS token)")
         kwargs: dict[str, Any] = {}
-        if self._args.keep is not None:
+        if self._args.keep_positions:
+            # Exactly the T columns needed, Lp − 1 … Lp + T − 2: no [B, T + 1, V] tensor whose
+            # slice's gradient would need a zero-padded copy of it in the backward pass.
+            kwargs[self._args.keep] = torch.arange(lp - 1, lp - 1 + t, device=ids.device)
+        elif self._args.keep is not None:
             # Only the last T + 1 columns are needed: Lp − 1 … Lp + T − 1 (the last is dropped).
             kwargs[self._args.keep] = t + 1
         out = self.model(
@@ -170,6 +179,8 @@ class LMPolicy(Policy):
             **kwargs,
         )
         logits = out.logits
+        if logits.shape[1] == t and self._args.keep_positions:
+            return self._suppress(logits)
         if logits.shape[1] == t + 1:
             return self._suppress(logits[:, :t])
         return self._suppress(logits[:, lp - 1 : lp - 1 + t])
@@ -241,7 +252,8 @@ class LMPolicy(Policy):
                 token = logits.argmax(-1)
                 logp = torch.zeros(batch, dtype=torch.float32, device=device)
             else:
-                logp_all = torch.log_softmax(logits / temperature, dim=-1)
+                scaled = logits if temperature == 1.0 else logits / temperature  # x / 1 is x
+                logp_all = torch.log_softmax(scaled, dim=-1)
                 token = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
                 logp = logp_all.gather(-1, token.unsqueeze(-1)).squeeze(-1)
             alive = ~finished

@@ -27,6 +27,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import nn
 
+from harness.rl import logprobs_and_logsumexp
+
 
 def _map_tensors(obj, fn):
     """Apply ``fn`` to every tensor field of a dataclass instance (None fields are kept)."""
@@ -204,20 +206,28 @@ class Policy(nn.Module, ABC):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-token log-probs and (optionally) per-token entropies, both 0 on padding.
 
-        One forward pass serves both. The entropy H_t = logsumexp(z) − Σ softmax(z)·z is a
-        metric, computed without gradient unless ``entropy_grad`` (e.g. for an entropy bonus).
+        One forward pass serves both. The log-probs z_y − logsumexp(z) are gathered without a
+        log-softmax copy, their gradient built in one ``[B, T, V]`` buffer
+        (:func:`harness.rl.logprobs_and_logsumexp`). The entropy H_t = logsumexp(z) −
+        Σ softmax(z)·z is a metric, computed without gradient unless ``entropy_grad`` (e.g. for
+        an entropy bonus).
         """
         logits = self.logits(prompts, responses)
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()  # log-softmax in at least float32
-        norm = torch.logsumexp(logits, dim=-1)
-        picked = torch.gather(logits, -1, responses.tokens.unsqueeze(-1)).squeeze(-1)
-        logp = (picked - norm).masked_fill(~responses.mask, 0.0)
+        logp, norm = logprobs_and_logsumexp(logits, responses.tokens)
+        logp = logp.masked_fill(~responses.mask, 0.0)
         ent = None
         if entropy:
-            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            grad = entropy_grad and torch.is_grad_enabled()
+            with torch.set_grad_enabled(grad):
                 probs = torch.softmax(logits, dim=-1)
-                ent = (norm - (probs * logits).sum(-1)).masked_fill(~responses.mask, 0.0)
+                if grad:  # the bonus's gradient flows through logsumexp too
+                    norm = torch.logsumexp(logits, dim=-1)
+                    weighted = (probs * logits).sum(-1)
+                else:  # a metric: no copy of the [B, T, V] product
+                    weighted = probs.mul_(logits).sum(-1)
+                ent = (norm - weighted).masked_fill(~responses.mask, 0.0)
         return logp, ent
 
     def frozen_copy(self) -> Policy:

@@ -17,7 +17,9 @@ computed from a non-finite padded input can still have NaN gradients there: keep
 - **Losses**: :func:`clipped_surrogate` (PPO clip, decoupled ε_low/ε_high for DAPO clip-higher),
   :func:`clipped_value_loss` (PPO2 value clipping), :func:`aggregate_loss` (sequence-mean for
   GRPO, token-mean for DAPO, constant normaliser for Dr. GRPO).
-- **From logits**: :func:`logprobs_from_logits`, :func:`entropy_from_logits`.
+- **Optimisation**: :func:`clip_grad_norm` (the global gradient norm, clipping optional).
+- **From logits**: :func:`logprobs_from_logits` (and :func:`logprobs_and_logsumexp`), with a
+  fused gradient that needs one ``[..., V]`` buffer; :func:`entropy_from_logits`.
 
 Advantages and returns are targets: :func:`gae` and :func:`group_advantages` return tensors
 without gradient history. Every other function is differentiable where its formula is.
@@ -25,12 +27,15 @@ without gradient history. Every other function is differentiable where its formu
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
 
 __all__ = [
     "aggregate_loss",
+    "clip_grad_norm",
     "clipped_surrogate",
     "clipped_value_loss",
     "entropy_from_logits",
@@ -40,6 +45,7 @@ __all__ = [
     "kl_k1",
     "kl_k2",
     "kl_k3",
+    "logprobs_and_logsumexp",
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
@@ -382,6 +388,26 @@ def aggregate_loss(
 
 
 # --------------------------------------------------------------------------------------------
+# Optimisation
+# --------------------------------------------------------------------------------------------
+
+
+def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:
+    """The global L2 norm of the parameters' gradients, after clipping it to ``max_norm``.
+
+    ``torch.nn.utils.clip_grad_norm_``, except that ``max_norm=None`` (or inf) only measures the
+    norm: the gradients are left alone rather than multiplied by 1.0, one pass over them fewer.
+    The norm returned is the one before clipping, as ``clip_grad_norm_`` returns it.
+    """
+    params = list(params)
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if (max_norm is not None and math.isfinite(max_norm)) or get_total_norm is None:
+        limit = math.inf if max_norm is None else max_norm
+        return torch.nn.utils.clip_grad_norm_(params, limit)
+    return get_total_norm([p.grad for p in params if p.grad is not None])
+
+
+# --------------------------------------------------------------------------------------------
 # From logits
 # --------------------------------------------------------------------------------------------
 
@@ -400,17 +426,58 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(z, dim=-1) - (probs * z).sum(dim=-1)
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[labels] over the last dimension, without a full log-softmax copy.
+class _TokenLogProbs(torch.autograd.Function):
+    """``z_y − logsumexp(z)`` over the last dimension, and ``logsumexp(z)`` (no gradient).
 
-    log p(y) = z_y − logsumexp(z).  ``logits`` is ``[..., V]``, ``labels`` ``[...]`` of valid
-    indices in [0, V) (replace ignore-indices such as −100 before calling). Computed in the dtype
-    of ``logits``; in bfloat16 the logsumexp is coarse, so upcast (per chunk) if that matters.
+    The forward is the plain ``gather − logsumexp``; so is the gradient, g · (onehot(y) −
+    softmax(z)), with the same floating-point operations in the same order (the values are
+    those autograd computes, bit for bit). Autograd builds it from several ``[..., V]``
+    tensors — the shifted logits, their exp, the product with g, the gather's zeros and the
+    sum — at the start of the backward pass, when every activation of the model is still
+    alive; here it is one buffer, updated in place.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor):  # type: ignore[override]
+        lse = torch.logsumexp(logits, dim=-1)
+        index = labels.unsqueeze(-1).long()
+        logp = torch.gather(logits, -1, index).squeeze(-1) - lse
+        ctx.save_for_backward(logits, index, lse)
+        ctx.mark_non_differentiable(lse)
+        return logp, lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _grad_lse: torch.Tensor):  # type: ignore[override]
+        logits, index, lse = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        # logsumexp's gradient −g · exp(z − lse), then the gather's +g at the label.
+        grad_logits = (logits - lse.unsqueeze(-1)).exp_().mul_(-grad)
+        return grad_logits.scatter_add_(-1, index, grad), None
+
+
+def logprobs_and_logsumexp(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log softmax(logits)[labels], logsumexp(logits))`` over the last dimension.
+
+    The log-probs are :func:`logprobs_from_logits`'s (differentiable); the logsumexp, which
+    they are computed from, comes without gradient, for reuse (e.g. in an entropy metric).
     """
     if labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"labels must have shape {tuple(logits.shape[:-1])} for logits of shape "
             f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
         )
-    picked = torch.gather(logits, -1, labels[..., None].long()).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    logp, lse = _TokenLogProbs.apply(logits, labels)
+    return logp, lse
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[labels] over the last dimension, without a full log-softmax copy.
+
+    log p(y) = z_y − logsumexp(z).  ``logits`` is ``[..., V]``, ``labels`` ``[...]`` of valid
+    indices in [0, V) (replace ignore-indices such as −100 before calling). Computed in the dtype
+    of ``logits``; in bfloat16 the logsumexp is coarse, so upcast (per chunk) if that matters.
+    Its gradient is built in one ``[..., V]`` buffer (see :func:`logprobs_and_logsumexp`).
+    """
+    return logprobs_and_logsumexp(logits, labels)[0]

@@ -91,9 +91,12 @@ class DPO(Algorithm):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
-        # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once.
+        # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once, a training batch at a time
+        # (so the pass needs no more memory than a step).
         with context.meter.phase("score"), torch.no_grad():
-            self.ref_chosen, self.ref_rejected = self._logps(context.reference, self.data, 256)
+            self.ref_chosen, self.ref_rejected = self._logps(
+                context.reference, self.data, config.batch_size
+            )
         context.meter.forward(
             context.reference, int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
         )
@@ -121,6 +124,7 @@ class DPO(Algorithm):
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)  # free them before the next forward
             self.scheduler.step()
         tokens = int(both.mask.sum())
         meter.train(self.policy, tokens)

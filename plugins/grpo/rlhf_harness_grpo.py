@@ -339,7 +339,6 @@ class GRPO(Algorithm):
         losses: list[torch.Tensor] = []
         norms: list[torch.Tensor] = []
         counts = torch.zeros(5, dtype=torch.float64)  # tokens, clipped, low, high, Σρ
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
         with meter.phase("train"):
             for _ in range(cfg.num_iterations):
                 if cfg.num_mini_batches > 1:
@@ -370,8 +369,9 @@ class GRPO(Algorithm):
                     )
                     self.optimizer.zero_grad(set_to_none=True)
                     terms.loss.backward()
-                    norms.append(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+                    norms.append(rl.clip_grad_norm(self.params, cfg.max_grad_norm))
                     self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)  # free them before the next forward
                     meter.train(self.policy, int(m_mb.sum()))
 
                     losses.append(terms.loss.detach())

@@ -21,9 +21,11 @@ One :meth:`PPO.step`:
 
 1. **Rollout** (phase ``generate``): ``rollout_batch_size`` train prompts drawn uniformly with
    replacement, one response each sampled from π at ``temperature`` (``ctx.generator`` only).
-2. **Score** (phase ``score``, no gradient): r̂(x, y) with the frozen reward model; per-token
-   log π_ref and log π_old (one teacher-forced forward each); V_t with the critic, the value of
-   the state *before* token t (:class:`harness.policy.ValueModel`).
+2. **Score** (no gradient): r̂(x, y) with the frozen reward model and per-token log π_ref (one
+   teacher-forced forward each, phase ``score``); per-token log π_old and V_t, the critic's
+   value of the state *before* token t (:class:`harness.policy.ValueModel`) — from the first
+   update's own forward when there is one minibatch (see *Old log-probs* below), else from one
+   forward of each model of their own (phase ``score``).
 3. **Rewards**: a response cut at ``max_new_tokens`` without EOS gets the score
    ``missing_eos_penalty`` instead of r̂ when that is set (N+ details: "penalty_reward_value −1"
    for responses with no EOS); then r_t as above; then, if ``whiten_rewards``, r ← (r − μ)/σ + μ
@@ -50,11 +52,17 @@ log-probs), as lm-human-preferences, the N+ code and TRL do, so the ratio and th
 tempered distributions. At T = 1 (the default) that is π_θ itself, the policy the harness
 evaluates; at T ≠ 1 training shapes π_θ^(1/T), not π_θ.
 
-**Old log-probs.** log π_old is recomputed with one no-gradient forward of the policy on the
-rollout rather than taken from the sampler (the N+ code and TRL take the generation's logits): a
+**Old log-probs.** log π_old is computed by the policy's teacher-forced forward on the rollout
+rather than taken from the sampler (the N+ code and TRL take the generation's logits): a
 KV-cached sampling loop and a teacher-forced forward need not round alike, and with one code path
-for old and new log-probs the first minibatch's ratio is 1 up to batch-composition rounding
-(exactly 1 on tabular tasks). It costs one forward, which also gives the policy's entropy.
+for old and new log-probs the first update's ratio is exactly 1. With one minibatch
+(``num_mini_batches = 1``, the default) the first update's forward *is* that forward — its
+rows are the whole rollout and the weights are still θ_old — so its detached log-probs, the
+entropies of its logits and its critic values serve as log π_old, the entropy and V_old, and
+the advantages are computed from them before its loss (no extra forward of either model; the
+same numbers as a separate no-gradient forward, bit for bit on the CPU). With several
+minibatches the first one covers only part of the rollout, so one no-gradient forward of the
+policy and one of the critic compute them first.
 
 **Critic initialisation** (``value_init``). ``"policy"``: ``task.make_value_model(policy)`` as
 is — for LM tasks π_ref's backbone with a fresh scalar head, for tabular tasks a table of zeros.
@@ -269,19 +277,20 @@ class Rollout:
     """[B] the scores after the missing-EOS penalty (the ones in ``rewards``)."""
     ref_logp: torch.Tensor
     """[B, T] log π_ref per token (tempered), 0 on padding."""
-    old_logp: torch.Tensor
-    """[B, T] log π_old per token (tempered), 0 on padding."""
-    entropy: torch.Tensor
-    """[B, T] the entropy of π_old (tempered) at each response position, 0 on padding."""
-    old_values: torch.Tensor
-    """[B, T] V_t before the update, 0 on padding."""
     kl_coef: float
     """β used for ``rewards``."""
-    rewards: torch.Tensor
+    # Set by PPO._advantages, before the first update's loss (None until then).
+    old_logp: torch.Tensor | None = None
+    """[B, T] log π_old per token (tempered), 0 on padding."""
+    entropy: torch.Tensor | None = None
+    """[B, T] the entropy of π_old (tempered) at each response position, 0 on padding."""
+    old_values: torch.Tensor | None = None
+    """[B, T] V_t before the update, 0 on padding."""
+    rewards: torch.Tensor | None = None
     """[B, T] per-token rewards (after whitening, if on)."""
-    advantages: torch.Tensor
+    advantages: torch.Tensor | None = None
     """[B, T] GAE advantages (after whitening, if on)."""
-    returns: torch.Tensor
+    returns: torch.Tensor | None = None
     """[B, T] R_t = A_t + V_t (A before whitening)."""
 
 
@@ -329,7 +338,9 @@ def _token_logprobs(
     *, entropy: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs of softmax(logits / T) (and its entropies, without gradient)."""
-    logits = model.logits(prompts, responses).float() / temperature
+    logits = model.logits(prompts, responses).float()
+    if temperature != 1.0:  # x / 1 is x: skip a copy of the [B, T, V] logits
+        logits = logits / temperature
     pad = ~responses.mask.bool()
     logp = rl.logprobs_from_logits(logits, responses.tokens).masked_fill(pad, 0.0)
     ent = None
@@ -337,6 +348,13 @@ def _token_logprobs(
         with torch.no_grad():
             ent = rl.entropy_from_logits(logits).masked_fill(pad, 0.0)
     return logp, ent
+
+
+def _unshuffle(rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x`` (rows ``rows`` of a batch, one per row) back in the batch's order."""
+    out = torch.empty_like(x)
+    out[rows] = x
+    return out
 
 
 def _init_value_from_reward(value_model: ValueModel, reward_model: RewardModel | None) -> None:
@@ -401,6 +419,8 @@ class PPO(Algorithm):
         rollout = self._rollout()
         stats = self._update(rollout)
         self.rollout = rollout
+        assert rollout.old_logp is not None and rollout.entropy is not None
+        assert rollout.old_values is not None and rollout.returns is not None
         mask = rollout.responses.mask.bool()
         kl_ref = float(rl.masked_sum(rollout.old_logp - rollout.ref_logp, mask, dim=1).mean())
         if cfg.adaptive_kl:
@@ -421,7 +441,8 @@ class PPO(Algorithm):
         }
 
     def _rollout(self) -> Rollout:
-        """Steps 1–4: sample, score, per-token rewards, advantages (all without gradient)."""
+        """Steps 1–2: sample, then score r̂ and log π_ref (without gradient). With several
+        minibatches, also π_old and V_old, then steps 3–4; with one, the first update does."""
         cfg, ctx, meter = self.config, self.ctx, self.ctx.meter
         g = ctx.generator
         with meter.phase("generate"), torch.no_grad():
@@ -435,8 +456,7 @@ class PPO(Algorithm):
                 temperature=cfg.temperature,
                 generator=g,
             )
-        mask = responses.mask.bool()
-        tokens = int(mask.sum())
+        tokens = int(responses.mask.sum())
         meter.generated(self.policy, len(prompts), tokens)
 
         with meter.phase("score"), torch.no_grad():
@@ -444,49 +464,60 @@ class PPO(Algorithm):
             ref_logp, _ = _token_logprobs(
                 ctx.reference, prompts, responses, cfg.temperature, entropy=False
             )
-            old_logp, entropy = _token_logprobs(
-                self.policy, prompts, responses, cfg.temperature, entropy=True
-            )
-            old_values = self.value_model(prompts, responses).float()
-            for model in (self.reward_model, ctx.reference, self.policy, self.value_model):
+            for model in (self.reward_model, ctx.reference):
                 meter.forward(model, tokens)
-
             penalised = scores
             if cfg.missing_eos_penalty is not None:
                 finished = self._finished(responses)
                 penalised = torch.where(
                     finished, scores, torch.full_like(scores, cfg.missing_eos_penalty)
                 )
-            beta = self.kl_ctl.value
-            kl = rl.kl_estimate(old_logp, ref_logp, cfg.kl_estimator)
-            rewards = token_rewards(penalised, kl, mask, beta)
-            if cfg.whiten_rewards:
-                rewards = rl.masked_whiten(rewards, mask, shift_mean=False)
-            advantages, returns = rl.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-            if cfg.whiten_advantages:
-                advantages = rl.masked_whiten(advantages, mask)
-            assert entropy is not None
-        return Rollout(
+        rollout = Rollout(
             prompts=prompts,
             responses=responses,
             scores=scores,
             penalised_scores=penalised,
             ref_logp=ref_logp,
-            old_logp=old_logp,
-            entropy=entropy,
-            old_values=old_values,
-            kl_coef=beta,
-            rewards=rewards,
-            advantages=advantages,
-            returns=returns,
+            kl_coef=self.kl_ctl.value,
         )
+        if cfg.num_mini_batches > 1:  # the first update sees part of the rollout: score it all
+            with meter.phase("score"), torch.no_grad():
+                old_logp, entropy = _token_logprobs(
+                    self.policy, prompts, responses, cfg.temperature, entropy=True
+                )
+                old_values = self.value_model(prompts, responses).float()
+                for model in (self.policy, self.value_model):
+                    meter.forward(model, tokens)
+                assert entropy is not None
+                self._advantages(rollout, old_logp, entropy, old_values)
+        return rollout
+
+    def _advantages(
+        self, ro: Rollout, old_logp: torch.Tensor, entropy: torch.Tensor, old_values: torch.Tensor
+    ) -> None:
+        """Steps 3–4 from π_old's log-probs and V_old: per-token rewards, then GAE advantages
+        and returns; stores them, with their inputs, in ``ro``."""
+        cfg = self.config
+        mask = ro.responses.mask.bool()
+        kl = rl.kl_estimate(old_logp, ro.ref_logp, cfg.kl_estimator)
+        rewards = token_rewards(ro.penalised_scores, kl, mask, ro.kl_coef)
+        if cfg.whiten_rewards:
+            rewards = rl.masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = rl.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = rl.masked_whiten(advantages, mask)
+        ro.old_logp, ro.entropy, ro.old_values = old_logp, entropy, old_values
+        ro.rewards, ro.advantages, ro.returns = rewards, advantages, returns
 
     def _update(self, ro: Rollout) -> dict[str, float]:
-        """Step 5: epochs of shuffled minibatch updates; returns the averaged training metrics."""
+        """Step 5: epochs of shuffled minibatch updates; returns the averaged training metrics.
+
+        Without advantages yet (one minibatch), the first update's forward gives log π_old,
+        the entropy and V_old: its rows are the whole rollout (shuffled) and θ is still θ_old.
+        """
         cfg, meter = self.config, self.ctx.meter
         g = self.ctx.generator
         size = cfg.rollout_batch_size // cfg.num_mini_batches
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
         totals: dict[str, float] = {}
         updates = 0
         with meter.phase("train"):
@@ -494,14 +525,23 @@ class PPO(Algorithm):
             self.value_model.train()
             for _ in range(cfg.num_ppo_epochs):
                 order = torch.randperm(cfg.rollout_batch_size, generator=g, device=g.device)
-                order = order.to(ro.old_logp.device)
+                order = order.to(ro.ref_logp.device)
                 for rows in order.split(size):
                     prompts, responses = ro.prompts.select(rows), ro.responses.select(rows)
                     mask = responses.mask.bool()
-                    logp, _ = _token_logprobs(
-                        self.policy, prompts, responses, cfg.temperature, entropy=False
+                    first = ro.advantages is None
+                    logp, entropy = _token_logprobs(
+                        self.policy, prompts, responses, cfg.temperature, entropy=first
                     )
                     values = self.value_model(prompts, responses).float()
+                    if first:
+                        assert entropy is not None
+                        with torch.no_grad():
+                            old_logp = _unshuffle(rows, logp.detach())
+                            old_values = _unshuffle(rows, values.detach())
+                            self._advantages(ro, old_logp, _unshuffle(rows, entropy), old_values)
+                    assert ro.old_logp is not None and ro.advantages is not None
+                    assert ro.old_values is not None and ro.returns is not None
                     out = ppo_loss(
                         logp,
                         ro.old_logp[rows],
@@ -516,8 +556,9 @@ class PPO(Algorithm):
                     )
                     self.optimizer.zero_grad(set_to_none=True)
                     out.loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+                    grad_norm = rl.clip_grad_norm(self.params, cfg.max_grad_norm)
                     self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)  # free them before the next forward
                     tokens = int(mask.sum())
                     meter.train(self.policy, tokens)
                     meter.train(self.value_model, tokens, count_tokens=False)  # the critic
