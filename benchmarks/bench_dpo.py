@@ -149,12 +149,12 @@ def checked_step(algo, device, data) -> tuple[float, float]:
     """One step of ours; returns (its loss, the plain formula's on the same rows and weights)."""
     prompts, chosen, rejected = (t.to(device) for t in data)
     seen = []
-    original = algo._next_rows
-    algo._next_rows = lambda size: seen.append(original(size)) or seen[-1]
+    original = algo._rows.take
+    algo._rows.take = lambda size: seen.append(original(size)) or seen[-1]
     policy = copy.deepcopy(algo.policy.model).eval()
     ref = algo.ctx.reference.model
     metrics = algo.step()
-    algo._next_rows = original
+    algo._rows.take = original
     rows = seen[0]
     x, yc, yr = prompts[rows], chosen[rows], rejected[rows]
     margin = (plain_logps(policy, x, yc) - plain_logps(ref, x, yc)) - (

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl
-from harness.algorithm import Algorithm, RunContext
+from harness.algorithm import Algorithm, RunContext, ShuffledPasses
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -93,19 +93,18 @@ class DPO(Algorithm):
         )
         # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once, a training batch at a time
         # (so the pass needs no more memory than a step).
-        with context.meter.phase("score"), torch.no_grad():
-            self.ref_chosen, self.ref_rejected = self._logps(
-                context.reference, self.data, config.batch_size
+        with context.meter.phase("score"):
+            self.ref_chosen, self.ref_rejected = self.data.sequence_logprobs(
+                context.reference, chunk=config.batch_size
             )
         context.meter.forward(
             context.reference, int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
         )
-        self._order = torch.empty(0, dtype=torch.long)
-        self._cursor = 0
+        self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._next_rows(cfg.batch_size)
+        rows = self._rows.take(cfg.batch_size)
         batch = self.data.select(rows)
         with meter.phase("train"):
             self.policy.train()
@@ -147,30 +146,6 @@ class DPO(Algorithm):
             "logp_rejected": float(logp_rejected.mean()),
             "learning_rate": float(self.scheduler.get_last_lr()[0]),
         }
-
-    def _next_rows(self, size: int) -> torch.Tensor:
-        """The next ``size`` pair indices of a shuffled pass over the data (reshuffled per pass)."""
-        n = len(self.data)
-        rows = []
-        while size > 0:
-            if self._cursor >= len(self._order):
-                g = self.ctx.generator
-                self._order = torch.randperm(n, generator=g, device=g.device).to(self.ctx.device)
-                self._cursor = 0
-            take = self._order[self._cursor : self._cursor + size]
-            self._cursor += len(take)
-            size -= len(take)
-            rows.append(take)
-        return torch.cat(rows)
-
-    @staticmethod
-    def _logps(policy, data, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        chosen, rejected = [], []
-        for start in range(0, len(data), chunk):
-            part = data.select(slice(start, start + chunk))
-            chosen.append(policy.sequence_logprobs(part.prompts, part.chosen))
-            rejected.append(policy.sequence_logprobs(part.prompts, part.rejected))
-        return torch.cat(chosen), torch.cat(rejected)
 
 
 @hookimpl

@@ -90,7 +90,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext
+from harness.algorithm import Algorithm, RunContext, ShuffledPasses
 from harness.errors import ConfigError
 from harness.policy import Policy, PromptBatch, ResponseBatch
 
@@ -273,8 +273,7 @@ class GRPO(Algorithm):
             )
         else:
             self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
-        self._order = torch.empty(0, dtype=torch.long)
-        self._cursor = 0
+        self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
 
     def models_resident(self) -> int:
         """Policy, π_ref and r̂; π_ref is not counted when β = 0 (it is never evaluated)."""
@@ -288,7 +287,7 @@ class GRPO(Algorithm):
         self.policy.train()
 
         # 1. Rollouts: each prompt G times in a row, so groups are contiguous.
-        prompts = self.prompts.select(self._next_rows(cfg.prompts_per_step)).repeat_interleave(
+        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step)).repeat_interleave(
             group
         )
         n = len(prompts)
@@ -412,21 +411,6 @@ class GRPO(Algorithm):
             metrics["kl_ref"] = float(k1.mean())
             metrics["kl_k3"] = float(k3.mean())
         return metrics
-
-    def _next_rows(self, size: int) -> torch.Tensor:
-        """The next ``size`` prompt indices of a shuffled pass over the train prompts."""
-        n = len(self.prompts)
-        rows = []
-        while size > 0:
-            if self._cursor >= len(self._order):
-                g = self.ctx.generator
-                self._order = torch.randperm(n, generator=g, device=g.device).to(self.ctx.device)
-                self._cursor = 0
-            take = self._order[self._cursor : self._cursor + size]
-            self._cursor += len(take)
-            size -= len(take)
-            rows.append(take)
-        return torch.cat(rows)
 
 
 @hookimpl
