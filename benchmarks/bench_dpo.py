@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import statistics
 import sys
-import tempfile
 import time
 
 import common
@@ -86,7 +85,7 @@ def build_trl(args, device, model, tokenizer, data, max_steps):
         "rejected": _words(rejected),
     })
     config = DPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="bench-dpo-"),
+        output_dir=common.temp_dir(prefix="bench-dpo-"),
         per_device_train_batch_size=args.batch,
         learning_rate=LR,
         lr_scheduler_type="constant",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import tempfile
 import time
 
 import common
@@ -57,12 +56,12 @@ def build_trl(args, device, model, tokenizer, prompts, reward_model, max_steps):
     from trl import GRPOConfig, GRPOTrainer
 
     # TRL builds π_ref with from_pretrained(model.config._name_or_path): save the weights.
-    saved = tempfile.mkdtemp(prefix="bench-grpo-model-")
+    saved = common.temp_dir(prefix="bench-grpo-model-")
     policy = copy.deepcopy(model).train()
     policy.save_pretrained(saved)
     policy.config._name_or_path = saved
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="bench-grpo-"),
+        output_dir=common.temp_dir(prefix="bench-grpo-"),
         per_device_train_batch_size=args.batch,
         num_generations=GROUP,
         max_completion_length=common.NEW_TOKENS,

@@ -13,11 +13,12 @@ For each algorithm (DPO, GRPO, PPO; quickstart-like configs on the default ``tin
   and a plain loop of ``algo.step()``.
 
 ``run_one`` runs in a worker thread that pauses in its ``on_step`` callback, so the two are
-interleaved *step by step* and see the same machine load: a harness step is the time from
-releasing ``run_one`` to its next ``on_step`` (one whole iteration of its loop), a bare step one
-``algo.step()``. The first step of each run (setup) and the last (the final evaluation and the
-store's writes) are timed apart: they are the run's fixed cost, printed in seconds next to the
-bare path's setup.
+interleaved *step by step* (which of the two goes first alternates) and see the same machine
+load: a harness step is the time from releasing ``run_one`` to its next ``on_step`` (one whole
+iteration of its loop), a bare step one ``algo.step()``. Both start fresh from the same seed,
+so their i-th steps do the same computation. The first step of each run (setup) and the last
+(the final evaluation and the store's writes) are timed apart: they are the run's fixed cost,
+printed in seconds next to the bare path's setup.
 
 Printed: per algorithm, the median harness and bare step and their ratio (the per-step
 overhead), and the fixed per-run cost.
@@ -28,7 +29,9 @@ Run:  .venv/bin/python benchmarks/bench_overhead.py [--tracking offline]
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -167,6 +170,7 @@ def main() -> None:
         os.environ["WANDB_MODE"] = "offline"
         os.environ.pop("RLHF_HARNESS_WANDB", None)
     root = tempfile.mkdtemp(prefix="bench-overhead-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     print(f"store: {root}; tracking {args.tracking}; {args.threads} thread(s)", file=sys.stderr)
     results = {}
     for algorithm in args.algorithms:
@@ -181,9 +185,13 @@ def main() -> None:
             fixed["bare"].append(time.perf_counter() - start + timed_step(bare))
             harness = HarnessStepper(spec, root, args.tracking == "offline", args.threads)
             first = harness.step()  # setup, the step-0 evaluation, step 1
-            for _ in range(args.steps - 2):
-                steps["harness"].append(harness.step())
-                steps["bare"].append(timed_step(bare))
+            for i in range(args.steps - 2):
+                if (i + r) % 2:  # alternate which goes first
+                    steps["bare"].append(timed_step(bare))
+                    steps["harness"].append(harness.step())
+                else:
+                    steps["harness"].append(harness.step())
+                    steps["bare"].append(timed_step(bare))
             last_bare = timed_step(bare)
             last = harness.step()  # step n, with the final evaluation
             fixed["harness"].append(first + last - last_bare + harness.finish())

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -84,7 +83,7 @@ def build_trl(args, device, model, tokenizer, prompts, reward_model, value_model
 
     PPOConfig, PPOTrainer = import_trl112()
     config = PPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="bench-ppo-"),
+        output_dir=common.temp_dir(prefix="bench-ppo-"),
         per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1,
         num_mini_batches=1,

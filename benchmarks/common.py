@@ -34,15 +34,18 @@ measured dense matmul rate at the run's dtype (a timed 8192³ matmul on a GPU, 2
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import gc
 import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -127,6 +130,13 @@ def setup(args: argparse.Namespace) -> torch.device:
     if args.dtype == "bf16" and args.device != "cuda":
         raise SystemExit("--dtype bf16 needs --device cuda (bf16 autocast on both sides)")
     return torch.device(args.device)
+
+
+def temp_dir(prefix: str) -> str:
+    """A temporary folder (TRL's output folder, a saved model) removed when the process exits."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def loss_tolerance(args: argparse.Namespace) -> float:
