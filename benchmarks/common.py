@@ -172,14 +172,16 @@ def build_tokenizer(vocab: int) -> Any:
     )
 
 
-def build_model(size: str, *, suppress_special: bool, seed: int = 0) -> nn.Module:
+def build_model(
+    size: str, *, suppress_special: bool, seed: int = 0, max_positions: int = 128
+) -> nn.Module:
     """The benchmark's Llama (float32, CPU, eval mode); see the module docstring."""
     from harness.lm import build_causal_lm
 
     s = SIZES[size]
     model = build_causal_lm(
         "llama", vocab_size=s.vocab, hidden=s.hidden, layers=s.layers, heads=s.heads,
-        intermediate=s.intermediate, max_positions=128, seed=seed,
+        intermediate=s.intermediate, max_positions=max_positions, seed=seed,
         pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
     )
     if suppress_special:

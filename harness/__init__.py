@@ -14,6 +14,6 @@ from __future__ import annotations
 from harness.errors import HarnessError
 from harness.hookspecs import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["HarnessError", "__version__", "hookimpl"]

@@ -17,7 +17,8 @@ computed from a non-finite padded input can still have NaN gradients there: keep
 - **Losses**: :func:`clipped_surrogate` (PPO clip, decoupled ε_low/ε_high for DAPO clip-higher),
   :func:`clipped_value_loss` (PPO2 value clipping), :func:`aggregate_loss` (sequence-mean for
   GRPO, token-mean for DAPO, constant normaliser for Dr. GRPO).
-- **Optimisation**: :func:`clip_grad_norm` (the global gradient norm, clipping optional).
+- **Optimisation**: :func:`clip_grad_norm` (the global gradient norm, clipping optional),
+  :func:`adam` (Adam with torch's fused kernel where it has one).
 - **From logits**: :func:`logprobs_from_logits` (and :func:`logprobs_and_logsumexp`), with a
   fused gradient that needs one ``[..., V]`` buffer; :func:`entropy_from_logits`.
 
@@ -34,6 +35,7 @@ from typing import Literal
 import torch
 
 __all__ = [
+    "adam",
     "aggregate_loss",
     "clip_grad_norm",
     "clipped_surrogate",
@@ -390,6 +392,29 @@ def aggregate_loss(
 # --------------------------------------------------------------------------------------------
 # Optimisation
 # --------------------------------------------------------------------------------------------
+
+
+def adam(
+    params: Iterable[torch.nn.Parameter] | Iterable[dict],
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with its fused kernel: one pass over each parameter per step.
+
+    The update is Adam's (Kingma & Ba, 2015; no weight decay); ``fused=True`` computes it in one
+    kernel per parameter instead of a dozen tensor operations, as ``transformers``' default
+    optimiser (``adamw_torch_fused``) does, so results agree with the unfused update up to float
+    rounding. Where torch has no fused kernel for the parameters (their device or dtype, or a
+    torch before 2.4 on the CPU) it falls back to the default implementation. ``params`` is an
+    iterable of parameters or of parameter groups, as for any torch optimiser.
+    """
+    groups = list(params)
+    try:
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps)
 
 
 def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:

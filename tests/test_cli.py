@@ -49,8 +49,8 @@ def good_plugin_source(algorithm: str) -> str:
 def test_version_prints_the_version(subprocess_env):
     result = run_cli("--version", env=subprocess_env())
     assert result.returncode == 0, result.stderr
-    assert __version__ == "0.1.0"
-    assert result.stdout.strip() == "rlhf-harness, version 0.1.0"
+    assert __version__ == "0.2.0"
+    assert result.stdout.strip() == "rlhf-harness, version 0.2.0"
     assert result.stderr == ""
 
 

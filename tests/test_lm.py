@@ -315,3 +315,186 @@ def test_policy_gradient_flows(policy: LMPolicy) -> None:
     policy.sequence_logprobs(prompts, responses).sum().backward()
     grads = [p.grad for p in policy.parameters()]
     assert all(g is not None for g in grads) and all(torch.isfinite(g).all() for g in grads)
+
+
+# --- repeated prompts computed once ---------------------------------------------------------
+
+# Repeats that are not adjacent, prompts of different lengths (left padding; one prompt has a
+# single token, so the shared columns of its rows are all padding), responses of different
+# lengths (an empty one, one ending in EOS).
+SHARED_PROMPTS = [[BOS, 5, 6, 7, 8], [BOS, 9], [BOS, 5, 6, 7, 8], [9], [BOS, 9], [9]]
+SHARED_RESPONSES = [[12, 13, 14], [15, 16, 17, 18, 19], [20, EOS], [21], [], [22, 23, EOS]]
+
+
+def distinct_policies(arch: str) -> tuple[LMPolicy, LMPolicy]:
+    model = tiny_lm(arch).train()
+    shared = LMPolicy(model, pad_id=PAD, eos_id=EOS, share_prompts=True)
+    full = LMPolicy(model, pad_id=PAD, eos_id=EOS, share_prompts=False)
+    return shared, full
+
+
+def first_forward_rows(model: torch.nn.Module, run) -> list[int]:
+    """The batch size of every forward of ``model`` while ``run()`` runs."""
+    rows: list[int] = []
+
+    def record(_module: torch.nn.Module, _args: tuple, kwargs: dict) -> None:
+        given = kwargs.get("input_ids")
+        rows.append((given if given is not None else kwargs["inputs_embeds"]).shape[0])
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return rows
+
+
+def test_distinct_prompts_finds_repeats_by_ids_and_mask() -> None:
+    from harness.lm import _distinct_prompts
+
+    prompts = prompt_batch(SHARED_PROMPTS)
+    first, inverse = _distinct_prompts(prompts)
+    assert sorted(first.tolist()) == [0, 1, 3]
+    for row, k in enumerate(inverse.tolist()):
+        assert SHARED_PROMPTS[row] == SHARED_PROMPTS[int(first[k])]
+    assert _distinct_prompts(prompt_batch(PROMPTS)) is None  # all different: nothing to share
+    # The same ids but different masks are different prompts: a real PAD token vs padding.
+    real_pad = prompt_batch([[PAD, 5], [5]])
+    assert torch.equal(real_pad.ids[0], real_pad.ids[1])
+    assert _distinct_prompts(real_pad) is None
+
+
+def test_shared_prompts_give_the_same_logprobs_and_gradients(arch: str) -> None:
+    shared, full = distinct_policies(arch)
+    prompts, responses = prompt_batch(SHARED_PROMPTS), response_batch(SHARED_RESPONSES)
+    rows = first_forward_rows(shared.model, lambda: shared.token_logprobs(prompts, responses))
+    assert rows == [3, 6]  # the three distinct prompts once, then every row's last column on
+    params = [p for p in shared.parameters() if p.requires_grad]
+    results = []
+    for policy in (shared, full):
+        logp, ent = policy.token_logprobs_and_entropy(prompts, responses)
+        grads = torch.autograd.grad((logp + 0.1 * ent).sum(), params)
+        results.append((logp.detach(), ent.detach(), grads))
+    (lp_s, ent_s, g_s), (lp_f, ent_f, g_f) = results
+    # Same quantities, different float32 summation order (see the module docstring).
+    torch.testing.assert_close(lp_s, lp_f, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent_s, ent_f, atol=1e-5, rtol=0)
+    for a, b in zip(g_s, g_f, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert torch.all(lp_s[~responses.mask] == 0)
+
+
+def test_shared_prompts_give_the_same_rewards_values_and_gradients(arch: str) -> None:
+    model = tiny_lm(arch)
+    prompts, responses = prompt_batch(SHARED_PROMPTS), response_batch(SHARED_RESPONSES)
+    for cls in (LMRewardModel, LMValueModel):
+        head = cls(model, seed=3)
+        rows = first_forward_rows(head.scalar.backbone, lambda h=head: h(prompts, responses))
+        assert rows == [3, 6]
+        params = [p for p in head.parameters() if p.requires_grad]
+        out = []
+        for share in (True, False):
+            head.scalar.share_prompts = share
+            value = head(prompts, responses)
+            out.append((value.detach(), torch.autograd.grad(value.square().sum(), params)))
+        torch.testing.assert_close(out[0][0], out[1][0], atol=1e-5, rtol=0)
+        for a, b in zip(out[0][1], out[1][1], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prompts_in_sampling(arch: str) -> None:
+    shared, full = distinct_policies(arch)
+    prompts = prompt_batch(SHARED_PROMPTS)
+    rows = first_forward_rows(shared.model, lambda: sample(shared, prompts, max_new_tokens=4))
+    assert rows[0] == 3 and set(rows[1:]) == {6}  # prefill of the distinct prompts only
+    a, b = sample(shared, prompts), sample(full, prompts)
+    # Prefill logits differ by float rounding only (~1e-7), far from moving a draw.
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.mask, b.mask)
+    torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+def test_no_sharing_under_gradient_checkpointing_or_one_column(arch: str) -> None:
+    shared, _ = distinct_policies(arch)
+    model = shared.model
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    (enable or model.gradient_checkpointing_enable)()
+    prompts, responses = prompt_batch(SHARED_PROMPTS), response_batch(SHARED_RESPONSES)
+    rows = first_forward_rows(shared.model, lambda: shared.token_logprobs(prompts, responses))
+    assert rows == [6]  # the KV cache is off when checkpointing: one forward over every row
+    shared, _ = distinct_policies(arch)  # checkpointing off again
+    one_column = prompt_batch([[BOS], [BOS]])
+    two = response_batch([[5, 6], [7]])
+    rows = first_forward_rows(shared.model, lambda: shared.token_logprobs(one_column, two))
+    assert rows == [2]  # nothing before the last prompt column to share
+
+
+# --- drawing from a categorical -------------------------------------------------------------------
+
+
+def test_draw_categorical_frequencies_zeros_and_rare_tokens() -> None:
+    from harness.lm import draw_categorical
+
+    p = torch.tensor([0.5, 0.0, 0.3, 0.19, 0.0, 0.01])
+    n = 200_000
+    draws = draw_categorical(
+        p.expand(n, -1).contiguous(), torch.Generator().manual_seed(0)
+    )
+    counts = torch.bincount(draws, minlength=6).double()
+    assert counts[1] == 0 and counts[4] == 0  # zero probability: never drawn
+    # Each count is Binomial(n, p_i): within 5 standard deviations (a false alarm ~1e-6).
+    sd = (n * p * (1 - p)).double().sqrt()
+    assert torch.all((counts - n * p.double()).abs() <= 5 * sd + 1e-9), counts
+    # Deterministic under a generator; rows are independent draws.
+    again = draw_categorical(p.expand(n, -1).contiguous(), torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
+
+
+def test_draw_categorical_inverts_the_float64_cdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every token owns exactly its interval of u, rare ones included: with u at the middle of
+    token i's interval [c_{i-1}, c_i) the draw is i. A float32 cumulative sum would give the
+    1e-9 token no interval at all (float32 spacing near 1 is 6e-8)."""
+    from harness.lm import draw_categorical
+
+    v = 8192
+    p = torch.rand(v, generator=torch.Generator().manual_seed(1))
+    p[v - 3] = 0.0
+    p = p / p.sum()
+    p[v - 2] = 1e-9
+    cdf = p.double().cumsum(0)
+    lower = torch.cat([torch.zeros(1, dtype=torch.float64), cdf[:-1]])
+    u = ((lower + cdf) / 2 / cdf[-1]).unsqueeze(-1)  # one row per token
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: u)
+    drawn = draw_categorical(p.expand(v, -1))
+    live = p > 0
+    assert torch.equal(drawn[live], torch.arange(v)[live])
+    assert drawn[v - 3] != v - 3  # a zero-probability token owns no interval
+
+
+def test_a_cache_that_cannot_be_shared_falls_back_to_one_forward_per_row(
+    arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import harness.lm
+
+    monkeypatch.setattr(harness.lm, "_read_only_repeated", lambda cache, rows: False)
+    monkeypatch.setattr(harness.lm, "_expand_cache", lambda cache, rows: None)
+    shared, full = distinct_policies(arch)
+    prompts, responses = prompt_batch(SHARED_PROMPTS), response_batch(SHARED_RESPONSES)
+    rows = first_forward_rows(shared.model, lambda: shared.token_logprobs(prompts, responses))
+    assert rows == [3, 6]  # tried once: the distinct prompts, then every row unshared
+    torch.testing.assert_close(
+        shared.token_logprobs(prompts, responses), full.token_logprobs(prompts, responses),
+        atol=1e-5, rtol=0,
+    )
+    rows = first_forward_rows(shared.model, lambda: shared.token_logprobs(prompts, responses))
+    assert rows == [6]  # and not tried again
+    again, _ = distinct_policies(arch)
+    rows = first_forward_rows(again.model, lambda: sample(again, prompts, max_new_tokens=2))
+    assert rows == [3, 6, 6]  # sampler: prefill of the distinct prompts, then of every row
+    assert torch.equal(sample(again, prompts).tokens, sample(full, prompts).tokens)
+    head = LMRewardModel(tiny_lm(arch), seed=3)
+    rows = first_forward_rows(head.scalar.backbone, lambda: head(prompts, responses))
+    assert rows == [3, 6]
+    head.scalar.share_prompts = False
+    expected = head(prompts, responses)
+    head.scalar.share_prompts = True
+    torch.testing.assert_close(head(prompts, responses), expected, atol=1e-5, rtol=0)

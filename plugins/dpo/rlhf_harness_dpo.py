@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from harness import hookimpl
+from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
 from harness.policy import PromptBatch, ResponseBatch
 
@@ -86,7 +86,7 @@ class DPO(Algorithm):
         if config.optimizer == "rmsprop":
             self.optimizer = torch.optim.RMSprop(params, lr=config.learning_rate)
         else:
-            self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+            self.optimizer = rl.adam(params, lr=config.learning_rate)
         warmup = max(config.warmup_steps, 0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0

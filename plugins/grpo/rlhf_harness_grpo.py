@@ -268,9 +268,7 @@ class GRPO(Algorithm):
         self.max_new_tokens = config.max_new_tokens or context.task.max_new_tokens
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         if config.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
-                self.params, lr=config.learning_rate
-            )
+            self.optimizer: torch.optim.Optimizer = rl.adam(self.params, lr=config.learning_rate)
         else:
             self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
         self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)

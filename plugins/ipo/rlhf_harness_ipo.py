@@ -40,7 +40,7 @@ from typing import Literal
 
 import torch
 
-from harness import hookimpl
+from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
 from harness.errors import ConfigError
 from harness.policy import PromptBatch, ResponseBatch
@@ -127,7 +127,7 @@ class IPO(Algorithm):
                 self.params, lr=config.learning_rate
             )
         else:
-            self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
+            self.optimizer = rl.adam(self.params, lr=config.learning_rate)
         warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0

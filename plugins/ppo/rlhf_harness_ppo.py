@@ -400,7 +400,7 @@ class PPO(Algorithm):
         policy_params = [p for p in self.policy.parameters() if p.requires_grad]
         value_params = [p for p in self.value_model.parameters() if p.requires_grad]
         self.params = policy_params + value_params
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = rl.adam(
             [{"params": policy_params}, {"params": value_params}],
             lr=config.learning_rate,
             eps=config.adam_eps,
