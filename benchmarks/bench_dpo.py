@@ -230,8 +230,8 @@ def main() -> None:
 
     # The policy's forward and backward over both responses of every pair; log π_ref is
     # once-per-dataset work (ours: at set-up; TRL: every step unless --trl-precompute-ref).
-    tokens = 2 * args.batch * (common.PROMPT_LEN + common.NEW_TOKENS)
-    common.add_mfu(extra, times, model, args, device, lambda n: 6 * n * tokens)
+    flops = common.model_flops(model, rows=2 * args.batch, lm_train=1)
+    common.add_mfu(extra, times, model, args, device, flops)
     # One epoch over the data with each side's setup charged to it (ours: the reference pass;
     # TRL: tokenising, and its reference pass with --trl-precompute-ref).
     setup = {"ours": extra.get("ours_setup_seconds (incl. reference pass)"),

@@ -202,9 +202,14 @@ def main() -> None:
         if diff > common.loss_tolerance(args):
             raise SystemExit(f"GRPO loss differs from the plain expression: {ours_loss} vs {plain}")
 
+        phases: list[dict[str, float]] = []
+
         def ours_step() -> float:
+            before = dict(algo.ctx.meter.seconds)
             with autocast:
-                return common.timed(algo.step, device)
+                seconds = common.timed(algo.step, device)
+            phases.append({k: v - before[k] for k, v in algo.ctx.meter.seconds.items()})
+            return seconds
 
         sides["ours"] = ours_step
     if args.only != "ours":
@@ -215,15 +220,18 @@ def main() -> None:
         sides["trl"] = stepper.step
     model.to(device)
     times = common.alternate(sides, warmup=args.warmup, rounds=args.rounds, steps=args.steps)
+    if "ours" in sides:  # where our step's time goes (the algorithm's compute phases)
+        extra["ours_phase_seconds"] = common.median_phases(phases[-len(times["ours"]):])
     if "trl" in sides:
         stepper.close()
     memory = None
     if not args.no_memory:
         memory = common.measure_memory(__file__, sys.argv[1:], list(sides))
 
-    # generation (prefill + 32 tokens), the r̂ and π_ref forwards, one policy update
-    tokens = args.batch * (common.PROMPT_LEN + common.NEW_TOKENS)
-    common.add_mfu(extra, times, model, args, device, lambda n: (2 + 2 * 2 + 6) * n * tokens)
+    # generation, the π_ref and r̂ forwards, one policy update
+    flops = common.model_flops(model, rows=args.batch, generate=1, lm_forward=1,
+                               scalar_forward=1, lm_train=1)
+    common.add_mfu(extra, times, model, args, device, flops)
     common.summarise("grpo", args, times, {k: args.batch for k in times}, memory, extra)
 
 

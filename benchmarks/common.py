@@ -26,9 +26,13 @@ same for both sides), with glibc returning large frees to the OS (:func:`child_e
 ``torch.cuda.max_memory_allocated``. Measuring both in the timing process would mix the two.
 
 **MFU** (meant for ``--device cuda --dtype bf16 --size 100m``; printed everywhere): achieved
-model FLOP/s — 6·N per trained token, 2·N per forward token (generation, reference, reward and
-critic scoring), N the parameter count, tokens = prompt + completion — over the device's
-measured dense matmul rate at the run's dtype (a timed 8192³ matmul on a GPU, 2048³ on a CPU).
+model FLOP/s over the device's measured dense matmul rate at the run's dtype (a timed 8192³
+matmul on a GPU, 2048³ on a CPU). Model FLOPs (:func:`model_flops`) are the work the algorithm
+needs, the same for both sides whatever each implementation does beyond it or saves: 2 per
+weight per token for a forward and 6 with its backward, the transformer blocks' weights on
+every prompt and completion token of every row, the LM head's only where a log-prob or a
+sample is needed (completion tokens), none for embedding look-ups; attention scores are left
+out (under 3% at these lengths).
 """
 
 from __future__ import annotations
@@ -372,6 +376,13 @@ def alternate(
     return times
 
 
+def median_phases(steps: list[dict[str, float]]) -> dict[str, float]:
+    """Median seconds per compute phase (``generate``, ``score``, ``train``) over timed steps;
+    phases a step never entered are left out."""
+    names = [k for k in steps[0] if any(s[k] > 0 for s in steps)]
+    return {k: round(statistics.median(s[k] for s in steps), 4) for k in names}
+
+
 # --------------------------------------------------------------------------------------------
 # Memory (child processes)
 # --------------------------------------------------------------------------------------------
@@ -485,22 +496,46 @@ def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int = 8
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
+def model_flops(
+    model: nn.Module,
+    *,
+    rows: int,
+    prompt: int = PROMPT_LEN,
+    completion: int = NEW_TOKENS,
+    generate: int = 0,
+    lm_forward: int = 0,
+    lm_train: int = 0,
+    scalar_forward: int = 0,
+    scalar_train: int = 0,
+) -> float:
+    """Model FLOPs of a step (see the module docstring): ``rows`` sequences of ``prompt`` +
+    ``completion`` tokens through that many passes of each kind. ``generate``: sampling the
+    completions (the blocks read the prompt and the first ``completion − 1`` sampled tokens, the
+    LM head gives ``completion`` distributions); ``lm_forward``/``lm_train``: log-probs of the
+    completion tokens, without/with the backward; ``scalar_*``: a reward model or critic (the
+    blocks plus a one-output head, negligible)."""
+    head = model.get_output_embeddings().weight
+    skip = {id(head), id(model.get_input_embeddings().weight)}
+    blocks = sum(p.numel() for p in model.parameters() if id(p) not in skip and p.dim() > 1)
+    tokens = prompt + completion
+    lm = 2 * (blocks * tokens + head.numel() * completion) * rows
+    scalar = 2 * blocks * tokens * rows
+    gen = 2 * (blocks * (tokens - 1) + head.numel() * completion) * rows
+    return float(generate * gen + lm_forward * lm + 3 * lm_train * lm
+                 + scalar_forward * scalar + 3 * scalar_train * scalar)
+
+
 def add_mfu(
     extra: dict[str, Any],
     times: dict[str, list[float]],
     model: nn.Module,
     args: argparse.Namespace,
     device: torch.device,
-    flops_per_step: Callable[[int], float],
+    flops: float,
 ) -> None:
-    """Achieved model FLOP/s of each side and its MFU (see the module docstring).
-
-    ``flops_per_step(N)`` is the step's model FLOPs for N parameters — the same work for both
-    sides, whatever each does beyond it. N counts every parameter once (the tied embedding is
-    also the LM head's matmul).
-    """
+    """Achieved model FLOP/s of each side and its MFU (see the module docstring); ``flops``
+    is the step's model FLOPs (:func:`model_flops`)."""
     n = total_params(model)
-    flops = flops_per_step(n)
     peak = matmul_flops_per_second(device, DTYPES[args.dtype])
     extra["params"] = n
     extra["model_tflop_per_step"] = round(flops / 1e12, 4)
