@@ -168,7 +168,7 @@ def _read_only_repeated(cache: Any, rows: torch.Tensor) -> bool:
     layers = getattr(cache, "layers", None)
     try:
         from transformers.cache_utils import DynamicLayer
-    except ImportError:  # transformers < 4.56 has no cache layers
+    except ImportError:  # older transformers: no cache layers
         return False
     if not layers or not all(type(layer) is DynamicLayer for layer in layers):
         return False
