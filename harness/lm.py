@@ -147,12 +147,10 @@ def _distinct_prompts(prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]
 
 def _expand_cache(cache: Any, rows: torch.Tensor) -> Any | None:
     """The KV cache with batch rows ``rows``; None for a cache that cannot select rows."""
-    if hasattr(cache, "batch_select_indices"):
-        cache.batch_select_indices(rows)
-        return cache
-    if isinstance(cache, tuple):  # the legacy layout: ((key, value), ...) per layer
-        return tuple(tuple(t[rows] for t in layer) for layer in cache)
-    return None
+    if not hasattr(cache, "batch_select_indices"):
+        return None
+    cache.batch_select_indices(rows)
+    return cache
 
 
 def _read_only_repeated(cache: Any, rows: torch.Tensor) -> bool:
@@ -403,32 +401,27 @@ class LMPolicy(Policy):
         device = ids.device
         keep = {self._args.keep: 1} if self._args.keep is not None else {}
         # Prefill: each distinct prompt once, its KV cache and last logits repeated to its rows.
+        def prefill(rows: torch.Tensor | slice) -> tuple[Any, torch.Tensor]:
+            out = self.model(
+                input_ids=ids[rows],
+                attention_mask=mask[rows],
+                position_ids=_position_ids(mask[rows]),
+                use_cache=True,
+                **keep,
+            )
+            return self._args.cache_of(out), out.logits[:, -1]
+
         share = self.share_prompts and self._cache_shareable
         groups = _distinct_prompts(prompts) if share else None
         cache = None
         if groups is not None:
             first, inverse = groups
-            out = self.model(
-                input_ids=ids[first],
-                attention_mask=mask[first],
-                position_ids=_position_ids(mask[first]),
-                use_cache=True,
-                **keep,
-            )
-            cache = _expand_cache(self._args.cache_of(out), inverse)
-            next_logits = out.logits[:, -1][inverse]
-            if cache is None:
-                self._cache_shareable = False
+            cache, next_logits = prefill(first)
+            cache = _expand_cache(cache, inverse)
+            next_logits = next_logits[inverse]
+            self._cache_shareable = cache is not None
         if cache is None:
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=_position_ids(mask),
-                use_cache=True,
-                **keep,
-            )
-            cache = self._args.cache_of(out)
-            next_logits = out.logits[:, -1]
+            cache, next_logits = prefill(slice(None))
         # The next token's position: the number of real prompt tokens (0 for an empty prompt).
         position = mask.sum(-1, keepdim=True).clamp(min=0)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
