@@ -304,10 +304,12 @@ def run_one(
     ``KeyboardInterrupt`` raised by a plugin included — marks it ``failed`` (traceback saved), so
     does a limit (``spec["limits"]``: wall seconds, steps, steps without progress); a NaN/inf
     metric or parameter, or a KL beyond ``divergence.max_kl``, marks it ``diverged``. A user's
-    Ctrl-C (SIGINT) leaves the run pending and propagates, so the suite stops.
+    Ctrl-C (SIGINT) and a full disk leave the run pending and propagate (the latter as a
+    :class:`~harness.errors.StoreError`), so the suite stops.
     ``on_step`` receives the fraction of the budget spent after every step.
     """
     import contextlib
+    import errno
     import logging
     import time
     import traceback
@@ -317,10 +319,11 @@ def run_one(
 
     from harness import __version__
     from harness.config import config_hash
+    from harness.errors import StoreError
     from harness.evaluators import EvalContext
     from harness.exact import ExactProblem
     from harness.plugins import get_plugin_host
-    from harness.store import METRIC_COLUMNS, RunStore
+    from harness.store import METRIC_COLUMNS, RunStore, describe_os_error
     from harness.suite import RunSpec
     from harness.tracking import Tracker
 
@@ -470,6 +473,17 @@ def run_one(
         status, reason, tb = "failed", "KeyboardInterrupt raised by the run's code", \
             traceback.format_exc()
         logger.error("failed at step %d:\n%s", step, tb)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            logger.error("failed at step %d:\n%s", step, tb)
+        else:  # the disk, not the run: stop the suite, leave the run pending
+            watch.close()
+            logger.removeHandler(handler)
+            handler.close()
+            with contextlib.suppress(OSError):
+                store.interrupted(run_id)
+            raise StoreError(describe_os_error(exc)) from None
     except (Exception, SystemExit) as exc:
         status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
         bad_params = nonfinite_parameters(context.policy) if context is not None else []

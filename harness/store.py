@@ -107,9 +107,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _name_the_target(exc, path)
         raise
+
+
+def _name_the_target(exc: BaseException, path: Path) -> None:
+    """An OS error while writing ``path`` through a temporary file names ``path``."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -124,8 +131,9 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
         frame.to_parquet(tmp, index=False)
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _name_the_target(exc, path)
         raise
 
 

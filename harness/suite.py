@@ -143,12 +143,12 @@ class AlgorithmSpec(_Strict):
         for key, values in v.items():
             if not values:
                 raise ValueError(f"sweep '{key}' has no values")
-            seen: list[str] = []
+            seen: set[str] = set()
             for value in values:
                 text = config_hash(value)
                 if text in seen:
                     raise ValueError(f"sweep '{key}' lists {value!r} twice")
-                seen.append(text)
+                seen.add(text)
         return v
 
     @field_validator("label")
@@ -472,6 +472,13 @@ def check_suite(
         line = _nearest_line(lines, keys)
         return f"{path}:{line}" if line else str(path)
 
+    runs = count_runs(suite)  # before checking every sweep point: a huge grid is refused at once
+    if runs > MAX_RUNS and not allow_large:
+        raise ConfigError(
+            f"{path}: the suite expands to {runs:,} runs (tasks × seeds × algorithm configs); "
+            f"more than {MAX_RUNS:,} needs --allow-large"
+        )
+
     def known(kind: str, name: str, *keys: Any) -> Any:
         try:
             return host.get(kind, name)
@@ -526,12 +533,6 @@ def check_suite(
         except OSError as exc:
             raise ConfigError(f"{where('preferences', 'file')}: preferences.file: cannot read "
                               f"{suite.preferences.file!r} ({exc.strerror or exc})") from None
-    runs = count_runs(suite)
-    if runs > MAX_RUNS and not allow_large:
-        raise ConfigError(
-            f"{path}: the suite expands to {runs:,} runs (tasks × seeds × algorithm configs); "
-            f"more than {MAX_RUNS:,} needs --allow-large"
-        )
     return expand(suite, host, allow_large=allow_large)
 
 
