@@ -7,11 +7,21 @@ they sample from the policy and score with the learned reward model r̂) or ``"p
 one update, returning its metrics. The runner owns everything else: building the context, the
 loop and the budget, evaluation, compute accounting, divergence checks and failure capture.
 
-Metric vocabulary: every algorithm reports, where they apply, the shared names ``loss``,
-``grad_norm``, ``kl_ref`` (an estimate of KL(π‖π_ref) on the step's data), ``entropy`` (mean
-per-token entropy of π), ``response_length``, ``reward`` (mean r̂ of the step's samples, for
-online methods); then its own, prefixed by nothing and documented in its module (e.g.
-``clip_frac``, ``approx_kl``, ``value_loss``, ``advantage_mean``, ``reward_accuracy``).
+Metric vocabulary: every algorithm reports, where they apply, the shared names of
+:data:`harness.metrics.VOCABULARY` with exactly their meaning and unit — ``loss``,
+``grad_norm``, ``kl_ref`` (the k1 estimate of the sequence-level KL(π‖π_ref) on the step's
+samples, nats per response), ``entropy`` (mean per-token entropy of π), ``response_length``,
+``reward`` (mean r̂ of the step's samples, online methods), ``logp_chosen`` / ``logp_rejected``
+(mean *sequence* log-probs of the pairs, offline methods), ``reward_accuracy``,
+``learning_rate``; then its own, prefixed by nothing and documented in :attr:`Algorithm.metrics`
+(e.g. ``clip_frac``, ``value_loss``, ``reward_margin``). The conformance kit checks the shared
+ones against their definitions.
+
+Validating a config: a check that involves a field's value (a range, two fields that must
+agree) belongs in ``Config.__post_init__``, raising :class:`ValueError` (or :class:`TypeError`)
+with a message that names the field. ``rlhf-harness validate`` then reports it as one line naming
+the suite file, the line and the key, before anything runs; a check in the algorithm's
+``__init__`` is only seen when a run starts.
 """
 
 from __future__ import annotations
@@ -31,6 +41,16 @@ if TYPE_CHECKING:
     from harness.tasks.base import Task
 
 NEEDS = frozenset({"reward", "preferences"})
+POLICY_KINDS = ("tabular", "neural")
+"""The keys of :attr:`Algorithm.suggested`: the kinds of policy the built-in tasks have."""
+
+
+def declared_metrics(cls: type) -> dict[str, str]:
+    """The metric meanings ``cls`` declares (:attr:`Algorithm.metrics`), as plain strings."""
+    declared = getattr(cls, "metrics", None)
+    if not isinstance(declared, dict):
+        return {}
+    return {str(k): " ".join(str(v).split()) for k, v in declared.items()}
 
 
 @dataclass
@@ -88,6 +108,17 @@ class Algorithm(ABC):
     name: ClassVar[str] = ""
     Config: ClassVar[type]
     needs: ClassVar[frozenset[str]] = frozenset()
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Settings that work on the built-in tasks, by policy kind: ``"tabular"`` (the ``bandit``
+    and ``token`` tasks, a table of logits) and ``"neural"`` (``tiny-lm``, ``hf``), e.g.
+    ``{"tabular": {"learning_rate": 0.05}, "neural": {"learning_rate": 1e-3}}``. ``Config``'s
+    defaults stay the paper's; these are what a suite on the harness's own tasks should start
+    from. ``rlhf-harness show NAME`` prints them; nothing applies them automatically."""
+    metrics: ClassVar[dict[str, str]] = {}
+    """What each metric of the algorithm's own means, by name, e.g. ``{"clip_frac": "fraction
+    of tokens whose ratio was clipped"}``. Shared names (:data:`harness.metrics.VOCABULARY`)
+    need no entry. A report that shows two algorithms using one name with different meanings
+    names each ``ALGORITHM:NAME``."""
 
     def __init__(self, config: Any, context: RunContext) -> None:
         self.config = config

@@ -71,16 +71,21 @@ def plugins(as_json: bool, strict: bool) -> None:
 @click.argument("name")
 @click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",
               show_default=True, help="Folder in which to create the plugin's folder.")
-def new_plugin(name: str, parent: str) -> None:
+@click.option("--offline", is_flag=True,
+              help="An offline algorithm, learning from preference pairs (default: online, "
+              "sampling and scored by the reward model).")
+def new_plugin(name: str, parent: str, offline: bool) -> None:
     """Write a ready-to-install algorithm plugin NAME into DIR/rlhf-harness-NAME.
 
-    NAME is a lower-case identifier (e.g. my_algo). The package has a pyproject.toml with the
-    entry point, the plugin module (a documented Config and a working algorithm), tests that run
-    the conformance kit, and a README. An existing folder is never overwritten.
+    NAME is lower-case letters and digits, words joined by '-' or '_' (e.g. my-algo: package
+    rlhf-harness-my-algo, module rlhf_harness_my_algo, algorithm my-algo). The package has a
+    pyproject.toml with the entry point, the plugin module (a documented Config and a working
+    algorithm), tests that run the conformance kit, and a README. An existing folder is never
+    overwritten.
     """
     from harness.scaffold import new_plugin as write_plugin
 
-    folder = write_plugin(name, parent)
+    folder = write_plugin(name, parent, offline=offline)
     steps = [(f"pip install -e {folder}", "install it (editable)"),
              ("rlhf-harness plugins", f"lists {name}"),
              (f"pytest {folder}", "runs the conformance kit on it")]

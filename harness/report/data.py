@@ -9,6 +9,11 @@ Only the runs of the suite as last run are read (the store's manifest lists them
 are *stale* — runs of an older version of the suite — and are listed in ``stale``, not counted,
 unless ``include_stale``. A run folder whose files do not read back is listed in ``corrupt`` and
 skipped.
+
+An algorithm's own metric (not in :data:`harness.metrics.VOCABULARY`) that two algorithms of the
+store document with different meanings (each run records its algorithm's
+:attr:`~harness.algorithm.Algorithm.metrics`) is renamed ``ALGORITHM:NAME`` in ``metrics``, so
+that no table or figure compares the two as one quantity.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from harness.metrics import clashing, namespaced
 from harness.store import METRIC_COLUMNS, RunRecord, RunStore
 
 PHASES = ("generate", "score", "train", "eval")
@@ -119,6 +125,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
     store = RunStore(path.parent, path.name)
     current = store.manifest()
     rows, frames, suites, stale, corrupt = [], [], [], [], []
+    declared: dict[str, dict[str, str]] = {}
     for rec in store.records():
         if rec.problem is None:
             try:
@@ -135,6 +142,11 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
             if not include_stale:
                 continue
         suites.append(str(rec.spec.get("suite") or path.name))
+        meanings = (rec.summary or {}).get("metric_meanings")
+        if isinstance(meanings, dict):
+            declared.setdefault(str(rec.spec.get("algorithm", "?")), {}).update(
+                {str(k): str(v) for k, v in meanings.items()}
+            )
         row = _run_row(rec)
         row["stale"] = current is not None and rec.run_id not in current
         rows.append(row)
@@ -160,6 +172,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
     metrics["source"] = metrics["source"].astype(str)
     ident = runs[["run_id", "label", "algorithm", "task", "seed", "status"]]
     metrics = metrics.merge(ident, on="run_id", how="inner")
+    metrics = namespace_clashes(metrics, declared)
 
     order = _algorithm_order(path) or ["ppo", "grpo", "dpo"]
     rank = {name: i for i, name in enumerate(order)}
@@ -175,6 +188,24 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
         stale=pd.DataFrame(stale, columns=["run_id", "label", "task", "seed", "status"]),
         corrupt=pd.DataFrame(corrupt, columns=["run_id", "problem"]),
     )
+
+
+def namespace_clashes(
+    metrics: pd.DataFrame, declared: dict[str, dict[str, str]]
+) -> pd.DataFrame:
+    """``metrics`` with each algorithm-reported (``source == "train"``) metric whose name
+    :func:`harness.metrics.clashing` finds in ``declared`` renamed ``ALGORITHM:NAME``."""
+    clashes = clashing(declared)
+    if not clashes or metrics.empty:
+        return metrics
+    rename = (metrics["source"] == "train") & metrics["metric"].isin(clashes)
+    metrics = metrics.copy()
+    metrics.loc[rename, "metric"] = [
+        namespaced(str(a), str(m), clashes)
+        for a, m in zip(metrics.loc[rename, "algorithm"], metrics.loc[rename, "metric"],
+                        strict=True)
+    ]
+    return metrics
 
 
 def eval_series(data: StoreData, metric: str) -> pd.DataFrame:
