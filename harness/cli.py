@@ -67,6 +67,31 @@ def plugins(as_json: bool, strict: bool) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["algorithm", "task", "evaluator", "preference_model",
+                                           "gold_reward"]),
+              default=None, help="The kind, when NAME is registered as more than one.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="text for people, json for tools.")
+def show(name: str, kind: str | None, fmt: str) -> None:
+    """Show a registered algorithm, task, evaluator, preference model or gold reward.
+
+    Prints the plugin that registered it (and its version), what it needs, every setting
+    (Config or Params field) with its type, default and documentation, the settings it
+    suggests for tabular and neural policies, and its metrics. Override a setting in a suite
+    under the algorithm's config (or per_task), or the task's params.
+    """
+    from harness.describe import describe, render_text
+    from harness.plugins import get_plugin_host
+
+    info = describe(get_plugin_host(), name, kind)
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_text(info))
+
+
 @cli.command("new-plugin")
 @click.argument("name")
 @click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",

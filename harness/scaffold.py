@@ -159,6 +159,7 @@ Metrics: the shared ``loss``, ``grad_norm``, ``kl_ref`` (mean log π_θ(y|x) −
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from harness import hookimpl, rl
@@ -184,7 +185,8 @@ class __CLASS__(Algorithm):
     name = "__NAME__"
     Config = Config
     needs = frozenset({"reward"})  # "reward": online, scored by r̂; "preferences": offline
-    suggested = {"tabular": {"learning_rate": 0.1}}  # shown by `rlhf-harness show __NAME__`
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {"tabular": {"learning_rate": 0.1}}
+    """Settings that learn on a table of logits (the bandit); `rlhf-harness show` prints them."""
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
@@ -256,6 +258,7 @@ Metrics: the shared ``loss``, ``grad_norm``, ``entropy`` (per token, over both r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -283,7 +286,8 @@ class __CLASS__(Algorithm):
     name = "__NAME__"
     Config = Config
     needs = frozenset({"preferences"})  # offline: ctx.preferences holds the suite's pairs
-    suggested = {"tabular": {"learning_rate": 0.05}}  # shown by `rlhf-harness show __NAME__`
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {"tabular": {"learning_rate": 0.05}}
+    """Settings that learn on a table of logits (the bandit); `rlhf-harness show` prints them."""
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
