@@ -28,7 +28,8 @@ import pandas as pd
 import yaml
 
 from harness.metrics import clashing, namespaced
-from harness.store import METRIC_COLUMNS, RunRecord, RunStore
+from harness.errors import ConfigError
+from harness.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
 
 PHASES = ("generate", "score", "train", "eval")
 X_AXES = ("step", "samples", "wall_seconds", "flops")
@@ -107,6 +108,36 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
     row["peak_gpu_memory_mb"] = _finite(summary.get("peak_gpu_memory_mb"))
     row["models_resident"] = _finite(summary.get("models_resident"))
     return row
+
+
+def _is_store(path: Path) -> bool:
+    """Whether ``path`` is one suite's run store (``run`` writes these two files first)."""
+    return (path / MANIFEST).is_file() or (path / "suite.yaml").is_file()
+
+
+def suites_under(root: str | Path) -> list[str]:
+    """The names of the run stores (suites) directly inside ``root``, e.g. ``runs/``."""
+    root = Path(root)
+    try:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_store(p))
+    except OSError:
+        return []
+
+
+def check_one_store(path: str | Path) -> None:
+    """Raise :class:`ConfigError` (one line) when ``path`` is a folder of run stores, such as
+    ``runs/``, rather than one store: the message names the suites in it."""
+    path = Path(path)
+    if not path.is_dir() or _is_store(path):
+        return
+    suites = suites_under(path)
+    if suites:
+        first = path / suites[0]
+        raise ConfigError(
+            f"{path}: a folder of run stores, not one; it holds {len(suites)} suite"
+            f"{'s' if len(suites) > 1 else ''}: {', '.join(suites)}. Report one, e.g. "
+            f"rlhf-harness report {first}"
+        )
 
 
 def _algorithm_order(path: Path) -> list[str]:
