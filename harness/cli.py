@@ -157,7 +157,9 @@ def validate(suite_file: str, allow_large: bool) -> None:
 @click.option("--address", default=None, help="Ray cluster address to join (ray executor).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
 @click.option("--no-wandb", is_flag=True, help="No wandb logging (as RLHF_HARNESS_WANDB=0).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress (default: bars on a terminal, else one line per finished run, "
+              "on stderr).")
 @click.option("--report-dir", default="reports", show_default=True,
               help="Where the report goes (<report-dir>/<suite>/).")
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
@@ -197,7 +199,7 @@ def run(
         outcome = run_specs(
             specs, root, executor=executor, workers=workers, address=address,
             retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
-            progress=not no_progress and sys.stderr.isatty(),
+            progress="off" if no_progress else "bars" if sys.stderr.isatty() else "lines",
         )
         counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or \
             "nothing run"

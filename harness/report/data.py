@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness.metrics import clashing, namespaced
 from harness.errors import ConfigError
+from harness.metrics import clashing, namespaced
 from harness.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
 
 PHASES = ("generate", "score", "train", "eval")
