@@ -58,6 +58,9 @@ class RunContext:
     """What the runner hands an algorithm: the models, the data, the RNG and the meter."""
 
     task: Task
+    """The task: ``train_prompts`` (a :class:`~harness.policy.PromptBatch`), ``max_new_tokens``,
+    ``pad_id``, and its gold reward (which algorithms must not read: they learn from r̂ or the
+    preference pairs)."""
     policy: Policy
     """The policy being trained, initialised to π_ref."""
     reference: Policy
@@ -65,7 +68,9 @@ class RunContext:
     generator: torch.Generator
     """The run's random stream for sampling and shuffling (on the policy's device)."""
     meter: ComputeMeter
+    """Where the step's compute is counted: samples, tokens, FLOPs and seconds per phase."""
     seed: int
+    """The run's seed (``generator`` is seeded with it; seed other generators from it)."""
     reward_model: RewardModel | None = None
     """r̂, frozen; given to algorithms that need ``"reward"``."""
     preferences: PreferenceBatches | None = None
@@ -73,6 +78,7 @@ class RunContext:
 
     @property
     def device(self) -> torch.device:
+        """The policy's device: create new tensors there."""
         return self.policy.device
 
 
