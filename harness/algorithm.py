@@ -95,6 +95,7 @@ class ShuffledPasses:
         self._cursor = 0
 
     def take(self, size: int) -> torch.Tensor:
+        """The next ``size`` indices ([size] long, on ``device``), starting a new pass as needed."""
         rows = []
         while size > 0:
             if self._cursor >= len(self._order):

@@ -526,8 +526,8 @@ def check_suite(
                 hint = difflib.get_close_matches(str(task_name), task_names, n=1)
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 raise ConfigError(
-                    f"{where('algorithms', i, 'per_task', task_name)}: algorithms.{i}.per_task: "
-                    f"no task '{task_name}' in this suite{suggestion}; tasks: "
+                    f"{where('algorithms', i, 'per_task', task_name)}: algorithms.{i}.per_task."
+                    f"{task_name}: no task '{task_name}' in this suite{suggestion}; tasks: "
                     f"{', '.join(task_names)}"
                 )
             for point in _sweep_points(alg.sweep):
