@@ -96,7 +96,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -384,6 +384,18 @@ class PPO(Algorithm):
     name = "ppo"
     Config = Config
     needs = frozenset({"reward"})
+
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The default search space: learning rates around those that train the built-in
+        tasks (a table of logits takes steps ~100× larger than a language model's) and
+        the KL penalty's coefficient, both log-uniform over two decades."""
+        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
+            {"low": 1e-4, "high": 1e-2}
+        return {
+            "learning_rate": {**rates, "log": True},
+            "kl_coef": {"low": 0.01, "high": 1.0, "log": True},
+        }
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
