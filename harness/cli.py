@@ -108,10 +108,13 @@ def validate(suite_file: str, allow_large: bool) -> None:
     the key, with exit status 2.
     """
     from harness.plugins import get_plugin_host
-    from harness.suite import check_suite, count_runs, load_suite
+    from harness.suite import check_suite, count_runs, load_suite, suite_warnings
 
     suite = load_suite(suite_file)
-    runs = check_suite(suite, suite_file, get_plugin_host(), allow_large=allow_large)
+    host = get_plugin_host()
+    runs = check_suite(suite, suite_file, host, allow_large=allow_large)
+    for warning in suite_warnings(suite, host):
+        click.echo(f"{suite_file}: warning: {warning}", err=True)
     click.echo(
         f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
         f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"

@@ -240,7 +240,8 @@ class TuningSpec(_Strict):
     objective: Literal["final_gold", "gold_at_kl", "j_beta"] = Field(
         "final_gold", description="What a trial maximises (see harness.tuning)."
     )
-    kl_budget: Float | None = Field(None, gt=0, description="The KL budget of 'gold_at_kl'.")
+    kl_budget: Float | None = Field(None, gt=0, validate_default=True,
+                                    description="The KL budget of 'gold_at_kl'.")
     instances: list[Int] = Field(min_length=1, description="Tuning instances (seeds).")
     algorithms: list[str] | None = Field(
         None, description="Labels to tune (default: every algorithm of the suite)."
@@ -671,6 +672,35 @@ def make_spec(
         limits=suite.limits.model_dump(),
         tuning=tuning,
     )
+
+
+def suite_warnings(suite: Suite, host: Any) -> list[str]:
+    """What may be a slip though valid: a learning rate outside the range its plugin declares
+    for the task's policy kind (:meth:`~harness.algorithm.Algorithm.tuning_space`), with which
+    a policy may not move at all (or diverge)."""
+    out = []
+    tuned = set(tuned_labels(suite))
+    for alg in suite.algorithms:
+        label = alg.label or alg.name
+        if label in tuned:
+            continue
+        cls = host.algorithm(alg.name)
+        for task in suite.tasks:
+            kind = host.task(task.name).kind
+            rates = cls.tuning_space(kind).get("learning_rate") or {}
+            if "low" not in rates:
+                continue
+            config = build_config(cls.Config, {**alg.config, **alg.per_task.get(task.name, {})})
+            values = [getattr(config, "learning_rate", None)]
+            values += list(alg.sweep.get("learning_rate", []))
+            for lr in values:
+                if isinstance(lr, int | float) and not rates["low"] <= lr <= rates["high"]:
+                    out.append(
+                        f"algorithms '{label}' on {task.name}: learning_rate {lr:g} is outside "
+                        f"{rates['low']:g}–{rates['high']:g}, the range plugin '{alg.name}' "
+                        f"declares for {kind} policies; the policy may not move (or may diverge)"
+                    )
+    return out
 
 
 def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, dict[str, Any]]:
