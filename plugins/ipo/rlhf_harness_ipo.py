@@ -122,6 +122,18 @@ class IPO(Algorithm):
         "margin": "mean h = logratio_chosen − logratio_rejected; IPO's target is 1/(2τ)",
     }
 
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The default search space, log-uniform: learning rates over two decades around those
+        that train a table of logits, three for language models (a 0.3M-parameter LM trains at
+        1e-3, billion-parameter ones at 1e-5); τ of the IPO loss over two decades."""
+        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
+            {"low": 1e-5, "high": 1e-2}
+        return {
+            "learning_rate": {**rates, "log": True},
+            "tau": {"low": 0.01, "high": 1.0, "log": True},
+        }
+
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
         _check(config)
