@@ -214,13 +214,18 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
            "`__init__` calls `super().__init__(config, context)`, which sets `self.config`, "
            "`self.ctx` and `self.finished`.")
     yield ""
-    members = ["name", "Config", "needs", "finished", "step", "eval_policy", "models_resident"]
+    members = ["name", "Config", "needs", "suggested", "metrics", "finished", "step",
+               "eval_policy", "models_resident"]
+    field_docs = field_docstrings(cls)
     docs = {
         "name": "The registered name (set it; the runner and messages use it).",
         "Config": "The hyperparameters: a dataclass, every field with a default and a "
-        "docstring (the conformance kit checks both).",
+        "docstring (the conformance kit checks both); checks of values in its "
+        "`__post_init__`, raising `ValueError` (see `harness.config`).",
         "needs": 'What it needs from the suite: `"reward"` (online) and/or `"preferences"` '
         "(offline).",
+        "suggested": field_docs.get("suggested", ""),
+        "metrics": field_docs.get("metrics", ""),
         "finished": inspect.cleandoc(_attribute_doc(cls.__init__, "finished")),
     }
     for member in members:
