@@ -247,7 +247,8 @@ def test_tuning_chooses_the_best_trial_and_compares_on_fresh_instances(tmp_path,
 
     report = write_report(root / "tuned", tmp_path / "report", n_boot=10, n_resamples=100)
     text = (report / "index.md").read_text()
-    assert "## Tuning" in text and "same tuning effort (3 trials on bandit), each trial run on 1 tuning" in text
+    assert "## Tuning" in text
+    assert "same tuning effort (3 trials on bandit), each trial run on 1 tuning" in text
     assert (report / "figures" / "tuning.png").exists()
     chosen_csv = pd.read_csv(report / "tables" / "tuning_chosen.csv")
     assert sorted(chosen_csv["label"]) == ["dpo", "ipo"]
