@@ -716,9 +716,11 @@ def suite_warnings(suite: Suite, host: Any) -> list[str]:
             rates = cls.tuning_space(kind).get("learning_rate") or {}
             if "low" not in rates:
                 continue
-            config = build_config(cls.Config, {**alg.config, **alg.per_task.get(task.name, {})})
-            values = [getattr(config, "learning_rate", None)]
-            values += list(alg.sweep.get("learning_rate", []))
+            if "learning_rate" in alg.sweep:  # the swept values are the ones that run
+                values = list(alg.sweep["learning_rate"])
+            else:
+                values = [getattr(build_config(cls.Config, {
+                    **alg.config, **alg.per_task.get(task.name, {})}), "learning_rate", None)]
             for lr in values:
                 if isinstance(lr, int | float) and not rates["low"] <= lr <= rates["high"]:
                     out.append(
