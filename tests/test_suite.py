@@ -43,6 +43,7 @@ algorithms:
       learning_rate: [0.01, 0.05]
       kl_coef: [0.1, 0.2, 0.3]
   - name: grpo
+    config: {learning_rate: 0.05}
     sweep: {beta: [0.0, 0.04]}
 seeds: [0, 1, 2]
 budget: {samples: 2000}
