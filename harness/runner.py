@@ -36,8 +36,15 @@ def build_context(
     seed: int,
     preferences: PreferenceDataset | None = None,
     reward_model: RewardModel | None = None,
+    policy_options: dict[str, Any] | None = None,
 ) -> RunContext:
-    """The context for one run of ``algorithm`` on ``task`` (see the module docstring)."""
+    """The context for one run of ``algorithm`` on ``task`` (see the module docstring).
+
+    ``policy_options`` is a suite's ``policy`` section (:class:`harness.suite.PolicySpec`):
+    with ``lora``, the policy trains LoRA adapters and π_ref is its base with them off (no
+    second copy); with ``activation_checkpointing``, the policy recomputes activations in its
+    backward passes (see :mod:`harness.lora`).
+    """
     unknown = set(algorithm.needs) - NEEDS
     if unknown:
         raise ConfigError(
@@ -45,9 +52,23 @@ def build_context(
             f"known: {sorted(NEEDS)}"
         )
     device = torch.device(task.device)
+    options = policy_options or {}
     policy = task.reference_policy().to(device)
+    if options.get("lora"):
+        from harness.lora import AdapterOffReference, apply_lora
+
+        if not getattr(algorithm, "supports_lora", True):
+            raise ConfigError(f"policy.lora: algorithm '{algorithm.name}' declares that it "
+                              f"cannot train LoRA adapters (supports_lora = False)")
+        apply_lora(policy, options["lora"], seed=seed)
+        reference: Policy = AdapterOffReference(policy)
+    else:
+        reference = policy.frozen_copy()
+    if options.get("activation_checkpointing"):
+        from harness.lora import enable_activation_checkpointing
+
+        enable_activation_checkpointing(policy)
     policy.train()
-    reference = policy.frozen_copy()
     generator = torch.Generator(device=device).manual_seed(seed)
     context = RunContext(
         task=task,
@@ -374,7 +395,8 @@ def run_one(
             need_prefs="preferences" in algo_cls.needs, need_reward=need_reward,
         )
         context = build_context(task, algo_cls, seed=spec["seed"], preferences=data,
-                                reward_model=reward_model if "reward" in algo_cls.needs else None)
+                                reward_model=reward_model if "reward" in algo_cls.needs else None,
+                                policy_options=spec.get("policy"))
         algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         models_resident = algo.models_resident()
         meter = context.meter

@@ -276,6 +276,33 @@ class TuningSpec(_Strict):
         return v
 
 
+class LoRASpec(_Strict):
+    """LoRA adapters through ``peft`` (see :mod:`harness.lora`): only they train, and π_ref is
+    the same base model with them switched off."""
+
+    r: Int = Field(8, ge=1, description="Rank of each adapter.")
+    alpha: Float = Field(16.0, gt=0, description="Scale numerator: an update is (alpha/r)·BA.")
+    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description="Last names of the linear layers to adapt (e.g. "
+        "[q_proj, v_proj]); default: every linear layer but the output head.",
+    )
+
+
+class PolicySpec(_Strict):
+    """How a neural policy is trained and held in memory (no effect on tabular tasks' runs:
+    a suite that sets one of these with a tabular task is refused)."""
+
+    lora: LoRASpec | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them."
+    )
+
+    @property
+    def is_default(self) -> bool:
+        return self == PolicySpec()
+
+
 class Suite(_Strict):
     name: str
     description: str = ""
@@ -292,6 +319,8 @@ class Suite(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     gpus_per_run: Float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
     tuning: TuningSpec | None = Field(None, description="Equal tuning effort before comparing.")
+    policy: PolicySpec = Field(default_factory=PolicySpec,
+                               description="LoRA and activation checkpointing.")
 
     # Field validators (not a model validator), so that an error names the key and its line;
     # ``device`` is declared before both, so ``info.data`` holds it when it is valid.
@@ -355,6 +384,9 @@ class RunSpec:
     "value", "trials", "objective"}``; None otherwise."""
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
+    policy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The suite's ``policy`` section (:class:`PolicySpec`) when it is not the default, else
+    empty (and then not in the run id, so runs without one keep their ids)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -364,6 +396,8 @@ class RunSpec:
         """What the run id hashes: everything that shapes the result (not the limits)."""
         out = self.as_dict()
         del out["limits"]
+        if not out["policy"]:
+            del out["policy"]
         return out
 
     @property
@@ -610,6 +644,7 @@ def check_suite(
                 build_config(cls.Config, values,
                              where=f"{where('algorithms', i, *keys)}: {at} ({alg.name}, task "
                              f"{task_name})")
+    _check_policy(suite, host, where)
     if suite.tuning is not None:
         _check_tuning(suite, host, where)
     if suite.preferences.file is not None:
@@ -697,6 +732,7 @@ def make_spec(
         code=code_identity(host, alg.name, task.name),
         limits=suite.limits.model_dump(),
         tuning=tuning,
+        policy={} if suite.policy.is_default else suite.policy.model_dump(),
     )
 
 
@@ -746,6 +782,33 @@ def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, di
         cls = host.algorithm(alg.name)
         space = cls.tuning_space(policy_kind(host.task(task).kind))
     return check_space(space, f"tuning.space.{label}")
+
+
+def _check_policy(suite: Suite, host: Any, where: Callable[..., str]) -> None:
+    """The policy section against the tasks and algorithms: its switches need neural policies,
+    and LoRA an algorithm that does not declare it cannot train adapters."""
+    from harness.algorithm import policy_kind
+
+    policy = suite.policy
+    if policy.is_default:
+        return
+    key = next(k for k in ("lora", "activation_checkpointing")
+               if getattr(policy, k) != PolicySpec.model_fields[k].default)
+    for task in suite.tasks:
+        if policy_kind(host.task(task.name).kind) != "neural":
+            raise ConfigError(
+                f"{where('policy', key)}: policy.{key}: applies to neural policies (a language "
+                f"model); task '{task.name}' has a tabular policy"
+            )
+    if policy.lora is None:
+        return
+    for i, alg in enumerate(suite.algorithms):
+        if not getattr(host.algorithm(alg.name), "supports_lora", True):
+            raise ConfigError(
+                f"{where('policy', 'lora')}: policy.lora: algorithm '{alg.name}' "
+                f"(algorithms.{i}) declares that it cannot train LoRA adapters "
+                f"(supports_lora = False)"
+            )
 
 
 def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
