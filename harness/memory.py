@@ -272,9 +272,11 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
         return plan
     options = spec.get("policy") or {}
     model, dtype, prompt_len, gold_path = _skeleton(task_cls, params)
-    weights = _bytes(model.parameters())
+    base_bytes = _bytes(model.parameters())
+    head_bytes, head_tensors = _backbone_bytes(model, dtype)
+    weights = base_bytes
     trainable = list(model.parameters())
-    if options.get("lora"):
+    if options.get("lora"):  # on the skeleton itself: the base's sizes are counted above
         from harness.lora import apply_lora
         from harness.lm import LMPolicy
 
@@ -306,7 +308,7 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
     else:
         values = layers * (17 * train_rows * seq * hidden + 2.5 * heads * seq * seq * train_rows)
     activations = int(values * width) + 2 * train_rows * response_len * vocab * 4
-    task_model = ModelPlan("task model (π_ref as loaded)", parameters=_bytes(model.parameters()))
+    task_model = ModelPlan("task model (π_ref as loaded)", parameters=base_bytes)
     plan.models.append(task_model)
     plan.models.append(ModelPlan(
         "policy", parameters=weights, gradients=grads, optimizer=slots * grads + step_bytes,
@@ -316,7 +318,6 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
         plan.notes.append("π_ref: the policy's base with its LoRA adapters off (no copy)")
     else:
         plan.models.append(ModelPlan("π_ref", parameters=task_model.parameters))
-    head_bytes, head_tensors = _backbone_bytes(model, dtype)
     evaluators = evaluation["evaluators"]
     fitted = spec["reward_model"]["kind"] == "fitted"
     if fitted and ("reward" in algo_cls.needs or "proxy_reward" in evaluators):

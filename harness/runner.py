@@ -397,6 +397,8 @@ def run_one(
         context = build_context(task, algo_cls, seed=spec["seed"], preferences=data,
                                 reward_model=reward_model if "reward" in algo_cls.needs else None,
                                 policy_options=spec.get("policy"))
+        if context.reward_model is not None:  # one copy of r̂: the context's serves the evaluator
+            reward_model = context.reward_model
         algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         models_resident = algo.models_resident()
         meter = context.meter
