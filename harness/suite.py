@@ -125,6 +125,33 @@ class RewardModelSpec(_Strict):
     holdout_fraction: Float = Field(0.1, gt=0, lt=1)
 
 
+class LoRASpec(_Strict):
+    """LoRA adapters through ``peft`` (see :mod:`harness.lora`): only they train, and π_ref is
+    the same base model with them switched off."""
+
+    r: Int = Field(8, ge=1, description="Rank of each adapter.")
+    alpha: Float = Field(16.0, gt=0, description="Scale numerator: an update is (alpha/r)·BA.")
+    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description="Last names of the linear layers to adapt (e.g. "
+        "[q_proj, v_proj]); default: every linear layer but the output head.",
+    )
+
+
+class PolicySpec(_Strict):
+    """How a neural policy is trained and held in memory (no effect on tabular tasks' runs:
+    a suite that sets one of these with a tabular task is refused)."""
+
+    lora: LoRASpec | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them."
+    )
+
+    @property
+    def is_default(self) -> bool:
+        return self == PolicySpec()
+
+
 class AlgorithmSpec(_Strict):
     name: str = Field(description="A registered algorithm.")
     label: str | None = Field(None, description="How reports name it (default: its name).")
@@ -136,6 +163,10 @@ class AlgorithmSpec(_Strict):
     )
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict, description="Config fields to sweep: every combination runs."
+    )
+    policy: PolicySpec | None = Field(
+        None, description="This algorithm's policy section, if not the suite's (e.g. one LoRA "
+        "variant beside full fine-tuning).",
     )
 
     @field_validator("sweep")
@@ -274,33 +305,6 @@ class TuningSpec(_Strict):
         if v is None and info.data.get("objective") == "gold_at_kl":
             raise ValueError("objective gold_at_kl needs kl_budget")
         return v
-
-
-class LoRASpec(_Strict):
-    """LoRA adapters through ``peft`` (see :mod:`harness.lora`): only they train, and π_ref is
-    the same base model with them switched off."""
-
-    r: Int = Field(8, ge=1, description="Rank of each adapter.")
-    alpha: Float = Field(16.0, gt=0, description="Scale numerator: an update is (alpha/r)·BA.")
-    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
-    target_modules: list[str] | None = Field(
-        None, min_length=1, description="Last names of the linear layers to adapt (e.g. "
-        "[q_proj, v_proj]); default: every linear layer but the output head.",
-    )
-
-
-class PolicySpec(_Strict):
-    """How a neural policy is trained and held in memory (no effect on tabular tasks' runs:
-    a suite that sets one of these with a tabular task is refused)."""
-
-    lora: LoRASpec | None = Field(None, description="Train LoRA adapters instead of all weights.")
-    activation_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass instead of keeping them."
-    )
-
-    @property
-    def is_default(self) -> bool:
-        return self == PolicySpec()
 
 
 class Suite(_Strict):
@@ -712,6 +716,7 @@ def make_spec(
     budget = task.budget or suite.budget
     cls = host.algorithm(alg.name)
     values = {**alg.config, **alg.per_task.get(task.name, {}), **extra}
+    policy = alg.policy if alg.policy is not None else suite.policy
     return RunSpec(
         suite=suite.name,
         task=task.name,
@@ -732,7 +737,7 @@ def make_spec(
         code=code_identity(host, alg.name, task.name),
         limits=suite.limits.model_dump(),
         tuning=tuning,
-        policy={} if suite.policy.is_default else suite.policy.model_dump(),
+        policy={} if policy.is_default else policy.model_dump(),
     )
 
 
@@ -785,27 +790,29 @@ def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, di
 
 
 def _check_policy(suite: Suite, host: Any, where: Callable[..., str]) -> None:
-    """The policy section against the tasks and algorithms: its switches need neural policies,
-    and LoRA an algorithm that does not declare it cannot train adapters."""
+    """Each algorithm's policy section (its own, else the suite's) against the tasks and the
+    algorithm: its switches need neural policies, and LoRA an algorithm that does not declare
+    it cannot train adapters."""
     from harness.algorithm import policy_kind
 
-    policy = suite.policy
-    if policy.is_default:
-        return
-    key = next(k for k in ("lora", "activation_checkpointing")
-               if getattr(policy, k) != PolicySpec.model_fields[k].default)
-    for task in suite.tasks:
-        if policy_kind(host.task(task.name).kind) != "neural":
-            raise ConfigError(
-                f"{where('policy', key)}: policy.{key}: applies to neural policies (a language "
-                f"model); task '{task.name}' has a tabular policy"
-            )
-    if policy.lora is None:
-        return
     for i, alg in enumerate(suite.algorithms):
-        if not getattr(host.algorithm(alg.name), "supports_lora", True):
+        policy, at = (alg.policy, ("algorithms", i, "policy")) if alg.policy is not None else \
+            (suite.policy, ("policy",))
+        if policy.is_default:
+            continue
+        key = next(k for k in ("lora", "activation_checkpointing")
+                   if getattr(policy, k) != PolicySpec.model_fields[k].default)
+        name = ".".join(map(str, (*at, key)))
+        for task in suite.tasks:
+            if policy_kind(host.task(task.name).kind) != "neural":
+                raise ConfigError(
+                    f"{where(*at, key)}: {name}: applies to neural policies (a language "
+                    f"model); task '{task.name}' has a tabular policy"
+                )
+        if policy.lora is not None and not getattr(host.algorithm(alg.name), "supports_lora",
+                                                   True):
             raise ConfigError(
-                f"{where('policy', 'lora')}: policy.lora: algorithm '{alg.name}' "
+                f"{where(*at, 'lora')}: {'.'.join(map(str, at))}.lora: algorithm '{alg.name}' "
                 f"(algorithms.{i}) declares that it cannot train LoRA adapters "
                 f"(supports_lora = False)"
             )

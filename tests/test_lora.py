@@ -137,6 +137,25 @@ def test_lora_with_a_tabular_task_is_refused(tmp_path):
         validate(path)
 
 
+def test_an_algorithms_own_policy_section_is_checked_and_named(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: lora-check
+        tasks:
+          - name: bandit
+        algorithms:
+          - name: dpo
+          - name: dpo
+            label: dpo-lora
+            policy: {lora: {r: 4}}
+        seeds: [0]
+        budget: {steps: 1}
+        """))
+    with pytest.raises(ConfigError, match=r":8: algorithms.1.policy.lora: applies to neural "
+                                          r"policies .* task 'bandit' has a tabular policy"):
+        validate(path)
+
+
 def test_an_algorithm_that_cannot_train_adapters_is_refused(tmp_path, monkeypatch):
     host = get_plugin_host()
     monkeypatch.setattr(host.algorithm("dpo"), "supports_lora", False)
