@@ -176,8 +176,7 @@ def main() -> None:
     model = common.build_model(args.size, suppress_special=False)
     data = make_data(args, tokenizer)
     steps_trl = args.warmup + args.rounds * args.steps
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bf16"
-                else torch.autocast("cpu", enabled=False))
+    autocast = common.autocast(args, device)
 
     if args.child:  # peak memory of one side, in a fresh process
         preload()  # the same imports in both children, before the baseline

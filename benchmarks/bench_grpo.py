@@ -167,8 +167,7 @@ def main() -> None:
 
     reward_model = LMRewardModel(model, seed=1).eval()
     steps_trl = args.warmup + args.rounds * args.steps
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bf16"
-                else torch.autocast("cpu", enabled=False))
+    autocast = common.autocast(args, device)
 
     if args.child:  # peak memory of one side, in a fresh process
         preload()  # the same imports in both children, before the baseline

@@ -213,8 +213,7 @@ def main() -> None:
 
     reward_model = LMRewardModel(model, seed=1).eval()
     steps_trl = args.warmup + args.rounds * args.steps
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bf16"
-                else torch.autocast("cpu", enabled=False))
+    autocast = common.autocast(args, device)
 
     def trl_value_model():
         return LMValueModel(model, seed=0)  # what ours builds: the task's critic, seed 0

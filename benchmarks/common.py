@@ -136,6 +136,15 @@ def setup(args: argparse.Namespace) -> torch.device:
     return torch.device(args.device)
 
 
+def autocast(args: argparse.Namespace, device: torch.device) -> Any:
+    """The context our steps run in: the harness runner's (:func:`harness.runner.
+    precision_context`: bf16 autocast without the weight-cast cache, so that each update of a
+    step computes with the weights the previous one left)."""
+    from harness.runner import precision_context
+
+    return precision_context(device, "bf16" if args.dtype == "bf16" else "fp32")
+
+
 def temp_dir(prefix: str) -> str:
     """A temporary folder (TRL's output folder, a saved model) removed when the process exits."""
     path = tempfile.mkdtemp(prefix=prefix)

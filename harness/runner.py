@@ -12,6 +12,7 @@ FLOPs, so any of them can serve as the x-axis of a comparison.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -121,6 +122,41 @@ def train(
 # --- one run of a suite ---------------------------------------------------------------------
 
 
+def precision_context(device: str | torch.device, precision: str) -> Any:
+    """The context every computation of a run executes in: bf16 autocast on ``device``'s type
+    for ``precision: bf16``, nothing for ``fp32``.
+
+    The autocast weight-cast cache is disabled (``cache_enabled=False``). With it, the bf16 copy
+    of each fp32 parameter is made once and reused until the *outermost* autocast region exits;
+    a step is one region, so after its first ``optimizer.step()`` every layer would keep
+    computing with the weights the step began with (PPO's ratio ρ ≡ 1 within a step, the clip
+    never binding, the critic frozen), and a cast cached under ``no_grad`` (the rollout) would
+    carry no gradient on torch releases before pytorch#158232. Without the cache each layer
+    casts its current weights at every call: a cast per forward, negligible beside the matmul.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ConfigError(f"unknown precision '{precision}' (use 'fp32' or 'bf16')")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def check_precision(device: str, precision: str) -> None:
+    """Raise :class:`ConfigError` when ``device`` (resolved) cannot honour ``precision``.
+
+    bf16 on CUDA needs native bf16 arithmetic (compute capability 8.0 or later); an older card
+    would emulate it, far slower, while the run id and the report say bf16.
+    """
+    if precision != "bf16" or torch.device(device).type != "cuda":
+        return
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name(torch.device(device))
+        raise ConfigError(
+            f"precision bf16: the CUDA device ({name}) has no native bf16 arithmetic "
+            f"(compute capability 8.0 or later); use precision fp32"
+        )
+
+
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
     if device == "auto":
@@ -221,7 +257,6 @@ def run_one(
     saved), a NaN/inf metric or a KL beyond ``divergence.max_kl`` marks it ``diverged``.
     ``on_step`` receives the fraction of the budget spent after every step.
     """
-    import contextlib
     import logging
     import time
     import traceback
@@ -265,6 +300,7 @@ def run_one(
     try:
         host = get_plugin_host()
         device = resolve_device(spec["device"])
+        check_precision(device, spec["precision"])
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         task = build_task(host, spec, device)
@@ -282,7 +318,14 @@ def run_one(
         )
         context = build_context(task, algo_cls, seed=spec["seed"], preferences=data,
                                 reward_model=reward_model if "reward" in algo_cls.needs else None)
-        algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
+
+        def precision() -> Any:
+            return precision_context(device, spec["precision"])
+
+        # Built in the run's precision: what an algorithm computes once up front (DPO's and
+        # IPO's reference log-probs) must match what its steps compute.
+        with precision():
+            algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         models_resident = algo.models_resident()
         meter = context.meter
         exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
@@ -290,11 +333,6 @@ def run_one(
         budget_kind, budget = next(iter(spec["budget"].items()))
         every = spec["evaluation"]["every"]
         max_kl = spec["divergence"]["max_kl"]
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if spec["precision"] == "bf16" and device == "cuda"
-            else contextlib.nullcontext()
-        )
         logger.info("start %s on %s (%s), budget %s=%s", spec["label"], spec["task"], device,
                     budget_kind, budget)
 
@@ -314,7 +352,7 @@ def run_one(
             )
             out: dict[str, float] = {}
             assert meter is not None
-            with meter.phase("eval"), torch.no_grad(), autocast:
+            with meter.phase("eval"), torch.no_grad(), precision():
                 was_training = policy.training
                 policy.eval()
                 for ev in evaluators:
@@ -327,7 +365,7 @@ def run_one(
         done = False
         while not done:
             step += 1
-            with autocast:
+            with precision():
                 metrics = algo.step()
             peak_rss = max(peak_rss, process.memory_info().rss)
             metrics["models_resident"] = float(models_resident)
