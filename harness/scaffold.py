@@ -225,7 +225,7 @@ from __MODULE__ import __CLASS__
 # The checks run on the bandit task, a table of logits: it wants a larger step than an LM.
 TABULAR = {"learning_rate": 0.1}
 
-# One test per check: config, metrics, accounting, determinism, finite, improves.
+# One test per check: config, metrics, accounting, determinism, finite, improves, devices.
 test_conformance = conformance_tests(__CLASS__, config=TABULAR)
 
 

@@ -21,3 +21,105 @@ def test_cuda_without_a_gpu_is_a_named_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="device 'cuda' requested, but torch sees no CUDA"):
         resolve_device("cuda")
+
+
+# --- every algorithm and evaluator keeps a run's tensors on its device ----------------------------
+# ``stand_in_device`` runs code that asks for "cuda" on the CPU and fails any op that a GPU run
+# would reject for mixing devices (harness/device_trace.py).
+
+from harness.device_trace import STAND_IN, DeviceMixError, stand_in_device  # noqa: E402
+
+SMALL = {
+    "ppo": {"rollout_batch_size": 8, "num_mini_batches": 2, "num_ppo_epochs": 2},
+    "grpo": {"prompts_per_step": 2, "num_generations": 2, "num_iterations": 2},
+    "rloo": {"prompts_per_step": 2, "k": 2},
+    "dpo": {"batch_size": 4},
+    "ipo": {"batch_size": 4},
+    "bon": {},
+}
+"""Small configs: the check is of placement, not of learning."""
+
+
+def make_task(name: str, device: str):
+    if name == "bandit":
+        from harness.tasks.bandit import BanditParams, BanditTask
+
+        return BanditTask(BanditParams(num_prompts=4, num_arms=8), seed=0, device=device)
+    if name == "token":
+        from harness.tasks.token import TokenParams, TokenTask
+
+        return TokenTask(TokenParams(num_prompts=4, vocab_size=3, max_len=4), seed=0,
+                         device=device)
+    tiny_lm = pytest.importorskip("harness.tasks.tiny_lm")
+    params = tiny_lm.TinyLMParams(max_new_tokens=4, num_eval_prompts=8)
+    return tiny_lm.TinyLMTask(params, seed=0, device=device)
+
+
+@pytest.mark.parametrize("task_name", ["bandit", "token", "tiny-lm"])
+def test_every_algorithm_and_evaluator_keeps_the_run_on_its_device(task_name):
+    from harness.annotator import simulate_preferences
+    from harness.evaluators import EvalContext
+    from harness.exact import ExactProblem
+    from harness.plugins import get_plugin_host
+    from harness.preference import BradleyTerry
+    from harness.runner import build_context, make_algorithm
+
+    host = get_plugin_host()
+    algorithms = host.names("algorithm")
+    assert set(SMALL) <= set(algorithms)
+    for name in algorithms:
+        cls = host.algorithm(name)
+        with stand_in_device() as trace:
+            task = make_task(task_name, STAND_IN)
+            prefs = (simulate_preferences(task, BradleyTerry(1.0), num_pairs=16, seed=0)
+                     if "preferences" in cls.needs else None)
+            # r̂ as the runner gives it: the task's reward model (an LM with a scalar head on
+            # tiny-lm), copied to the device by build_context
+            ctx = build_context(task, cls, seed=0, preferences=prefs,
+                                reward_model=task.make_reward_model())
+            assert trace.on_device(next(ctx.policy.parameters())), name
+            algo = make_algorithm(cls, SMALL.get(name, {}), ctx)
+            for _ in range(2):
+                algo.step()
+            exact = ExactProblem.from_task(task) if task.enumerate_responses() else None
+            evaluation = EvalContext(
+                task=task, policy=algo.eval_policy(), reference=ctx.reference,
+                reward_model=task.make_reward_model().to(STAND_IN), beta=0.1,
+                samples_per_prompt=2, seed=0, exact=exact,
+            )
+            results: dict[str, float] = {}
+            with torch.no_grad():
+                for evaluator in host.names("evaluator"):
+                    results.update(host.evaluator(evaluator)().evaluate(evaluation))
+            assert {"gold_reward", "proxy_reward", "kl_ref"} <= set(results), name
+            assert trace.device_ops > 100  # the run did run on the (stand-in) device
+
+
+def test_the_stand_in_device_fails_what_a_gpu_would():
+    with stand_in_device() as trace:
+        x = torch.ones(3, device=STAND_IN)
+        assert x.device == torch.device(STAND_IN) and x.is_cuda and trace.on_device(x)
+        assert trace.on_device(x[1:]) and trace.on_device(x * 2)  # views and results follow
+        host = x.cpu()
+        assert not trace.on_device(host) and trace.on_device(x)  # .cpu() copies, x stays
+        with pytest.raises(DeviceMixError, match="meets a CPU tensor"):
+            x + host
+        with pytest.raises(DeviceMixError, match="meets a CPU tensor"):
+            torch.stack([x, torch.zeros(3)])
+        with pytest.raises(DeviceMixError, match="cannot become numpy"):
+            x.numpy()
+        g = torch.Generator(device=STAND_IN).manual_seed(0)
+        assert isinstance(g, torch.Generator) and g.device == torch.device(STAND_IN)
+        with pytest.raises(DeviceMixError, match="generator on the device draws a tensor on"):
+            torch.randint(4, (2,), generator=g)
+        assert trace.on_device(torch.randint(4, (2,), generator=g, device=g.device))
+        with pytest.raises(DeviceMixError, match="generator on the CPU draws"):
+            torch.rand(2, generator=torch.Generator(), device=STAND_IN)
+        # what CUDA allows: a 0-dim CPU tensor, CPU indices, copies across
+        assert trace.on_device(x * torch.tensor(2.0))
+        assert trace.on_device(x[torch.tensor([0, 2])])
+        host.copy_(x)
+        layer = torch.nn.Linear(3, 2).to(STAND_IN)
+        assert trace.on_device(layer.weight) and layer.weight.device.type == STAND_IN
+        layer(x).sum().backward()
+        assert trace.on_device(layer.weight.grad)
