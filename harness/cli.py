@@ -93,17 +93,23 @@ def new_plugin(name: str, parent: str) -> None:
 
 @cli.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
-def validate(suite_file: str) -> None:
-    """Check a suite file: keys, types, plugin names, configs and combinations.
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="The executor the suite will run under.")
+def validate(suite_file: str, executor: str) -> None:
+    """Check a suite file: keys, types, plugin names, configs and combinations, and what it asks
+    of the devices (this host's for the local executor; GPUs requested under Ray).
 
     Prints the number of runs it expands to; a problem is one line naming the file, the line and
-    the key, with exit status 2.
+    the key, with exit status 2. Warnings (one line each) go to stderr.
     """
     from harness.plugins import get_plugin_host
-    from harness.suite import check_suite, load_suite
+    from harness.suite import check_placement, check_suite, load_suite
 
     suite = load_suite(suite_file)
-    runs = check_suite(suite, suite_file, get_plugin_host())
+    host = get_plugin_host()
+    runs = check_suite(suite, suite_file, host)
+    for warning in check_placement(suite, suite_file, host, executor=executor):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(
         f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
         f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
@@ -138,11 +144,14 @@ def run(
 
     from harness.executors import run_specs
     from harness.plugins import get_plugin_host
-    from harness.suite import check_suite, load_suite
+    from harness.suite import check_placement, check_suite, load_suite
     from harness.tracking import wandb_enabled
 
     suite = load_suite(suite_file)
-    specs = check_suite(suite, suite_file, get_plugin_host())
+    host = get_plugin_host()
+    specs = check_suite(suite, suite_file, host)
+    for warning in check_placement(suite, suite_file, host, executor=executor):
+        click.echo(f"warning: {warning}", err=True)
     if executor == "local":
         from harness.runner import resolve_device
 

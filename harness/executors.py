@@ -119,6 +119,12 @@ def run_specs(
         elif executor == "local":
             _pool(pending, root, wandb, workers, bar)
         elif executor == "ray":
+            blind = [s for s in pending if s.device == "cuda" and not s.gpus]
+            if blind:
+                raise ConfigError(
+                    f"{blind[0].suite}: device cuda under the ray executor needs gpus_per_run > 0 "
+                    f"(Ray hides the GPUs from a run that requests none)"
+                )
             _ray(pending, root, wandb, address, ray_timeout, bar)
         else:
             raise ConfigError(f"unknown executor '{executor}' (use 'local' or 'ray')")

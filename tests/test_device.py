@@ -123,3 +123,132 @@ def test_the_stand_in_device_fails_what_a_gpu_would():
         assert trace.on_device(layer.weight) and layer.weight.device.type == STAND_IN
         layer(x).sum().backward()
         assert trace.on_device(layer.weight.grad)
+
+
+# --- what a suite asks of the devices: `validate` says it in one line -----------------------------
+
+PLACEMENT = """\
+name: placement
+tasks:
+  - name: bandit
+    params: {num_prompts: 2, num_arms: 4}
+algorithms:
+  - name: dpo
+seeds: [0]
+budget: {steps: 1}
+"""
+
+
+def validate(tmp_path, capsys, text: str, *args: str) -> tuple[int, str, str, str]:
+    """``rlhf-harness validate`` on ``text``: (exit status, stdout, stderr, the file's path)."""
+    from harness.cli import main
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    code = 0
+    try:
+        main(["validate", str(path), *args])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err, str(path)
+
+
+def test_cuda_under_ray_without_gpus_is_a_one_line_error(tmp_path, capsys):
+    text = PLACEMENT + "device: cuda\n"
+    assert validate(tmp_path, capsys, text)[0] == 0  # locally: the run's host is checked later
+    code, _, err, path = validate(tmp_path, capsys, text, "--executor", "ray")
+    assert code == 2
+    assert err.strip() == (
+        f"rlhf-harness: error: {path}:9: gpus_per_run: device cuda under the ray executor needs "
+        f"gpus_per_run > 0 (Ray hides the GPUs from a run that requests none)"
+    )
+    code, _, err, _ = validate(tmp_path, capsys, text + "gpus_per_run: 1\n", "--executor", "ray")
+    assert code == 0 and err == ""
+
+
+def test_auto_under_ray_without_gpus_warns_that_every_run_is_on_the_cpu(tmp_path, capsys):
+    code, out, err, path = validate(tmp_path, capsys, PLACEMENT + "gpus_per_run: 0\n",
+                                    "--executor", "ray")
+    assert code == 0 and "ok: 1 runs" in out
+    assert err.strip() == (
+        f"warning: {path}:9: gpus_per_run: 0 with device auto under the ray executor: Ray hides "
+        f"the GPUs from a run that requests none, so every run is on the CPU"
+    )
+
+
+def test_a_ray_run_of_cuda_specs_without_gpus_is_refused_before_ray_starts(tmp_path):
+    import dataclasses
+
+    from harness.executors import run_specs
+    from harness.plugins import get_plugin_host
+    from harness.suite import check_suite, load_suite
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(PLACEMENT)
+    specs = [dataclasses.replace(s, device="cuda") for s in
+             check_suite(load_suite(path), path, get_plugin_host())]
+    with pytest.raises(ConfigError, match="device cuda under the ray executor needs gpus_per"):
+        run_specs(specs, str(tmp_path / "runs"), executor="ray", wandb=False, progress=False)
+
+
+def test_bf16_on_a_host_that_cannot_honour_it_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    text = PLACEMENT + "precision: bf16\n"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err, path = validate(tmp_path, capsys, text)
+    assert code == 2
+    assert err.strip() == (
+        f"rlhf-harness: error: {path}:9: precision: bf16 with device auto, on a host without a "
+        f"CUDA device: the runs would be on the CPU; use precision fp32, or a GPU host"
+    )
+    # a GPU without native bf16 (compute capability < 8.0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    code, _, err, path = validate(tmp_path, capsys, text)
+    assert code == 2
+    assert err.strip() == (
+        f"rlhf-harness: error: {path}:9: precision: bf16, but this host's CUDA device (Tesla "
+        f"V100) has no native bf16 arithmetic (compute capability 8.0 or later); use precision "
+        f"fp32"
+    )
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert validate(tmp_path, capsys, text)[0] == 0
+
+
+def test_a_run_refuses_bf16_on_a_gpu_without_native_bf16(monkeypatch):
+    from harness.runner import check_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(ConfigError, match=r"CUDA device \(Tesla T4\) has no native bf16"):
+        check_precision("cuda", "bf16")
+    check_precision("cuda", "fp32")
+    check_precision("cpu", "bf16")  # CPU autocast: what the run asks, honoured
+
+
+HF_BF16 = """\
+name: hf-bf16
+tasks:
+  - name: hf
+    params: {{model: /models/m, prompts: p.jsonl, dtype: {dtype}}}
+algorithms:
+  - name: ppo
+  - name: dpo
+    config: {{learning_rate: 0.001}}
+seeds: [0]
+budget: {{steps: 1}}
+"""
+
+
+def test_pure_bf16_hf_weights_with_adam_at_a_tiny_learning_rate_warn(tmp_path, capsys):
+    code, _, err, path = validate(tmp_path, capsys, HF_BF16.format(dtype="bfloat16"))
+    assert code == 0
+    # ppo at its default 3e-6 warns; dpo at 1e-3 moves weights up to 0.5: no warning
+    assert err.strip() == (
+        f"warning: {path}:4: tasks.0.params.dtype: bfloat16 weights trained by algorithms.0 "
+        f"(ppo) with Adam at learning_rate 3e-06: an update below half an ulp (2^-9·|w|) rounds "
+        f"away, so no weight larger than 0.0015 in magnitude ever changes; load float32 weights "
+        f"and set precision: bf16 instead"
+    )
+    assert validate(tmp_path, capsys, HF_BF16.format(dtype="float32"))[2] == ""
