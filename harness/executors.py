@@ -8,7 +8,10 @@ failures are captured by ``run_one``; an executor only has to handle runs that c
 - ``local`` with ``workers=1`` (the default): sequentially, in this process, with a progress bar
   for the suite and one for the current run.
 - ``local`` with ``workers=N``: a pool of N worker processes (``spawn``): shared preference data
-  and reward models are built first, in this process, so that workers never duplicate them.
+  and reward models are built first, in one child process (so that this process never holds a
+  CUDA context of its own), so that workers never duplicate them. When the runs are on CUDA,
+  worker i is given GPU i (``CUDA_VISIBLE_DEVICES``) and N may not exceed the visible GPUs:
+  runs sharing a GPU would slow each other down, and the report compares their wall times.
 - ``ray``: each run is a Ray task requesting ``gpus_per_run`` GPUs (and one CPU); ``address``
   joins an existing cluster, otherwise a local instance is started. The store must be on a
   filesystem every node sees. ``ray.get`` always has a timeout: a task asking for GPUs that no
@@ -23,6 +26,7 @@ import os
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.errors import ConfigError
 from harness.store import RunStore
@@ -159,14 +163,56 @@ def _mark_lost(root: str, spec: RunSpec, error: str) -> str:
     return "failed"
 
 
+def _visible_gpus() -> list[str]:
+    """The CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` or all), as that variable
+    names them; no CUDA context is created."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _worker_gpus(pending: list[RunSpec], workers: int) -> list[str]:
+    """The GPUs to hand to the workers, one each; [] when the runs are not on CUDA."""
+    gpus = _visible_gpus()
+    if not gpus or not any(s.device in ("cuda", "auto") for s in pending):
+        return []
+    if workers > len(gpus):
+        raise ConfigError(
+            f"--workers {workers} with {len(gpus)} visible GPU(s): runs would share a GPU and "
+            f"slow each other down, and the report compares their wall times; use --workers "
+            f"{len(gpus)} or fewer"
+        )
+    return gpus
+
+
+def _assign_gpu(counter: Any, gpus: list[str]) -> None:
+    """Pool initializer: the next worker's own GPU, before anything in it touches CUDA."""
+    if not gpus:
+        return
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+
+
 def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Progress) -> None:
     from harness.runner import run_one
 
-    _prepare_shared(pending, root)
+    gpus = _worker_gpus(pending, workers)
     ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_assign_gpu,
+                                initargs=(ctx.Value("i", 0), gpus[:1])) as prepare:
+        prepare.submit(_prepare_shared, pending, root).result()
     remaining = list(pending)
     while remaining:
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        counter = ctx.Value("i", 0)
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_assign_gpu,
+                                    initargs=(counter, gpus)) as pool:
             futures = {pool.submit(run_one, s.as_dict(), root, wandb=wandb): s for s in remaining}
             remaining = []
             broken = False
@@ -190,7 +236,8 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
 
 
 def _prepare_shared(pending: list[RunSpec], root: str) -> None:
-    """Build each (task, seed)'s preference data and reward model once, before the workers."""
+    """Build each (task, seed)'s preference data and reward model once, before the workers (in a
+    process of its own: see the module docstring)."""
     from harness.config import config_hash
     from harness.plugins import get_plugin_host
     from harness.runner import build_task, resolve_device, shared_artifacts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -252,3 +254,47 @@ def test_pure_bf16_hf_weights_with_adam_at_a_tiny_learning_rate_warn(tmp_path, c
         f"and set precision: bf16 instead"
     )
     assert validate(tmp_path, capsys, HF_BF16.format(dtype="float32"))[2] == ""
+
+
+# --- local worker processes and GPUs --------------------------------------------------------------
+
+
+def fake_gpus(monkeypatch, count: int, visible: str | None = None) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+
+
+def test_each_worker_gets_its_own_gpu(monkeypatch):
+    import multiprocessing
+
+    from harness.executors import _assign_gpu, _worker_gpus
+    from harness.suite import RunSpec
+
+    spec = RunSpec("s", "bandit", {}, "dpo", "dpo", {}, {}, 0, {}, {}, {"steps": 1}, {}, {},
+                   "cuda", "fp32", 0.0)
+    fake_gpus(monkeypatch, 4)
+    assert _worker_gpus([spec], 3) == ["0", "1", "2", "3"]
+    fake_gpus(monkeypatch, 4, visible="5,7")  # the devices this process was given
+    gpus = _worker_gpus([spec], 2)
+    assert gpus == ["5", "7"]
+    with pytest.raises(ConfigError, match=r"--workers 3 with 2 visible GPU\(s\): runs would share"):
+        _worker_gpus([spec], 3)
+    assert _worker_gpus([dataclasses_replace(spec, device="cpu")], 3) == []
+    fake_gpus(monkeypatch, 0)
+    assert _worker_gpus([spec], 3) == []
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    seen = []
+    for _ in range(2):  # what each worker's initializer does, in turn
+        _assign_gpu(counter, gpus)
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["5", "7"]
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
