@@ -268,30 +268,28 @@ def fake_gpus(monkeypatch, count: int, visible: str | None = None) -> None:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
 
 
-def test_each_worker_gets_its_own_gpu(monkeypatch):
-    import multiprocessing
+SPEC = {"suite": "s", "task": "bandit", "task_params": {}, "algorithm": "dpo", "label": "dpo",
+        "algorithm_config": {}, "sweep_point": {}, "seed": 0, "preferences": {},
+        "reward_model": {}, "budget": {"steps": 1}, "evaluation": {}, "divergence": {},
+        "device": "cpu", "precision": "fp32", "gpus": 0.0}
 
-    from harness.executors import _assign_gpu, _worker_gpus
+
+def test_each_worker_gets_its_own_gpu(monkeypatch):
+    from harness.executors import _use_gpu, _worker_gpus
     from harness.suite import RunSpec
 
-    spec = RunSpec("s", "bandit", {}, "dpo", "dpo", {}, {}, 0, {}, {}, {"steps": 1}, {}, {},
-                   "cuda", "fp32", 0.0)
+    spec = RunSpec(**{**SPEC, "device": "cuda"})
     fake_gpus(monkeypatch, 4)
-    assert _worker_gpus([spec], 3) == ["0", "1", "2", "3"]
+    assert _worker_gpus([spec], 3) == ["0", "1", "2"]
     fake_gpus(monkeypatch, 4, visible="5,7")  # the devices this process was given
-    gpus = _worker_gpus([spec], 2)
-    assert gpus == ["5", "7"]
+    assert _worker_gpus([spec], 2) == ["5", "7"]
     with pytest.raises(ConfigError, match=r"--workers 3 with 2 visible GPU\(s\): runs would share"):
         _worker_gpus([spec], 3)
     assert _worker_gpus([dataclasses_replace(spec, device="cpu")], 3) == []
     fake_gpus(monkeypatch, 0)
     assert _worker_gpus([spec], 3) == []
-    counter = multiprocessing.get_context("spawn").Value("i", 0)
-    seen = []
-    for _ in range(2):  # what each worker's initializer does, in turn
-        _assign_gpu(counter, gpus)
-        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
-    assert seen == ["5", "7"]
+    _use_gpu("7")  # what a worker does first, before anything touches CUDA
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"
 
 
 def dataclasses_replace(obj, **changes):
