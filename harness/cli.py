@@ -8,6 +8,7 @@ Every command imports what it needs inside its body, so ``rlhf-harness --help`` 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -165,6 +166,10 @@ def run(
     specs = check_suite(suite, suite_file, host, allow_large=allow_large)
     for warning in check_placement(suite, suite_file, host, executor=executor):
         click.echo(f"warning: {warning}", err=True)
+    if suite.deterministic:  # before anything makes a cuBLAS handle; workers inherit it
+        from harness.runner import CUBLAS_WORKSPACE
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     if executor == "local":
         from harness.runner import resolve_device
 

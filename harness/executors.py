@@ -1,7 +1,12 @@
 """Executors: where a suite's runs execute — this process, local worker processes, or Ray.
 
 Every executor runs :func:`harness.runner.run_one` on each pending spec and writes to the same
-run store, so their results are interchangeable: the same seeds give the same store. A run's own
+run store, so their results are interchangeable, within what the hardware makes reproducible: on
+the CPU (tabular runs on one thread; LM runs with the same thread count) the same seeds give the
+same store whatever the executor. On a GPU, kernels that accumulate with atomics or pick an
+algorithm by timing vary by an ulp from run to run, and an ulp can change a sampled token: only a
+suite with ``deterministic: true`` (deterministic kernels, slower) gives the same store again,
+and then on the same GPU model with the same library versions. A run's own
 failures are captured by ``run_one``; an executor only has to handle runs that could not report
 (a worker process that died, a Ray task lost with its node), which it marks ``failed``.
 

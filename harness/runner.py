@@ -161,6 +161,34 @@ class _Diverged(Exception):
     """A run found diverged where no metric could say so (its parameters are not finite)."""
 
 
+CUBLAS_WORKSPACE = ":4096:8"
+"""``CUBLAS_WORKSPACE_CONFIG`` for deterministic cuBLAS (CUDA's documented setting)."""
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Any:
+    """With ``enabled``: ``torch.use_deterministic_algorithms(True)`` (an op without a
+    deterministic kernel raises) and ``CUBLAS_WORKSPACE_CONFIG`` set, for the block; the previous
+    settings are restored after. cuBLAS reads the variable when it makes a handle, so a process
+    that used CUDA before the block keeps its handles: the ``run`` command sets it at start for a
+    deterministic suite, and worker processes inherit it."""
+    import os
+
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+        if env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
     if device == "auto":
@@ -388,7 +416,9 @@ def run_one(
     start = time.perf_counter()
     watch = _Watch(spec.get("limits") or {})
     context = None
+    determinism = contextlib.ExitStack()
     try:
+        determinism.enter_context(deterministic_algorithms(bool(spec.get("deterministic"))))
         host = get_plugin_host()
         device = resolve_device(spec["device"])
         check_precision(device, spec["precision"])
@@ -532,6 +562,7 @@ def run_one(
         logger.error("%s at step %d:\n%s", status, step, tb)
     finally:
         watch.close()
+        determinism.close()
     wall = time.perf_counter() - start
     summary = {
         "run_id": run_id,

@@ -242,6 +242,13 @@ class Suite(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     gpus_per_run: Float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
+    deterministic: bool = Field(
+        False,
+        description="Deterministic kernels in every run (torch.use_deterministic_algorithms, "
+        "CUBLAS_WORKSPACE_CONFIG=:4096:8): on a GPU the same seed then gives the same results, "
+        "more slowly; without it, GPU reductions may differ by an ulp from run to run, which "
+        "changes sampled tokens.",
+    )
 
     # Field validators (not a model validator), so that an error names the key and its line;
     # ``device`` is declared before both, so ``info.data`` holds it when it is valid.
@@ -301,6 +308,8 @@ class RunSpec:
     """The plugins whose code runs: distribution, version and a hash of the module source."""
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
+    deterministic: bool = False
+    """Deterministic kernels (the suite's ``deterministic``); in the run id only when set."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -310,6 +319,8 @@ class RunSpec:
         """What the run id hashes: everything that shapes the result (not the limits)."""
         out = self.as_dict()
         del out["limits"]
+        if not out["deterministic"]:  # the ids of runs from before the switch existed
+            del out["deterministic"]
         return out
 
     @property
@@ -664,6 +675,7 @@ def expand(suite: Suite, host: Any, *, allow_large: bool = False) -> list[RunSpe
                     gpus=suite.gpus_per_run,
                     code=code_identity(host, alg.name, task.name),
                     limits=suite.limits.model_dump(),
+                    deterministic=suite.deterministic,
                 )
             )
     return runs

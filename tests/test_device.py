@@ -296,3 +296,48 @@ def dataclasses_replace(obj, **changes):
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+# --- deterministic: true --------------------------------------------------------------------------
+
+
+def test_a_deterministic_suite_runs_with_deterministic_kernels(tmp_path, monkeypatch):
+    import harness.runner
+    from harness.plugins import get_plugin_host
+    from harness.runner import run_one
+    from harness.store import RunStore
+    from harness.suite import check_suite, load_suite
+
+    monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    path = tmp_path / "suite.yaml"
+    path.write_text(PLACEMENT + "device: cpu\n")
+    [plain] = check_suite(load_suite(path), path, get_plugin_host())
+    path.write_text(PLACEMENT + "device: cpu\ndeterministic: true\n")
+    [spec] = check_suite(load_suite(path), path, get_plugin_host())
+    assert spec.deterministic and not plain.deterministic
+    assert "deterministic" not in plain.identity  # ids of suites without the switch unchanged
+    assert spec.run_id != plain.run_id
+    seen = []
+    build = harness.runner.make_algorithm
+
+    def spying(*args, **kwargs):
+        algo = build(*args, **kwargs)
+        step = algo.step
+
+        def recorded():
+            seen.append((torch.are_deterministic_algorithms_enabled(),
+                         os.environ.get("CUBLAS_WORKSPACE_CONFIG")))
+            return step()
+
+        algo.step = recorded
+        return algo
+
+    monkeypatch.setattr(harness.runner, "make_algorithm", spying)
+    assert run_one(spec.as_dict(), str(tmp_path / "runs")) == "done"
+    assert seen == [(True, ":4096:8")]
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert run_one(plain.as_dict(), str(tmp_path / "runs")) == "done"
+    assert seen[1] == (False, None)
+    assert len(list(RunStore(tmp_path / "runs", "placement").records())) == 2
