@@ -309,7 +309,8 @@ class RunSpec:
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
     deterministic: bool = False
-    """Deterministic kernels (the suite's ``deterministic``); in the run id only when set."""
+    """Deterministic kernels (the suite's ``deterministic``): they change the numbers, so they
+    are in the run id."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -319,8 +320,6 @@ class RunSpec:
         """What the run id hashes: everything that shapes the result (not the limits)."""
         out = self.as_dict()
         del out["limits"]
-        if not out["deterministic"]:  # the ids of runs from before the switch existed
-            del out["deterministic"]
         return out
 
     @property
