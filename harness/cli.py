@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 
 import click
 
@@ -111,17 +112,29 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
     the key, with exit status 2. Warnings (one line each) go to stderr.
     """
     from harness.plugins import get_plugin_host
-    from harness.suite import check_placement, check_suite, load_suite
+    from harness.suite import (
+        check_placement,
+        check_suite,
+        count_runs,
+        load_suite,
+        suite_warnings,
+    )
 
     suite = load_suite(suite_file)
     host = get_plugin_host()
     runs = check_suite(suite, suite_file, host, allow_large=allow_large)
+    for warning in suite_warnings(suite, host):
+        click.echo(f"{suite_file}: warning: {warning}", err=True)
     for warning in check_placement(suite, suite_file, host, executor=executor):
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(warning, err=True)
     click.echo(
         f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
         f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
     )
+    if suite.tuning is not None:
+        click.echo(f"  before them, tuning: {count_runs(suite) - len(runs)} trial runs "
+                   f"({suite.tuning.trials} trials × {len(suite.tuning.instances)} tuning "
+                   f"instances per tuned algorithm and task)")
 
 
 @cli.command()
@@ -165,7 +178,7 @@ def run(
     host = get_plugin_host()
     specs = check_suite(suite, suite_file, host, allow_large=allow_large)
     for warning in check_placement(suite, suite_file, host, executor=executor):
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(warning, err=True)
     if suite.deterministic:  # before anything makes a cuBLAS handle; workers inherit it
         from harness.runner import CUBLAS_WORKSPACE
 
@@ -175,14 +188,35 @@ def run(
 
         resolve_device(suite.device)  # a CUDA suite on a machine without one: say so now
     store = RunStore(root, suite.name)
+    options = dict(executor=executor, workers=workers, address=address,
+                   retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
+                   progress=not no_progress and sys.stderr.isatty())
     with store.lock(wait=wait):
         atomic_write_bytes(store.path / "suite.yaml", Path(suite_file).read_bytes())
-        store.write_manifest(s.run_id for s in specs)
-        outcome = run_specs(
-            specs, root, executor=executor, workers=workers, address=address,
-            retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
-            progress=not no_progress and sys.stderr.isatty(),
-        )
+        trial_specs: list = []
+        if suite.tuning is not None:
+            from harness.suite import expand
+            from harness.tuning import run_tuning
+
+            tuned: Counter = Counter()
+
+            def run_trials(batch: list) -> None:
+                result = run_specs(batch, root, **options)
+                tuned.update(result.statuses)
+                tuned["runs"] += result.total
+
+            trial_specs, chosen = run_tuning(suite, host, root, run_trials)
+            specs = expand(suite, host, allow_large=allow_large, tuned=chosen)
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(tuned.items()) if k != "runs")
+            click.echo(f"{suite.name}: tuning: {suite.tuning.trials} trials per algorithm and "
+                       f"task, {len(trial_specs)} runs ({counts or 'all already finished'})")
+            for (task, label), choice in sorted(chosen.items()):
+                params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in choice["params"].items())
+                click.echo(f"  {task} · {label}: trial {choice['trial']}, {params} "
+                           f"({suite.tuning.objective} {choice['value']:.4g})")
+        store.write_manifest(s.run_id for s in [*trial_specs, *specs])
+        outcome = run_specs(specs, root, **options)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or \
             "nothing run"
         click.echo(f"{suite.name}: {outcome.total} runs: {counts}; {outcome.skipped} already "
