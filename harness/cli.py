@@ -132,9 +132,11 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
     )
     if suite.tuning is not None:
+        per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
+                             for t in suite.tasks)
         click.echo(f"  before them, tuning: {count_runs(suite) - len(runs)} trial runs "
-                   f"({suite.tuning.trials} trials × {len(suite.tuning.instances)} tuning "
-                   f"instances per tuned algorithm and task)")
+                   f"(trials per algorithm: {per_task}; × {len(suite.tuning.instances)} tuning "
+                   f"instances)")
 
 
 @cli.command()
@@ -208,8 +210,10 @@ def run(
             trial_specs, chosen = run_tuning(suite, host, root, run_trials)
             specs = expand(suite, host, allow_large=allow_large, tuned=chosen)
             counts = ", ".join(f"{k} {v}" for k, v in sorted(tuned.items()) if k != "runs")
-            click.echo(f"{suite.name}: tuning: {suite.tuning.trials} trials per algorithm and "
-                       f"task, {len(trial_specs)} runs ({counts or 'all already finished'})")
+            per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
+                                 for t in suite.tasks)
+            click.echo(f"{suite.name}: tuning: trials per algorithm: {per_task}; "
+                       f"{len(trial_specs)} runs ({counts or 'all already finished'})")
             for (task, label), choice in sorted(chosen.items()):
                 params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in choice["params"].items())

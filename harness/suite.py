@@ -233,6 +233,11 @@ class TuningSpec(_Strict):
     tuned algorithm, on tuning instances distinct from the suite's seeds."""
 
     trials: Int = Field(ge=1, description="Trials per algorithm and task (the same for all).")
+    trials_per_task: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="Trials on a task, if not 'trials' (e.g. fewer where a run is costly); "
+        "still the same for every algorithm.",
+    )
     sampler: Literal["random", "tpe"] = Field(
         "random", description="Optuna's sampler; 'random' keeps the expected-maximum curve exact."
     )
@@ -251,6 +256,10 @@ class TuningSpec(_Strict):
         description="Search space per label, {field: {low, high, log, int} | {choices}}; "
         "replaces the plugin's own (Algorithm.tuning_space).",
     )
+
+    def trials_for(self, task: str) -> int:
+        """The number of trials of every algorithm on ``task``."""
+        return self.trials_per_task.get(task, self.trials)
 
     @field_validator("instances")
     @classmethod
@@ -511,7 +520,8 @@ def count_runs(suite: Suite) -> int:
     runs = len(suite.tasks) * len(suite.seeds) * points
     if suite.tuning is not None:
         tuned = len(tuned_labels(suite))
-        runs += len(suite.tasks) * tuned * suite.tuning.trials * len(suite.tuning.instances)
+        for task in suite.tasks:
+            runs += tuned * suite.tuning.trials_for(task.name) * len(suite.tuning.instances)
     return runs
 
 
@@ -831,6 +841,12 @@ def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 raise ConfigError(f"{where(*at)}: tuning.{key}: no algorithm labelled "
                                   f"'{label}'{suggestion}; labels: {', '.join(labels)}")
+    tasks = [t.name for t in suite.tasks]
+    for name in tuning.trials_per_task:
+        if name not in tasks:
+            raise ConfigError(f"{where('tuning', 'trials_per_task', name)}: tuning."
+                              f"trials_per_task.{name}: no such task in this suite (tasks: "
+                              f"{', '.join(tasks)})")
     overlap = sorted(set(tuning.instances) & set(suite.seeds))
     if overlap:
         raise ConfigError(

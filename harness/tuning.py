@@ -190,6 +190,8 @@ class Study:
     space: dict[str, dict[str, Any]]
     make_specs: Callable[[int, dict[str, Any]], list[Any]]
     """``(trial number, params) → the trial's run specs`` (one per tuning instance)."""
+    trials: int = 0
+    """How many trials this study runs (0: the ``trials`` given to :func:`tune`)."""
     values: dict[int, float] = field(default_factory=dict)
     params: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -269,8 +271,9 @@ def tune(
         work: list[tuple[Study, int, dict[str, Any], list[Any], bool]] = []
         for s in studies:
             handle = handles[s.name]
+            wanted = s.trials or trials
             known = {t.number: t for t in handle.get_trials(deepcopy=False)
-                     if t.number < trials}
+                     if t.number < wanted}
             redo = []
             for number, t in sorted(known.items()):
                 specs = s.make_specs(number, dict(t.params))
@@ -281,7 +284,7 @@ def tune(
             if redo:
                 work.extend(redo)
                 continue
-            if len(known) < trials:  # every earlier trial is told: propose the next one
+            if len(known) < wanted:  # every earlier trial is told: propose the next one
                 number = len(known)
                 handle.sampler = make_sampler(sampler, trial_seed(seed, number))
                 asked = handle.ask(dists[s.name])
@@ -346,7 +349,7 @@ def suite_studies(suite: Any, host: Any) -> list[Study]:
                         for seed in tuning.instances]
 
             studies.append(Study(task=task.name, label=label, name=name, space=space,
-                                 make_specs=specs))
+                                 make_specs=specs, trials=tuning.trials_for(task.name)))
     return studies
 
 

@@ -212,7 +212,7 @@ def test_tuning_chooses_the_best_trial_and_compares_on_fresh_instances(tmp_path,
     root = tmp_path / "runs"
     run_suite(path, root)
     out = capsys.readouterr().out
-    assert "tuned: tuning: 3 trials per algorithm and task, 6 runs (done 6)" in out
+    assert "tuned: tuning: trials per algorithm: bandit 3; 6 runs (done 6)" in out
     records = list(RunStore(root, "tuned").records())
     trials = [r for r in records if (r.spec.get("tuning") or {}).get("phase") == "trial"]
     finals = [r for r in records if r not in trials]
@@ -247,7 +247,7 @@ def test_tuning_chooses_the_best_trial_and_compares_on_fresh_instances(tmp_path,
 
     report = write_report(root / "tuned", tmp_path / "report", n_boot=10, n_resamples=100)
     text = (report / "index.md").read_text()
-    assert "## Tuning" in text and "3 trials per task, each run on 1 tuning instances" in text
+    assert "## Tuning" in text and "same tuning effort (3 trials on bandit), each trial run on 1 tuning" in text
     assert (report / "figures" / "tuning.png").exists()
     chosen_csv = pd.read_csv(report / "tables" / "tuning_chosen.csv")
     assert sorted(chosen_csv["label"]) == ["dpo", "ipo"]

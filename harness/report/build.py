@@ -292,11 +292,12 @@ def tuning_section(rep: Report) -> None:
     objective = str(trials["objective"].dropna().iloc[0]) if trials["objective"].notna().any() \
         else "the objective"
     rep.add(Heading("Tuning"))
-    counts = per_trial.groupby(["task", "label"])["trial"].nunique()
-    rep.text("Every tuned algorithm had the same tuning effort: {n} trials per task, each run on "
+    counts = per_trial.groupby("task")["trial"].nunique()
+    effort = ", ".join(f"{n} trials on {task}" for task, n in counts.items())
+    rep.text("Every tuned algorithm had the same tuning effort ({effort}), each trial run on "
              "{k} tuning instances and valued by the mean {objective} over them; the "
-             "comparison above uses the best trial's configuration on the suite's own "
-             "instances, which the tuning never saw.", n=int(counts.max()),
+             "comparison uses the best trial's configuration on the suite's own instances, "
+             "which the tuning never saw.", effort=effort,
              k=int(trials["seed"].nunique()), objective=objective)
     rep.figure("tuning", "Top: expected best objective of n trials (Dodge et al. 2019), ± one "
                "standard deviation. Below: each trial's objective against each tuned "
