@@ -194,9 +194,16 @@ def test_pretraining_runs_on_the_tasks_device(monkeypatch: pytest.MonkeyPatch, t
     assert info["device"] == STAND_IN and info["threads"] is None
 
 
-def test_pretraining_on_the_cpu_uses_every_core(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+@pytest.mark.parametrize("large", [True, False])
+def test_pretraining_a_large_model_on_the_cpu_uses_every_core(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, large: bool
+) -> None:
+    """Every core for a model of PARALLEL_PRETRAIN_PARAMETERS or more; one thread below (a small
+    model only loses to more threads on a busy machine)."""
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(tiny_lm, "available_cores", lambda: 3)
+    if large:  # SMALL stands for a large model
+        monkeypatch.setattr(tiny_lm, "PARALLEL_PRETRAIN_PARAMETERS", 1)
     threads = []
     original = tiny_lm.pretrain
 
@@ -208,8 +215,9 @@ def test_pretraining_on_the_cpu_uses_every_core(monkeypatch: pytest.MonkeyPatch,
     before = torch.get_num_threads()
     task = TinyLMTask(replace(SMALL, pretrain_steps=2))
     task.reference_policy()
-    assert threads == [3] and torch.get_num_threads() == before  # restored after
-    assert json.loads((task.cache_path / "build.json").read_text())["threads"] == 3
+    expected = 3 if large else 1
+    assert threads == [expected] and torch.get_num_threads() == before  # restored after
+    assert json.loads((task.cache_path / "build.json").read_text())["threads"] == expected
 
 
 # --- params --------------------------------------------------------------------------------------

@@ -27,11 +27,12 @@ grammatical, r* 0.66 ± 0.47). At the default parameters the model has 265,920 p
 — corpus, tokenizer, pre-training, saving — takes 12–15 s of CPU time on one thread; measured
 wall time on a 2-core machine shared with other jobs (load average 3–4): **14–29 s**
 (torch 2.13, transformers 5.24; ``python -m harness.tasks.tiny_lm`` measures it). Pre-training
-runs on the task's device — a GPU run's π_ref trains on the GPU — and on the CPU with every core
-the process may use. The build is deterministic on one machine: fixed seeds, local generators,
-a fixed thread count and the global RNG untouched, so the same params give the same weights bit
-for bit (with the same library versions); another core count or a GPU rounds reductions
-differently, and the cache entry is that of the machine that built it.
+runs on the task's device — a GPU run's π_ref trains on the GPU — and on the CPU on one thread,
+or on every core the process may use for a model of 5M parameters or more. The build is
+deterministic: fixed seeds, local generators, a fixed thread count and the global RNG untouched,
+so the same params give the same weights bit for bit (with the same library versions); a large
+model built on another core count or on a GPU rounds reductions differently, and the cache entry
+is that of the machine that built it.
 
 **Cache.** The model and tokenizer are saved with ``save_pretrained`` into
 ``cache_dir()/tiny-lm/<hash>`` (:mod:`harness.cache`), built inside
@@ -89,6 +90,7 @@ from harness.tasks.lm_task import LMTask
 __all__ = [
     "FORMAT_VERSION",
     "MODEL_FIELDS",
+    "PARALLEL_PRETRAIN_PARAMETERS",
     "TinyLMParams",
     "TinyLMTask",
     "build_assets",
@@ -406,9 +408,13 @@ def build_assets(params: TinyLMParams, out: Path, device: str = "cpu") -> dict[s
 
     Pre-training runs on ``device`` — a run's device, so that a GPU suite's larger π_ref is
     trained on the GPU (``suites/gpu.yaml``'s 34M model took ~37 minutes on one CPU thread) —
-    and, on the CPU, on every core this process may use (the previous thread count is restored
-    after). Reductions split over threads, or run on a GPU, round differently, so the weights
-    depend on the machine that built the cache entry, as the entry is the machine's own.
+    and, on the CPU, on every core this process may use for a model of at least
+    :data:`PARALLEL_PRETRAIN_PARAMETERS` parameters, on one thread for a smaller one (the
+    previous thread count is restored after). A small model gains nothing from more threads and
+    loses much on a busy machine: the default 0.27M model took 490 s of wall time (146 s of CPU)
+    on two threads of a 2-core machine at load average 9, against 14–29 s on one thread at load
+    3–4. Reductions split over threads, or run on a GPU, round differently, so a large model's
+    weights depend on the machine that built the cache entry, as the entry is the machine's own.
     """
     start, start_cpu = time.perf_counter(), time.process_time()
     corpus, ended = make_corpus(params)
@@ -435,7 +441,8 @@ def build_assets(params: TinyLMParams, out: Path, device: str = "cpu") -> dict[s
     )
     threads = torch.get_num_threads()
     on_cpu = torch.device(device).type == "cpu"
-    used = available_cores() if on_cpu else threads
+    big = count_parameters(model) >= PARALLEL_PRETRAIN_PARAMETERS
+    used = (available_cores() if big else 1) if on_cpu else threads
     torch.set_num_threads(used)
     try:
         with torch.random.fork_rng(devices=[]):
@@ -460,6 +467,11 @@ def build_assets(params: TinyLMParams, out: Path, device: str = "cpu") -> dict[s
     }
     (out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+PARALLEL_PRETRAIN_PARAMETERS = 5_000_000
+"""From this many parameters up, CPU pre-training uses every available core (see
+:func:`build_assets`)."""
 
 
 def available_cores() -> int:
