@@ -250,6 +250,13 @@ def _use_gpu(gpu: str | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
+def _preparer(gpu: str | None, parent: int) -> None:
+    """Initializer of the process that prepares the shared artifacts: like a worker, its own
+    GPU, and it exits with the suite's process."""
+    _use_gpu(gpu)
+    _die_with_parent(parent)
+
+
 def _worker(conn: Any, root: str, wandb: bool, parent: int, gpu: str | None = None) -> None:
     """A worker's loop: receive a spec, run it, send back its status; stop at ``None``/EOF."""
     _use_gpu(gpu)
@@ -290,8 +297,8 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
 
     gpus: list[str | None] = list(_worker_gpus(pending, workers))
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_use_gpu,
-                                initargs=(gpus[0] if gpus else None,)) as prepare:
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_preparer,
+                                initargs=(gpus[0] if gpus else None, os.getpid())) as prepare:
         prepare.submit(_prepare_shared, pending, root).result()
     store = RunStore(root, pending[0].suite)
     queue = list(pending)
