@@ -59,7 +59,7 @@ from pydantic import (
     model_validator,
 )
 
-from harness.config import build_config, config_dict, config_hash
+from harness.config import build_config, config_dict, config_hash, rejected_key
 from harness.errors import ConfigError, HarnessError
 from harness.store import slug
 
@@ -567,6 +567,14 @@ def check_suite(
           "preference_model")
     for j, name in enumerate(suite.evaluation.evaluators):
         known("evaluator", name, "evaluation", "evaluators", j)
+    # Tasks before algorithms: a misspelt task is named where it is misspelt, not where an
+    # algorithm's per_task names it correctly.
+    for i, task in enumerate(suite.tasks):
+        cls = known("task", task.name, "tasks", i, "name")
+        key = rejected_key(cls.Params, task.params)
+        build_config(cls.Params, task.params,
+                     where=f"{where('tasks', i, 'params', key)}: tasks.{i}.params ({task.name})")
+    task_names = [t.name for t in suite.tasks]
     labels: set[str] = set()
     for i, alg in enumerate(suite.algorithms):
         cls = known("algorithm", alg.name, "algorithms", i, "name")
@@ -583,27 +591,35 @@ def check_suite(
                     f"{where('algorithms', i, 'sweep', key)}: algorithms.{i}.sweep.{key}: also "
                     f"set in config; a field is either fixed or swept"
                 )
-        task_names = [t.name for t in suite.tasks]
-        for task_name, overrides in alg.per_task.items():
-            if task_name not in task_names:
-                raise ConfigError(
-                    f"{where('algorithms', i, 'per_task', task_name)}: algorithms.{i}.per_task."
-                    f"{task_name}: no such task in this suite (tasks: {', '.join(task_names)})"
-                )
-            build_config(cls.Config, {**alg.config, **overrides},
-                         where=f"{where('algorithms', i, 'per_task', task_name)}: algorithms."
-                         f"{i}.per_task.{task_name} ({alg.name})")
         for point in _sweep_points(alg.sweep):
             values = {**alg.config, **point}
-            key = _rejected_key(cls.Config, values)
-            at = ("sweep", key) if key in point else ("config", key)
+            key = rejected_key(cls.Config, values)
+            part = "sweep" if key in point else "config"
+            at = f"algorithms.{i}.{part}" + (f".{key}" if key else "")
             build_config(cls.Config, values,
-                         where=f"{where('algorithms', i, *at)}: algorithms.{i} ({alg.name})")
-    for i, task in enumerate(suite.tasks):
-        cls = known("task", task.name, "tasks", i, "name")
-        key = _rejected_key(cls.Params, task.params)
-        build_config(cls.Params, task.params,
-                     where=f"{where('tasks', i, 'params', key)}: tasks.{i}.params ({task.name})")
+                         where=f"{where('algorithms', i, part, key)}: {at} ({alg.name})")
+        for task_name, overrides in alg.per_task.items():
+            if task_name not in task_names:
+                hint = difflib.get_close_matches(str(task_name), task_names, n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise ConfigError(
+                    f"{where('algorithms', i, 'per_task', task_name)}: algorithms.{i}.per_task."
+                    f"{task_name}: no task '{task_name}' in this suite{suggestion}; tasks: "
+                    f"{', '.join(task_names)}"
+                )
+            for point in _sweep_points(alg.sweep):
+                values = {**alg.config, **overrides, **point}
+                key = rejected_key(cls.Config, values)
+                if key in point:
+                    keys: tuple[Any, ...] = ("sweep", key)
+                elif key in overrides:
+                    keys = ("per_task", task_name, key)
+                else:
+                    keys = ("config", key)
+                at = f"algorithms.{i}." + ".".join(str(k) for k in keys if k is not None)
+                build_config(cls.Config, values,
+                             where=f"{where('algorithms', i, *keys)}: {at} ({alg.name}, task "
+                             f"{task_name})")
     if suite.tuning is not None:
         _check_tuning(suite, host, where)
     if suite.preferences.file is not None:
@@ -802,9 +818,11 @@ def suite_warnings(suite: Suite, host: Any) -> list[str]:
             rates = cls.tuning_space(kind).get("learning_rate") or {}
             if "low" not in rates:
                 continue
-            config = build_config(cls.Config, {**alg.config, **alg.per_task.get(task.name, {})})
-            values = [getattr(config, "learning_rate", None)]
-            values += list(alg.sweep.get("learning_rate", []))
+            if "learning_rate" in alg.sweep:  # the swept values are the ones that run
+                values = list(alg.sweep["learning_rate"])
+            else:
+                values = [getattr(build_config(cls.Config, {
+                    **alg.config, **alg.per_task.get(task.name, {})}), "learning_rate", None)]
             for lr in values:
                 if isinstance(lr, int | float) and not rates["low"] <= lr <= rates["high"]:
                     out.append(
@@ -941,22 +959,6 @@ def code_identity(host: Any, algorithm: str, task: str) -> dict[str, Any]:
             "source": source_hash(reg.obj),
         }
     return out
-
-
-def _rejected_key(cls: type, values: dict[str, Any]) -> str | None:
-    """The key of ``values`` that :func:`build_config` rejects first (for its line), if any."""
-    import pydantic
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        return str(unknown[0])
-    try:
-        pydantic.TypeAdapter(cls).validate_python(dict(values), strict=False)
-    except pydantic.ValidationError as exc:
-        loc = exc.errors()[0]["loc"]
-        return str(loc[0]) if loc else None
-    return None
 
 
 def _sweep_points(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:

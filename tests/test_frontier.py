@@ -72,30 +72,37 @@ def synthetic(offset: float, seeds: int = 6, noise: float = 0.01) -> pd.DataFram
 
 
 def test_a_dominating_frontier_wins_at_every_matched_kl_paired_by_instance():
-    points, matched, comp = fr.frontier_tables(synthetic(0.1))
+    points, curves, matched, comp = fr.frontier_tables(synthetic(0.1))
     assert set(points["family"]) == {"a", "b"} and len(points) == 10
-    grid = matched[(matched["family"] == "a") & (matched["kl"] != "range")]["kl"]
-    assert len(grid) == fr.GRID_POINTS
-    assert grid.min() == pytest.approx(0.101) and grid.max() == pytest.approx(1.6)
+    grid = matched[matched["family"] == "a"]["kl"].tolist()
+    assert len(grid) == fr.GRID_POINTS + 1 and grid[-1] == "mean over [0.101, 1.6]"
+    assert float(grid[0]) == pytest.approx(0.101) and float(grid[-2]) == pytest.approx(1.6)
+    own = curves[curves["family"] == "a"]["kl"]  # a's own curve spans all its points
+    assert own.min() == pytest.approx(0.1) and own.max() == pytest.approx(1.6)
     assert len(comp) == fr.GRID_POINTS + 1
     assert (comp["decision"] == "a better").all()
     # the paired difference is the offset, plus a little: b's points sit at 1% more KL, so at
     # a matched KL b has log1p(k) − log1p(k/1.01) ≤ 0.01 less gold (and noise of sd 0.01/√6)
     assert comp["mean_diff"].between(0.09, 0.115).all()
     assert comp["p_adjusted"].max() < 0.01
+    # unpaired, the instances' spread (sd 0.5) would hide a 0.1 difference: pairing decides it
+    a = matched[(matched["family"] == "a")].iloc[0]
+    assert a["gold_high"] - a["gold_low"] > 0.5
 
 
 def test_equal_frontiers_are_undecided():
-    _, _, comp = fr.frontier_tables(synthetic(0.0, noise=0.05))
+    _, _, _, comp = fr.frontier_tables(synthetic(0.0, noise=0.05))
     assert (comp["decision"] == "undecided").all()
     assert (comp["p_adjusted"] >= comp["p_value"]).all()
 
 
-def test_frontiers_without_a_shared_range_are_not_compared():
+def test_pairs_are_compared_on_the_range_both_reach():
     frame = synthetic(0.1)
-    frame.loc[frame["family"] == "b", "kl"] += 10  # b's frontier starts where a's ends
-    _, matched, comp = fr.frontier_tables(frame)
-    assert matched.empty and comp.empty
+    c = frame[frame["family"] == "a"].assign(family="c", kl=lambda f: f["kl"] + 10,
+                                             label=lambda f: "c" + f["label"])
+    _, _, matched, comp = fr.frontier_tables(pd.concat([frame, c]))
+    assert matched.empty  # c shares no KL with a and b: nothing common to all three
+    assert set(zip(comp["a"], comp["b"], strict=True)) == {("a", "b")}  # a-b still compared
 
 
 def test_family_strips_the_sweep_suffix_only():

@@ -249,26 +249,33 @@ def frontier_section(rep: Report) -> None:
     finals = finals[swept]
     if finals.empty:
         return
-    points, matched, comparisons = fr.frontier_tables(finals)
+    points, curves, matched, comparisons = fr.frontier_tables(finals)
     families = list(dict.fromkeys(finals["family"]))
     rep.add(Heading("Reward–KL frontiers"))
     rep.text("Each swept algorithm is a curve, not a point: its sweep points' final (KL, gold), "
-             "their upper envelope per instance, and gold compared at KL values every frontier "
-             "reaches, paired by instance (see the method section).")
+             "their upper envelope per instance, and gold compared at KL values both compared "
+             "frontiers reach, paired by instance (see the method section).")
     rep.figure("frontiers", "Final gold reward against final KL(π‖π_ref): each sweep point's "
-               "mean over instances with 95% t intervals; lines and bands: gold at matched KL "
-               "(mean and 95% t interval over instances) over the KL range all frontiers reach.",
-               lambda p: fig.frontiers(points, matched, rep.data.tasks, families, p))
+               "mean over instances with 95% t intervals; lines and bands: the frontier's gold "
+               "(mean and 95% t interval over instances) over the KL range all its instances "
+               "reach (dotted where they share none).",
+               lambda p: fig.frontiers(points, curves, rep.data.tasks, families, p))
     rep.table(points.round(6), "Sweep points: mean final KL and gold over instances (95% t "
               "intervals).", "frontier_points")
-    if matched.empty:
-        rep.text("The swept algorithms' frontiers share no KL range, so they are not compared "
-                 "at matched KL.")
+    if len(matched):
+        rep.table(matched.round(6), "Gold at matched KL, where every frontier of the task "
+                  "reaches, and mean gold over that range (area / width); per instance, then "
+                  "averaged (95% t intervals).", "frontier_matched")
+    if comparisons.empty:
+        rep.text("No two swept algorithms share a KL range in every instance, so none is "
+                 "compared at matched KL.")
         return
-    rep.table(matched, "Gold at matched KL and mean gold over the shared KL range (area / "
-              "width), per instance then averaged (95% t intervals).", "frontier_matched")
-    rep.table(comparisons, "Frontiers compared, paired by instance: difference a − b, 95% t "
-              "interval, p-value, Holm-adjusted over this table.", "frontier_comparisons")
+    rep.table(comparisons, "Frontiers compared in pairs, over the KL range both reach in "
+              "every instance: paired difference a − b, 95% t interval, p-value, "
+              "Holm-adjusted over this table.", "frontier_comparisons")
+    decided = comparisons[comparisons["decision"] != "undecided"]
+    rep.text("{k} of {n} frontier comparisons are decided at the 5% level after Holm's "
+             "adjustment.", k=len(decided), n=len(comparisons))
 
 
 def tuning_section(rep: Report) -> None:

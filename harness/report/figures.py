@@ -357,7 +357,7 @@ def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: P
 def frontiers(points: pd.DataFrame, matched: pd.DataFrame, tasks: Sequence[str],
               families: Sequence[str], path: Path) -> bool:
     """Per task: each family's sweep points (mean KL and gold over instances, 95% t intervals as
-    error bars) joined along their envelope, and gold at matched KL with its band."""
+    error bars), and its frontier's gold (``matched``: mean and band on a KL grid)."""
     tasks = [t for t in tasks if (points["task"] == t).any()]
     if not tasks:
         return False
@@ -374,8 +374,8 @@ def frontiers(points: pd.DataFrame, matched: pd.DataFrame, tasks: Sequence[str],
                         xerr=[pts["kl"] - pts["kl_low"], pts["kl_high"] - pts["kl"]],
                         yerr=[pts["gold"] - pts["gold_low"], pts["gold_high"] - pts["gold"]],
                         fmt="o", ms=4, capsize=2, color=colours[fam], alpha=0.6, lw=0.8)
-            m = matched[(matched["task"] == task) & (matched["family"] == fam)
-                        & (matched["kl"] != "range")] if len(matched) else pd.DataFrame()
+            m = matched[(matched["task"] == task) & (matched["family"] == fam)] \
+                if len(matched) else pd.DataFrame()
             if len(m):
                 kl = m["kl"].astype(float)
                 ax.plot(kl, m["gold"], color=colours[fam], lw=2, label=text(fam))

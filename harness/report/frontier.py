@@ -6,9 +6,9 @@ removed) and instance, the final (KL, gold) of every sweep point is a point; the
 frontier is the upper envelope of its points — the points no other point beats on both gold and
 KL (more gold for no more KL) — joined by straight lines, as the DPO paper's Fig. 2 and Gao et
 al. (2022) compare methods. Families are compared **at matched KL**: each instance's frontier is
-interpolated (never extrapolated) at KL values every compared frontier reaches, and the gold
-values are paired by instance; the **area** under a frontier over the shared KL range, divided by
-its width, is its mean gold over that range.
+interpolated (never extrapolated) at KL values that both compared frontiers reach in every
+instance, and the gold values are paired by instance; the **area** under a frontier over the
+shared KL range, divided by its width, is its mean gold over that range.
 
 Paired comparisons: per instance differences, Student t interval and two-sided p-value (the
 one-sample t test), Holm's step-down adjustment over every comparison of the table.
@@ -135,59 +135,74 @@ def decision(low: float, high: float, p_adjusted: float, a: str, b: str) -> str:
     return f"{a} better" if low > 0 else f"{b} better" if high < 0 else "undecided"
 
 
-def frontier_tables(finals: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def frontier_tables(
+    finals: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """From final (task, family, label, seed, kl, gold) of counted runs:
 
     - ``points``: per task, family and sweep point, mean KL and gold over instances with t
       intervals (the frontier figure's points);
-    - ``matched``: per task, family and matched KL, mean gold over instances with its interval,
-      and the mean gold over the shared range (the area divided by its width);
-    - ``comparisons``: per task and pair of families, at each matched KL and over the range,
-      the paired difference a − b, its interval, p-value, Holm-adjusted p-value and decision.
+    - ``curves``: per task and family, gold on a grid over the KL range every instance of the
+      family reaches, mean over instances with its t interval (the figure's bands);
+    - ``matched``: per task, gold of every family at KL values that every family's every
+      instance reaches, and the mean gold over that shared range (area / width);
+    - ``comparisons``: per task and pair of families, over the KL range both reach (in every
+      instance): gold at matched KL and the mean over the range, as paired differences a − b,
+      with interval, p-value, Holm-adjusted p-value over the table, and decision.
     """
     point_rows = []
     for (task, fam, label), g in finals.groupby(["task", "family", "label"], sort=False):
         row = {"task": task, "family": fam, "label": label, "n": len(g)}
         for col in ("kl", "gold"):
-            n, mean, low, high, _ = paired(g[col].tolist())
+            _, mean, low, high, _ = paired(g[col].tolist())
             row.update({col: mean, f"{col}_low": low, f"{col}_high": high})
         point_rows.append(row)
     points = pd.DataFrame(point_rows)
 
     envs = instance_frontiers(finals)
-    matched_rows, comp_rows = [], []
+    curve_rows, matched_rows, comp_rows = [], [], []
     for task, per_task in finals.groupby("task", sort=False):
         fams = list(dict.fromkeys(per_task["family"]))
-        if len(fams) < 1:
-            continue
-        task_envs = {k: v for k, v in envs.items() if k[0] == task}
-        low, high = shared_range(list(task_envs.values()))
-        if not (high > low):
-            continue
-        grid = np.linspace(low, high, GRID_POINTS)
-        gold_at: dict[str, dict[object, np.ndarray]] = {f: {} for f in fams}
-        area: dict[str, dict[object, float]] = {f: {} for f in fams}
-        for (_, fam, seed), (xs, ys) in task_envs.items():
-            gold_at[fam][seed] = at_kl(xs, ys, grid)
-            area[fam][seed] = mean_over_range(xs, ys, low, high)
-        for fam in fams:
-            for j, k in enumerate(grid):
-                n, mean, lo, hi, _ = paired([v[j] for v in gold_at[fam].values()])
-                matched_rows.append({"task": task, "family": fam, "kl": float(k), "n": n,
+        by_fam = {f: {seed: env for (t, fam, seed), env in envs.items() if t == task and fam == f}
+                  for f in fams}
+        for fam in fams:  # each family's own curve
+            low, high = shared_range(list(by_fam[fam].values()))
+            if not (high > low):
+                continue
+            for k in np.linspace(low, high, 2 * GRID_POINTS - 1):
+                values = [at_kl(xs, ys, np.array([k]))[0] for xs, ys in by_fam[fam].values()]
+                n, mean, lo, hi, _ = paired(values)
+                curve_rows.append({"task": task, "family": fam, "kl": float(k), "n": n,
+                                   "gold": mean, "gold_low": lo, "gold_high": hi})
+        low, high = shared_range([env for f in fams for env in by_fam[f].values()])
+        if high > low:  # every family at the same KL values
+            grid = np.linspace(low, high, GRID_POINTS)
+            for fam in fams:
+                for k in grid:
+                    values = [at_kl(xs, ys, np.array([k]))[0] for xs, ys in by_fam[fam].values()]
+                    n, mean, lo, hi, _ = paired(values)
+                    matched_rows.append({"task": task, "family": fam, "kl": f"{k:.4g}", "n": n,
+                                         "gold": mean, "gold_low": lo, "gold_high": hi})
+                n, mean, lo, hi, _ = paired([mean_over_range(xs, ys, low, high)
+                                             for xs, ys in by_fam[fam].values()])
+                matched_rows.append({"task": task, "family": fam,
+                                     "kl": f"mean over [{low:.4g}, {high:.4g}]", "n": n,
                                      "gold": mean, "gold_low": lo, "gold_high": hi})
-            n, mean, lo, hi, _ = paired(list(area[fam].values()))
-            matched_rows.append({"task": task, "family": fam, "kl": "range", "n": n,
-                                 "gold": mean, "gold_low": lo, "gold_high": hi,
-                                 "kl_low": low, "kl_high": high})
         for a, b in itertools.combinations(fams, 2):
-            seeds = sorted(set(gold_at[a]) & set(gold_at[b]), key=str)
+            seeds = sorted(set(by_fam[a]) & set(by_fam[b]), key=str)
+            low, high = shared_range([by_fam[f][s] for f in (a, b) for s in seeds])
+            if not seeds or not (high > low):
+                continue
+            grid = np.linspace(low, high, GRID_POINTS)
+            gold_a = {s: at_kl(*by_fam[a][s], grid) for s in seeds}
+            gold_b = {s: at_kl(*by_fam[b][s], grid) for s in seeds}
             for j, k in enumerate(grid):
-                diffs = [gold_at[a][s][j] - gold_at[b][s][j] for s in seeds]
+                diffs = [gold_a[s][j] - gold_b[s][j] for s in seeds]
                 comp_rows.append(_comparison(task, a, b, f"gold at KL {k:.4g}", diffs))
-            diffs = [area[a][s] - area[b][s] for s in seeds]
+            diffs = [mean_over_range(*by_fam[a][s], low, high)
+                     - mean_over_range(*by_fam[b][s], low, high) for s in seeds]
             comp_rows.append(_comparison(task, a, b, f"mean gold over KL [{low:.4g}, {high:.4g}]",
                                          diffs))
-    matched = pd.DataFrame(matched_rows)
     comparisons = pd.DataFrame(comp_rows)
     if len(comparisons):
         comparisons["p_adjusted"] = holm(comparisons["p_value"].tolist())
@@ -195,7 +210,7 @@ def frontier_tables(finals: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, p
             decision(r.ci_low, r.ci_high, r.p_adjusted, r.a, r.b)
             for r in comparisons.itertuples()
         ]
-    return points, matched, comparisons
+    return points, pd.DataFrame(curve_rows), pd.DataFrame(matched_rows), comparisons
 
 
 def _comparison(task: str, a: str, b: str, metric: str, diffs: list[float]) -> dict:
