@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 
 NEEDS = frozenset({"reward", "preferences"})
 POLICY_KINDS = ("tabular", "neural")
+
+
+def policy_kind(task_kind: str) -> str:
+    """The policy kind of a task's kind: ``"tabular"`` for ``tabular`` tasks, else
+    ``"neural"`` (a language model)."""
+    return "tabular" if task_kind == "tabular" else "neural"
 """The keys of :attr:`Algorithm.suggested`: the kinds of policy the built-in tasks have."""
 
 
@@ -154,8 +160,8 @@ class Algorithm(ABC):
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
         """The search space a suite's ``tuning:`` section uses unless it gives its own.
 
-        :param policy_kind: the task's kind, ``"tabular"`` (a table of logits) or ``"lm"`` (a
-            neural language model): learning rates that suit one do not suit the other.
+        :param policy_kind: ``"tabular"`` (a table of logits) or ``"neural"`` (a language
+            model), as in :attr:`suggested`: learning rates that suit one do not suit the other.
         :returns: ``{field: {"low", "high", "log", "int"} | {"choices": [...]}}``, each field one
             of ``Config``'s; ``{}`` (the default) means the plugin declares none, and a suite that
             tunes it must give ``tuning.space``. The ranges also bound what ``validate`` calls a

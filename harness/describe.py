@@ -186,6 +186,9 @@ def describe(host: PluginHost, name: str, kind: str | None = None) -> dict[str, 
         out["needs"] = needs
         suggested = getattr(obj, "suggested", None) or {}
         out["suggested"] = _jsonable(suggested if isinstance(suggested, dict) else {})
+        space = getattr(obj, "tuning_space", None)
+        out["tuning_space"] = {kind: _jsonable(space(kind)) for kind in ("tabular", "neural")
+                               if callable(space) and space(kind)}
         from harness.testing import required_metrics
 
         declared = declared_metrics(obj)
@@ -250,6 +253,14 @@ def render_text(info: dict[str, Any], width: int = 100) -> str:
             lines.append("  none declared")
         for policy_kind, values in info["suggested"].items():
             text = ", ".join(f"{k}: {_show(v)}" for k, v in values.items())
+            lines.append(f"  {policy_kind}: {{{text}}}")
+    if info.get("tuning_space"):
+        lines += ["", "search space of a suite's tuning: section (unless the suite gives one):"]
+        for policy_kind, space in info["tuning_space"].items():
+            text = ", ".join(
+                f"{k}: {v['choices']}" if "choices" in v else
+                f"{k}: {v['low']:g}–{v['high']:g}{' log' if v.get('log') else ''}"
+                for k, v in space.items())
             lines.append(f"  {policy_kind}: {{{text}}}")
     if "metrics" in info:
         lines += ["", "metrics:"]

@@ -215,7 +215,7 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
            "`self.ctx` and `self.finished`.")
     yield ""
     members = ["name", "Config", "needs", "suggested", "metrics", "finished", "step",
-               "eval_policy", "models_resident"]
+               "eval_policy", "models_resident", "tuning_space"]
     field_docs = field_docstrings(cls)
     docs = {
         "name": "The registered name (set it; the runner and messages use it).",
@@ -230,8 +230,11 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
     }
     for member in members:
         value = inspect.getattr_static(cls, member, None)
+        if isinstance(value, classmethod):
+            value = value.__func__
         if inspect.isfunction(value):
             signature = hook_signature(value).replace("(self, ", "(").replace("(self)", "()")
+            signature = signature.replace("(cls, ", "(")
             text = " ".join(rst_to_markdown(value.__doc__ or "").split())
             yield f"- `{signature}` — {text}"
         else:

@@ -806,6 +806,8 @@ def suite_warnings(suite: Suite, host: Any) -> list[str]:
     """What may be a slip though valid: a learning rate outside the range its plugin declares
     for the task's policy kind (:meth:`~harness.algorithm.Algorithm.tuning_space`), with which
     a policy may not move at all (or diverge)."""
+    from harness.algorithm import policy_kind
+
     out = []
     tuned = set(tuned_labels(suite))
     for alg in suite.algorithms:
@@ -814,7 +816,7 @@ def suite_warnings(suite: Suite, host: Any) -> list[str]:
             continue
         cls = host.algorithm(alg.name)
         for task in suite.tasks:
-            kind = host.task(task.name).kind
+            kind = policy_kind(host.task(task.name).kind)
             rates = cls.tuning_space(kind).get("learning_rate") or {}
             if "low" not in rates:
                 continue
@@ -841,8 +843,10 @@ def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, di
     alg = next(a for a in suite.algorithms if (a.label or a.name) == label)
     space = suite.tuning.space.get(label)
     if space is None:
+        from harness.algorithm import policy_kind
+
         cls = host.algorithm(alg.name)
-        space = cls.tuning_space(host.task(task).kind)
+        space = cls.tuning_space(policy_kind(host.task(task).kind))
     return check_space(space, f"tuning.space.{label}")
 
 
@@ -896,8 +900,11 @@ def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
             except ConfigError as exc:
                 detail = str(exc)
                 if label not in tuning.space:
-                    detail += (f" (plugin '{alg.name}' declares no search space for "
-                               f"{host.task(task.name).kind} policies: give tuning.space.{label})")
+                    from harness.algorithm import policy_kind
+
+                    kind = policy_kind(host.task(task.name).kind)
+                    detail += (f" (plugin '{alg.name}' declares no search space for {kind} "
+                               f"policies: give tuning.space.{label})")
                 raise ConfigError(f"{where(*at)}: {detail}") from None
             names = {f.name for f in dataclasses.fields(cls.Config)}
             for name in space:
