@@ -26,11 +26,10 @@ def write_example_assets(folder: str | Path, *, pairs: int = 48, seed: int = 0) 
     rows of prompt, chosen, rejected) under ``folder``; returns their paths by name."""
     import pandas as pd
     import transformers
+    from transformers.utils import logging as hf_logging
 
     from harness.lm import build_causal_lm
     from harness.tasks.tiny_lm import TinyLMParams, make_corpus, make_tokenizer
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     root = Path(folder)

@@ -277,8 +277,8 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
     weights = base_bytes
     trainable = list(model.parameters())
     if options.get("lora"):  # on the skeleton itself: the base's sizes are counted above
-        from harness.lora import apply_lora
         from harness.lm import LMPolicy
+        from harness.lora import apply_lora
 
         policy = LMPolicy(model, pad_id=0, eos_id=None)
         apply_lora(policy, options["lora"])

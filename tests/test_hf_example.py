@@ -90,8 +90,9 @@ def test_a_gold_classifier_with_the_wrong_number_of_labels_is_one_line(workdir, 
     path = bad_suite(workdir, "path: hf-example-assets/reward, label: 0",
                      "path: hf-example-assets/reward, label: 1")
     err = one_line_error(capsys, "validate", str(path))
-    assert f"{path}:34: tasks.0.params (hf): 'gold_reward_params': label 1 of gold_reward_params " \
-           f"is out of range for the classifier 'hf-example-assets/reward', which has 1 label" in err
+    assert (f"{path}:34: tasks.0.params (hf): 'gold_reward_params': label 1 of "
+            f"gold_reward_params is out of range for the classifier 'hf-example-assets/reward', "
+            f"which has 1 label") in err
 
 
 def test_a_lora_target_missing_from_the_model_fails_its_run_at_the_start(workdir, capsys):

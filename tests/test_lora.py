@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
-from harness.lm import LMPolicy, build_causal_lm
+from harness.lm import LMPolicy
 from harness.lora import (
     AdapterOffReference,
     apply_lora,
@@ -23,7 +23,6 @@ from harness.plugins import get_plugin_host
 from harness.suite import check_suite, load_suite
 from harness.testing import _kit_lm_task
 from tests.test_lm import (
-    BOS,
     EOS,
     PAD,
     SHARED_PROMPTS,
@@ -160,7 +159,7 @@ def test_an_algorithm_that_cannot_train_adapters_is_refused(tmp_path, monkeypatc
     host = get_plugin_host()
     monkeypatch.setattr(host.algorithm("dpo"), "supports_lora", False)
     path = write_suite(tmp_path, "tiny-lm", "lora: {r: 4}")
-    with pytest.raises(ConfigError, match="algorithm 'dpo' .* cannot train LoRA adapters"):
+    with pytest.raises(ConfigError, match=r"algorithm 'dpo' .* cannot train LoRA adapters"):
         validate(path)
 
 
