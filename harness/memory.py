@@ -54,6 +54,7 @@ __all__ = [
     "optimizer_slots",
     "parse_bytes",
     "plan_run",
+    "run_state",
     "tensor_bytes",
 ]
 
@@ -331,3 +332,28 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
         plan.models.append(ModelPlan("gold reward (classifier)",
                                      parameters=_classifier_bytes(gold_path)))
     return plan
+
+
+def run_state(task: Any, context: Any, algo: Any, extra: Iterable[nn.Module] = ()) -> dict[str, int]:
+    """Bytes a run holds now (:func:`measure_state`): the task's model and gold classifier
+    (when loaded), the context's models, ``extra`` ones, and every module and optimiser the
+    algorithm keeps as an attribute (a critic, its optimiser), each tensor counted once."""
+    models: list[nn.Module] = []
+    loaded = getattr(task, "_assets", None)  # an LM task's model, once loaded
+    if loaded is not None:
+        models.append(loaded[0])
+    gold = getattr(getattr(task, "_gold", None), "model", None)  # hf's classifier, once built
+    if isinstance(gold, nn.Module):
+        models.append(gold)
+    models += [context.policy, context.reference, *extra]
+    if context.reward_model is not None:
+        models.append(context.reward_model)
+    optimizers = []
+    for value in vars(algo).values():
+        if isinstance(value, nn.Module):
+            models.append(value)
+        elif isinstance(value, torch.optim.Optimizer):
+            optimizers.append(value)
+    state = measure_state(models, optimizers)
+    state["model_state"] = sum(state.values())
+    return state

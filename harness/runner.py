@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -298,6 +299,25 @@ def shared_artifacts(
     return data, model, json.loads((path / "fit_report.json").read_text())
 
 
+def _planned_memory(spec: dict[str, Any], host: Any) -> dict[str, Any]:
+    """The run's memory plan (:func:`harness.memory.plan_run`) for its summary, beside which
+    the run records the model state it measured; the plan's error, if planning failed."""
+    from harness.memory import plan_run
+
+    try:
+        plan = plan_run(spec, host)
+    except Exception as exc:  # a plan is a report: a model it cannot size must not fail the run
+        return {"plan_error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+    lora = bool((spec.get("policy") or {}).get("lora"))
+    if not plan.models:  # a tabular policy: nothing to plan
+        return {"lora": lora}
+    return {
+        "lora": lora,
+        "planned": {"model_state": plan.model_state, "total": plan.total,
+                    "models": {m.name: dataclasses.asdict(m) for m in plan.models}},
+    }
+
+
 class RunLimit(BaseException):
     """Raised inside a run that went past one of its limits (a BaseException, so that a plugin's
     ``except Exception`` cannot swallow it)."""
@@ -432,6 +452,7 @@ def run_one(
     final: dict[str, float] = {}
     fit_report = None
     models_resident = None
+    model_memory: dict[str, Any] | None = None
     metric_meanings: dict[str, str] = {}
     versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
     process = psutil.Process()
@@ -474,6 +495,7 @@ def run_one(
         with precision():
             algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         models_resident = algo.models_resident()
+        model_memory = _planned_memory(spec, host)
         meter = context.meter
         exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
         eval_reward = reward_model.to(device) if reward_model is not None else None
@@ -550,6 +572,10 @@ def run_one(
             if not done:
                 watch.check(step, stalled)
         logger.info("finished after %d steps: %s", step, status)
+        from harness.memory import run_state
+
+        model_memory["measured"] = run_state(task, context, algo, extra=[eval_reward]
+                                             if eval_reward is not None else [])
     except _Diverged as exc:
         status, reason = "diverged", str(exc)
         logger.warning("diverged: %s", reason)
@@ -609,6 +635,7 @@ def run_one(
             torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         ),
         "models_resident": models_resident,
+        "model_memory": model_memory,
         "metric_meanings": metric_meanings,
         "reward_model": fit_report,
         "seed": spec["seed"],
