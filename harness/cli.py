@@ -213,7 +213,7 @@ def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
         click.echo("no GPU visible: pass --gpu-memory SIZE for a verdict")
     else:
         click.echo(f"memory per run: {format_bytes(memory)}")
-    cols = ("parameters", "gradients", "optimizer", "kv_cache", "activations")
+    cols = ("parameters", "gradients", "optimizer", "kv_cache", "activations", "host")
     too_big = 0
     plans: dict[str, str] = {}
     for spec in specs:
@@ -230,7 +230,7 @@ def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
         for m in run.models:
             parts = ", ".join(f"{c.replace('_', ' ')} {format_bytes(getattr(m, c))}"
                               for c in cols if getattr(m, c))
-            click.echo(f"    {m.name}: {format_bytes(m.total)} ({parts})")
+            click.echo(f"    {m.name}: {format_bytes(m.total)} on the device ({parts})")
         for note in run.notes:
             click.echo(f"    {note}")
     if too_big:

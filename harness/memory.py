@@ -112,6 +112,8 @@ class ModelPlan:
     optimizer: int = 0
     kv_cache: int = 0
     activations: int = 0
+    host: int = 0
+    """Bytes kept in host memory (an offloaded model's weights), not counted on the device."""
 
     @property
     def model_state(self) -> int:
@@ -138,7 +140,9 @@ class RunPlan:
 
     @property
     def total(self) -> int:
-        return sum(m.total for m in self.models)
+        """Device bytes: every resident model, plus the largest offloaded one (they visit the
+        device one at a time)."""
+        return sum(m.total for m in self.models) + max((m.host for m in self.models), default=0)
 
     def fits(self, memory: int | None) -> bool | None:
         return None if memory is None else self.total <= memory
@@ -315,26 +319,38 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
         "policy", parameters=weights, gradients=grads, optimizer=slots * grads + step_bytes,
         kv_cache=kv, activations=activations if train_rows else 0,
     ))
+    offload = bool(options.get("offload_frozen"))
+
+    def frozen(name: str, size: int) -> ModelPlan:
+        if offload:
+            return ModelPlan(f"{name}, offloaded", host=size)
+        return ModelPlan(name, parameters=size)
+
     if options.get("lora"):
         plan.notes.append("π_ref: the policy's base with its LoRA adapters off (no copy)")
     else:
-        plan.models.append(ModelPlan("π_ref", parameters=task_model.parameters))
+        plan.models.append(frozen("π_ref", task_model.parameters))
     evaluators = evaluation["evaluators"]
     fitted = spec["reward_model"]["kind"] == "fitted"
     if fitted and ("reward" in algo_cls.needs or "proxy_reward" in evaluators):
-        plan.models.append(ModelPlan("r̂ (reward model)", parameters=head_bytes))
+        plan.models.append(frozen("r̂ (reward model)", head_bytes))
     if getattr(algo_cls, "trains_critic", False):
         plan.models.append(ModelPlan(
             "critic", parameters=head_bytes, gradients=head_bytes,
             optimizer=slots * head_bytes + (4 * head_tensors if slots else 0),
         ))
+    if offload and any(m.host for m in plan.models):
+        plan.notes.append("offloaded models are on the device one at a time, while they run: "
+                          "the total counts the largest")
     if gold_path is not None:
         plan.models.append(ModelPlan("gold reward (classifier)",
                                      parameters=_classifier_bytes(gold_path)))
     return plan
 
 
-def run_state(task: Any, context: Any, algo: Any, extra: Iterable[nn.Module] = ()) -> dict[str, int]:
+def run_state(
+    task: Any, context: Any, algo: Any, extra: Iterable[nn.Module] = ()
+) -> dict[str, int]:
     """Bytes a run holds now (:func:`measure_state`): the task's model and gold classifier
     (when loaded), the context's models, ``extra`` ones, and every module and optimiser the
     algorithm keeps as an attribute (a critic, its optimiser), each tensor counted once."""
@@ -348,6 +364,7 @@ def run_state(task: Any, context: Any, algo: Any, extra: Iterable[nn.Module] = (
     models += [context.policy, context.reference, *extra]
     if context.reward_model is not None:
         models.append(context.reward_model)
+    models += [m.offload.module for m in models if hasattr(m, "offload")]  # on the host
     optimizers = []
     for value in vars(algo).values():
         if isinstance(value, nn.Module):

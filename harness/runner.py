@@ -45,7 +45,8 @@ def build_context(
     ``policy_options`` is a suite's ``policy`` section (:class:`harness.suite.PolicySpec`):
     with ``lora``, the policy trains LoRA adapters and π_ref is its base with them off (no
     second copy); with ``activation_checkpointing``, the policy recomputes activations in its
-    backward passes (see :mod:`harness.lora`).
+    backward passes (see :mod:`harness.lora`); with ``offload_frozen``, π_ref and r̂ stay on
+    the CPU and visit the device per call (:mod:`harness.offload`).
     """
     unknown = set(algorithm.needs) - NEEDS
     if unknown:
@@ -91,6 +92,13 @@ def build_context(
         frozen.requires_grad_(False)
         frozen.eval()
         context.reward_model = frozen
+    if options.get("offload_frozen"):
+        from harness.offload import OffloadedPolicy, OffloadedReward
+
+        if not options.get("lora"):  # with LoRA π_ref is the policy: nothing to offload
+            context.reference = OffloadedPolicy(context.reference, device)
+        if context.reward_model is not None:
+            context.reward_model = OffloadedReward(context.reward_model, device)
     return context
 
 
@@ -576,6 +584,10 @@ def run_one(
 
         model_memory["measured"] = run_state(task, context, algo, extra=[eval_reward]
                                              if eval_reward is not None else [])
+        if (spec.get("policy") or {}).get("offload_frozen"):
+            from harness.offload import offload_totals
+
+            model_memory["offload"] = offload_totals(context.reference, context.reward_model)
     except _Diverged as exc:
         status, reason = "diverged", str(exc)
         logger.warning("diverged: %s", reason)

@@ -146,6 +146,10 @@ class PolicySpec(_Strict):
     activation_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass instead of keeping them."
     )
+    offload_frozen: bool = Field(
+        False, description="Keep the frozen π_ref and r̂ on the CPU, moved to the run's device "
+        "for each call (see harness.offload); nothing changes on a CPU run.",
+    )
 
     @property
     def is_default(self) -> bool:
@@ -331,7 +335,7 @@ class Suite(_Strict):
     )
     tuning: TuningSpec | None = Field(None, description="Equal tuning effort before comparing.")
     policy: PolicySpec = Field(default_factory=PolicySpec,
-                               description="LoRA and activation checkpointing.")
+                               description="LoRA, activation checkpointing, offloading.")
 
     # Field validators (not a model validator), so that an error names the key and its line;
     # ``device`` is declared before both, so ``info.data`` holds it when it is valid.
@@ -902,7 +906,7 @@ def _check_policy(suite: Suite, host: Any, where: Callable[..., str]) -> None:
             (suite.policy, ("policy",))
         if policy.is_default:
             continue
-        key = next(k for k in ("lora", "activation_checkpointing")
+        key = next(k for k in ("lora", "activation_checkpointing", "offload_frozen")
                    if getattr(policy, k) != PolicySpec.model_fields[k].default)
         name = ".".join(map(str, (*at, key)))
         for task in suite.tasks:

@@ -145,3 +145,18 @@ def test_run_refuses_a_run_that_cannot_fit_before_starting(tmp_path, tiny_cache,
     assert err.count("\n") == 1
     assert "needs" in err and "more than the 64.00 KiB a run may use; see rlhf-harness plan" in err
     assert not root.exists()  # nothing started
+
+
+def test_offloaded_models_are_planned_in_host_memory(tmp_path, tiny_cache):
+    host = get_plugin_host()
+    path = suite_file(tmp_path, False, name="plan-offload")
+    path.write_text(path.read_text() + "policy:\n  offload_frozen: true\n")
+    plan = plan_run(specs_of(path)[0], host)
+    offloaded = [m for m in plan.models if m.host]
+    assert sorted(m.name for m in offloaded) == ["r̂ (reward model), offloaded",
+                                                  "π_ref, offloaded"]
+    assert all(m.parameters == 0 for m in offloaded)
+    largest = max(m.host for m in offloaded)
+    assert plan.total == sum(m.total for m in plan.models) + largest
+    full = plan_run(specs_of(suite_file(tmp_path, False))[0], host)
+    assert plan.total == full.total - sum(m.host for m in offloaded) + largest
