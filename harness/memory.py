@@ -35,6 +35,7 @@ and their gradient.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -260,10 +261,14 @@ def _rows(config: Any) -> tuple[int, int]:
     return 0, 0
 
 
+_SKELETONS: dict[str, tuple[nn.Module, torch.dtype, int, str | None]] = {}
+"""The last task's skeleton (:func:`_skeleton`), by a hash of its name and parameters."""
+
+
 def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
     """The memory plan of one run spec (a :class:`~harness.suite.RunSpec` as a dict)."""
     from harness.algorithm import policy_kind
-    from harness.config import build_config
+    from harness.config import build_config, config_hash
     from harness.suite import RunSpec
 
     task_cls = host.task(spec["task"])
@@ -276,7 +281,12 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
         plan.notes.append("tabular policy: a table of logits, no plan needed")
         return plan
     options = spec.get("policy") or {}
-    model, dtype, prompt_len, gold_path = _skeleton(task_cls, params)
+    key = config_hash({"task": spec["task"], "params": spec["task_params"]})
+    if key not in _SKELETONS:  # once per task of a suite: runs differ in algorithm and seed
+        _SKELETONS.clear()
+        _SKELETONS[key] = _skeleton(task_cls, params)
+    model, dtype, prompt_len, gold_path = _SKELETONS[key]
+    model = copy.deepcopy(model)  # LoRA below changes it in place (on the meta device: cheap)
     base_bytes = _bytes(model.parameters())
     head_bytes, head_tensors = _backbone_bytes(model, dtype)
     weights = base_bytes
