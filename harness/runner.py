@@ -584,6 +584,8 @@ def run_one(
 
         model_memory["measured"] = run_state(task, context, algo, extra=[eval_reward]
                                              if eval_reward is not None else [])
+        if device == "cuda":  # what the plan's total estimates, beside it
+            model_memory["peak_device_bytes"] = int(torch.cuda.max_memory_allocated())
         if (spec.get("policy") or {}).get("offload_frozen"):
             from harness.offload import offload_totals
 
