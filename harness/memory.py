@@ -40,6 +40,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -215,6 +216,29 @@ def _skeleton(task_cls: type, params: Any) -> tuple[nn.Module, torch.dtype, int,
             gold = params.gold_reward_params.get("path")
         return model, dtype, longest, gold
     raise ConfigError(f"task '{task_cls.name}': no memory plan for this kind of task")
+
+
+def model_skeleton(task_cls: type, params: Any, *, local_only: bool = False) -> nn.Module | None:
+    """The task's causal LM built on the meta device from its config (no weights); None for a
+    task without one, or, with ``local_only``, an ``hf`` model that is not in a local folder."""
+    from harness.tasks.hf import HFTask
+    from harness.tasks.tiny_lm import TinyLMTask
+
+    if not issubclass(task_cls, TinyLMTask | HFTask):
+        return None
+    if local_only and issubclass(task_cls, HFTask):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if not (Path(params.model) / "config.json").is_file():
+            return None
+        try:
+            config = AutoConfig.from_pretrained(params.model,
+                                                trust_remote_code=params.trust_remote_code)
+        except Exception:  # an unreadable folder is the run's to report, with its cause
+            return None
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    return _skeleton(task_cls, params)[0]
 
 
 def _bytes(params: Iterable[torch.Tensor]) -> int:

@@ -915,12 +915,40 @@ def _check_policy(suite: Suite, host: Any, where: Callable[..., str]) -> None:
                     f"{where(*at, key)}: {name}: applies to neural policies (a language "
                     f"model); task '{task.name}' has a tabular policy"
                 )
+        if policy.lora is not None and policy.lora.target_modules:
+            _check_lora_targets(suite, host, where, at, policy.lora.target_modules)
         if policy.lora is not None and not getattr(host.algorithm(alg.name), "supports_lora",
                                                    True):
             raise ConfigError(
                 f"{where(*at, 'lora')}: {'.'.join(map(str, at))}.lora: algorithm '{alg.name}' "
                 f"(algorithms.{i}) declares that it cannot train LoRA adapters "
                 f"(supports_lora = False)"
+            )
+
+
+def _check_lora_targets(suite: Suite, host: Any, where: Callable[..., str], at: tuple[Any, ...],
+                        targets: list[str]) -> None:
+    """LoRA targets against each task's model, where it can be read without a download: a
+    ``tiny-lm`` model, an ``hf`` model in a local folder (built from its config on the meta
+    device). A hub model's are checked when its run starts."""
+    from harness.lora import linear_module_names
+    from harness.memory import model_skeleton
+
+    for task in suite.tasks:
+        cls = host.task(task.name)
+        params = build_config(cls.Params, task.params)
+        model = model_skeleton(cls, params, local_only=True)
+        if model is None:
+            continue
+        names = linear_module_names(model)
+        missing = [t for t in targets if t not in names]
+        if missing:
+            key = ".".join(map(str, (*at, "lora", "target_modules")))
+            raise ConfigError(
+                f"{where(*at, 'lora', 'target_modules')}: {key}: "
+                f"{', '.join(repr(t) for t in missing)} matches no module of "
+                f"{type(model).__name__} (task '{task.name}'); its linear layers: "
+                f"{', '.join(names)}"
             )
 
 

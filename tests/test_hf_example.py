@@ -105,22 +105,13 @@ def test_a_gold_classifier_with_the_wrong_number_of_labels_is_one_line(workdir, 
             f"which has 1 label") in err
 
 
-def test_a_lora_target_missing_from_the_model_fails_its_run_at_the_start(workdir, capsys):
+def test_a_lora_target_missing_from_the_model_is_one_line(workdir, capsys):
     path = bad_suite(workdir, "target_modules: [q_proj, k_proj, v_proj, o_proj]",
                      "target_modules: [q_proj, c_attn]")
-    text = path.read_text()
-    start = text.index("algorithms:")
-    end = text.index("  - name: dpo\n    label: dpo-lora")
-    path.write_text(text[:start] + "algorithms:\n" + text[end:])  # the LoRA run alone
-    with pytest.raises(SystemExit):
-        cli("run", str(path), "--no-wandb", "--no-progress", "--no-report")
-    (run,) = (workdir / "runs" / "hf-example").glob("*/summary.json")
-    summary = json.loads(run.read_text())
-    assert summary["status"] == "failed" and summary["steps"] == 0
-    assert summary["reason"].startswith("ConfigError: policy.lora.target_modules: 'c_attn' "
-                                        "matches no module of LlamaForCausalLM; its linear "
-                                        "layers: q_proj, k_proj, v_proj, o_proj")
-    assert "\n" not in summary["reason"]
+    err = one_line_error(capsys, "validate", str(path))
+    assert (f"{path}:49: algorithms.3.policy.lora.target_modules: 'c_attn' matches no module "
+            f"of LlamaForCausalLM (task 'hf'); its linear layers: q_proj, k_proj, v_proj, "
+            f"o_proj, gate_proj, up_proj, down_proj") in err
 
 
 def test_assets_load_through_from_pretrained(assets):

@@ -121,6 +121,8 @@ def validate(path):
     ("lora: {r: 0}", ":9: policy.lora.r:", "greater than or equal to 1"),
     ("lora: {r: 4, target_modules: []}", ":9: policy.lora.target_modules:", "at least 1"),
     ("lora: {r: 4, alpah: 2}", ":9: unknown key 'policy.lora.alpah'", "did you mean 'alpha'"),
+    ("lora: {r: 4, target_modules: [qkv]}", ":9: policy.lora.target_modules: 'qkv' matches no "
+     "module of LlamaForCausalLM (task 'tiny-lm')", "its linear layers: q_proj, k_proj"),
 ])
 def test_bad_lora_settings_are_one_line_with_file_line_and_key(tmp_path, policy, where, fragment):
     path = write_suite(tmp_path, "tiny-lm", policy)
