@@ -105,8 +105,10 @@ def validate(suite_file: str) -> None:
     suite = load_suite(suite_file)
     runs = check_suite(suite, suite_file, get_plugin_host())
     click.echo(
-        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
-        f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
+        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × "
+        f"{len(suite.instances)} instances × {suite.replicates} replicates × "
+        f"{len(runs) // (len(suite.tasks) * len(suite.instances) * suite.replicates)} "
+        "algorithm configs)"
     )
 
 

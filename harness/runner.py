@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from harness.algorithm import NEEDS, Algorithm, RunContext
-from harness.compute import ComputeMeter
+from harness.compute import ComputeMeter, model_state_bytes, resident_modules
 from harness.config import build_config
 from harness.data import PreferenceDataset
 from harness.errors import ConfigError
@@ -235,7 +235,7 @@ def run_one(
     from harness.exact import ExactProblem
     from harness.plugins import get_plugin_host
     from harness.store import METRIC_COLUMNS, RunStore
-    from harness.suite import RunSpec
+    from harness.suite import RunSpec, algorithm_seed
     from harness.tracking import Tracker
 
     store = RunStore(root, spec["suite"])
@@ -256,18 +256,23 @@ def run_one(
     step = 0
     meter: ComputeMeter | None = None
     peak_rss = 0
+    baseline = 0
+    peak_above = 0
+    state_bytes = None
+    resident_detail: dict[str, int] | None = None
     final: dict[str, float] = {}
     fit_report = None
     models_resident = None
     versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
     process = psutil.Process()
+    run_device, task_kind = None, None
     start = time.perf_counter()
     try:
         host = get_plugin_host()
         device = resolve_device(spec["device"])
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        run_device = device
         task = build_task(host, spec, device)
+        task_kind = task.kind
         algo_cls = host.algorithm(spec["algorithm"])
         reg = host.registration("algorithm", spec["algorithm"])
         versions[reg.plugin.distribution or reg.plugin.name] = reg.plugin.version or "?"
@@ -280,13 +285,39 @@ def run_one(
             task, spec, store, host,
             need_prefs="preferences" in algo_cls.needs, need_reward=need_reward,
         )
-        context = build_context(task, algo_cls, seed=spec["seed"], preferences=data,
+        seed = algorithm_seed(spec["seed"], spec.get("replicate", 0))
+        context = build_context(task, algo_cls, seed=seed, preferences=data,
                                 reward_model=reward_model if "reward" in algo_cls.needs else None)
         algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
-        models_resident = algo.models_resident()
         meter = context.meter
         exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
-        eval_reward = reward_model.to(device) if reward_model is not None else None
+        # Evaluation reads the algorithm's frozen copy of r̂ where it has one: the original is
+        # then dropped rather than kept resident beside it.
+        if context.reward_model is not None:
+            eval_reward = context.reward_model
+        else:
+            eval_reward = reward_model.to(device) if reward_model is not None else None
+        reward_model = None
+        # Models resident beyond the algorithm's own count: r̂ held for evaluation only, and
+        # models a task keeps (an LM task's base model).
+        own = resident_modules(context.policy, context.reference, context.reward_model)
+        with_eval = resident_modules(context.policy, context.reference, context.reward_model,
+                                     eval_reward)
+        with_task = resident_modules(context.policy, context.reference, context.reward_model,
+                                     eval_reward, task)
+        resident_detail = {
+            "algorithm": algo.models_resident(),
+            "evaluation_reward_model": len(with_eval) - len(own),
+            "task": len(with_task) - len(with_eval),
+        }
+        models_resident = sum(resident_detail.values())
+        # The per-run memory baseline: everything built, nothing run yet.
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            baseline = torch.cuda.memory_allocated()
+        else:
+            baseline = process.memory_info().rss
         budget_kind, budget = next(iter(spec["budget"].items()))
         every = spec["evaluation"]["every"]
         max_kl = spec["divergence"]["max_kl"]
@@ -330,6 +361,8 @@ def run_one(
             with autocast:
                 metrics = algo.step()
             peak_rss = max(peak_rss, process.memory_info().rss)
+            if step == 1:  # optimiser state exists once a step has run
+                state_bytes = model_state_bytes(algo, context, task, eval_reward)
             metrics["models_resident"] = float(models_resident)
             record("train", metrics)
             tracker.log(metrics, step)
@@ -355,10 +388,16 @@ def run_one(
                 logger.warning("diverged: %s", reason)
                 break
         logger.info("finished after %d steps: %s", step, status)
+        if device == "cuda":
+            peak_above = max(torch.cuda.max_memory_allocated() - baseline, 0)
+        else:
+            peak_above = max(peak_rss - baseline, 0)
     except Exception as exc:
         status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
         logger.error("failed at step %d:\n%s", step, tb)
     wall = time.perf_counter() - start
+    tabular = task_kind == "tabular"
+    on_cuda = run_device == "cuda"
     summary = {
         "run_id": run_id,
         "status": status,
@@ -367,17 +406,25 @@ def run_one(
         "final": final,
         "compute": None if meter is None else {
             "seconds": dict(meter.seconds),
+            "cpu_seconds": dict(meter.cpu_seconds),
             "samples": meter.samples,
             "tokens_generated": meter.tokens_generated,
             "tokens_trained": meter.tokens_trained,
-            "flops": meter.flops,
+            "flops": None if tabular else meter.flops,
         },
         "wall_seconds": wall,
+        "memory": None if state_bytes is None else {
+            "model_state_bytes": state_bytes,
+            "peak_above_baseline_mb": peak_above / 2**20,
+            "baseline_mb": baseline / 2**20,
+            "kind": "cuda" if on_cuda else "rss",
+        },
         "peak_host_memory_mb": peak_rss / 2**20 if peak_rss else None,
         "peak_gpu_memory_mb": (
-            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+            torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
         ),
         "models_resident": models_resident,
+        "models_resident_detail": resident_detail,
         "reward_model": fit_report,
         "seed": spec["seed"],
         "config_hash": config_hash(spec),

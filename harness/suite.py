@@ -153,6 +153,46 @@ class EvaluationSpec(_Strict):
     beta: float = Field(0.1, gt=0, description="β of the objective J_β used for regret.")
 
 
+class SeedsSpec(_Strict):
+    """Task instances × training replicates.
+
+    An *instance* seed fixes the task draw, the preference data and r̂ (shared by every
+    algorithm); a *replicate* varies only the algorithm's own randomness on that instance.
+    """
+
+    instances: list[int] = Field(min_length=1, description="Instance seeds (distinct).")
+    replicates: int = Field(1, ge=1, description="Training replicates per instance.")
+
+    @field_validator("instances")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            twice = sorted({s for s in v if v.count(s) > 1})
+            raise ValueError(f"instance seeds must be distinct ({', '.join(map(str, twice))} "
+                             "repeated)")
+        return v
+
+
+CLAIM_ASPECTS = ("stability", "reward", "computation")
+LECTURE_CLAIM = ("ppo", "grpo", "dpo")
+LECTURE_SOURCE = "CMU 10-734, RLHF lecture"
+
+
+class ClaimSpec(_Strict):
+    """A claimed ordering: along ``order``, ``aspect`` increases (each next one better).
+
+    More stability means a smaller spread across replicates, fewer divergences and smaller
+    drawdowns; less computation means fewer CPU seconds, FLOPs and bytes of model state; more
+    reward means a larger per-instance normalised score.
+    """
+
+    aspect: Literal["stability", "reward", "computation"]
+    order: list[str] = Field(min_length=2, description="Labels (or algorithm names), in order.")
+    trend: Literal["increases", "decreases"] = Field(
+        "increases", description="Whether the aspect increases or decreases along the order.")
+    source: str = Field("", description="Where the claim comes from (shown in the report).")
+
+
 class DivergenceSpec(_Strict):
     max_kl: float | None = Field(
         None, gt=0, description="A run whose evaluated KL(π‖π_ref) exceeds this is 'diverged'."
@@ -166,7 +206,12 @@ class Suite(_Strict):
     preferences: PreferenceSpec = Field(default_factory=PreferenceSpec)
     reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
     algorithms: list[AlgorithmSpec] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[int] | SeedsSpec = Field(
+        union_mode="left_to_right",
+        description="Instance seeds (one replicate each), or {instances: [...], replicates: n}.")
+    claims: list[ClaimSpec] | None = Field(
+        None, description="Claimed orderings to test; default: the lecture's "
+        "(from PPO to GRPO to DPO, stability increases and computation decreases).")
     budget: BudgetSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
@@ -192,10 +237,28 @@ class Suite(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _unique_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
+    def _unique_seeds(cls, v: list[int] | SeedsSpec) -> list[int] | SeedsSpec:
+        if isinstance(v, list) and len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one seed")
         return v
+
+    @property
+    def instances(self) -> list[int]:
+        """The instance seeds."""
+        return list(self.seeds) if isinstance(self.seeds, list) else list(self.seeds.instances)
+
+    @property
+    def replicates(self) -> int:
+        """Training replicates per instance (1 for a plain list of seeds)."""
+        return 1 if isinstance(self.seeds, list) else self.seeds.replicates
+
+    def resolved_claims(self) -> list[ClaimSpec]:
+        """The suite's claims, or the lecture's two when it lists none."""
+        if self.claims is not None:
+            return list(self.claims)
+        return default_claims()
 
     @field_validator("name")
     @classmethod
@@ -203,6 +266,29 @@ class Suite(_Strict):
         if not v or "/" in v or v.startswith("."):
             raise ValueError("a suite name is a non-empty folder name (no '/')")
         return v
+
+
+def default_claims() -> list[ClaimSpec]:
+    """The lecture's claim: from PPO to GRPO to DPO, stability increases and computation
+    decreases (algorithm names; each represented by its best configuration on a task)."""
+    return [
+        ClaimSpec(aspect="stability", order=list(LECTURE_CLAIM), trend="increases",
+                  source=LECTURE_SOURCE),
+        ClaimSpec(aspect="computation", order=list(LECTURE_CLAIM), trend="decreases",
+                  source=LECTURE_SOURCE),
+    ]
+
+
+def algorithm_seed(seed: int, replicate: int) -> int:
+    """The seed of an algorithm's own randomness for replicate ``replicate`` of instance
+    ``seed``: the instance seed itself for replicate 0 (a plain list of seeds behaves as it
+    always has), else a hash of both (so replicates of different instances never share one)."""
+    if replicate == 0:
+        return int(seed)
+    import hashlib
+
+    digest = hashlib.sha256(f"rlhf-harness/replicate/{seed}/{replicate}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,14 +311,19 @@ class RunSpec:
     device: str
     precision: str
     gpus: float
+    replicate: int = 0
+    """0-based; ``seed`` is the instance seed (task draw, preference data, r̂), and the
+    algorithm's own randomness is seeded with :func:`algorithm_seed` (seed, replicate)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @property
     def run_id(self) -> str:
-        """``<label>-<task>-s<seed>-<hash>``: readable, and unique to the resolved spec."""
-        return f"{self.label}-{self.task}-s{self.seed}-{config_hash(self.as_dict(), 10)}"
+        """``<label>-<task>-s<seed>[-r<replicate>]-<hash>``: readable, and unique to the
+        resolved spec (``-r`` only for replicates after the first)."""
+        rep = f"-r{self.replicate}" if self.replicate else ""
+        return f"{self.label}-{self.task}-s{self.seed}{rep}-{config_hash(self.as_dict(), 10)}"
 
     @property
     def shared_key(self) -> dict[str, Any]:
@@ -330,6 +421,18 @@ def check_suite(suite: Suite, path: str | Path, host: Any) -> list[RunSpec]:
             at = ("sweep", key) if key in point else ("config", key)
             build_config(cls.Config, values,
                          where=f"{where('algorithms', i, *at)}: algorithms.{i} ({alg.name})")
+    names = {alg.name for alg in suite.algorithms}
+    for i, claim in enumerate(suite.claims or []):
+        for j, label in enumerate(claim.order):
+            if label not in labels and label not in names:
+                raise ConfigError(
+                    f"{where('claims', i, 'order', j)}: claims.{i}.order.{j}: no algorithm "
+                    f"labelled or named '{label}' in this suite (labels: "
+                    f"{', '.join(sorted(labels))})"
+                )
+        if len(set(claim.order)) != len(claim.order):
+            raise ConfigError(f"{where('claims', i, 'order')}: claims.{i}.order: a "
+                              "configuration appears twice")
     for i, task in enumerate(suite.tasks):
         cls = known("task", task.name, "tasks", i, "name")
         key = _rejected_key(cls.Params, task.params)
@@ -339,9 +442,10 @@ def check_suite(suite: Suite, path: str | Path, host: Any) -> list[RunSpec]:
 
 
 def expand(suite: Suite, host: Any) -> list[RunSpec]:
-    """Every run of the suite: task × seed × algorithm × sweep point."""
+    """Every run of the suite: task × instance × replicate × algorithm × sweep point."""
     runs = []
-    for task, seed, alg in itertools.product(suite.tasks, suite.seeds, suite.algorithms):
+    for task, seed, replicate, alg in itertools.product(
+            suite.tasks, suite.instances, range(suite.replicates), suite.algorithms):
         task_cls = host.task(task.name)
         params = config_dict(build_config(task_cls.Params, task.params))
         budget = task.budget or suite.budget
@@ -370,6 +474,7 @@ def expand(suite: Suite, host: Any) -> list[RunSpec]:
                     device=suite.device,
                     precision=suite.precision,
                     gpus=suite.gpus_per_run,
+                    replicate=replicate,
                 )
             )
     return runs
@@ -435,9 +540,21 @@ def _nearest_line(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> i
     return lines.get(())
 
 
+_UNION_TAGS = ("list[int]", "SeedsSpec", "list[ClaimSpec]", "none")
+
+
 def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
     """One line: ``file:line: key.path: what is wrong`` (with a suggestion for unknown keys)."""
-    errors = exc.errors()
+    errors = []
+    for e in exc.errors():
+        tagged = any(p in _UNION_TAGS for p in e["loc"])
+        if tagged and e["type"] in ("list_type", "model_type", "dict_type"):
+            continue  # the other form of a union field is what was meant
+        errors.append({**e, "loc": tuple(p for p in e["loc"] if p not in _UNION_TAGS)})
+    if not errors:
+        first = exc.errors()[0]
+        errors = [{**first, "loc": tuple(p for p in first["loc"] if p not in _UNION_TAGS),
+                   "msg": "a list of seeds, or a mapping {instances: [...], replicates: n}"}]
     # An unknown key first: a misspelt required key (``seedz``) also makes ``seeds`` missing,
     # and the misspelling, with its suggestion, is what the user has to fix.
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
@@ -470,8 +587,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         annotation = field.annotation
-        inner = getattr(annotation, "__args__", None)
-        candidates = [annotation, *(inner or [])]
+        inner = list(getattr(annotation, "__args__", None) or [])
+        inner += [a for i in inner for a in getattr(i, "__args__", None) or []]
+        candidates = [annotation, *inner]
         model = next(
             (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
         )
