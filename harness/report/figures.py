@@ -10,6 +10,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -93,28 +94,38 @@ def _legend_once(fig: plt.Figure, axes: np.ndarray) -> None:
                    ncol=min(len(labels), 5), frameon=False)
 
 
-def curve_bands(frame: pd.DataFrame, x: str, *, n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Mean across runs of ``value`` at each ``x``, per (task, label), with a 95% percentile
-    bootstrap band: whole runs are resampled (``n_boot`` times), so each resample is a set of
-    curves. ``frame`` is on a shared grid (:func:`harness.report.data.on_grid`)."""
-    rng = np.random.default_rng(seed)
+def t_errorbar(values: Any) -> tuple[float, float]:
+    """Seaborn ``errorbar``: the Student-t 95% interval of the mean of ``values``."""
+    from harness.report.stats import t_interval
+
+    e = t_interval(np.asarray(values, dtype=float))
+    return (e.low, e.high) if e.has_interval else (e.value, e.value)
+
+
+def curve_bands(frame: pd.DataFrame, x: str, *, n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Mean of ``value`` at each ``x``, per (task, label), with a Student-t 95% band over task
+    instances: an instance's replicates are averaged first (the instance is the independent
+    unit), then the t interval of the instance means is taken at each ``x``. ``frame`` is on a
+    shared grid (:func:`harness.report.data.on_grid`). ``n_boot`` and ``seed`` are unused (kept
+    for callers of the bootstrap band this replaced)."""
+    del n_boot, seed
+    from scipy import stats
+
     out = []
+    unit = "seed" if "seed" in frame.columns and frame["seed"].notna().all() else "run_id"
     for (task, label), sub in frame.groupby(["task", "label"], sort=False):
-        wide = sub.pivot_table(index=x, columns="run_id", values="value", aggfunc="mean")
-        values = wide.to_numpy(dtype=float)  # [n_x, n_runs], NaN past a run's end
+        wide = sub.pivot_table(index=x, columns=unit, values="value", aggfunc="mean")
+        values = wide.to_numpy(dtype=float)  # [n_x, n_units], NaN past a run's end
         xs = wide.index.to_numpy(dtype=float)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(values, axis=1)
-            n_runs = values.shape[1]
-            if n_runs > 1:
-                idx = rng.integers(0, n_runs, size=(n_boot, n_runs))
-                boots = np.nanmean(values[:, idx], axis=2)  # [n_x, n_boot]
-                low, high = np.nanpercentile(boots, [2.5, 97.5], axis=1)
-            else:
-                low = high = np.full_like(mean, np.nan)
+            n = np.isfinite(values).sum(axis=1)
+            sd = np.nanstd(values, axis=1, ddof=1)
+            half = np.where(n >= 2, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd
+                            / np.sqrt(np.maximum(n, 1)), np.nan)
         out.append(pd.DataFrame({"task": task, "label": label, x: xs, "mean": mean,
-                                 "low": low, "high": high}))
+                                 "low": mean - half, "high": mean + half}))
     if not out:
         return pd.DataFrame(columns=["task", "label", x, "mean", "low", "high"])
     return pd.concat(out, ignore_index=True)
@@ -124,7 +135,7 @@ def learning_curves(
     curves: dict[str, pd.DataFrame], x: str, tasks: Sequence[str], labels: Sequence[str],
     path: Path, *, n_boot: int, seed: int = 0,
 ) -> bool:
-    """Rows: metrics; columns: tasks. Mean across runs with a 95% bootstrap band."""
+    """Rows: metrics; columns: tasks. Mean across instances with a Student-t 95% band."""
     metrics = [m for m, f in curves.items() if not f.empty]
     if not metrics or not tasks:
         return False
@@ -213,7 +224,7 @@ def time_split(runs: pd.DataFrame, tasks: Sequence[str], labels: Sequence[str], 
         if not sub.empty:
             order = [lab for lab in labels if lab in set(sub["label"])]
             sns.barplot(data=sub, x="label", y="seconds", hue="phase", order=order,
-                        errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax)
+                        errorbar=t_errorbar, ax=ax)
         ax.set_title(task)
         ax.set_xlabel("")
         ax.set_ylabel("wall seconds per run")
@@ -224,10 +235,10 @@ def time_split(runs: pd.DataFrame, tasks: Sequence[str], labels: Sequence[str], 
 
 
 RESOURCE_NAMES = {
-    "train_seconds": "training wall seconds (generate+score+train)",
+    "train_cpu_seconds": "training CPU seconds (generate+score+train)",
     "flops": "FLOPs per run",
-    "peak_host_memory_mb": "peak host memory (MB)",
-    "peak_gpu_memory_mb": "peak GPU memory (MB)",
+    "model_state_mb": "model state (MB)",
+    "peak_above_baseline_mb": "peak memory above baseline (MB)",
     "models_resident": "models resident",
 }
 
@@ -248,11 +259,10 @@ def resources(runs: pd.DataFrame, labels: Sequence[str], path: Path, *, n_boot: 
         order = [lab for lab in labels if lab in set(sub["label"])]
         if multi_task:
             sns.barplot(data=sub, x="label", y=col, hue="task", order=order,
-                        errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax)
+                        errorbar=t_errorbar, ax=ax)
         else:
             sns.barplot(data=sub, x="label", y=col, hue="label", order=order,
-                        palette=colours, legend=False, errorbar=("ci", 95), n_boot=n_boot,
-                        seed=seed, ax=ax)
+                        palette=colours, legend=False, errorbar=t_errorbar, ax=ax)
         ax.set_title(RESOURCE_NAMES[col], fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("")
@@ -305,7 +315,7 @@ def sensitivity(finals: pd.DataFrame, path: Path, value: str = "final_gold_rewar
     for j, (task, alg) in enumerate(groups):
         ax = axes[0, j]
         sub = finals[(finals["task"] == task) & (finals["algorithm"] == alg)]
-        sns.pointplot(data=sub, x="sweep", y=value, errorbar=("ci", 95), n_boot=n_boot,
+        sns.pointplot(data=sub, x="sweep", y=value, errorbar=t_errorbar,
                       seed=seed, ax=ax, linestyle="none", capsize=0.15)
         sns.stripplot(data=sub, x="sweep", y=value, color="0.4", size=3, jitter=0.1, ax=ax)
         ax.set_title(f"{alg} on {task}")
@@ -318,7 +328,8 @@ def sensitivity(finals: pd.DataFrame, path: Path, value: str = "final_gold_rewar
 
 def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: Path,
             title: str) -> bool:
-    """Left: IQM with its 95% interval per label; right: P(row > column) as a heatmap."""
+    """Left: the mean (column ``iqm``) with its 95% interval per label; right: P(row > column)
+    as a heatmap."""
     iqm = iqm.dropna(subset=["iqm"])
     if iqm.empty:
         return False
@@ -337,7 +348,7 @@ def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: P
     ax1.set_yticks(ys, list(iqm["label"]))
     ax1.invert_yaxis()
     ax1.set_xlabel(title)
-    ax1.set_title("IQM, 95% stratified bootstrap CI")
+    ax1.set_title("mean over instances, 95% Student-t CI")
     if not poi.empty:
         order = [lab for lab in labels if lab in set(poi["x"]) | set(poi["y"])]
         mat = poi.pivot(index="x", columns="y", values="p").reindex(index=order, columns=order)

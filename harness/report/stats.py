@@ -374,7 +374,26 @@ def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     df = n - 1
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     nc = abs(effect) * math.sqrt(n)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    upper = float(stats.nct.sf(crit, df, nc))
+    lower = float(stats.nct.cdf(-crit, df, nc))
+    if not math.isfinite(lower) and stats.norm.cdf(-nc) < 1e-12:
+        lower = 0.0  # P(T < −crit) ≤ P(T < 0) = Φ(−nc): negligible where scipy gives NaN
+    if math.isfinite(upper) and math.isfinite(lower):
+        return min(max(upper + lower, 0.0), 1.0)
+    # scipy's nct can give NaN far in its tails (tiny α at 1-2 df): the same power as an
+    # integral over the chi-square variable of the variance, T = (Z + nc)/√(V/df), split where
+    # crit·√(v/df) = nc (where the integrand changes fastest).
+    from scipy.integrate import quad
+
+    def integrand(v: float) -> float:
+        scale = crit * math.sqrt(v / df)
+        return float((stats.norm.cdf(nc - scale) + stats.norm.cdf(-nc - scale))
+                     * stats.chi2.pdf(v, df))
+
+    top = float(stats.chi2.isf(1e-15, df))
+    turn = min(df * (nc / crit) ** 2, top)
+    total = quad(integrand, 0, turn, limit=200)[0] + quad(integrand, turn, top, limit=200)[0]
+    return min(max(float(total), 0.0), 1.0)
 
 
 def minimum_detectable(sd: float, n: int, *, alpha: float = ALPHA,
