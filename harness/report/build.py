@@ -301,12 +301,13 @@ def comparisons_section(rep: Report) -> None:
     })
     rep.table(shown, "Every pair of configurations on a task, paired by instance: the mean "
               "per-instance difference a − b with its Student-t 95% interval and the paired "
-              "t-test's p-value, Holm-adjusted over all {m} comparisons of this report; a "
+              "t-test's p-value, Holm-adjusted over the {m} comparisons of this report that are "
+              "tests (equal differences are exact: p stays 0 or 1); a "
               "decision when the adjusted p-value is below 0.05 (lower is better for stability "
               "and computation). MDE: the smallest difference the design detects with 80% power "
               "at α/m = {a}; instances needed: how many would detect the observed difference "
               "with 80% power at that level (undecided rows only).".format(
-                  m=int(comp["p_value"].notna().sum()), a=fmt(cmp.family_alpha(comp), 2)),
+                  m=cmp.family_size(comp), a=fmt(cmp.family_alpha(comp), 2)),
               "comparisons", comp[list(cmp.COMPARISON_COLUMNS)])
     decided = comp[comp["decision"] != st.UNDECIDED]
     rep.text("{k} of {m} comparisons decided.", k=len(decided), m=len(comp))
@@ -928,7 +929,9 @@ def method_section(rep: Report) -> None:
              "report; decided when the adjusted p-value is below 0.05. MDE and instances needed "
              "from the noncentral t distribution (scipy.stats.nct), 80% power, two-sided, at "
              "α/m = {a} (Bonferroni, the strictest step of Holm), using the observed sd of the "
-             "differences.", m=int(comp["p_value"].notna().sum()) if len(comp) else 0,
+             "differences. Comparisons whose per-instance differences are all equal (FLOPs, "
+             "bytes of model state, or zero on both sides) are exact, not tests: they keep "
+             "their p-value of 0 or 1 and stay out of the family.", m=cmp.family_size(comp),
              a=fmt(cmp.family_alpha(comp), 2) if len(comp) else "0.05")
     rep.text("Did not learn: the t interval of the per-instance gold gain over π_ref holds 0 "
              "and the final KL(π‖π_ref) is below {kl} nats or its t interval holds 0.",

@@ -18,7 +18,9 @@ the per-instance differences (a paired t-test). The quantities compared (:data:`
   ones); megabytes of parameters, gradients and optimiser state resident.
 
 Every pair of configurations on a task is compared on each quantity; the p-values of all the
-comparisons of a report form one family, Holm-adjusted. ``mde`` and ``seeds_needed`` are
+comparisons of a report form one family, Holm-adjusted — except comparisons whose per-instance
+differences are all equal (a deterministic count such as FLOPs, or zero on both sides), which
+are exact rather than tests and keep their p-value of 0 or 1. ``mde`` and ``seeds_needed`` are
 computed at α/m (m the size of the family), the strictest step of Holm's procedure, so that at
 ``seeds_needed`` instances a difference of the observed size (with the observed spread of the
 differences) is decided under the report's adjustment with at least 80% power.
@@ -157,8 +159,12 @@ def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
     frame = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     if frame.empty:
         return frame
-    frame["p_adjusted"] = st.holm(frame["p_value"].tolist())
-    m = int(frame["p_value"].notna().sum())
+    # Differences that are all equal (deterministic counts such as FLOPs, or zero on both
+    # sides) are exact, not tests: their p-value (0 or 1) stands, outside the Holm family.
+    exact = np.array([sd == 0 for sd in sds])
+    tests = frame["p_value"].where(~exact)
+    frame["p_adjusted"] = np.where(exact, frame["p_value"], st.holm(tests.tolist()))
+    m = int(tests.notna().sum())
     family_alpha = alpha / max(m, 1)
     decisions, mdes, needed = [], [], []
     for row, sd in zip(frame.itertuples(index=False), sds, strict=True):
@@ -174,9 +180,18 @@ def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
     return frame
 
 
+def family_size(comp: pd.DataFrame) -> int:
+    """m: the comparisons that are tests (a p-value strictly between the exact 0 and 1 of
+    equal differences, or a spread in the differences)."""
+    if comp.empty:
+        return 0
+    exact = (comp["ci_low"] == comp["ci_high"]) & comp["p_value"].isin((0.0, 1.0))
+    return int((comp["p_value"].notna() & ~exact).sum())
+
+
 def family_alpha(comp: pd.DataFrame, alpha: float = st.ALPHA) -> float:
     """α/m: the level ``mde`` and ``seeds_needed`` are computed at."""
-    return alpha / max(int(comp["p_value"].notna().sum()), 1) if len(comp) else alpha
+    return alpha / max(family_size(comp), 1)
 
 
 def lookup(comp: pd.DataFrame, task: str, metric: str, x: str, y: str) -> str | None:
