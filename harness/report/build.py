@@ -299,15 +299,15 @@ def comparisons_section(rep: Report) -> None:
         "decision": comp["decision"], "MDE": comp["mde"].map(fmt),
         "instances needed": comp["seeds_needed"].map(lambda v: "" if math.isnan(v) else fmt(v)),
     })
+    m, level = cmp.family_size(comp), fmt(cmp.family_alpha(comp), 2)
     rep.table(shown, "Every pair of configurations on a task, paired by instance: the mean "
               "per-instance difference a − b with its Student-t 95% interval and the paired "
-              "t-test's p-value, Holm-adjusted over the {m} comparisons of this report that are "
-              "tests (equal differences are exact: p stays 0 or 1); a "
-              "decision when the adjusted p-value is below 0.05 (lower is better for stability "
-              "and computation). MDE: the smallest difference the design detects with 80% power "
-              "at α/m = {a}; instances needed: how many would detect the observed difference "
-              "with 80% power at that level (undecided rows only).".format(
-                  m=cmp.family_size(comp), a=fmt(cmp.family_alpha(comp), 2)),
+              f"t-test's p-value, Holm-adjusted over the {m} comparisons of this report that "
+              "are tests (equal differences are exact: p stays 0 or 1); a decision when the "
+              "adjusted p-value is below 0.05 (lower is better for stability and computation). "
+              "MDE: the smallest difference the design detects with 80% power at α/m = "
+              f"{level}; instances needed: how many would detect the observed difference with "
+              "80% power at that level (undecided rows only).",
               "comparisons", comp[list(cmp.COMPARISON_COLUMNS)])
     decided = comp[comp["decision"] != st.UNDECIDED]
     rep.text("{k} of {m} comparisons decided.", k=len(decided), m=len(comp))
