@@ -351,26 +351,30 @@ def test_decisions_follow_the_adjusted_p_value_and_the_direction():
 def test_power_mde_and_seeds_needed_from_the_noncentral_t():
     # One-sample/paired t, d = 1, n = 10, two-sided α = 0.05: power 0.803 (G*Power's value).
     assert st.paired_power(1.0, 10) == pytest.approx(0.80315, abs=5e-4)
-    # Independently of scipy's nct: T = (Z + d√n)/√(V/df), V ~ χ²_df, so the power is
-    # ∫ [Φ(d√n − c√(v/df)) + Φ(−d√n − c√(v/df))] χ²_df(v) dv.
+    # Independently of scipy's nct: T = (Z + d√n)/(W/√df), W ~ χ_df, so the power is
+    # ∫ [Φ(d√n − c·w/√df) + Φ(−d√n − c·w/√df)] χ_df(w) dw.
     from scipy.integrate import quad
 
     def by_integral(d: float, n: int, alpha: float = 0.05) -> float:
+        # over W = √V, chi-distributed with df degrees of freedom
         df, c, nc = n - 1, stats.t.ppf(1 - alpha / 2, n - 1), d * math.sqrt(n)
 
-        def integrand(v: float) -> float:
-            scale = c * math.sqrt(v / df)
-            return (stats.norm.cdf(nc - scale) + stats.norm.cdf(-nc - scale)) * stats.chi2.pdf(
-                v, df)
+        def integrand(w: float) -> float:
+            scale = c * w / math.sqrt(df)
+            return (stats.norm.cdf(nc - scale) + stats.norm.cdf(-nc - scale)) * stats.chi.pdf(
+                w, df)
 
-        turn = df * (nc / c) ** 2  # where the integrand turns: split there
+        turn = nc * math.sqrt(df) / c  # where the integrand turns: split there
         return quad(integrand, 0, turn)[0] + quad(integrand, turn, np.inf)[0]
 
     for d, n in ((1.0, 9), (0.4, 5), (0.8, 20)):
         assert st.paired_power(d, n) == pytest.approx(by_integral(d, n), abs=1e-7)
-    # far in the tails (2 instances, α/42), where scipy's nct gives NaN for the lower tail
+    # far in the tails (2 instances, α/42), where scipy's nct gives NaN for the lower tail;
+    # by hand: P(|W| < (Z + nc)/c) ≈ 2φ(0)·nc/c = 0.01688 for df = 1
     assert st.paired_power(8.0, 2, 0.05 / 42) == pytest.approx(by_integral(8.0, 2, 0.05 / 42),
                                                               abs=1e-6)
+    assert st.paired_power(8.0, 2, 0.05 / 42) == pytest.approx(
+        2 * stats.norm.pdf(0) * 8 * math.sqrt(2) / stats.t.ppf(1 - 0.05 / 84, 1), rel=1e-3)
     assert st.paired_power(1.0, 9) < 0.8
     assert st.seeds_needed(0.5, 0.5) == 10
     assert st.seeds_needed(-0.5, 0.5) == 10
@@ -398,3 +402,12 @@ def test_seeds_needed_has_80_percent_power_by_simulation():
     assert 0.77 <= float(np.mean(p < 0.05)) <= 0.83
     d = rng.normal(0.6, 1.0, size=(2000, n - 1))
     assert float(np.mean(stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05)) < 0.8
+
+
+def test_power_falls_back_to_an_integral_where_the_noncentral_t_fails(monkeypatch):
+    expected = [st.paired_power(d, n, a) for d, n, a in ((1.0, 10, 0.05), (8.0, 2, 0.05 / 42),
+                                                         (0.3, 30, 0.001))]
+    monkeypatch.setattr(st.stats.nct, "sf", lambda *args: math.nan)
+    got = [st.paired_power(d, n, a) for d, n, a in ((1.0, 10, 0.05), (8.0, 2, 0.05 / 42),
+                                                    (0.3, 30, 0.001))]
+    assert got == pytest.approx(expected, abs=1e-6)

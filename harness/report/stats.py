@@ -381,17 +381,17 @@ def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     if math.isfinite(upper) and math.isfinite(lower):
         return min(max(upper + lower, 0.0), 1.0)
     # scipy's nct can give NaN far in its tails (tiny α at 1-2 df): the same power as an
-    # integral over the chi-square variable of the variance, T = (Z + nc)/√(V/df), split where
-    # crit·√(v/df) = nc (where the integrand changes fastest).
+    # integral over W = √V (chi-distributed, no singularity at 0), T = (Z + nc)/(W/√df), split
+    # where crit·w/√df = nc (where the integrand changes fastest).
     from scipy.integrate import quad
 
-    def integrand(v: float) -> float:
-        scale = crit * math.sqrt(v / df)
+    def integrand(w: float) -> float:
+        scale = crit * w / math.sqrt(df)
         return float((stats.norm.cdf(nc - scale) + stats.norm.cdf(-nc - scale))
-                     * stats.chi2.pdf(v, df))
+                     * stats.chi.pdf(w, df))
 
-    top = float(stats.chi2.isf(1e-15, df))
-    turn = min(df * (nc / crit) ** 2, top)
+    top = float(stats.chi.isf(1e-15, df))
+    turn = min(nc * math.sqrt(df) / crit, top)
     total = quad(integrand, 0, turn, limit=200)[0] + quad(integrand, turn, top, limit=200)[0]
     return min(max(float(total), 0.0), 1.0)
 
