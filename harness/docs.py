@@ -194,7 +194,8 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
            "`__init__` calls `super().__init__(config, context)`, which sets `self.config`, "
            "`self.ctx` and `self.finished`.")
     yield ""
-    members = ["name", "Config", "needs", "finished", "step", "eval_policy", "models_resident"]
+    members = ["name", "Config", "needs", "finished", "step", "eval_policy", "fixed_point",
+               "models_resident"]
     docs = {
         "name": "The registered name (set it; the runner and messages use it).",
         "Config": "The hyperparameters: a dataclass, every field with a default and a "

@@ -260,6 +260,7 @@ def run_one(
     peak_above = 0
     state_bytes = None
     resident_detail: dict[str, int] | None = None
+    target: dict[str, Any] | None = None
     final: dict[str, float] = {}
     fit_report = None
     models_resident = None
@@ -291,6 +292,15 @@ def run_one(
         algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         meter = context.meter
         exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
+        if exact is not None:
+            # Where the algorithm's own fixed point is not π*_β, its regret: the part of the
+            # run's regret that its objective causes (the rest is the optimisation's).
+            point = algo.fixed_point(exact)
+            if point is not None:
+                beta = spec["evaluation"]["beta"]
+                target = {"kind": f"{spec['algorithm']} fixed point",
+                          "regret": exact.regret(point, beta), "kl_ref": exact.kl_ref(point),
+                          "regret_ref": exact.regret(exact.ref_logp, beta)}
         # Evaluation reads the algorithm's frozen copy of r̂ where it has one: the original is
         # then dropped rather than kept resident beside it.
         if context.reward_model is not None:
@@ -425,6 +435,7 @@ def run_one(
         ),
         "models_resident": models_resident,
         "models_resident_detail": resident_detail,
+        "target": target,
         "reward_model": fit_report,
         "seed": spec["seed"],
         "config_hash": config_hash(spec),

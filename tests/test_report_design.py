@@ -72,6 +72,9 @@ def _store(root: Path) -> Path:
                     "memory": {"model_state_bytes": state, "peak_above_baseline_mb": 1.0,
                                "baseline_mb": 400.0, "kind": "rss"},
                     "wall_seconds": cpu, "models_resident": 2, "seed": instance,
+                    "target": ({"kind": "grpo fixed point", "regret": 0.2 * optimum_gap,
+                                "kl_ref": 0.4, "regret_ref": optimum_gap}
+                               if label == "shaky" else None),
                 }
                 store.finish(run_id, "done",
                              metrics=pd.DataFrame(rows, columns=list(METRIC_COLUMNS)),
@@ -158,3 +161,18 @@ def test_one_replicate_per_instance_says_stability_spread_is_not_measured(tmp_pa
     assert "Every instance has one replicate" in md
     comp = pd.read_csv(out / "tables" / "comparisons.csv")
     assert "replicate_std" not in set(comp["metric"])
+
+
+def test_regret_splits_into_the_objectives_part_and_the_rest(design: Path):
+    split = pd.read_csv(design / "tables" / "regret_split.csv")
+    assert split["label"].tolist() == ["shaky"]
+    row = split.iloc[0]
+    runs = pd.read_csv(design / "tables" / "runs.csv")
+    shaky = runs[runs["label"] == "shaky"].groupby("seed")
+    final = shaky["final_regret"].mean()
+    target = shaky["initial_regret"].mean() * 0.2
+    assert row["final_regret"] == pytest.approx(final.mean())
+    assert row["objective_regret"] == pytest.approx(target.mean())
+    assert row["optimisation_regret"] == pytest.approx((final - target).mean())
+    md = (design / "index.md").read_text()
+    assert "forward KL(π\\_ref‖π)" in md or "forward KL(π_ref‖π)" in md

@@ -259,6 +259,7 @@ def test_summary_holds_compute_memory_models_versions_seed_and_hash(sequential):
         assert memory["peak_above_baseline_mb"] >= 0
         assert memory["model_state_bytes"] > 0
         assert summary["models_resident"] == resident[spec["algorithm"]]
+        assert summary["target"] is None  # π*_β, or (GRPO with std scaling) no closed form
         assert summary["models_resident_detail"] == {
             "algorithm": own[spec["algorithm"]], "task": 0,
             "evaluation_reward_model": resident[spec["algorithm"]] - own[spec["algorithm"]]}
@@ -592,3 +593,19 @@ def test_replicates_share_the_instance_and_vary_the_algorithm(tmp_path):
     loss0 = m0.query("source == 'train' and metric == 'loss'")["value"].to_numpy()
     loss1 = m1.query("source == 'train' and metric == 'loss'")["value"].to_numpy()
     assert not np.array_equal(loss0, loss1)
+
+
+def test_grpo_records_the_regret_of_its_own_fixed_point(tmp_path):
+    text = SUITE.replace("prompts_per_step: 4}", "prompts_per_step: 4, scale_rewards: none, "
+                         "beta: 0.1}").replace("seeds: [0, 1]", "seeds: [0]")
+    specs = [s for s in specs_of(write_suite(tmp_path, text)) if s.algorithm == "grpo"]
+    assert run_specs(specs, str(tmp_path / "runs"), wandb=False,
+                     progress=False).statuses == {"done": 1}
+    [record] = RunStore(tmp_path / "runs", "tiny").records()
+    target = record.summary["target"]
+    assert target["kind"] == "grpo fixed point"
+    # the forward-KL fixed point loses part of the gap, never more than π_ref does
+    assert 0 < target["regret"] < target["regret_ref"]
+    assert target["kl_ref"] > 0
+    initial = record.metrics().query("source == 'eval' and step == 0 and metric == 'regret'")
+    assert initial["value"].iloc[0] == pytest.approx(target["regret_ref"])

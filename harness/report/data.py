@@ -104,6 +104,8 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
     row["model_state_bytes"] = _finite(memory.get("model_state_bytes"))
     row["peak_above_baseline_mb"] = _finite(memory.get("peak_above_baseline_mb"))
     row["memory_kind"] = memory.get("kind") or ""
+    target = summary.get("target") or {}
+    row["target_regret"] = _finite(target.get("regret"))
     row["flops"] = _finite(compute.get("flops"))
     row["samples"] = _finite(compute.get("samples"))
     row["run_wall_seconds"] = _finite(summary.get("wall_seconds"))
@@ -156,7 +158,8 @@ def load_store(store_path: str | Path) -> StoreData:
     for col in (*(f"final_{m}" for m in FINAL_METRICS), "train_seconds", "flops", "samples",
                 "peak_host_memory_mb", "peak_gpu_memory_mb", "models_resident",
                 *(f"seconds_{p}" for p in PHASES), *(f"cpu_seconds_{p}" for p in PHASES),
-                "train_cpu_seconds", "model_state_bytes", "peak_above_baseline_mb"):
+                "train_cpu_seconds", "model_state_bytes", "peak_above_baseline_mb",
+                "target_regret"):
         if col not in runs:
             runs[col] = np.nan
     if "replicate" not in runs:
