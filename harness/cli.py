@@ -180,23 +180,14 @@ def run(
               show_default=True,
               help="Time-to-target: this fraction of the way from π_ref's gold reward to the "
               "best final one.")
-@click.option("--n-boot", type=click.IntRange(min=10), default=200, show_default=True,
-              help="Bootstrap resamples of the figures' 95% bands.")
-@click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
-              help="Bootstrap resamples of the tables' confidence intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every bootstrap.")
-def report(
-    store: str, out_dir: str | None, x_axis: str, threshold: float, n_boot: int,
-    resamples: int, seed: int,
-) -> None:
+def report(store: str, out_dir: str | None, x_axis: str, threshold: float) -> None:
     """Write the report of a run store (runs/<suite>): Markdown, HTML, PNG figures, CSV tables.
 
     Reads the store alone; failed and diverged runs are counted, not dropped.
     """
     from harness.report import write_report
 
-    out = write_report(store, out_dir, x=x_axis, threshold=threshold, n_boot=n_boot,
-                       n_resamples=resamples, seed=seed)
+    out = write_report(store, out_dir, x=x_axis, threshold=threshold)
     click.echo(f"report: {out / 'index.md'} and {out / 'index.html'}")
 
 

@@ -124,7 +124,7 @@ def make_store(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store")
-    return write_report(make_store(root), root / "report", n_resamples=1000)
+    return write_report(make_store(root), root / "report")
 
 
 N_RUNS = 5 + 5 + 5 + 2 + 2 + 1
@@ -281,7 +281,7 @@ def test_cli_report_two_tasks_without_dpo(tmp_path: Path, capsys: pytest.Capture
                 for seed in (0, 4):
                     _run(store, task, alg, f"{label}[lr={lr}]", seed, cfg, sweep={"lr": lr})
     out = tmp_path / "out"
-    main(["report", str(store.path), "--out", str(out), "--x", "flops", "--resamples", "500"])
+    main(["report", str(store.path), "--out", str(out), "--x", "flops"])
     assert "index.html" in capsys.readouterr().out
     md = (out / "index.md").read_text()
     assert (out / "figures" / "curves_flops.png").exists()

@@ -44,9 +44,6 @@ class ReportOptions:
 
     x: str = "step"
     threshold: float = 0.9
-    n_boot: int = 200
-    n_resamples: int = 2000
-    seed: int = 0
     max_points: int = 100
     spike_k: float = 5.0
 
@@ -153,9 +150,6 @@ class Report:
         if draw(path):
             self.blocks.append(Figure(path, caption))
 
-    def ci(self, values: Iterable[float], statistic: str = "mean", salt: int = 0) -> st.Estimate:
-        return st.bootstrap_ci(list(values), statistic, n_resamples=self.opts.n_resamples,
-                               seed=self.opts.seed + salt)
 
 
 def _groups(rep: Report, frame: pd.DataFrame) -> Iterable[tuple[str, str, pd.DataFrame]]:
@@ -414,8 +408,7 @@ def reward_section(rep: Report) -> None:
         f"Gold reward, proxy reward and KL(π‖π_ref) against {fig.X_NAMES[opts.x]}: mean over "
         f"task instances (an instance's replicates averaged first) with a Student-t 95% band; "
         f"runs interpolated onto a common grid of at most {opts.max_points} points.",
-        lambda p: fig.learning_curves(curves, opts.x, d.tasks, d.labels, p,
-                                      n_boot=opts.n_boot, seed=opts.seed),
+        lambda p: fig.learning_curves(curves, opts.x, d.tasks, d.labels, p),
     )
 
     u = d.usable
@@ -491,8 +484,7 @@ def reward_section(rep: Report) -> None:
         rep.figure(f"regret_{opts.x}",
                    f"Regret J_β(π*_β) − J_β(π) against {fig.X_NAMES[opts.x]} (mean over "
                    "instances, Student-t 95% band).",
-                   lambda p: fig.learning_curves(regret, opts.x, d.tasks, d.labels, p,
-                                                 n_boot=opts.n_boot, seed=opts.seed))
+                   lambda p: fig.learning_curves(regret, opts.x, d.tasks, d.labels, p))
     _regret_split(rep)
     _reward_model_table(rep)
 
@@ -632,11 +624,11 @@ def compute_section(rep: Report) -> None:
     per_instance = done.groupby(["task", "label", "seed"], as_index=False)[cols].mean()
     rep.figure("compute_time", "Wall seconds per run by phase (mean over instances, Student-t "
                "95% interval). Wall time is reported, not judged: it grows with machine load.",
-               lambda p: fig.time_split(per_instance, d.tasks, d.labels, p, n_boot=0))
+               lambda p: fig.time_split(per_instance, d.tasks, d.labels, p))
     rep.figure("compute_resources", "Training CPU seconds, FLOPs (neural policies only), "
                "model state, peak memory above the run's baseline and models resident (mean "
                "over instances, Student-t 95% interval).",
-               lambda p: fig.resources(per_instance, d.labels, p, n_boot=0))
+               lambda p: fig.resources(per_instance, d.labels, p))
     rows, shown = [], []
     for task, label, sub in _groups(rep, done):
         cpu = rep.instance_ci(sub, "train_cpu_seconds")
@@ -822,7 +814,7 @@ def stability_section(rep: Report) -> pd.DataFrame:
 
 
 def _sensitivity(rep: Report) -> None:
-    d, opts = rep.data, rep.opts
+    d = rep.data
     u = d.usable
     if "final_gold_reward" not in u:
         return
@@ -860,7 +852,7 @@ def _sensitivity(rep: Report) -> None:
               pd.DataFrame(rows))
     rep.csv("sensitivity_points", pd.DataFrame(points))
     rep.figure("sensitivity", "Final gold reward per sweep point (mean over runs, Student-t 95% "
-               "interval).", lambda p: fig.sensitivity(u, p, n_boot=opts.n_boot, seed=opts.seed))
+               "interval).", lambda p: fig.sensitivity(u, p))
 
 
 def ranking_section(rep: Report) -> None:
@@ -974,9 +966,6 @@ def write_report(
     *,
     x: str = "step",
     threshold: float = 0.9,
-    n_boot: int = 200,
-    n_resamples: int = 2000,
-    seed: int = 0,
 ) -> Path:
     """Write the report of the run store ``store_path`` (``runs/<suite>``) into ``out_dir``.
 
@@ -984,14 +973,13 @@ def write_report(
     Markdown), ``index.html`` (self-contained), ``figures/*.png`` and ``tables/*.csv``; returns
     ``out_dir``. ``x`` picks the learning curves' x-axis (step, samples, wall_seconds, flops);
     ``threshold`` the fraction of the way from π_ref's gold reward to the best final one that
-    time-to-target measures; ``n_boot`` the resamples of figure bands, ``n_resamples`` those of
-    table intervals; ``seed`` seeds every bootstrap.
+    time-to-target measures. Every interval is computed in closed form (Student t, Bonett,
+    Clopper-Pearson): a report has no random element.
     """
     import matplotlib.pyplot as plt
 
     started = time.perf_counter()
-    opts = ReportOptions(x=x, threshold=threshold, n_boot=n_boot, n_resamples=n_resamples,
-                         seed=seed)
+    opts = ReportOptions(x=x, threshold=threshold)
     store = Path(store_path)
     if not store.is_dir():
         raise ConfigError(f"{store}: no run store there (expected runs/<suite>)")

@@ -102,13 +102,11 @@ def t_errorbar(values: Any) -> tuple[float, float]:
     return (e.low, e.high) if e.has_interval else (e.value, e.value)
 
 
-def curve_bands(frame: pd.DataFrame, x: str, *, n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
+def curve_bands(frame: pd.DataFrame, x: str) -> pd.DataFrame:
     """Mean of ``value`` at each ``x``, per (task, label), with a Student-t 95% band over task
     instances: an instance's replicates are averaged first (the instance is the independent
     unit), then the t interval of the instance means is taken at each ``x``. ``frame`` is on a
-    shared grid (:func:`harness.report.data.on_grid`). ``n_boot`` and ``seed`` are unused (kept
-    for callers of the bootstrap band this replaced)."""
-    del n_boot, seed
+    shared grid (:func:`harness.report.data.on_grid`)."""
     from scipy import stats
 
     out = []
@@ -133,7 +131,7 @@ def curve_bands(frame: pd.DataFrame, x: str, *, n_boot: int = 0, seed: int = 0) 
 
 def learning_curves(
     curves: dict[str, pd.DataFrame], x: str, tasks: Sequence[str], labels: Sequence[str],
-    path: Path, *, n_boot: int, seed: int = 0,
+    path: Path,
 ) -> bool:
     """Rows: metrics; columns: tasks. Mean across instances with a Student-t 95% band."""
     metrics = [m for m, f in curves.items() if not f.empty]
@@ -144,7 +142,7 @@ def learning_curves(
     colours = palette(labels)
     fig, axes = _grid(len(metrics), len(tasks))
     for i, metric in enumerate(metrics):
-        bands = curve_bands(curves[metric], x, n_boot=n_boot, seed=seed)
+        bands = curve_bands(curves[metric], x)
         for j, task in enumerate(tasks):
             ax = axes[i, j]
             for label in labels:
@@ -208,7 +206,7 @@ def trajectories(
 
 
 def time_split(runs: pd.DataFrame, tasks: Sequence[str], labels: Sequence[str], path: Path,
-               *, n_boot: int, seed: int = 0) -> bool:
+               ) -> bool:
     """Wall seconds per phase (generate, score, train, eval) per label, mean with 95% CI."""
     runs, tasks, labels = _literal(runs), _names(tasks), _names(labels)
     cols = [c for c in runs.columns if c.startswith("seconds_")]
@@ -243,8 +241,7 @@ RESOURCE_NAMES = {
 }
 
 
-def resources(runs: pd.DataFrame, labels: Sequence[str], path: Path, *, n_boot: int,
-              seed: int = 0) -> bool:
+def resources(runs: pd.DataFrame, labels: Sequence[str], path: Path) -> bool:
     """One panel per resource that has data: mean per run with a 95% CI, hue: task."""
     runs, labels = _literal(runs), _names(labels)
     cols = [c for c in RESOURCE_NAMES if c in runs and runs[c].notna().any()]
@@ -304,7 +301,7 @@ def final_distribution(finals: pd.DataFrame, tasks: Sequence[str], labels: Seque
 
 
 def sensitivity(finals: pd.DataFrame, path: Path, value: str = "final_gold_reward",
-                *, n_boot: int, seed: int = 0) -> bool:
+                ) -> bool:
     """Final gold reward per sweep point (mean, 95% CI), one panel per (task, algorithm)."""
     finals = _literal(finals.dropna(subset=[value]))
     groups = [(t, a) for (t, a), g in finals.groupby(["task", "algorithm"], sort=False)
@@ -315,8 +312,8 @@ def sensitivity(finals: pd.DataFrame, path: Path, value: str = "final_gold_rewar
     for j, (task, alg) in enumerate(groups):
         ax = axes[0, j]
         sub = finals[(finals["task"] == task) & (finals["algorithm"] == alg)]
-        sns.pointplot(data=sub, x="sweep", y=value, errorbar=t_errorbar,
-                      seed=seed, ax=ax, linestyle="none", capsize=0.15)
+        sns.pointplot(data=sub, x="sweep", y=value, errorbar=t_errorbar, ax=ax,
+                      linestyle="none", capsize=0.15)
         sns.stripplot(data=sub, x="sweep", y=value, color="0.4", size=3, jitter=0.1, ax=ax)
         ax.set_title(f"{alg} on {task}")
         ax.set_xlabel("sweep point")
