@@ -83,3 +83,36 @@ def test_the_computation_verdict_does_not_move_when_a_cpu_hog_runs_beside(tmp_pa
 @pytest.fixture(autouse=True)
 def _no_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
+
+
+def test_model_state_bytes_counts_parameters_gradients_and_optimiser_state_once():
+    import torch
+    from torch import nn
+
+    from harness.compute import model_state_bytes, resident_modules
+
+    class Holder:  # an algorithm, a context or a task: models and optimisers as attributes
+        def __init__(self, **kw: object) -> None:
+            self.__dict__.update(kw)
+
+    policy = nn.Linear(10, 4)  # 44 float32 parameters: 176 bytes
+    critic = nn.Sequential(nn.Linear(10, 1))  # 11 parameters: 44 bytes
+    base = nn.Linear(10, 4).double()  # a task's own model, float64: 352 bytes
+    opt = torch.optim.Adam([*policy.parameters(), *critic.parameters()], lr=0.1)
+    algo = Holder(policy=policy, critic=critic, optimizer=opt, also=[policy])
+    context = Holder(policy=policy)  # the same policy again: counted once
+    task = Holder(_assets=(base, "a tokenizer"))
+    assert model_state_bytes(algo, context) == 176 + 44
+    loss = policy(torch.ones(2, 10)).sum() + critic(torch.ones(2, 10)).sum()
+    loss.backward()
+    opt.step()
+    # + gradients (220) + Adam's exp_avg and exp_avg_sq (2 × 220) + a float32 step per tensor
+    steps = 4 * 4  # 4 parameter tensors
+    assert model_state_bytes(algo, context) == 220 * 4 + steps
+    assert model_state_bytes(algo, context, task) == 220 * 4 + steps + 352
+    # top-level models: the critic's inner Linear is part of the critic; a module sharing its
+    # storage with one counted before (a view of the policy) is not another model
+    view = Holder(twin=nn.Module())
+    view.twin.weight = policy.weight
+    found = resident_modules(algo, context, task, view)
+    assert [type(m).__name__ for m in found] == ["Linear", "Sequential", "Linear"]
