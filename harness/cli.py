@@ -91,9 +91,16 @@ def new_plugin(name: str, parent: str) -> None:
     click.echo("then add it to a suite: see docs/writing-a-plugin.md in rlhf-harness.")
 
 
+ALLOW_LARGE = click.option(
+    "--allow-large", is_flag=True,
+    help="Accept a suite of more than 10,000 runs (a sweep grid that large is usually a slip).",
+)
+
+
 @cli.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
-def validate(suite_file: str) -> None:
+@ALLOW_LARGE
+def validate(suite_file: str, allow_large: bool) -> None:
     """Check a suite file: keys, types, plugin names, configs and combinations.
 
     Prints the number of runs it expands to; a problem is one line naming the file, the line and
@@ -103,7 +110,7 @@ def validate(suite_file: str) -> None:
     from harness.suite import check_suite, load_suite
 
     suite = load_suite(suite_file)
-    runs = check_suite(suite, suite_file, get_plugin_host())
+    runs = check_suite(suite, suite_file, get_plugin_host(), allow_large=allow_large)
     click.echo(
         f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × "
         f"{len(suite.instances)} instances × {suite.replicates} replicates × "
@@ -117,7 +124,7 @@ def validate(suite_file: str) -> None:
 @click.option("--root", default="runs", show_default=True, help="Run store folder.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes (1: sequential, in this process).")
 @click.option("--address", default=None, help="Ray cluster address to join (ray executor).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
@@ -126,45 +133,53 @@ def validate(suite_file: str) -> None:
 @click.option("--report-dir", default="reports", show_default=True,
               help="Where the report goes (<report-dir>/<suite>/).")
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
+@click.option("--wait", is_flag=True,
+              help="If another process is running into the same store, wait for it to finish "
+              "instead of exiting.")
+@ALLOW_LARGE
 def run(
     suite_file: str, root: str, executor: str, workers: int, address: str | None,
     retry_failed: bool, no_wandb: bool, no_progress: bool, report_dir: str, no_report: bool,
+    wait: bool, allow_large: bool,
 ) -> None:
     """Run every algorithm × task × seed of a suite into the run store, then write its report.
 
-    Finished runs are skipped, so a killed suite resumes where it stopped. Exits with status 1
-    when some runs failed (diverged runs are results, not failures).
+    Finished runs are skipped, so a killed suite resumes where it stopped. One process writes
+    to a store at a time: a second exits at once naming the first's PID (or waits, --wait).
+    Exits with status 1 when some runs failed (diverged runs are results, not failures).
     """
-    import shutil
     from pathlib import Path
 
     from harness.executors import run_specs
     from harness.plugins import get_plugin_host
+    from harness.store import RunStore, atomic_write_bytes
     from harness.suite import check_suite, load_suite
     from harness.tracking import wandb_enabled
 
     suite = load_suite(suite_file)
-    specs = check_suite(suite, suite_file, get_plugin_host())
+    specs = check_suite(suite, suite_file, get_plugin_host(), allow_large=allow_large)
     if executor == "local":
         from harness.runner import resolve_device
 
         resolve_device(suite.device)  # a CUDA suite on a machine without one: say so now
-    store_dir = Path(root) / suite.name
-    store_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(suite_file, store_dir / "suite.yaml")
-    outcome = run_specs(
-        specs, root, executor=executor, workers=workers, address=address,
-        retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
-        progress=not no_progress and sys.stderr.isatty(),
-    )
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or "nothing run"
-    click.echo(f"{suite.name}: {outcome.total} runs: {counts}; {outcome.skipped} already "
-               f"finished; store {store_dir}")
-    if not no_report:
-        from harness.report import write_report
+    store = RunStore(root, suite.name)
+    with store.lock(wait=wait):
+        atomic_write_bytes(store.path / "suite.yaml", Path(suite_file).read_bytes())
+        store.write_manifest(s.run_id for s in specs)
+        outcome = run_specs(
+            specs, root, executor=executor, workers=workers, address=address,
+            retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
+            progress=not no_progress and sys.stderr.isatty(),
+        )
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or \
+            "nothing run"
+        click.echo(f"{suite.name}: {outcome.total} runs: {counts}; {outcome.skipped} already "
+                   f"finished; store {store.path}")
+        if not no_report:
+            from harness.report import write_report
 
-        out = write_report(store_dir, Path(report_dir) / suite.name)
-        click.echo(f"report: {out / 'index.md'}")
+            out = write_report(store.path, Path(report_dir) / suite.name)
+            click.echo(f"report: {out / 'index.md'}")
     if outcome.failed:
         click.echo(f"{outcome.failed} runs failed: see traceback.txt in their folders", err=True)
         sys.exit(1)
@@ -180,19 +195,51 @@ def run(
               show_default=True,
               help="Time-to-target: this fraction of the way from π_ref's gold reward to the "
               "best final one.")
-def report(store: str, out_dir: str | None, x_axis: str, threshold: float) -> None:
+@click.option("--include-stale", is_flag=True,
+              help="Count runs of older versions of the suite too (listed as stale otherwise).")
+def report(store: str, out_dir: str | None, x_axis: str, threshold: float,
+           include_stale: bool) -> None:
     """Write the report of a run store (runs/<suite>): Markdown, HTML, PNG figures, CSV tables.
 
-    Reads the store alone; failed and diverged runs are counted, not dropped.
+    Reads the store alone; failed and diverged runs are counted, not dropped. It covers the runs
+    of the suite as last run: runs of older versions of the suite (another config, data file or
+    plugin version) are listed as stale and left out, unless --include-stale. Run folders whose
+    files do not read back are listed as corrupt and skipped (the next run redoes them).
     """
     from harness.report import write_report
 
-    out = write_report(store, out_dir, x=x_axis, threshold=threshold)
+    out = write_report(store, out_dir, x=x_axis, threshold=threshold,
+                       include_stale=include_stale)
     click.echo(f"report: {out / 'index.md'} and {out / 'index.html'}")
+
+
+@cli.command()
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option("--wait", is_flag=True, help="Wait for a process writing to the store.")
+def gc(store: str, dry_run: bool, wait: bool) -> None:
+    """Remove a run store's stale runs: those not in the suite as last run (runs/<suite>).
+
+    Also removes shared data no current run uses and what killed writers left behind. Takes the
+    store's lock, so it never races a running suite.
+    """
+    from pathlib import Path
+
+    from harness.store import RunStore, collect_garbage
+
+    path = Path(store)
+    removed = collect_garbage(RunStore(path.parent, path.name), dry_run=dry_run, wait=wait)
+    verb = "would remove" if dry_run else "removed"
+    for item in removed:
+        click.echo(f"{verb} {item}")
+    click.echo(f"{path}: {verb} {len(removed)} stale entries")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning harness errors into one line."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # no traffic off the machine
     try:
         code = cli.main(args=argv, prog_name="rlhf-harness", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -205,6 +252,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except HarnessError as exc:
         click.echo(f"rlhf-harness: error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a full disk, a folder that is a file, a permission: one line
+        from harness.store import describe_os_error
+
+        click.echo(f"rlhf-harness: error: {describe_os_error(exc)}", err=True)
         sys.exit(2)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -35,12 +35,42 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None, *, where: str =
                 f"{prefix}unknown key '{key}'{suggestion}; {cls.__qualname__} accepts: "
                 f"{', '.join(names)}"
             )
+    for key, value in values.items():
+        if isinstance(value, bool) and not _accepts_bool(cls, key):
+            raise ConfigError(
+                f"{prefix}'{key}': expected a number, not the boolean {str(value).lower()}"
+            )
     try:
         return pydantic.TypeAdapter(cls).validate_python(values, strict=False)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"{prefix}'{loc}': {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _accepts_bool(cls: type, key: str) -> bool:
+    """Whether field ``key`` of ``cls`` takes booleans (pydantic's lax mode would turn ``true``
+    into 1 for an int or float field: a YAML slip, not a setting)."""
+    import typing
+
+    try:
+        hint = typing.get_type_hints(cls)[key]
+    except Exception:  # unresolvable annotations: leave the value to pydantic
+        return True
+
+    def takes(t: Any) -> bool:
+        if t is bool or t is Any or t is object:
+            return True
+        origin = typing.get_origin(t)
+        if origin is typing.Annotated:
+            return takes(typing.get_args(t)[0])
+        if origin is typing.Literal:
+            return any(isinstance(a, bool) for a in typing.get_args(t))
+        if origin is typing.Union or type(t).__name__ == "UnionType":
+            return any(takes(a) for a in typing.get_args(t))
+        return t not in (int, float, type(None))
+
+    return takes(hint)
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -24,3 +24,7 @@ class DuplicateNameError(PluginError):
 
 class ConfigError(HarnessError):
     """A file or a configuration value is invalid."""
+
+
+class StoreError(HarnessError):
+    """The run store cannot be used as asked: held by another process, not a folder, full."""

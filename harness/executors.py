@@ -5,10 +5,17 @@ run store, so their results are interchangeable: the same seeds give the same st
 failures are captured by ``run_one``; an executor only has to handle runs that could not report
 (a worker process that died, a Ray task lost with its node), which it marks ``failed``.
 
+The process that runs a suite holds the store's writer lock for the whole suite (a second one is
+refused, or waits), cleans what killed writers left, and marks ``failed`` (crashed) a run found
+``running`` for the second time: its process died during it twice (see :mod:`harness.store`).
+
 - ``local`` with ``workers=1`` (the default): sequentially, in this process, with a progress bar
   for the suite and one for the current run.
-- ``local`` with ``workers=N``: a pool of N worker processes (``spawn``): shared preference data
-  and reward models are built first, in this process, so that workers never duplicate them.
+- ``local`` with ``workers=N``: N worker processes (``spawn``), each running one run at a time;
+  shared preference data and reward models are built first, in this process, so that workers
+  never duplicate them. A worker that dies (killed for memory, ``os._exit``) takes only its own
+  run with it: the run is retried once in a new worker, then marked ``failed`` (crashed); its
+  neighbours go on. Workers exit when the suite's process dies.
 - ``ray``: each run is a Ray task requesting ``gpus_per_run`` GPUs (and one CPU); ``address``
   joins an existing cluster, otherwise a local instance is started. The store must be on a
   filesystem every node sees. ``ray.get`` always has a timeout: a task asking for GPUs that no
@@ -17,16 +24,21 @@ failures are captured by ``run_one``; an executor only has to handle runs that c
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
+import threading
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.errors import ConfigError
-from harness.store import RunStore
+from harness.store import MAX_CRASHES, RunStore
 from harness.suite import RunSpec
+
+CRASHED = "crashed: its process died during the run ({how}), twice"
 
 
 @dataclass
@@ -104,28 +116,48 @@ def run_specs(
     wandb: bool = True,
     progress: bool = True,
     ray_timeout: float = 24 * 3600.0,
+    wait: bool = False,
 ) -> SuiteOutcome:
-    """Run every spec not already finished in the store; see the module docstring."""
+    """Run every spec not already finished in the store; see the module docstring.
+
+    Holds the store's lock throughout; another process holding it raises
+    :class:`~harness.errors.StoreError` naming its PID, unless ``wait``.
+    """
+    if workers < 1:
+        raise ConfigError(f"workers: {workers}; give 1 (sequential) or more worker processes")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor '{executor}' (use 'local' or 'ray')")
     if not specs:
         return SuiteOutcome(0, 0)
     store = RunStore(root, specs[0].suite)
-    pending = [s for s in specs if not store.is_finished(s.run_id, retry_failed=retry_failed)]
-    outcome = SuiteOutcome(total=len(specs), skipped=len(specs) - len(pending))
-    title = f"{specs[0].suite}: {len(pending)} to run, {outcome.skipped} already finished"
-    bar = _Progress(progress, len(pending), title)
-    try:
-        if executor == "local" and workers <= 1:
-            _sequential(pending, root, wandb, bar)
-        elif executor == "local":
-            _pool(pending, root, wandb, workers, bar)
-        elif executor == "ray":
-            _ray(pending, root, wandb, address, ray_timeout, bar)
-        else:
-            raise ConfigError(f"unknown executor '{executor}' (use 'local' or 'ray')")
-    finally:
-        bar.close()
-    outcome.statuses = bar.counts
-    return outcome
+    with store.lock(wait=wait):
+        store.clean_temporaries()
+        pending = []
+        crashed = Counter()
+        for s in specs:
+            if store.is_finished(s.run_id, retry_failed=retry_failed):
+                continue
+            if store.crashes(s.run_id) >= MAX_CRASHES:
+                store.mark_failed(s.run_id, s.as_dict(), CRASHED.format(how="found running "
+                                  "when the suite started"))
+                crashed["failed"] += 1
+                continue
+            pending.append(s)
+        outcome = SuiteOutcome(total=len(specs), skipped=len(specs) - len(pending))
+        outcome.skipped -= crashed["failed"]
+        title = f"{specs[0].suite}: {len(pending)} to run, {outcome.skipped} already finished"
+        bar = _Progress(progress, len(pending), title)
+        try:
+            if executor == "local" and workers <= 1:
+                _sequential(pending, root, wandb, bar)
+            elif executor == "local":
+                _pool(pending, root, wandb, workers, bar)
+            else:
+                _ray(pending, root, wandb, address, ray_timeout, bar)
+        finally:
+            bar.close()
+        outcome.statuses = bar.counts + crashed
+        return outcome
 
 
 def _sequential(pending: list[RunSpec], root: str, wandb: bool, bar: _Progress) -> None:
@@ -138,49 +170,142 @@ def _sequential(pending: list[RunSpec], root: str, wandb: bool, bar: _Progress) 
 
 def _mark_lost(root: str, spec: RunSpec, error: str) -> str:
     """Record a run whose worker died without reporting as ``failed``."""
-    import pandas as pd
-
-    from harness.store import METRIC_COLUMNS
-
-    store = RunStore(root, spec.suite)
-    if store.status(spec.run_id) is None:
-        store.start(spec.run_id, spec.as_dict())
-    store.finish(
-        spec.run_id, "failed", metrics=pd.DataFrame(columns=list(METRIC_COLUMNS)),
-        summary={"run_id": spec.run_id, "status": "failed", "reason": error, "seed": spec.seed},
-        traceback=error, reason=error,
-    )
+    RunStore(root, spec.suite).mark_failed(spec.run_id, spec.as_dict(), error.splitlines()[-1]
+                                           if error.strip() else error, traceback=error)
     return "failed"
 
 
-def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Progress) -> None:
+# --- worker processes ----------------------------------------------------------------------------
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a worker: exit as soon as the suite's process is gone (SIGKILLed, say), so that no
+    orphan goes on writing into the store. Linux's parent-death signal where it exists, and a
+    watcher thread everywhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _worker(conn: Any, root: str, wandb: bool, parent: int) -> None:
+    """A worker's loop: receive a spec, run it, send back its status; stop at ``None``/EOF."""
     from harness.runner import run_one
+
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the suite's process's to handle
+    while True:
+        try:
+            spec = conn.recv()
+        except (EOFError, OSError):
+            return
+        if spec is None:
+            return
+        try:
+            status = run_one(spec, root, wandb=wandb)
+        except BaseException:  # run_one reports its run's failures itself; this is the store
+            conn.send(("error", traceback.format_exc()))
+            continue
+        conn.send(("status", status))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = "; e.g. the out-of-memory killer" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit status {code}"
+
+
+def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Progress) -> None:
+    from multiprocessing.connection import wait
 
     _prepare_shared(pending, root)
     ctx = multiprocessing.get_context("spawn")
-    remaining = list(pending)
-    while remaining:
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(run_one, s.as_dict(), root, wandb=wandb): s for s in remaining}
-            remaining = []
-            broken = False
-            for future in cf.as_completed(futures):
-                spec = futures[future]
-                try:
-                    bar.run_finished(future.result())
-                except cf.process.BrokenProcessPool:
-                    # A worker died (e.g. killed for memory): the runs it held cannot be told
-                    # apart from the ones queued behind it, so requeue those not yet finished.
-                    broken = True
-                    remaining.append(spec)
-                except Exception:
-                    bar.run_finished(_mark_lost(root, spec, traceback.format_exc()))
-            if broken:
-                store = RunStore(root, pending[0].suite)
-                lost = [s for s in remaining if store.status(s.run_id) == "running"]
-                for spec in lost:  # it was running when its worker died: do not retry forever
-                    bar.run_finished(_mark_lost(root, spec, "worker process died during the run"))
-                remaining = [s for s in remaining if s not in lost]
+    store = RunStore(root, pending[0].suite)
+    queue = list(pending)
+    deaths: Counter = Counter()
+    busy: dict[Any, tuple[Any, Any, RunSpec | None]] = {}  # sentinel → (process, conn, spec)
+
+    def start_worker() -> None:
+        parent_conn, child_conn = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(child_conn, root, wandb, os.getpid()),
+                           daemon=True)
+        proc.start()
+        child_conn.close()
+        busy[proc.sentinel] = (proc, parent_conn, None)
+
+    try:
+        for _ in range(min(workers, len(queue))):
+            start_worker()
+        while any(entry[2] is not None for entry in busy.values()) or queue:
+            for key, (proc, conn, spec) in list(busy.items()):
+                if spec is None and queue:
+                    nxt = queue.pop(0)
+                    conn.send(nxt.as_dict())
+                    busy[key] = (proc, conn, nxt)
+                elif spec is None:
+                    conn.send(None)
+                    proc.join(timeout=5)
+                    del busy[key]
+            if not busy:
+                break
+            ready = wait([*busy, *(entry[1] for entry in busy.values())], timeout=1.0)
+            for key, (proc, conn, spec) in list(busy.items()):
+                if conn in ready:
+                    try:
+                        kind, value = conn.recv()
+                    except (EOFError, OSError):
+                        kind, value = "dead", None
+                    if kind == "status":
+                        bar.run_finished(value)
+                        busy[key] = (proc, conn, None)
+                        continue
+                    if kind == "error":
+                        assert spec is not None
+                        bar.run_finished(_mark_lost(root, spec, value))
+                        busy[key] = (proc, conn, None)
+                        continue
+                if key in ready or (conn in ready and not proc.is_alive()):
+                    proc.join(timeout=5)
+                    del busy[key]
+                    if spec is not None and not store.is_finished(spec.run_id):
+                        deaths[spec.run_id] += 1
+                        how = _describe_exit(proc.exitcode)
+                        if deaths[spec.run_id] >= MAX_CRASHES:
+                            bar.run_finished(_mark_lost(root, spec, CRASHED.format(how=how)))
+                        else:
+                            queue.insert(0, spec)  # once more, in a new worker
+                    if queue:
+                        start_worker()
+    finally:
+        for _proc, conn, _ in busy.values():
+            try:
+                conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for proc, _, _ in busy.values():
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
 
 
 def _prepare_shared(pending: list[RunSpec], root: str) -> None:

@@ -121,6 +121,10 @@ def train(
 # --- one run of a suite ---------------------------------------------------------------------
 
 
+class _Diverged(Exception):
+    """A run found diverged where no metric could say so (its parameters are not finite)."""
+
+
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
     if device == "auto":
@@ -166,11 +170,10 @@ def shared_artifacts(
     from harness.cache import cached_dir
     from harness.config import config_hash
     from harness.reward import GoldRewardModel, RewardFitConfig, fit_reward_model
+    from harness.store import shared_data_key
 
     prefs_spec, rm_spec = spec["preferences"], spec["reward_model"]
-    key = config_hash(
-        {k: spec[k] for k in ("task", "task_params", "seed", "preferences", "device")}
-    )
+    key = shared_data_key(spec)
     fitted = rm_spec["kind"] == "fitted"
     data = None
     if need_prefs or (need_reward and fitted):
@@ -203,9 +206,89 @@ def shared_artifacts(
 
     path, _ = cached_dir(store.shared_dir(f"{key}-reward-{rm_key}"), build_reward)
     model = task.make_reward_model()
-    model.load_state_dict(torch.load(path / "reward_model.pt", map_location=task.device))
+    model.load_state_dict(
+        torch.load(path / "reward_model.pt", map_location=task.device, weights_only=True)
+    )
     model.eval()
     return data, model, json.loads((path / "fit_report.json").read_text())
+
+
+class RunLimit(BaseException):
+    """Raised inside a run that went past one of its limits (a BaseException, so that a plugin's
+    ``except Exception`` cannot swallow it)."""
+
+
+class _Watch:
+    """A run's limits and the signals it answers while it runs in the main thread.
+
+    ``limits.seconds`` is enforced by an interval timer whose handler raises :class:`RunLimit`
+    wherever the run is (inside a hung step too); off the main thread it is checked between
+    steps. SIGINT is tagged, so that a user's Ctrl-C stops the suite while a plugin raising
+    ``KeyboardInterrupt`` only fails its run.
+    """
+
+    def __init__(self, limits: dict[str, Any]) -> None:
+        import signal
+        import threading
+        import time
+
+        self.seconds = float(limits.get("seconds") or math.inf)
+        self.steps = int(limits.get("steps") or 2**62)
+        self.stall_steps = int(limits.get("stall_steps") or 2**62)
+        self.start = time.monotonic()
+        self.user_interrupt = False
+        self._signal = signal
+        self._main = threading.current_thread() is threading.main_thread()
+        self._saved: dict[int, Any] = {}
+        if not self._main:
+            return
+        self._saved[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+        if math.isfinite(self.seconds):
+            self._saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.user_interrupt = True
+        raise KeyboardInterrupt
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        raise RunLimit(f"limit: the run took more than limits.seconds = {self.seconds:g} s")
+
+    def check(self, step: int, progress_steps: int) -> None:
+        """Between steps: the limits that a timer does not watch."""
+        import time
+
+        if time.monotonic() - self.start > self.seconds:
+            raise RunLimit(f"limit: the run took more than limits.seconds = {self.seconds:g} s")
+        if step >= self.steps:
+            raise RunLimit(f"limit: the run reached limits.steps = {self.steps} steps before "
+                           f"spending its budget")
+        if progress_steps >= self.stall_steps:
+            raise RunLimit(
+                f"limit: {progress_steps} steps in a row spent nothing of the budget "
+                f"(limits.stall_steps = {self.stall_steps}); does the algorithm count its "
+                f"work in the budget's unit?"
+            )
+
+    def close(self) -> None:
+        if not self._main:
+            return
+        signal = self._signal
+        if signal.SIGALRM in self._saved:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+
+
+def nonfinite_parameters(*models: Any) -> list[str]:
+    """Names of the parameters of ``models`` that hold a NaN or an infinity."""
+    bad = []
+    for model in models:
+        if isinstance(model, torch.nn.Module):
+            for name, param in model.named_parameters():
+                if not bool(torch.isfinite(param.detach()).all()):
+                    bad.append(name)
+    return bad
 
 
 def run_one(
@@ -217,11 +300,16 @@ def run_one(
 ) -> str:
     """Run one spec of a suite into the store at ``root``; returns its final status.
 
-    Never raises for what happens inside the run: an exception marks it ``failed`` (traceback
-    saved), a NaN/inf metric or a KL beyond ``divergence.max_kl`` marks it ``diverged``.
+    Never raises for what happens inside the run: an exception — ``SystemExit`` and a
+    ``KeyboardInterrupt`` raised by a plugin included — marks it ``failed`` (traceback saved), so
+    does a limit (``spec["limits"]``: wall seconds, steps, steps without progress); a NaN/inf
+    metric or parameter, or a KL beyond ``divergence.max_kl``, marks it ``diverged``. A user's
+    Ctrl-C (SIGINT) and a full disk leave the run pending and propagate (the latter as a
+    :class:`~harness.errors.StoreError`), so the suite stops.
     ``on_step`` receives the fraction of the budget spent after every step.
     """
     import contextlib
+    import errno
     import logging
     import time
     import traceback
@@ -231,10 +319,11 @@ def run_one(
 
     from harness import __version__
     from harness.config import config_hash
+    from harness.errors import StoreError
     from harness.evaluators import EvalContext
     from harness.exact import ExactProblem
     from harness.plugins import get_plugin_host
-    from harness.store import METRIC_COLUMNS, RunStore
+    from harness.store import METRIC_COLUMNS, RunStore, describe_os_error
     from harness.suite import RunSpec, algorithm_seed
     from harness.tracking import Tracker
 
@@ -268,6 +357,8 @@ def run_one(
     process = psutil.Process()
     run_device, task_kind = None, None
     start = time.perf_counter()
+    watch = _Watch(spec.get("limits") or {})
+    context = None
     try:
         host = get_plugin_host()
         device = resolve_device(spec["device"])
@@ -346,6 +437,10 @@ def run_one(
             rows.extend((*common, k, float(v)) for k, v in metrics.items())
 
         def evaluate() -> dict[str, float]:
+            bad_params = nonfinite_parameters(context.policy)
+            if bad_params:
+                raise _Diverged(f"non-finite parameters at step {step} "
+                                f"({', '.join(bad_params[:3])})")
             policy = algo.eval_policy()
             ctx = EvalContext(
                 task=task, policy=policy, reference=context.reference,
@@ -366,6 +461,7 @@ def run_one(
         step = 0
         record("eval", evaluate())
         done = False
+        stalled, spent_before = 0, 0.0
         while not done:
             step += 1
             with autocast:
@@ -376,8 +472,11 @@ def run_one(
             metrics["models_resident"] = float(models_resident)
             record("train", metrics)
             tracker.log(metrics, step)
-            fraction = spent(meter, step, budget_kind) / budget
+            used = spent(meter, step, budget_kind)
+            fraction = used / budget
             done = fraction >= 1.0 or algo.finished
+            stalled = 0 if used > spent_before else stalled + 1
+            spent_before = used
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 status, reason = "diverged", f"non-finite {', '.join(sorted(bad))} at step {step}"
@@ -397,17 +496,53 @@ def run_one(
             if status == "diverged":
                 logger.warning("diverged: %s", reason)
                 break
+            if not done:
+                watch.check(step, stalled)
         logger.info("finished after %d steps: %s", step, status)
-        if device == "cuda":
-            peak_above = max(torch.cuda.max_memory_allocated() - baseline, 0)
-        else:
-            peak_above = max(peak_rss - baseline, 0)
-    except Exception as exc:
-        status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+    except _Diverged as exc:
+        status, reason = "diverged", str(exc)
+        logger.warning("diverged: %s", reason)
+    except RunLimit as exc:
+        status, reason, tb = "failed", str(exc), traceback.format_exc()
+        logger.error("failed at step %d: %s", step, reason)
+    except KeyboardInterrupt:
+        if watch.user_interrupt:  # Ctrl-C: stop the suite; the run is pending again
+            watch.close()
+            logger.warning("interrupted by the user at step %d", step)
+            logger.removeHandler(handler)
+            handler.close()
+            store.interrupted(run_id)
+            raise
+        status, reason, tb = "failed", "KeyboardInterrupt raised by the run's code", \
+            traceback.format_exc()
         logger.error("failed at step %d:\n%s", step, tb)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            logger.error("failed at step %d:\n%s", step, tb)
+        else:  # the disk, not the run: stop the suite, leave the run pending
+            watch.close()
+            logger.removeHandler(handler)
+            handler.close()
+            with contextlib.suppress(OSError):
+                store.interrupted(run_id)
+            raise StoreError(describe_os_error(exc)) from None
+    except (Exception, SystemExit) as exc:
+        status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        bad_params = nonfinite_parameters(context.policy) if context is not None else []
+        if bad_params and not isinstance(exc, SystemExit):  # a NaN weight broke the code
+            status = "diverged"
+            reason = (f"non-finite parameters at step {step} ({', '.join(bad_params[:3])}); "
+                      f"then {reason}")
+        logger.error("%s at step %d:\n%s", status, step, tb)
+    finally:
+        watch.close()
     wall = time.perf_counter() - start
     tabular = task_kind == "tabular"
     on_cuda = run_device == "cuda"
+    if baseline:  # the run's models were built: its peak above that baseline, whatever the end
+        peak_now = torch.cuda.max_memory_allocated() if on_cuda else peak_rss
+        peak_above = max(peak_now - baseline, 0)
     summary = {
         "run_id": run_id,
         "status": status,
@@ -438,7 +573,7 @@ def run_one(
         "target": target,
         "reward_model": fit_report,
         "seed": spec["seed"],
-        "config_hash": config_hash(spec),
+        "config_hash": config_hash(RunSpec(**spec).identity),
         "versions": versions,
     }
     frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))

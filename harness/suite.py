@@ -24,20 +24,32 @@ and the evaluation. Example::
 Validation is pydantic's (types, unknown keys) plus the harness's checks of plugin names,
 algorithm configs and task params; every error is one line naming the file, the line and the key.
 :func:`expand` turns a suite into :class:`RunSpec` s — task × seed × algorithm × sweep point —
-whose ``run_id`` is a hash of the resolved spec.
+whose ``run_id`` is a hash of everything that shapes the run's result: the resolved spec, the
+content of a preference-data file, and the algorithm plugin's version and source.
+
+Validation is bounded: a file is read as UTF-8 text, YAML aliases may expand to at most
+:data:`MAX_YAML_NODES` nodes, a key may appear once per mapping, and a suite expands to at most
+:data:`MAX_RUNS` runs unless the caller allows more (``--allow-large``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import inspect
 import itertools
+import math
+import re
+import sys
+import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -48,8 +60,38 @@ from pydantic import (
 
 from harness.config import build_config, config_dict, config_hash
 from harness.errors import ConfigError, HarnessError
+from harness.store import slug
 
 BUDGET_KINDS = ("steps", "samples", "tokens", "flops", "seconds")
+MAX_RUNS = 10_000
+"""The most runs a suite may expand to without ``--allow-large``."""
+MAX_YAML_NODES = 100_000
+"""The most YAML nodes a suite file may hold once its aliases are expanded."""
+MAX_LABEL_LENGTH = 100
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _not_bool(value: Any) -> Any:
+    """YAML's ``true`` is not a number: pydantic's lax mode would take it as 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+
+
+def displayable(text: str, what: str, limit: int = MAX_LABEL_LENGTH) -> str:
+    """``text`` if a report can show it (printable, non-empty, at most ``limit`` characters)."""
+    bad = next((c for c in text if unicodedata.category(c)[0] == "C"), None)
+    if bad is not None:
+        raise ValueError(f"{what} holds the control character {bad!r}")
+    if not text.strip():
+        raise ValueError(f"{what} is empty")
+    if len(text) > limit:
+        raise ValueError(f"{what} has {len(text)} characters; at most {limit}")
+    return text
 
 
 class _Strict(BaseModel):
@@ -59,11 +101,11 @@ class _Strict(BaseModel):
 class PreferenceSpec(_Strict):
     """How the preference data D are made (once per task and seed, shared by all algorithms)."""
 
-    num_pairs: int = Field(1000, ge=1, description="Labelled pairs N.")
+    num_pairs: Int = Field(1000, ge=1, description="Labelled pairs N.")
     preference_model: str = Field("btl", description="The annotator's preference model.")
-    scale: float = Field(1.0, gt=0, description="Its noise scale (τ or σ).")
-    flip_rate: float = Field(0.0, ge=0, le=1, description="Fraction of labels flipped.")
-    temperature: float = Field(1.0, gt=0, description="π_ref's sampling temperature.")
+    scale: Float = Field(1.0, gt=0, description="Its noise scale (τ or σ).")
+    flip_rate: Float = Field(0.0, ge=0, le=1, description="Fraction of labels flipped.")
+    temperature: Float = Field(1.0, gt=0, description="π_ref's sampling temperature.")
     file: str | None = Field(None, description="Load D from this file instead of simulating.")
 
 
@@ -74,12 +116,12 @@ class RewardModelSpec(_Strict):
         "fitted", description="'fitted' from D; 'gold' gives the algorithms r* itself (an oracle)."
     )
     preference_model: str = Field("btl", description="The likelihood r̂ is fitted with.")
-    scale: float = Field(1.0, gt=0)
-    epochs: int | None = Field(None, ge=1)
-    learning_rate: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
-    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    scale: Float = Field(1.0, gt=0)
+    epochs: Int | None = Field(None, ge=1)
+    learning_rate: Float | None = Field(None, gt=0)
+    batch_size: Int | None = Field(None, ge=1)
+    weight_decay: Float = Field(0.0, ge=0)
+    holdout_fraction: Float = Field(0.1, gt=0, lt=1)
 
 
 class AlgorithmSpec(_Strict):
@@ -101,17 +143,28 @@ class AlgorithmSpec(_Strict):
         for key, values in v.items():
             if not values:
                 raise ValueError(f"sweep '{key}' has no values")
+            seen: set[str] = set()
+            for value in values:
+                text = config_hash(value)
+                if text in seen:
+                    raise ValueError(f"sweep '{key}' lists {value!r} twice")
+                seen.add(text)
         return v
+
+    @field_validator("label")
+    @classmethod
+    def _showable(cls, v: str | None) -> str | None:
+        return None if v is None else displayable(v, "the label")
 
 
 class BudgetSpec(_Strict):
     """One budget for every run: exactly one of these."""
 
-    steps: int | None = Field(None, ge=1)
-    samples: int | None = Field(None, ge=1)
-    tokens: int | None = Field(None, ge=1)
-    flops: float | None = Field(None, gt=0)
-    seconds: float | None = Field(None, gt=0)
+    steps: Int | None = Field(None, ge=1)
+    samples: Int | None = Field(None, ge=1)
+    tokens: Int | None = Field(None, ge=1)
+    flops: Float | None = Field(None, gt=0)
+    seconds: Float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BudgetSpec:
@@ -141,7 +194,7 @@ class TaskSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    every: int = Field(10, ge=1, description="Evaluate every k steps (and at the end).")
+    every: Int = Field(10, ge=1, description="Evaluate every k steps (and at the end).")
     evaluators: list[str] = Field(
         default_factory=lambda: [
             "gold_reward", "proxy_reward", "kl_ref", "win_rate_ref", "regret", "entropy",
@@ -149,8 +202,23 @@ class EvaluationSpec(_Strict):
         ],
         description="Registered evaluators to run.",
     )
-    samples_per_prompt: int = Field(4, ge=1, description="Policy samples per eval prompt.")
-    beta: float = Field(0.1, gt=0, description="β of the objective J_β used for regret.")
+    samples_per_prompt: Int = Field(4, ge=1, description="Policy samples per eval prompt.")
+    beta: Float = Field(0.1, gt=0, description="β of the objective J_β used for regret.")
+
+
+class LimitsSpec(_Strict):
+    """Per-run limits: a run beyond one ends ``failed`` with the reason ``limit: ...``.
+
+    They guard a suite against a plugin that hangs or never spends its budget; the defaults are
+    far beyond any shipped suite. ``seconds`` interrupts a step in progress (the run's Python
+    code; a step stuck inside native code is ended when it returns).
+    """
+
+    seconds: Float = Field(12 * 3600.0, gt=0, description="Wall seconds per run.")
+    steps: Int = Field(1_000_000, ge=1, description="Algorithm steps per run.")
+    stall_steps: Int = Field(
+        1000, ge=1, description="Steps in a row without progress in the budget's unit."
+    )
 
 
 class SeedsSpec(_Strict):
@@ -160,8 +228,8 @@ class SeedsSpec(_Strict):
     algorithm); a *replicate* varies only the algorithm's own randomness on that instance.
     """
 
-    instances: list[int] = Field(min_length=1, description="Instance seeds (distinct).")
-    replicates: int = Field(1, ge=1, description="Training replicates per instance.")
+    instances: list[Int] = Field(min_length=1, description="Instance seeds (distinct).")
+    replicates: Int = Field(1, ge=1, description="Training replicates per instance.")
 
     @field_validator("instances")
     @classmethod
@@ -194,7 +262,7 @@ class ClaimSpec(_Strict):
 
 
 class DivergenceSpec(_Strict):
-    max_kl: float | None = Field(
+    max_kl: Float | None = Field(
         None, gt=0, description="A run whose evaluated KL(π‖π_ref) exceeds this is 'diverged'."
     )
 
@@ -206,7 +274,7 @@ class Suite(_Strict):
     preferences: PreferenceSpec = Field(default_factory=PreferenceSpec)
     reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
     algorithms: list[AlgorithmSpec] = Field(min_length=1)
-    seeds: list[int] | SeedsSpec = Field(
+    seeds: list[Int] | SeedsSpec = Field(
         union_mode="left_to_right",
         description="Instance seeds (one replicate each), or {instances: [...], replicates: n}.")
     claims: list[ClaimSpec] | None = Field(
@@ -215,9 +283,10 @@ class Suite(_Strict):
     budget: BudgetSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
-    gpus_per_run: float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
+    gpus_per_run: Float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
 
     # Field validators (not a model validator), so that an error names the key and its line;
     # ``device`` is declared before both, so ``info.data`` holds it when it is valid.
@@ -263,8 +332,11 @@ class Suite(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not v or "/" in v or v.startswith("."):
-            raise ValueError("a suite name is a non-empty folder name (no '/')")
+        if not NAME_PATTERN.fullmatch(v):
+            raise ValueError(
+                "a suite name names its store folder: 1 to 100 letters, digits, '.', '_' or "
+                "'-', starting with a letter or digit"
+            )
         return v
 
 
@@ -314,16 +386,29 @@ class RunSpec:
     replicate: int = 0
     """0-based; ``seed`` is the instance seed (task draw, preference data, r̂), and the
     algorithm's own randomness is seeded with :func:`algorithm_seed` (seed, replicate)."""
+    code: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The plugins whose code runs: distribution, version and a hash of the module source."""
+    limits: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @property
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: everything that shapes the result (not the limits)."""
+        out = self.as_dict()
+        del out["limits"]
+        return out
+
+    @property
     def run_id(self) -> str:
-        """``<label>-<task>-s<seed>[-r<replicate>]-<hash>``: readable, and unique to the
-        resolved spec (``-r`` only for replicates after the first)."""
+        """``<label>-<task>-s<seed>[-r<replicate>]-<hash>``: a folder name made of slugs of the
+        label and task (never a path: ``/`` and ``..`` are replaced), the instance seed, the
+        replicate after the first, and a hash unique to :attr:`identity`."""
         rep = f"-r{self.replicate}" if self.replicate else ""
-        return f"{self.label}-{self.task}-s{self.seed}{rep}-{config_hash(self.as_dict(), 10)}"
+        return (f"{slug(self.label)}-{slug(self.task, 24)}-s{self.seed}{rep}-"
+                f"{config_hash(self.identity, 10)}")
 
     @property
     def shared_key(self) -> dict[str, Any]:
@@ -346,8 +431,18 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: suite file not found")
-    text = path.read_text()
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file")
+    raw = path.read_bytes()
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); a suite is YAML text"
+        ) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_nodes(root, path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -364,19 +459,117 @@ def load_suite(path: str | Path) -> Suite:
             f"{path}:{lines.get((), 1)}: (top level): a suite file is a mapping (name, tasks, "
             f"algorithms, ...), not {'empty' if data is None else type(data).__name__}"
         )
+    _check_strings(data, (), path, lines)
     try:
         return Suite.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, lines, data)) from None
 
 
-def check_suite(suite: Suite, path: str | Path, host: Any) -> list[RunSpec]:
-    """Check plugin names and configs against the plugin host; return the expanded runs."""
-    lines = _line_index(Path(path).read_text()) if Path(path).exists() else {}
+def _check_nodes(root: yaml.Node | None, path: Path) -> None:
+    """Refuse a document whose aliases expand beyond :data:`MAX_YAML_NODES` nodes (an alias
+    bomb), and a mapping that repeats a key (YAML would keep the last one silently)."""
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:  # nodes once aliases are expanded; each node sized once
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a node met again while being sized counts once
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                total += size(key) + size(value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        sizes[id(node)] = total
+        return total
+
+    def duplicates(node: yaml.Node, visited: set[int]) -> None:
+        if id(node) in visited:
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in first:
+                        raise ConfigError(
+                            f"{path}:{line}: duplicate key '{key.value[:60]}' (first at line "
+                            f"{first[key.value]}); a key may appear once in a mapping"
+                        )
+                    first[key.value] = line
+                duplicates(value, visited)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                duplicates(item, visited)
+
+    total = size(root)
+    if total > MAX_YAML_NODES:
+        raise ConfigError(
+            f"{path}: the YAML expands to {total:,} nodes once its aliases are expanded; at most "
+            f"{MAX_YAML_NODES:,} (is an alias repeated inside another?)"
+        )
+    duplicates(root, set())
+
+
+def _check_strings(value: Any, keys: tuple[Any, ...], path: Path, lines: dict) -> None:
+    """No NUL (or other control character but tab and newline) in any key or string."""
+
+    def bad(text: str) -> str | None:
+        return next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"),
+                    None)
+
+    def fail(char: str, at: tuple[Any, ...]) -> None:
+        line = _nearest_line(lines, at)
+        where = f"{path}:{line}" if line else str(path)
+        key = ".".join(str(k)[:40] for k in at) or "(top level)"
+        raise ConfigError(f"{where}: {key}: holds the control character {char!r}")
+
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and (c := bad(k)):
+                fail(c, (*keys, k.replace(c, "?")))
+            _check_strings(v, (*keys, k), path, lines)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_strings(v, (*keys, i), path, lines)
+    elif isinstance(value, str) and (c := bad(value)):
+        fail(c, keys)
+
+
+def count_runs(suite: Suite) -> int:
+    """How many runs :func:`expand` makes of ``suite``, computed without expanding it."""
+    points = sum(math.prod(len(v) for v in alg.sweep.values()) for alg in suite.algorithms)
+    return len(suite.tasks) * len(suite.instances) * suite.replicates * points
+
+
+def check_suite(
+    suite: Suite, path: str | Path, host: Any, *, allow_large: bool = False
+) -> list[RunSpec]:
+    """Check plugin names and configs against the plugin host; return the expanded runs.
+
+    A suite of more than :data:`MAX_RUNS` runs is refused unless ``allow_large``.
+    """
+    try:
+        lines = _line_index(Path(path).read_text())
+    except (OSError, UnicodeDecodeError):
+        lines = {}
 
     def where(*keys: Any) -> str:
         line = _nearest_line(lines, keys)
         return f"{path}:{line}" if line else str(path)
+
+    runs = count_runs(suite)  # before checking every sweep point: a huge grid is refused at once
+    if runs > MAX_RUNS and not allow_large:
+        raise ConfigError(
+            f"{path}: the suite expands to {runs:,} runs (tasks × instances × replicates × "
+            "algorithm configs); "
+            f"more than {MAX_RUNS:,} needs --allow-large"
+        )
 
     def known(kind: str, name: str, *keys: Any) -> Any:
         try:
@@ -438,11 +631,22 @@ def check_suite(suite: Suite, path: str | Path, host: Any) -> list[RunSpec]:
         key = _rejected_key(cls.Params, task.params)
         build_config(cls.Params, task.params,
                      where=f"{where('tasks', i, 'params', key)}: tasks.{i}.params ({task.name})")
-    return expand(suite, host)
+    if suite.preferences.file is not None:
+        try:
+            file_digest(suite.preferences.file)
+        except OSError as exc:
+            raise ConfigError(f"{where('preferences', 'file')}: preferences.file: cannot read "
+                              f"{suite.preferences.file!r} ({exc.strerror or exc})") from None
+    return expand(suite, host, allow_large=allow_large)
 
 
-def expand(suite: Suite, host: Any) -> list[RunSpec]:
+def expand(suite: Suite, host: Any, *, allow_large: bool = False) -> list[RunSpec]:
     """Every run of the suite: task × instance × replicate × algorithm × sweep point."""
+    if count_runs(suite) > MAX_RUNS and not allow_large:
+        raise ConfigError(f"suite '{suite.name}': more than {MAX_RUNS:,} runs need allow_large")
+    preferences = suite.preferences.model_dump()
+    if suite.preferences.file is not None:  # the data, not its path, shape the results
+        preferences["file_sha256"] = file_digest(suite.preferences.file)
     runs = []
     for task, seed, replicate, alg in itertools.product(
             suite.tasks, suite.instances, range(suite.replicates), suite.algorithms):
@@ -466,7 +670,7 @@ def expand(suite: Suite, host: Any) -> list[RunSpec]:
                     algorithm_config=config,
                     sweep_point=dict(point),
                     seed=seed,
-                    preferences=suite.preferences.model_dump(),
+                    preferences=preferences,
                     reward_model=suite.reward_model.model_dump(),
                     budget={budget.kind: budget.value},
                     evaluation=suite.evaluation.model_dump(),
@@ -475,9 +679,66 @@ def expand(suite: Suite, host: Any) -> list[RunSpec]:
                     precision=suite.precision,
                     gpus=suite.gpus_per_run,
                     replicate=replicate,
+                    code=code_identity(host, alg.name, task.name),
+                    limits=suite.limits.model_dump(),
                 )
             )
     return runs
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_SOURCE_HASHES: dict[str, str | None] = {}
+
+
+def source_hash(obj: Any) -> str | None:
+    """A hash of the source of the module (or top-level package) defining ``obj``: an edited
+    plugin under an editable install gets new run ids. None when there is no source file."""
+    module = inspect.getmodule(obj)
+    if module is None:
+        return None
+    top = sys.modules.get(module.__name__.split(".")[0], module)
+    name = top.__name__
+    if name not in _SOURCE_HASHES:
+        folders = [Path(d) for d in getattr(top, "__path__", None) or []]
+        files = ([(f.relative_to(d).as_posix(), f) for d in folders
+                  for f in sorted(d.rglob("*.py"))] if folders
+                 else [(Path(top.__file__).name, Path(top.__file__))]
+                 if getattr(top, "__file__", None) else [])
+        digest = hashlib.sha256()
+        try:
+            for rel, f in files:
+                digest.update(rel.encode() + b"\0" + f.read_bytes())
+        except OSError:
+            files = []
+        _SOURCE_HASHES[name] = digest.hexdigest()[:16] if files else None
+    return _SOURCE_HASHES[name]
+
+
+def code_identity(host: Any, algorithm: str, task: str) -> dict[str, Any]:
+    """The distribution, version and source hash of the algorithm's plugin (and of the task's,
+    when a plugin rather than the core registered it)."""
+    out: dict[str, Any] = {}
+    for kind, name in (("algorithm", algorithm), ("task", task)):
+        try:
+            reg = host.registration(kind, name)
+        except HarnessError:
+            continue
+        if reg.plugin.core:
+            continue
+        out[kind] = {
+            "plugin": reg.plugin.distribution or reg.plugin.name,
+            "version": reg.plugin.version,
+            "source": source_hash(reg.obj),
+        }
+    return out
 
 
 def _rejected_key(cls: type, values: dict[str, Any]) -> str | None:
@@ -540,20 +801,23 @@ def _nearest_line(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> i
     return lines.get(())
 
 
-_UNION_TAGS = ("list[int]", "SeedsSpec", "list[ClaimSpec]", "none")
+def _union_tag(part: Any) -> bool:
+    """A part of an error location that names a member of a union (``seeds`` is a list or a
+    mapping), not a key: ``list[...]``, ``SeedsSpec``."""
+    return isinstance(part, str) and (part.startswith("list[") or part in ("SeedsSpec", "none"))
 
 
 def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
     """One line: ``file:line: key.path: what is wrong`` (with a suggestion for unknown keys)."""
     errors = []
     for e in exc.errors():
-        tagged = any(p in _UNION_TAGS for p in e["loc"])
+        tagged = any(_union_tag(p) for p in e["loc"])
         if tagged and e["type"] in ("list_type", "model_type", "dict_type"):
             continue  # the other form of a union field is what was meant
-        errors.append({**e, "loc": tuple(p for p in e["loc"] if p not in _UNION_TAGS)})
+        errors.append({**e, "loc": tuple(p for p in e["loc"] if not _union_tag(p))})
     if not errors:
         first = exc.errors()[0]
-        errors = [{**first, "loc": tuple(p for p in first["loc"] if p not in _UNION_TAGS),
+        errors = [{**first, "loc": tuple(p for p in first["loc"] if not _union_tag(p)),
                    "msg": "a list of seeds, or a mapping {instances: [...], replicates: n}"}]
     # An unknown key first: a misspelt required key (``seedz``) also makes ``seeds`` missing,
     # and the misspelling, with its suggestion, is what the user has to fix.

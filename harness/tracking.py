@@ -3,7 +3,9 @@
 Each run logs to wandb with ``group`` = the suite, ``job_type`` = the algorithm, ``name`` = the
 run id and ``config`` = the resolved run spec. The mode is wandb's own ``WANDB_MODE`` when the
 user set it (e.g. ``online`` after ``wandb login``), else ``offline``: files go under the run's
-folder (``<run>/wandb/offline-run-*``, syncable later with ``wandb sync``), never to the network.
+folder (``<run>/wandb/offline-run-*``, syncable later with ``wandb sync``), never to the network:
+the harness sets ``WANDB_MODE=offline`` in its environment when the user has not set it (wandb
+asks a name server for its service's address when only ``init(mode="offline")`` says offline).
 ``--no-wandb`` on the command line, or ``RLHF_HARNESS_WANDB=0``, switches tracking off; wandb is
 then not even imported. The run store, not wandb, is the source of truth for reports.
 """
@@ -31,6 +33,7 @@ class Tracker:
         if not wandb_enabled(enabled):  # RLHF_HARNESS_WANDB=0 applies to every caller
             return
         try:
+            os.environ.setdefault("WANDB_MODE", "offline")  # before wandb reads its settings
             import wandb
 
             cache = run_dir.parent / ".wandb-cache"

@@ -126,10 +126,11 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    """Every file under ``folder``: its modification time (ns) and content."""
+    """Every file under ``folder``: its modification time (ns) and content (the store's lock
+    file aside: taking the lock writes the holder's PID)."""
     return {
         str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"
     }
 
 
@@ -270,8 +271,12 @@ def test_summary_holds_compute_memory_models_versions_seed_and_hash(sequential):
         assert summary["versions"][plugin.distribution] == plugin.version
         assert {"rlhf-harness", "torch"} <= set(summary["versions"])
         assert summary["seed"] == spec["seed"]
-        assert summary["config_hash"] == config_hash(spec)
-        assert record.run_id.endswith(config_hash(spec, 10))
+        identity = {k: v for k, v in spec.items() if k != "limits"}  # limits guard, not shape
+        assert summary["config_hash"] == config_hash(identity)
+        assert record.run_id.endswith(config_hash(identity, 10))
+        assert spec["code"]["algorithm"]["plugin"] == plugin.distribution
+        assert spec["code"]["algorithm"]["version"] == plugin.version
+        assert len(spec["code"]["algorithm"]["source"]) == 16
         assert set(summary["final"]) >= {"gold_reward", "kl_ref", "regret"}
         assert summary["reward_model"]["train_pairs"] + summary["reward_model"][
             "heldout_pairs"] == 200

@@ -395,6 +395,28 @@ def status_section(rep: Report) -> None:
     rep.csv("runs", runs[keep])
 
 
+def excluded_section(rep: Report) -> None:
+    """Runs left out: stale ones (an older version of the suite) and corrupt folders."""
+    d = rep.data
+    stale = d.stale if d.stale is not None else pd.DataFrame()
+    corrupt = d.corrupt if d.corrupt is not None else pd.DataFrame()
+    if stale.empty and corrupt.empty:
+        return
+    rep.add(Heading("Runs left out"))
+    if not stale.empty:
+        counted = "counted (--include-stale)" if d.runs.get("stale", pd.Series()).any() \
+            else "left out of every statistic"
+        rep.text("{k} runs are stale: they belong to an older version of the suite (another "
+                 "configuration, data file or plugin version) and are {counted}; "
+                 "'rlhf-harness gc' removes them.", k=len(stale), counted=counted)
+        rep.table(stale.sort_values(["task", "label", "seed"], key=lambda c: c.astype(str)),
+                  "Stale runs", "stale_runs")
+    if not corrupt.empty:
+        rep.text("{k} run folders are corrupt (a file does not read back) and are skipped; "
+                 "running the suite again redoes them.", k=len(corrupt))
+        rep.table(corrupt, "Corrupt run folders", "corrupt_runs")
+
+
 def reward_section(rep: Report) -> None:
     d, opts = rep.data, rep.opts
     rep.add(Heading("Reward"))
@@ -966,6 +988,7 @@ def write_report(
     *,
     x: str = "step",
     threshold: float = 0.9,
+    include_stale: bool = False,
 ) -> Path:
     """Write the report of the run store ``store_path`` (``runs/<suite>``) into ``out_dir``.
 
@@ -973,8 +996,9 @@ def write_report(
     Markdown), ``index.html`` (self-contained), ``figures/*.png`` and ``tables/*.csv``; returns
     ``out_dir``. ``x`` picks the learning curves' x-axis (step, samples, wall_seconds, flops);
     ``threshold`` the fraction of the way from π_ref's gold reward to the best final one that
-    time-to-target measures. Every interval is computed in closed form (Student t, Bonett,
-    Clopper-Pearson): a report has no random element.
+    time-to-target measures; ``include_stale`` counts the runs of older versions of the suite
+    too. Every interval is computed in closed form (Student t, Bonett, Clopper-Pearson): a report
+    has no random element.
     """
     import matplotlib.pyplot as plt
 
@@ -983,9 +1007,12 @@ def write_report(
     store = Path(store_path)
     if not store.is_dir():
         raise ConfigError(f"{store}: no run store there (expected runs/<suite>)")
-    data = load_store(store)
+    data = load_store(store, include_stale=include_stale)
     if data.runs.empty:
-        raise HarnessError(f"{store}: the run store holds no runs")
+        stale = 0 if data.stale is None else len(data.stale)
+        hint = (f" of the suite as last run ({stale} stale; --include-stale counts them)"
+                if stale else "")
+        raise HarnessError(f"{store}: the run store holds no runs{hint}")
     out = Path(out_dir) if out_dir is not None else Path("reports") / store.name
     out.mkdir(parents=True, exist_ok=True)
     for sub, pattern in (("figures", "*.png"), ("tables", "*.csv")):
@@ -996,6 +1023,7 @@ def write_report(
     overview(rep)
     summary_section(rep)
     status_section(rep)
+    excluded_section(rep)
     reward_section(rep)
     compute_section(rep)
     stability_section(rep)

@@ -8,6 +8,11 @@ the *instance* seed (task draw, preference data, r̂); ``replicate`` numbers the
 random streams on it (0 for stores written before replicates existed). ``metrics``:
 every run's tidy metrics table, concatenated, with the run's label, algorithm, task, seed and
 status joined on.
+
+Only the runs of the suite as last run are read (the store's manifest lists them): the others
+are *stale* — runs of an older version of the suite — and are listed in ``stale``, not counted,
+unless ``include_stale``. A run folder whose files do not read back is listed in ``corrupt`` and
+skipped.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ class StoreData:
     labels: list[str]
     """Labels in report order: by the algorithm's place in the suite file, then by name."""
     tasks: list[str]
+    stale: pd.DataFrame | None = None
+    """Runs of older versions of the suite, left out (``run_id, label, task, seed, status``)."""
+    corrupt: pd.DataFrame | None = None
+    """Run folders that do not read back (``run_id, problem``), skipped."""
     claims: list[ClaimSpec] = field(default_factory=default_claims)
     """The suite's claims (from the suite file kept in the store), or the lecture's."""
 
@@ -137,16 +146,32 @@ def _claims(path: Path) -> list[ClaimSpec]:
         return default_claims()
 
 
-def load_store(store_path: str | Path) -> StoreData:
-    """Read every run of the store folder ``store_path`` (``runs/<suite>``)."""
+def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreData:
+    """Read the runs of the store folder ``store_path`` (``runs/<suite>``); see the module
+    docstring for stale and corrupt runs."""
     path = Path(store_path)
     store = RunStore(path.parent, path.name)
-    rows, frames, suites = [], [], []
+    current = store.manifest()
+    rows, frames, suites, stale, corrupt = [], [], [], [], []
     for rec in store.records():
+        if rec.problem is None:
+            try:
+                m = rec.metrics()
+            except Exception as exc:  # pyarrow's own error types for a damaged file
+                rec.problem = f"metrics.parquet: {' '.join(str(exc).split())[:120]}"
+        if rec.problem is not None:
+            corrupt.append({"run_id": rec.run_id, "problem": rec.problem})
+            continue
+        if current is not None and rec.run_id not in current:
+            stale.append({"run_id": rec.run_id, "label": rec.spec.get("label"),
+                          "task": rec.spec.get("task"), "seed": rec.spec.get("seed"),
+                          "status": rec.state})
+            if not include_stale:
+                continue
         suites.append(str(rec.spec.get("suite") or path.name))
         row = _run_row(rec)
+        row["stale"] = current is not None and rec.run_id not in current
         rows.append(row)
-        m = rec.metrics()
         if len(m):
             m = m.copy()
             m["run_id"] = rec.run_id
@@ -194,8 +219,12 @@ def load_store(store_path: str | Path) -> StoreData:
         )
     ))
     tasks = sorted(runs["task"].astype(str).unique().tolist()) if len(runs) else []
-    return StoreData(suite=suite, path=path, runs=runs, metrics=metrics, labels=labels,
-                     tasks=tasks, claims=claims)
+    return StoreData(
+        suite=suite, path=path, runs=runs, metrics=metrics, labels=labels, tasks=tasks,
+        stale=pd.DataFrame(stale, columns=["run_id", "label", "task", "seed", "status"]),
+        corrupt=pd.DataFrame(corrupt, columns=["run_id", "problem"]),
+        claims=claims,
+    )
 
 
 def eval_series(data: StoreData, metric: str) -> pd.DataFrame:

@@ -1,0 +1,782 @@
+"""The run store never lies: names that are not paths, one writer, run identity and stale runs,
+per-run limits and dying runs, corrupt folders, bounded validation, one-line errors.
+
+A plugin, ``rogue``, misbehaves on demand (hangs, exits, raises KeyboardInterrupt, kills its own
+process, spends nothing of its budget, turns its weights to NaN). Its runs are on a tiny bandit
+with only the KL evaluator, so each takes a fraction of a second; the cases that need a process
+of their own (a suite that kills itself, two writers, a SIGKILLed parent) run the CLI in a
+subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+import harness.suite
+from harness.cli import main
+from harness.errors import ConfigError, StoreError
+from harness.executors import run_specs
+from harness.plugins import get_plugin_host
+from harness.report.data import load_store
+from harness.store import RunStore, collect_garbage, shared_data_key
+from harness.suite import check_suite, load_suite
+
+TIMEOUT_S = 180
+ROOT = Path(__file__).resolve().parents[1]
+
+ROGUE_PLUGIN = '''
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from harness import hookimpl
+from harness.algorithm import Algorithm
+
+
+@dataclass
+class Config:
+    mode: str = "ok"
+    """ok | hang | exit | interrupt | kill | idle | nan_params (from step ``at`` on)."""
+    at: int = 1
+    sleep: float = 0.0
+    """Seconds each step sleeps."""
+    tag: str = ""
+    """A free string, to sweep."""
+    learning_rate: float = 0.1
+
+
+class Rogue(Algorithm):
+    name = "rogue"
+    Config = Config
+    needs = frozenset()
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        self.calls = 0
+
+    def step(self):
+        self.calls += 1
+        mode = self.config.mode if self.calls >= self.config.at else "ok"
+        if self.config.sleep:
+            time.sleep(self.config.sleep)
+        if mode == "hang":
+            time.sleep(3600)
+        elif mode == "exit":
+            sys.exit(3)
+        elif mode == "interrupt":
+            raise KeyboardInterrupt
+        elif mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif mode == "nan_params":
+            with torch.no_grad():
+                for p in self.ctx.policy.parameters():
+                    p.fill_(float("nan"))
+        if mode != "idle":
+            with self.ctx.meter.phase("train"):
+                self.ctx.meter.samples += 8
+        return {"loss": 1.0 / self.calls}
+
+
+@hookimpl
+def register_algorithms(register):
+    register("rogue", Rogue)
+'''
+
+HEAD = """\
+name: {name}
+tasks:
+  - name: bandit
+    params: {{num_prompts: 2, num_arms: 4}}
+preferences: {{num_pairs: 50}}
+evaluation: {{every: 1000, evaluators: [kl_ref]}}
+seeds: [0]
+budget: {{samples: 32}}
+"""
+
+
+def suite_text(name: str, algorithms: str, extra: str = "") -> str:
+    return HEAD.format(name=name) + "algorithms:\n" + algorithms + extra
+
+
+def rogue(label: str, **config: object) -> str:
+    body = ", ".join(f"{k}: {json.dumps(v)}" for k, v in config.items())
+    return f"  - name: rogue\n    label: {json.dumps(label)}\n    config: {{{body}}}\n"
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb(monkeypatch):
+    monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
+
+
+@pytest.fixture
+def rogue_plugin(dist_info_path):
+    """The rogue plugin as an installed distribution in this process."""
+    return dist_info_path("rlhf-harness-test-rogue", "0.1", {"rogue": "rlhf_test_rogue"},
+                          {"rlhf_test_rogue": ROGUE_PLUGIN})
+
+
+@pytest.fixture
+def rogue_site(tmp_path, dist_writer):
+    """The rogue plugin as an installed distribution for subprocesses (put on PYTHONPATH)."""
+    site = tmp_path / "site"
+    dist_writer(site, "rlhf-harness-test-rogue", "0.1", {"rogue": "rlhf_test_rogue"},
+                {"rlhf_test_rogue": ROGUE_PLUGIN})
+    return site
+
+
+def write(folder: Path, text: str, name: str = "suite.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def specs_of(path: Path, **kwargs: object) -> list:
+    return check_suite(load_suite(path), path, get_plugin_host(), **kwargs)
+
+
+def cli(*args: str, env: dict[str, str], cwd: Path, **kwargs: object):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=TIMEOUT_S, check=False, **kwargs)
+
+
+def line_of(text: str, start: str, nth: int = 0) -> int:
+    """The 1-based number of the ``nth`` line of ``text`` that starts with ``start``."""
+    hits = [i + 1 for i, line in enumerate(text.splitlines()) if line.lstrip().startswith(start)]
+    return hits[nth]
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def by_label(root: Path, suite: str) -> dict[str, object]:
+    return {r.spec["label"]: r for r in RunStore(root, suite).records()}
+
+
+# --- 1. names never become paths --------------------------------------------------------------
+
+
+def test_labels_and_sweep_values_never_become_paths(tmp_path, rogue_plugin):
+    labels = ["../escape", "/tmp/absolute", "a/b", "..", "x" * 100]
+    algorithms = "".join(rogue(label) for label in labels) + (
+        "  - name: rogue\n    label: swept\n    sweep: {tag: ['../../up', 'c/d', '/abs']}\n")
+    path = write(tmp_path / "suite", suite_text("paths", algorithms))
+    root = tmp_path / "store" / "runs"
+    specs = specs_of(path)
+    outcome = run_specs(specs, str(root), wandb=False, progress=False)
+    assert outcome.statuses == {"done": 8}
+    store_dir = root / "paths"
+    folders = [p for p in store_dir.iterdir() if p.is_dir() and p.name != "shared"]
+    assert len(folders) == 8
+    for folder in folders:  # every run folder is a direct child with a plain name
+        assert folder.parent == store_dir and re.fullmatch(r"[A-Za-z0-9._=,+-]+", folder.name)
+        assert not folder.name.startswith(".") and len(folder.name) <= 100
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["runs"]  # nothing escaped
+    assert not Path("/tmp/absolute").exists()
+    shown = sorted(load_store(store_dir).runs["label"])  # the labels, as written, in the report
+    assert shown == sorted([*labels, "swept[tag=../../up]", "swept[tag=c/d]", "swept[tag=/abs]"])
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ('label: "a\\0b"', "control character"),
+        ('label: "tab\\there"', "control character"),
+        ("label: " + "y" * 300, "300 characters; at most 100"),
+        ('label: "  "', "empty"),
+    ],
+)
+def test_a_label_that_cannot_be_shown_is_a_validate_error(tmp_path, rogue_plugin, snippet,
+                                                          message):
+    text = suite_text("labels", f"  - name: rogue\n    {snippet}\n")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert str(err.value).startswith(f"{path}:{line_of(text, 'label:')}: algorithms.0.label: ")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ['"../up"', "a/b", "x" * 300, ".hidden", '"nul\\0"'])
+def test_a_suite_name_is_a_folder_name(tmp_path, name):
+    path = write(tmp_path, suite_text(name, rogue("r")))
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert str(err.value).startswith(f"{path}:1: name: ") and "\n" not in str(err.value)
+
+
+# --- 2. one writer per store ------------------------------------------------------------------
+
+
+def test_a_second_run_on_a_store_exits_at_once_naming_the_holder(tmp_path, rogue_site,
+                                                                  subprocess_env):
+    path = write(tmp_path, suite_text("locked", rogue("slow", sleep=2.0)))
+    env = subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0")
+    args = ["run", str(path), "--root", str(tmp_path / "runs"), "--no-progress", "--no-report"]
+    first = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env,
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    store = RunStore(tmp_path / "runs", "locked")
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while store.holder() != first.pid:  # it holds the lock: its PID is in the lock file
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        second = cli(*args, env=env, cwd=tmp_path)
+        assert time.monotonic() - started < 30  # at once, not after the first one
+        assert first.poll() is None  # refused while the first was still running
+        assert second.returncode == 2
+        line = one_error_line(second.stderr)
+        assert f"in use by another rlhf-harness process (pid {first.pid})" in line
+        assert "--wait" in line
+        waited = cli(*args, "--wait", env=env, cwd=tmp_path)  # waits, then has nothing to do
+        assert waited.returncode == 0, waited.stderr
+        assert "1 already finished" in waited.stdout
+        assert first.wait(timeout=TIMEOUT_S) == 0
+    finally:
+        first.kill()
+        first.wait()
+    [record] = store.records()
+    assert record.state == "done" and record.summary["steps"] == 4
+
+
+def test_the_lock_is_refused_across_processes_and_released_by_death(tmp_path):
+    store = RunStore(tmp_path, "held")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from harness.store import RunStore\n"
+         f"with RunStore({str(tmp_path)!r}, 'held').lock():\n"
+         "    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreError, match=f"pid {holder.pid}"), store.lock():
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no clean-up code runs, the kernel drops the lock
+        holder.wait()
+    with store.lock():
+        assert store.holder() == os.getpid()
+
+
+# --- 3. run identity, stale runs, gc ----------------------------------------------------------
+
+
+def test_an_edited_suite_does_not_mix_configurations(tmp_path, rogue_plugin, capsys):
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    args = ["--root", str(runs), "--no-progress", "--no-report", "--no-wandb"]
+    path = write(tmp_path, suite_text("edited", rogue("r", learning_rate=0.1)))
+    main(["run", str(path), *args])
+    old = {r.run_id for r in RunStore(runs, "edited").records()}
+    path.write_text(suite_text("edited", rogue("r", learning_rate=0.2)))
+    main(["run", str(path), *args])
+    records = {r.run_id: r for r in RunStore(runs, "edited").records()}
+    assert len(records) == 2 and len(old) == 1
+    [new] = set(records) - old
+    assert records[new].spec["algorithm_config"]["learning_rate"] == 0.2
+
+    data = load_store(runs / "edited")  # the report covers the suite as it is now
+    assert data.runs["run_id"].tolist() == [new]
+    assert data.stale["run_id"].tolist() == list(old)
+    both = load_store(runs / "edited", include_stale=True)
+    assert sorted(both.runs["run_id"]) == sorted(records)
+    main(["report", str(runs / "edited"), "--out", str(reports)])
+    text = (reports / "index.md").read_text()
+    assert "1 runs are stale" in text and next(iter(old)) in text
+    assert pd.read_csv(reports / "tables" / "stale_runs.csv")["run_id"].tolist() == list(old)
+
+    capsys.readouterr()
+    main(["gc", str(runs / "edited")])
+    assert "removed 1 stale entries" in capsys.readouterr().out
+    assert [r.run_id for r in RunStore(runs, "edited").records()] == [new]
+
+
+def test_an_edited_data_file_makes_new_data_and_new_runs(tmp_path, rogue_plugin):
+    data = tmp_path / "prefs.jsonl"
+    rows = [{"prompt": "0", "chosen": "1", "rejected": "2"}] * 4
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = suite_text("data", rogue("r")).replace(
+        "preferences: {num_pairs: 50}", f"preferences: {{file: {json.dumps(str(data))}}}")
+    path = write(tmp_path, text)
+    [before] = specs_of(path)
+    data.write_text("".join(json.dumps({**r, "chosen": "3"}) + "\n" for r in rows))
+    [after] = specs_of(path)
+    assert before.preferences["file"] == after.preferences["file"]
+    assert before.preferences["file_sha256"] != after.preferences["file_sha256"]
+    assert before.run_id != after.run_id
+    assert shared_data_key(before.as_dict()) != shared_data_key(after.as_dict())
+    data.unlink()
+    line = line_of(text, "preferences:")
+    with pytest.raises(ConfigError, match=rf"suite.yaml:{line}: preferences.file: cannot read"):
+        specs_of(path)
+
+
+def test_edited_plugin_code_or_version_makes_new_runs(tmp_path, dist_info_path, monkeypatch):
+    dist = dist_info_path("rlhf-harness-test-rogue", "0.1", {"rogue": "rlhf_test_rogue"},
+                          {"rlhf_test_rogue": ROGUE_PLUGIN})
+    path = write(tmp_path, suite_text("code", rogue("r")))
+    monkeypatch.setattr(harness.suite, "_SOURCE_HASHES", {})
+    [first] = specs_of(path)
+    assert first.code["algorithm"]["plugin"] == "rlhf-harness-test-rogue"
+    assert first.code["algorithm"]["version"] == "0.1"
+    [same] = specs_of(path)
+    assert same.run_id == first.run_id  # stable while nothing changes
+    module = dist.parent / "rlhf_test_rogue.py"
+    module.write_text(module.read_text().replace("1.0 / self.calls", "2.0 / self.calls"))
+    monkeypatch.setattr(harness.suite, "_SOURCE_HASHES", {})  # a new process would hash anew
+    [edited] = specs_of(path)
+    assert edited.code["algorithm"]["source"] != first.code["algorithm"]["source"]
+    assert edited.run_id != first.run_id
+    metadata = dist / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 0.1", "Version: 0.2"))
+    [bumped] = specs_of(path)
+    assert bumped.code["algorithm"]["version"] == "0.2" and bumped.run_id != edited.run_id
+
+
+# --- 4. limits and runs that die --------------------------------------------------------------
+
+
+def test_limits_fail_the_run_alone(tmp_path, rogue_plugin):
+    algorithms = (rogue("hangs", mode="hang", at=2) + rogue("idle", mode="idle")
+                  + rogue("endless", sleep=0.0) + rogue("fine"))
+    text = suite_text("limits", algorithms, "limits: {seconds: 1.5, stall_steps: 3, steps: 5}\n")
+    text = text.replace("budget: {samples: 32}", "budget: {samples: 24}")
+    specs = specs_of(write(tmp_path, text))
+    specs = [s for s in specs if s.label != "endless"] + [
+        s for s in specs_of(write(tmp_path / "b", text.replace("budget: {samples: 24}",
+                                                                  "budget: {samples: 800}")))
+        if s.label == "endless"]
+    started = time.monotonic()
+    outcome = run_specs(specs, str(tmp_path / "runs"), wandb=False, progress=False)
+    assert time.monotonic() - started < 60
+    assert outcome.statuses == {"failed": 3, "done": 1}
+    records = by_label(tmp_path / "runs", "limits")
+    hung = records["hangs"]
+    assert hung.status["reason"] == "limit: the run took more than limits.seconds = 1.5 s"
+    assert hung.summary["steps"] == 2  # interrupted inside its second step
+    assert records["idle"].status["reason"].startswith(
+        "limit: 3 steps in a row spent nothing of the budget (limits.stall_steps = 3)")
+    assert records["endless"].status["reason"].startswith("limit: the run reached limits.steps")
+    assert records["fine"].state == "done" and records["fine"].summary["steps"] == 3
+
+
+def test_a_plugin_exiting_or_raising_keyboardinterrupt_fails_its_run_only(
+    tmp_path, rogue_site, subprocess_env
+):
+    algorithms = rogue("exits", mode="exit", at=2) + rogue("ctrl-c", mode="interrupt") + \
+        rogue("fine")
+    path = write(tmp_path, suite_text("exits", algorithms))
+    result = cli("run", str(path), "--root", str(tmp_path / "runs"), "--no-progress",
+                 "--report-dir", str(tmp_path / "reports"),
+                 env=subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0"), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "exits: 3 runs: done 1, failed 2" in result.stdout
+    assert "report:" in result.stdout and (tmp_path / "reports" / "exits" / "index.md").exists()
+    records = by_label(tmp_path / "runs", "exits")
+    assert records["exits"].status["reason"] == "SystemExit: 3"
+    assert records["ctrl-c"].status["reason"] == "KeyboardInterrupt raised by the run's code"
+    assert records["fine"].state == "done"
+
+
+def test_a_run_whose_process_dies_fails_after_its_second_death(tmp_path, rogue_site,
+                                                               subprocess_env):
+    path = write(tmp_path, suite_text("dies", rogue("a-fine") + rogue("killed", mode="kill")
+                                      + rogue("z-fine")))
+    env = subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0")
+    args = ["run", str(path), "--root", str(tmp_path / "runs"), "--no-progress", "--no-report"]
+    store = RunStore(tmp_path / "runs", "dies")
+    for attempt in (1, 2):  # the suite's own process is killed with the run, twice
+        result = cli(*args, env=env, cwd=tmp_path)
+        assert result.returncode == -signal.SIGKILL, result.stderr
+        killed = by_label(tmp_path / "runs", "dies")["killed"]
+        assert killed.state == "running" and killed.status["attempt"] == attempt
+        assert store.crashes(killed.run_id) == attempt
+    result = cli(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    records = by_label(tmp_path / "runs", "dies")
+    assert records["killed"].state == "failed"
+    assert records["killed"].status["reason"].startswith("crashed: its process died")
+    assert {records["a-fine"].state, records["z-fine"].state} == {"done"}
+
+
+def test_with_workers_a_dying_run_spares_its_neighbour(tmp_path, rogue_plugin):
+    text = suite_text("pool", rogue("killed", mode="kill", at=2) + rogue("fine", sleep=0.3))
+    outcome = run_specs(specs_of(write(tmp_path, text)), str(tmp_path / "runs"), workers=2,
+                        wandb=False, progress=False)
+    assert outcome.statuses == {"failed": 1, "done": 1}
+    records = by_label(tmp_path / "runs", "pool")
+    assert records["fine"].state == "done" and records["fine"].summary["steps"] == 4
+    reason = records["killed"].status["reason"]
+    assert reason == "crashed: its process died during the run (killed by SIGKILL; e.g. the " \
+        "out-of-memory killer), twice"
+
+
+def test_workers_die_with_a_killed_suite(tmp_path, rogue_site, subprocess_env):
+    text = suite_text("orphans", rogue("h1", mode="hang") + rogue("h2", mode="hang"))
+    path = write(tmp_path, text)
+    env = subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(path), "--root",
+         str(tmp_path / "runs"), "--workers", "2", "--no-progress", "--no-report"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store_dir = tmp_path / "runs" / "orphans"
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(list(store_dir.glob("*/status.json"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) >= 2
+    finally:
+        proc.kill()
+        proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def test_ctrl_c_stops_the_suite_and_leaves_the_run_pending(tmp_path, rogue_site,
+                                                           subprocess_env):
+    path = write(tmp_path, suite_text("stopped", rogue("h", mode="hang")))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(path), "--root", str(tmp_path / "runs"),
+         "--no-progress", "--no-report"], env=subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = RunStore(tmp_path / "runs", "stopped")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not list(store.records()):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the hanging step
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    [record] = store.records()
+    assert record.state == "running" and record.status["interrupted"] == 1
+    assert store.crashes(record.run_id) == 0  # not held against the run
+
+
+def test_nan_parameters_with_finite_metrics_are_diverged(tmp_path, rogue_plugin):
+    text = suite_text("nan", rogue("nan", mode="nan_params", at=2)).replace(
+        "every: 1000", "every: 1")
+    outcome = run_specs(specs_of(write(tmp_path, text)), str(tmp_path / "runs"), wandb=False,
+                        progress=False)
+    assert outcome.statuses == {"diverged": 1}
+    [record] = RunStore(tmp_path / "runs", "nan").records()
+    assert record.status["reason"].startswith("non-finite parameters at step 2 (")
+
+
+# --- 5. no connection off the machine ---------------------------------------------------------
+
+AUDIT = '''
+import os, sys
+_LOG = os.environ["RLHF_TEST_NET_LOG"]
+_LOCAL = ("127.", "::1", "localhost", "0.0.0.0")
+
+def _hook(event, args):
+    if event == "socket.connect":
+        address = args[1]
+        if isinstance(address, tuple) and not str(address[0]).startswith(_LOCAL):
+            with open(_LOG, "a") as f:
+                f.write(f"{os.getpid()} connect {address!r}\\n")
+    elif event == "socket.getaddrinfo":
+        host = args[0]
+        if host not in (None, "", b"") and not str(host).startswith(_LOCAL):
+            with open(_LOG, "a") as f:
+                f.write(f"{os.getpid()} getaddrinfo {host!r}\\n")
+
+sys.addaudithook(_hook)
+'''
+
+
+def _loopback_namespace_works() -> str | None:
+    try:
+        probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"],
+                               capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare is not usable here: {exc}"
+    if probe.returncode != 0:
+        return f"unshare -n is not permitted here: {probe.stderr.decode().strip()}"
+    return None
+
+
+def test_run_report_validate_and_plugins_make_no_connection_off_the_machine(tmp_path,
+                                                                           subprocess_env):
+    reason = _loopback_namespace_works()
+    if reason:
+        pytest.skip(reason)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(AUDIT)
+    log, trace = tmp_path / "audit.log", tmp_path / "strace.log"
+    suite = write(tmp_path, """\
+name: offline
+tasks:
+  - name: bandit
+    params: {num_prompts: 2, num_arms: 4}
+preferences: {num_pairs: 50}
+reward_model: {epochs: 2}
+algorithms:
+  - name: dpo
+    config: {learning_rate: 0.05, warmup_steps: 0, batch_size: 16}
+  - name: grpo
+    config: {learning_rate: 0.05, num_generations: 2, prompts_per_step: 2}
+seeds: [0]
+budget: {steps: 2}
+evaluation: {every: 1}
+""")
+    env = subprocess_env(hooks, RLHF_TEST_NET_LOG=str(log), HOME=str(tmp_path / "home"),
+                         XDG_CACHE_HOME=str(tmp_path / "cache"))
+    for var in ("WANDB_MODE", "WANDB_DISABLED", "RLHF_HARNESS_WANDB", "WANDB_API_KEY"):
+        env.pop(var, None)  # the defaults: wandb on, mode not set by the user
+    py = sys.executable
+    commands = " && ".join([
+        f"{py} -m harness.cli validate {suite}",
+        f"{py} -m harness.cli plugins",
+        f"{py} -m harness.cli run {suite} --root {tmp_path / 'runs'} --workers 2 --no-progress "
+        f"--no-report",
+        f"{py} -m harness.cli report {tmp_path / 'runs' / 'offline'} --out {tmp_path / 'rep'}",
+    ])
+    strace = "/usr/bin/strace" if Path("/usr/bin/strace").exists() else None
+    if strace:  # every process, wandb's own service binary included
+        commands = f"{strace} -f -qq -e trace=connect,sendto,sendmsg -o {trace} sh -c " \
+            f"'{commands}'"
+    result = subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && {commands}"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=2 * TIMEOUT_S, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = list(RunStore(tmp_path / "runs", "offline").records())
+    assert len(records) == 2 and {r.state for r in records} == {"done"}
+    assert list((records[0].path / "wandb").glob("offline-run-*"))  # wandb did log, offline
+    attempts = log.read_text() if log.exists() else ""
+    assert attempts == "", attempts
+    if strace:
+        inet = [line for line in trace.read_text().splitlines()
+                if "AF_INET" in line and "127.0.0.1" not in line and "::1" not in line]
+        assert inet == [], "\n".join(inet[:5])
+
+
+# --- 6. bounded validation, one-line errors ---------------------------------------------------
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    path = write(tmp_path, "\n".join(lines) + "\nname: bomb\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert time.monotonic() - started < 5
+    assert "aliases are expanded; at most 100,000" in str(err.value)
+
+
+def test_a_duplicate_key_is_an_error(tmp_path, rogue_plugin):
+    text = suite_text("dup", rogue("r")) + "seeds: [1]\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    first, second = line_of(text, "seeds:"), line_of(text, "seeds:", 1)
+    assert str(err.value) == (f"{path}:{second}: duplicate key 'seeds' (first at line {first}); "
+                              f"a key may appear once in a mapping")
+
+
+def test_a_huge_sweep_grid_is_refused_unless_allowed(tmp_path, rogue_plugin, monkeypatch):
+    rates = ", ".join(str(0.001 * (i + 1)) for i in range(1000))
+    sleeps = ", ".join(str(0.001 * i) for i in range(1000))
+    grid = f"  - name: rogue\n    sweep: {{learning_rate: [{rates}], sleep: [{sleeps}]}}\n"
+    path = write(tmp_path, suite_text("huge", grid))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"expands to 1,000,000 runs .* needs --allow-large"):
+        specs_of(path)
+    assert time.monotonic() - started < 10  # counted, not expanded
+    monkeypatch.setattr(harness.suite, "MAX_RUNS", 10)
+    small = write(tmp_path, suite_text("small", rogue("r") * 1 +
+                                       "  - name: rogue\n    sweep: {sleep: [0, 0.001, 0.002, "
+                                       "0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.009]}\n"),
+                  "small.yaml")
+    with pytest.raises(ConfigError, match="11 runs"):
+        specs_of(small)
+    assert len(specs_of(small, allow_large=True)) == 11
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a text file (byte 0 is not UTF-8)"),
+        (b"name: a\x00b\n", "invalid YAML"),
+        (b'name: ok\ndescription: "a\\0b"\n', "description: holds the control character"),
+    ],
+)
+def test_binary_and_nul_content_is_one_line(tmp_path, content, message):
+    path = tmp_path / "suite.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_small_slips_are_errors(tmp_path, rogue_plugin):
+    cases = {
+        "budget: {steps: true}": "budget.steps: expected a number, not the boolean true",
+        "evaluation: {every: false, evaluators: [kl_ref]}": "evaluation.every: expected a number",
+    }
+    for snippet, message in cases.items():
+        text = suite_text("slips", rogue("r"))
+        key = snippet.split(":")[0]
+        text = re.sub(rf"^{key}:.*$", snippet, text, flags=re.M)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_suite(write(tmp_path, text))
+    config_bool = write(tmp_path, suite_text("slips", rogue("r", learning_rate=True)))
+    with pytest.raises(ConfigError, match="'learning_rate': expected a number, not the boolean"):
+        specs_of(config_bool)
+    dup_sweep = write(tmp_path, suite_text(
+        "slips", "  - name: rogue\n    sweep: {sleep: [0.0, 0.1, 0.0]}\n"))
+    with pytest.raises(ConfigError, match=r"algorithms.0.sweep: .*sweep 'sleep' lists 0.0 twice"):
+        load_suite(dup_sweep)
+
+
+@pytest.mark.parametrize("workers", ["0", "-5"])
+def test_workers_below_one_are_a_usage_error(tmp_path, workers, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(tmp_path / "x.yaml"), "--workers", workers])
+    assert exit_.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def test_a_root_that_is_a_file_is_one_line(tmp_path, rogue_plugin, capsys):
+    path = write(tmp_path, suite_text("rootfile", rogue("r")))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(path), "--root", str(tmp_path / "afile"), "--no-report"])
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line == f"rlhf-harness: error: {tmp_path / 'afile'}: is a file, not a folder (a run " \
+        "store is a folder)"
+
+
+def test_a_full_disk_is_one_line_and_nothing_half_written(tmp_path, rogue_site,
+                                                          subprocess_env):
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs "
+                            f"{tmp_path}"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {probe.stderr.decode().strip()}")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    path = write(tmp_path, suite_text("full", rogue("a") + rogue("b")))
+    py = sys.executable
+    run = (f"{py} -m harness.cli run {path} --root {disk}/runs --no-progress --no-report "
+           "--no-wandb")
+    script = (
+        f"mount -t tmpfs -o size=256k tmpfs {disk} && mkdir {disk}/runs && "
+        # fill the disk but for a few KB: the preference data fit, the runs do not
+        f"(dd if=/dev/zero of={disk}/filler bs=1k count=1000 2>/dev/null; true) && "
+        f"rm {disk}/filler && dd if=/dev/zero of={disk}/filler bs=1k count=200 2>/dev/null; "
+        f"{run} > {tmp_path}/first.out 2> {tmp_path}/first.err; echo $? > {tmp_path}/first.rc; "
+        f"find {disk}/runs -type f > {tmp_path}/files.txt; "
+        f"for f in $(find {disk}/runs -name '*.json'); do {py} -c "
+        f"\"import json,sys; json.load(open(sys.argv[1]))\" $f || echo BAD $f; done "
+        f"> {tmp_path}/parse.txt 2>&1; "
+        f"rm {disk}/filler; {run} > {tmp_path}/second.out 2>&1; echo $? > {tmp_path}/second.rc"
+    )
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                            text=True, env=subprocess_env(rogue_site), timeout=TIMEOUT_S,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "first.rc").read_text().strip() == "2", (
+        (tmp_path / "first.out").read_text() + (tmp_path / "first.err").read_text())
+    line = one_error_line((tmp_path / "first.err").read_text())
+    assert re.fullmatch(rf"rlhf-harness: error: {disk}/runs/full/\S+: no space left on device",
+                        line), line
+    files = (tmp_path / "files.txt").read_text().split()
+    assert not [f for f in files if ".tmp" in Path(f).name]  # no half-written file left
+    assert "BAD" not in (tmp_path / "parse.txt").read_text()
+    assert (tmp_path / "second.rc").read_text().strip() == "0", \
+        (tmp_path / "second.out").read_text()
+    assert "full: 2 runs: done" in (tmp_path / "second.out").read_text()
+
+
+# --- 7. corrupt run folders -------------------------------------------------------------------
+
+
+def test_a_corrupt_run_folder_is_reported_and_skipped_then_redone(tmp_path, rogue_plugin):
+    text = suite_text("corrupt", rogue("a") + rogue("b") + rogue("c"))
+    specs = specs_of(write(tmp_path, text))
+    root = tmp_path / "runs"
+    run_specs(specs, str(root), wandb=False, progress=False)
+    records = by_label(root, "corrupt")
+    (records["a"].path / "summary.json").write_text('{"run_id": ')
+    (records["b"].path / "metrics.parquet").write_bytes(b"PAR1 not really")
+    untouched = (records["c"].path / "metrics.parquet").stat().st_mtime_ns
+
+    data = load_store(root / "corrupt")
+    assert data.runs["label"].tolist() == ["c"]
+    assert sorted(data.corrupt["run_id"]) == sorted([records["a"].run_id, records["b"].run_id])
+    problems = dict(zip(data.corrupt["run_id"], data.corrupt["problem"], strict=True))
+    assert problems[records["a"].run_id].startswith("summary.json: ")
+    assert problems[records["b"].run_id].startswith("metrics.parquet: ")
+    from harness.report import write_report
+
+    out = write_report(root / "corrupt", tmp_path / "report")
+    assert "2 run folders are corrupt" in (out / "index.md").read_text()
+
+    outcome = run_specs(specs, str(root), wandb=False, progress=False)
+    assert (outcome.skipped, outcome.statuses) == (1, {"done": 2})
+    assert all(r.state == "done" for r in RunStore(root, "corrupt").records())
+    assert (records["c"].path / "metrics.parquet").stat().st_mtime_ns == untouched
+    assert load_store(root / "corrupt").corrupt.empty
+
+
+def test_leftovers_of_killed_writers_are_cleaned(tmp_path, rogue_plugin):
+    specs = specs_of(write(tmp_path, suite_text("leftovers", rogue("r"))))
+    store_dir = tmp_path / "runs" / "leftovers"
+    (store_dir / "shared" / ".abc.tmp-1234").mkdir(parents=True)
+    (store_dir / "shared" / ".abc.tmp-1234" / "preferences.parquet").write_bytes(b"half")
+    (store_dir / "shared" / ".old.trash-1-2").mkdir()
+    run_specs(specs, str(tmp_path / "runs"), wandb=False, progress=False)
+    assert not [p for p in (store_dir / "shared").iterdir() if p.name.startswith(".")]
+
+
+def test_gc_needs_the_suite_list_and_the_lock(tmp_path):
+    store = RunStore(tmp_path, "nolist")
+    store.ensure()
+    with pytest.raises(StoreError, match=r"no runs\.json"):
+        collect_garbage(store)
+
+
+# --- 8. torch.load ----------------------------------------------------------------------------
+
+
+def test_every_torch_load_is_weights_only_and_the_floor_makes_it_the_default():
+    calls = []
+    for folder in ("harness", "plugins", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if ".trl112" in path.parts:
+                continue
+            for match in re.finditer(r"torch\.load\(([^()]|\([^()]*\))*\)", path.read_text()):
+                calls.append((path.name, match.group(0)))
+    assert calls  # the reward-model cache is read with torch.load
+    assert all("weights_only=True" in call for _, call in calls), calls
+    text = (ROOT / "pyproject.toml").read_text()
+    floor = re.search(r'"torch>=(\d+)\.(\d+)"', text)
+    assert floor and (int(floor.group(1)), int(floor.group(2))) >= (2, 6)
