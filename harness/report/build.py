@@ -826,7 +826,7 @@ def stability_section(rep: Report) -> pd.DataFrame:
             rep.text("Every instance has one replicate, so the spread of an algorithm's own "
                      "randomness is not measured (the spread across instances is that of the "
                      "tasks); stability comparisons rest on divergence and drawdown. A suite "
-                     "measures it with seeds: {{instances: [...], replicates: 3}}.")
+                     "measures it with seeds: {instances: [...], replicates: 3}.")
     rep.figure("final_gold", "Final gold reward of every counted run (violin per "
                "configuration; dots coloured by status).",
                lambda p: fig.final_distribution(d.usable, d.tasks, d.labels, p))
