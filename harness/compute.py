@@ -113,13 +113,13 @@ class ComputeMeter:
             torch.cuda.synchronize(self.device)
 
 
-def _modules_and_optimizers(roots: Iterable[Any], depth: int = 3) -> tuple[list[nn.Module],
-                                                                           list[Any]]:
+def _modules_and_optimizers(roots: Iterable[Any], depth: int = 3,
+                            exclude: Iterable[Any] = ()) -> tuple[list[nn.Module], list[Any]]:
     """``nn.Module`` s and optimisers among ``roots`` and their attributes (``depth`` levels,
-    through lists, tuples and dicts), each once."""
+    through lists, tuples and dicts), each once; ``exclude``: objects not to enter."""
     modules: dict[int, nn.Module] = {}
     optimizers: dict[int, Any] = {}
-    seen: set[int] = set()
+    seen: set[int] = {id(x) for x in exclude}
 
     def visit(obj: Any, level: int) -> None:
         if id(obj) in seen or level < 0:
@@ -161,10 +161,11 @@ def _tensor_bytes(tensors: Iterable[torch.Tensor], counted: set[tuple[str, int]]
     return total
 
 
-def model_state_bytes(*roots: Any) -> int:
-    """Bytes of model state reachable from ``roots``: parameters, buffers and gradients of every
-    ``nn.Module``, and every tensor of every optimiser's state; each storage counted once."""
-    modules, optimizers = _modules_and_optimizers(roots)
+def model_state_bytes(*roots: Any, exclude: Iterable[Any] = ()) -> int:
+    """Bytes of model state reachable from ``roots`` (not through ``exclude``): parameters,
+    buffers and gradients of every ``nn.Module``, and every tensor of every optimiser's state;
+    each storage counted once."""
+    modules, optimizers = _modules_and_optimizers(roots, exclude=exclude)
     counted: set[tuple[str, int]] = set()
     total = 0
     for m in modules:

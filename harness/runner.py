@@ -347,7 +347,7 @@ def run_one(
     peak_rss = 0
     baseline = 0
     peak_above = 0
-    state_bytes = None
+    state_bytes = total_state_bytes = None
     resident_detail: dict[str, int] | None = None
     target: dict[str, Any] | None = None
     final: dict[str, float] = {}
@@ -468,7 +468,10 @@ def run_one(
                 metrics = algo.step()
             peak_rss = max(peak_rss, process.memory_info().rss)
             if step == 1:  # optimiser state exists once a step has run
-                state_bytes = model_state_bytes(algo, context, task, eval_reward)
+                # the algorithm's (its models, π_ref, the r̂ it uses, optimisers), and all the
+                # run holds (+ r̂ kept for evaluation only, models the task keeps)
+                state_bytes = model_state_bytes(algo, context, exclude=(task,))
+                total_state_bytes = model_state_bytes(algo, context, task, eval_reward)
             metrics["models_resident"] = float(models_resident)
             record("train", metrics)
             tracker.log(metrics, step)
@@ -560,6 +563,7 @@ def run_one(
         "wall_seconds": wall,
         "memory": None if state_bytes is None else {
             "model_state_bytes": state_bytes,
+            "run_state_bytes": total_state_bytes,
             "peak_above_baseline_mb": peak_above / 2**20,
             "baseline_mb": baseline / 2**20,
             "kind": "cuda" if on_cuda else "rss",

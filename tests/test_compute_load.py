@@ -114,6 +114,10 @@ def test_model_state_bytes_counts_parameters_gradients_and_optimiser_state_once(
     steps = 4 * 4  # 4 parameter tensors
     assert model_state_bytes(algo, context) == 220 * 4 + steps
     assert model_state_bytes(algo, context, task) == 220 * 4 + steps + 352
+    # a context that holds the task: the task's models counted unless it is excluded
+    context.task = task
+    assert model_state_bytes(algo, context) == 220 * 4 + steps + 352
+    assert model_state_bytes(algo, context, exclude=(task,)) == 220 * 4 + steps
     # top-level models: the critic's inner Linear is part of the critic; a module sharing its
     # storage with one counted before (a view of the policy) is not another model
     view = Holder(twin=nn.Module())

@@ -259,6 +259,9 @@ def test_summary_holds_compute_memory_models_versions_seed_and_hash(sequential):
         assert memory["kind"] == "rss" and memory["baseline_mb"] > 10
         assert memory["peak_above_baseline_mb"] >= 0
         assert memory["model_state_bytes"] > 0
+        # the run holds more than the algorithm: r̂ for evaluation where the algorithm has none
+        extra = memory["run_state_bytes"] - memory["model_state_bytes"]
+        assert (extra > 0) == (spec["algorithm"] == "dpo")
         assert summary["models_resident"] == resident[spec["algorithm"]]
         assert summary["target"] is None  # π*_β, or (GRPO with std scaling) no closed form
         assert summary["models_resident_detail"] == {

@@ -291,7 +291,7 @@ def comparisons_section(rep: Report) -> None:
                            for r in comp.itertuples()],
         "p": comp["p_value"].map(fmt), "p (Holm)": comp["p_adjusted"].map(fmt),
         "decision": comp["decision"], "MDE": comp["mde"].map(fmt),
-        "instances needed": comp["seeds_needed"].map(lambda v: "" if math.isnan(v) else fmt(v)),
+        "instances needed": comp["seeds_needed"].map(_needed),
     })
     m, level = cmp.family_size(comp), fmt(cmp.family_alpha(comp), 2)
     rep.table(shown, "Every pair of configurations on a task, paired by instance: the mean "
@@ -305,6 +305,14 @@ def comparisons_section(rep: Report) -> None:
               "comparisons", comp[list(cmp.COMPARISON_COLUMNS)])
     decided = comp[comp["decision"] != st.UNDECIDED]
     rep.text("{k} of {m} comparisons decided.", k=len(decided), m=len(comp))
+
+
+def _needed(v: float) -> str:
+    """Instances needed: empty when decided, ∞ when the observed difference is 0 or would need
+    more than :data:`stats.MAX_SEEDS`."""
+    if math.isnan(v):
+        return ""
+    return "∞" if math.isinf(v) else fmt(v)
 
 
 def claims_section(rep: Report) -> None:
@@ -668,6 +676,7 @@ def compute_section(rep: Report) -> None:
         num.update(_est("flops", flops))
         num.update(_est("model_state_mb", state))
         num.update(_est("peak_above_baseline_mb", peak))
+        num["run_state_mb"] = float(sub["run_state_bytes"].mean()) / 2**20
         row["training CPU s"] = cpu.format()
         row["training wall s"] = secs.format()
         row["FLOPs"] = flops.format() if math.isfinite(flops.value) else "n/a (tabular)"
@@ -690,7 +699,10 @@ def compute_section(rep: Report) -> None:
                   "time over all threads: unlike wall seconds they do not grow when other "
                   "processes compete for the cores. FLOPs only for neural policies (a tabular "
                   "policy is a lookup table). Model state: parameters, buffers, gradients and "
-                  "optimiser state of every resident model, counted from the tensors. Peak above "
+                  "optimiser state of the models the algorithm keeps (policy, π_ref, the r̂ it "
+                  "uses, a critic), counted from the tensors; the CSV's run_state_mb adds what "
+                  "the run holds besides (r̂ kept for evaluation only, a task's own model). "
+                  "Peak above "
                   "baseline: CUDA max_memory_allocated, or on the CPU the process's peak RSS "
                   "sampled after each step, minus the value once the run's models were built.",
                   "compute", pd.DataFrame(rows))

@@ -111,6 +111,7 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
     )
     memory = summary.get("memory") or {}
     row["model_state_bytes"] = _finite(memory.get("model_state_bytes"))
+    row["run_state_bytes"] = _finite(memory.get("run_state_bytes"))
     row["peak_above_baseline_mb"] = _finite(memory.get("peak_above_baseline_mb"))
     row["memory_kind"] = memory.get("kind") or ""
     target = summary.get("target") or {}
@@ -183,7 +184,8 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
     for col in (*(f"final_{m}" for m in FINAL_METRICS), "train_seconds", "flops", "samples",
                 "peak_host_memory_mb", "peak_gpu_memory_mb", "models_resident",
                 *(f"seconds_{p}" for p in PHASES), *(f"cpu_seconds_{p}" for p in PHASES),
-                "train_cpu_seconds", "model_state_bytes", "peak_above_baseline_mb",
+                "train_cpu_seconds", "model_state_bytes", "run_state_bytes",
+                "peak_above_baseline_mb",
                 "target_regret"):
         if col not in runs:
             runs[col] = np.nan
