@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from harness.algorithm import NEEDS, Algorithm, RunContext
+from harness.algorithm import NEEDS, Algorithm, RunContext, declared_metrics
 from harness.compute import ComputeMeter, model_state_bytes, resident_modules
 from harness.config import build_config
 from harness.data import PreferenceDataset
@@ -353,6 +353,7 @@ def run_one(
     final: dict[str, float] = {}
     fit_report = None
     models_resident = None
+    metric_meanings: dict[str, str] = {}
     versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
     process = psutil.Process()
     run_device, task_kind = None, None
@@ -366,6 +367,7 @@ def run_one(
         task = build_task(host, spec, device)
         task_kind = task.kind
         algo_cls = host.algorithm(spec["algorithm"])
+        metric_meanings = declared_metrics(algo_cls)
         reg = host.registration("algorithm", spec["algorithm"])
         versions[reg.plugin.distribution or reg.plugin.name] = reg.plugin.version or "?"
         if task.kind == "tabular" and device == "cpu":
@@ -575,6 +577,7 @@ def run_one(
         "models_resident": models_resident,
         "models_resident_detail": resident_detail,
         "target": target,
+        "metric_meanings": metric_meanings,
         "reward_model": fit_report,
         "seed": spec["seed"],
         "config_hash": config_hash(RunSpec(**spec).identity),
