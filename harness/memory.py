@@ -2,8 +2,9 @@
 
 Two views of the same quantities:
 
-- :func:`measure_state` counts what is there: the distinct storages of the models' parameters,
-  the gradients they hold, and the tensors in the optimisers' state.
+- :func:`measure_state` counts what is there, by kind: the models' parameters, the gradients
+  they hold, and the tensors in the optimisers' state (a run's summary holds the total, with
+  buffers, from :func:`harness.compute.model_state_bytes`).
 - :func:`plan_run` predicts, for one run spec of a suite and without loading any weight (the
   task's model is built on PyTorch's ``meta`` device from its config), the bytes of every model
   the run keeps resident — parameters, gradients, optimiser state — plus the KV cache of its
@@ -56,7 +57,6 @@ __all__ = [
     "optimizer_slots",
     "parse_bytes",
     "plan_run",
-    "run_state",
     "tensor_bytes",
 ]
 
@@ -380,31 +380,3 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
         plan.models.append(ModelPlan("gold reward (classifier)",
                                      parameters=_classifier_bytes(gold_path)))
     return plan
-
-
-def run_state(
-    task: Any, context: Any, algo: Any, extra: Iterable[nn.Module] = ()
-) -> dict[str, int]:
-    """Bytes a run holds now (:func:`measure_state`): the task's model and gold classifier
-    (when loaded), the context's models, ``extra`` ones, and every module and optimiser the
-    algorithm keeps as an attribute (a critic, its optimiser), each tensor counted once."""
-    models: list[nn.Module] = []
-    loaded = getattr(task, "_assets", None)  # an LM task's model, once loaded
-    if loaded is not None:
-        models.append(loaded[0])
-    gold = getattr(getattr(task, "_gold", None), "model", None)  # hf's classifier, once built
-    if isinstance(gold, nn.Module):
-        models.append(gold)
-    models += [context.policy, context.reference, *extra]
-    if context.reward_model is not None:
-        models.append(context.reward_model)
-    models += [m.offload.module for m in models if hasattr(m, "offload")]  # on the host
-    optimizers = []
-    for value in vars(algo).values():
-        if isinstance(value, nn.Module):
-            models.append(value)
-        elif isinstance(value, torch.optim.Optimizer):
-            optimizers.append(value)
-    state = measure_state(models, optimizers)
-    state["model_state"] = sum(state.values())
-    return state
