@@ -1,11 +1,12 @@
 # The two commands of the README. Both set everything up first (scripts/setup.sh).
 #   make quickstart   run suites/quickstart.yaml and write its report
 #   make test         run the linter and the tests
+#   make mutation     mutation testing of the numeric core (docs/mutation.md; not part of `make test`)
 # PYTHON=/path/to/python uses that interpreter's environment instead of ./.venv.
 
 PY := $(if $(PYTHON),$(PYTHON),.venv/bin/python)
 
-.PHONY: quickstart test setup setup-dev
+.PHONY: quickstart test mutation setup setup-dev
 
 quickstart: setup
 	@test -f suites/quickstart.yaml || { echo "make quickstart: suites/quickstart.yaml is not in this version yet; set-up finished, nothing was run." >&2; exit 1; }
@@ -14,6 +15,16 @@ quickstart: setup
 test: setup-dev
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# MUTATION_JOBS=N runs N mutants at a time (default: one per CPU). Results stay in mutants/: a
+# second run tests only what changed. MUTANTS='harness.rl.x_gae__mutmut_*' runs those alone.
+MUTANTS ?= $$($(PY) scripts/mutation_report.py --patterns)
+MUTMUT := $(PY) -c 'import sys; from mutmut.__main__ import cli; sys.exit(cli())'
+
+mutation: setup-dev
+	@$(PY) -c 'import mutmut' 2>/dev/null || $(PY) -m pip install -q -e '.[mutation]'
+	set -f; $(MUTMUT) run $(if $(MUTATION_JOBS),--max-children $(MUTATION_JOBS)) $(MUTANTS)
+	$(PY) scripts/mutation_report.py
 
 setup:
 	scripts/setup.sh

@@ -16,7 +16,12 @@ import torch
 from scipy.stats import spearmanr
 
 from harness.errors import ConfigError
-from harness.preference import BradleyTerry, PreferenceModel, Thurstone
+from harness.preference import (
+    BradleyTerry,
+    PreferenceModel,
+    Thurstone,
+    register_preference_models,
+)
 
 F64 = torch.float64
 MODELS = [BradleyTerry, Thurstone]
@@ -49,6 +54,42 @@ def thurstone_log_closed_form(d: float, sigma: float) -> float:
 
 def test_names():
     assert (BradleyTerry.name, Thurstone.name) == ("btl", "thurstone")
+
+
+def test_each_model_is_registered_under_its_own_name():
+    registered: list[tuple[str, type]] = []
+    register_preference_models(lambda name, cls: registered.append((name, cls)))
+    assert registered == [("btl", BradleyTerry), ("thurstone", Thurstone)]
+
+
+@pytest.mark.parametrize("model_cls", MODELS)
+def test_floats_and_lists_are_rewards_too(model_cls):
+    """Python numbers and lists become float64 tensors; beside a float32 tensor, float32."""
+    model = model_cls(0.7)
+    closed = btl_closed_form if model_cls is BradleyTerry else thurstone_closed_form
+    # Two floats: a float64 scalar. rel 1e-12 (float64, see the module docstring) also fails a
+    # float32 computation, whose rounding (~1e-7) is far larger.
+    p = model.prob(1.3, 0.4)
+    assert p.dtype == F64 and p.shape == ()
+    assert p.item() == pytest.approx(closed(0.9, 0.7), rel=1e-12)
+    assert model.log_prob(1.3, 0.4).item() == pytest.approx(math.log(closed(0.9, 0.7)), rel=1e-12)
+    # Lists, alone or mixed with a tensor, give what the float64 tensors give, exactly.
+    r_a, r_b = [1.0, -0.5, 2.0], [0.0, 0.5, 2.0]
+    want = model.prob(t64(r_a), t64(r_b))
+    for a, b in ((r_a, r_b), (t64(r_a), r_b), (r_a, t64(r_b))):
+        got = model.prob(a, b)
+        assert got.dtype == F64 and torch.equal(got, want)
+        want_ll = model.log_prob(t64(r_a), t64(r_b))
+        assert torch.equal(model.log_likelihood(a, b, reduction="none"), want_ll)
+    # A float beside a float32 tensor is float32, so a float32 pipeline stays float32 ...
+    f32 = torch.tensor([1.0, -0.5], dtype=torch.float32)
+    assert model.prob(f32, 0.25).dtype == torch.float32
+    assert model.log_prob(f32, 0.25).dtype == torch.float32
+    # ... and beside an integer tensor it is float64, not truncated to an integer.
+    ints = torch.tensor([1, 0])
+    got = model.prob(ints, 0.5)
+    assert got.dtype == F64
+    assert got.tolist() == pytest.approx([closed(0.5, 0.7), closed(-0.5, 0.7)], rel=1e-12)
 
 
 @pytest.mark.parametrize("scale", SCALES)

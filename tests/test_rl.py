@@ -483,3 +483,104 @@ def test_adam_falls_back_where_torch_has_no_fused_kernel(monkeypatch: pytest.Mon
     monkeypatch.setattr(torch.optim, "Adam", no_fused)
     opt = rl.adam([{"params": [torch.nn.Parameter(torch.zeros(2))]}], lr=0.1)
     assert not opt.defaults.get("fused") and opt.defaults["lr"] == 0.1
+
+
+# --- cases the formulas above single out (each fails for a specific wrong formula) -----------
+
+
+def test_masked_mean_of_a_single_valid_token_is_that_token() -> None:
+    # One valid element: the count is 1, so the mean is the element itself, exactly (a division
+    # by 1). A count clamped to more than 1 (or a mask counted with padding) would shrink it.
+    x = t64([[0.5, 7.0, -3.0], [2.0, 4.0, 6.0]])
+    one = t64([[0, 1, 0], [0, 0, 0]])
+    assert rl.masked_mean(x, one).item() == 7.0
+    assert rl.masked_mean(x, one, dim=1).tolist() == [7.0, 0.0]
+    assert rl.masked_mean(x, t64([[0, 1, 0], [0, 0, 1]]), dim=0).tolist() == [0.0, 7.0, 6.0]
+    # The token-mean of a one-token batch is that token's loss, as GRPO's "token" mode relies on.
+    assert rl.aggregate_loss(x, one, "token").item() == 7.0
+    assert rl.aggregate_loss(x, one, "sequence").item() == 7.0 / 2  # (7 + empty row's 0) / 2
+
+
+def test_group_advantages_with_groups_of_two() -> None:
+    # G = 2, the smallest group with a std: mean (a + b) / 2, unbiased std |a − b| / √2, so
+    # A = ±(|a − b| / 2) / (|a − b| / √2 + eps). Rewards (1, 3): ±1 / (√2 + eps);
+    # (0.5, 0): ±0.25 / (0.5/√2 + eps). 1e-12: a few float64 operations on O(1) numbers.
+    eps = 1e-4
+    a = rl.group_advantages(t64([1.0, 3.0, 0.5, 0.0]), 2).tolist()
+    s2 = math.sqrt(2.0)
+    want = [-1 / (s2 + eps), 1 / (s2 + eps), 0.25 / (0.5 / s2 + eps), -0.25 / (0.5 / s2 + eps)]
+    assert a == pytest.approx(want, abs=1e-12)
+    # Dr. GRPO (no std): A = r − mean, ±half the gap.
+    drgrpo = rl.group_advantages(t64([1.0, 3.0, 0.5, 0.0]), 2, scale_std=False).tolist()
+    assert drgrpo == pytest.approx([-1.0, 1.0, 0.25, -0.25], abs=1e-12)
+    # Integer rewards are promoted to the default float dtype (not integer-divided).
+    ints = rl.group_advantages(torch.tensor([1, 3]), 2, scale_std=False)
+    assert ints.dtype == torch.get_default_dtype() and ints.tolist() == [-1.0, 1.0]
+
+
+def _params_with_grads(*grads: list[float]) -> list[torch.nn.Parameter]:
+    params = []
+    for g in grads:
+        p = torch.nn.Parameter(torch.zeros(len(g), dtype=F64))
+        p.grad = t64(g)
+        params.append(p)
+    return params
+
+
+@pytest.mark.parametrize("without_get_total_norm", [False, True])
+def test_clip_grad_norm_clips_and_returns_the_norm_before(
+    monkeypatch: pytest.MonkeyPatch, without_get_total_norm: bool
+) -> None:
+    if without_get_total_norm:  # torch before 2.6: the clip_grad_norm_ path measures as well
+        monkeypatch.delattr(torch.nn.utils, "get_total_norm")
+    # Gradients (3) and (4, 0): global norm 5. A parameter without a gradient is skipped.
+    params = [*_params_with_grads([3.0], [4.0, 0.0]), torch.nn.Parameter(torch.zeros(2))]
+    norm = rl.clip_grad_norm(params, 1.0)
+    assert norm.item() == pytest.approx(5.0, abs=1e-12)
+    # Clipped to norm 1: scaled by 1 / (5 + 1e-6) (torch's clip coefficient), so (0.6, 0.8);
+    # 1e-6 relative is torch's own epsilon in the coefficient.
+    assert params[0].grad.tolist() == pytest.approx([0.6], rel=1e-6)
+    assert params[1].grad.tolist() == pytest.approx([0.8, 0.0], rel=1e-6)
+    assert params[2].grad is None
+
+    # A limit above the norm, None and inf leave the gradients exactly as they were.
+    for limit in (10.0, None, math.inf):
+        params = _params_with_grads([3.0], [4.0, 0.0])
+        norm = rl.clip_grad_norm(params, limit)
+        assert norm.item() == pytest.approx(5.0, abs=1e-12)
+        assert [p.grad.tolist() for p in params] == [[3.0], [4.0, 0.0]]
+
+
+def test_group_advantages_edges_of_the_argument_checks() -> None:
+    # One reward per group is fine with the batch std (n = 2 here), or without any std.
+    assert rl.group_advantages(t64([1.0, 3.0]), 1, std_over="batch").tolist() == [0.0, 0.0]
+    assert rl.group_advantages(t64([5.0]), 1, scale_std=False).tolist() == [0.0]
+    # No rewards at all, or a group size that is not an int (a bool is not a size either).
+    with pytest.raises(ValueError, match=r"^the number of rewards \(0\) must be a positive"):
+        rl.group_advantages(t64([]), 1, scale_std=False)
+    for bad in (True, 2.0):
+        with pytest.raises(ValueError, match=r"^group_size must be a positive int, got "):
+            rl.group_advantages(t64([1.0, 2.0]), bad)  # type: ignore[arg-type]
+    # The message names both ways out.
+    with pytest.raises(
+        ValueError,
+        match=r"^the unbiased std over the group needs at least 2 rewards; "
+        r"use group_size >= 2 or scale_std=False$",
+    ):
+        rl.group_advantages(t64([1.0, 2.0]), 1)
+
+
+def test_kl_estimators_check_shapes_even_where_they_would_broadcast() -> None:
+    logp, ref = t64([-1.0, -0.5, -2.0]), t64([-1.0])
+    for fn in (rl.kl_k1, rl.kl_k2, rl.kl_k3):
+        for a, b in ((logp, ref), (ref, logp)):
+            with pytest.raises(ValueError, match=r"^shapes must match, got logp \(\d,\), ref_logp"):
+                fn(a, b)
+
+
+def test_aggregate_loss_accepts_a_constant_below_one() -> None:
+    # Any positive normaliser is valid, 0.5 included: Σ m L / (B · 0.5) = 7 / 1 (1e-12: exact).
+    loss = t64([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = t64([[1, 1, 0], [1, 0, 0]])
+    got = rl.aggregate_loss(loss, mask, "constant", constant=0.5).item()
+    assert got == pytest.approx(7.0, abs=1e-12)
