@@ -9,6 +9,7 @@ ulp is ~1.2e-7, so 1e-6 is the matching bound for a few operations on O(1) numbe
 from __future__ import annotations
 
 import math
+import re
 import statistics
 
 import pytest
@@ -545,10 +546,11 @@ def test_clip_grad_norm_clips_and_returns_the_norm_before(
 
     # A limit above the norm, None and inf leave the gradients exactly as they were.
     for limit in (10.0, None, math.inf):
-        params = _params_with_grads([3.0], [4.0, 0.0])
+        params = [*_params_with_grads([3.0], [4.0, 0.0]), torch.nn.Parameter(torch.zeros(2))]
         norm = rl.clip_grad_norm(params, limit)
         assert norm.item() == pytest.approx(5.0, abs=1e-12)
-        assert [p.grad.tolist() for p in params] == [[3.0], [4.0, 0.0]]
+        assert [p.grad.tolist() for p in params[:2]] == [[3.0], [4.0, 0.0]]
+        assert params[2].grad is None
 
 
 def test_group_advantages_edges_of_the_argument_checks() -> None:
@@ -584,3 +586,111 @@ def test_aggregate_loss_accepts_a_constant_below_one() -> None:
     mask = t64([[1, 1, 0], [1, 0, 0]])
     got = rl.aggregate_loss(loss, mask, "constant", constant=0.5).item()
     assert got == pytest.approx(7.0, abs=1e-12)
+
+
+def test_logprobs_gradient_and_logsumexp_match_autograd_of_log_softmax() -> None:
+    gen = torch.Generator().manual_seed(19)
+    logits = (torch.randn(2, 3, 7, generator=gen, dtype=F64) * 3).requires_grad_(True)
+    labels = torch.randint(0, 7, (2, 3), generator=gen)
+    weights = torch.randn(2, 3, generator=gen, dtype=F64)  # a gradient other than ones
+    logp, lse = rl.logprobs_and_logsumexp(logits, labels)
+    assert not lse.requires_grad
+    # 1e-12: a logsumexp of O(10) numbers in float64, a few ulp apart between implementations.
+    assert torch.allclose(lse, torch.logsumexp(logits.detach(), -1), rtol=0, atol=1e-12)
+    (logp * weights).sum().backward()
+    got = logits.grad.clone()
+    logits.grad = None
+    want_logp = torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    (want_logp * weights).sum().backward()
+    assert torch.allclose(got, logits.grad, rtol=0, atol=1e-12)
+    # Each row of the gradient sums to 0 (softmax's probabilities sum to 1, the label adds 1).
+    assert got.sum(-1).abs().max().item() < 1e-12
+
+
+def test_argument_checks_and_their_messages() -> None:
+    """Each check fails with a message that names the argument, what it got and what it needs;
+    values at the edge of what is allowed pass."""
+
+    def raises(message: str):
+        return pytest.raises(ValueError, match="^" + re.escape(message) + "$")
+
+    x3, x1 = t64([1.0, 2.0, 3.0]), t64([1.0])
+    x23 = t64([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    with raises("mask must have the same shape as the values, got (2,) for values of shape (3,)"):
+        rl.masked_sum(x3, t64([1, 1]))
+    # masked_var: two valid elements (unbiased) or one (biased) are enough.
+    assert rl.masked_var(x3, t64([1, 0, 1])).item() == pytest.approx(2.0, abs=1e-12)
+    assert rl.masked_var(x3, t64([0, 1, 0]), unbiased=False).item() == 0.0
+    with raises("masked_var needs at least 2 valid element(s) (unbiased=True), got 1"):
+        rl.masked_var(x3, t64([0, 1, 0]))
+    with raises("masked_var needs at least 1 valid element(s) (unbiased=False), got 0"):
+        rl.masked_var(x3, t64([0, 0, 0]), unbiased=False)
+    with raises("kind must be 'k1', 'k2' or 'k3', got 'k4'"):
+        rl.kl_estimate(x3, x3, "k4")  # type: ignore[arg-type]
+
+    # gae: [B, T] inputs of one shape.
+    with raises("rewards must be [B, T], got shape (3,)"):
+        rl.gae(x3, x3, x3, 1.0, 1.0)
+    for args, listed in (
+        ((x23[:, :2], x23, x23), "rewards (2, 2), values (2, 3), mask (2, 3)"),
+        ((x23, x23[:, :2], x23), "rewards (2, 3), values (2, 2), mask (2, 3)"),
+        ((x23, x23, x23[:, :2]), "rewards (2, 3), values (2, 3), mask (2, 2)"),
+    ):
+        with raises(f"shapes must match, got {listed}"):
+            rl.gae(*args, 1.0, 1.0)
+    with raises("std_over must be 'group' or 'batch', got 'global'"):
+        rl.group_advantages(x3, 3, std_over="global")  # type: ignore[arg-type]
+
+    # clipped_surrogate: 0 ≤ ε_low < 1, ε_high ≥ 0; ε = 0 clips every ratio but 1.
+    logp = t64([math.log(1.5), 0.0])
+    zero = torch.zeros(2, dtype=F64)
+    loss, _, clipped = rl.clipped_surrogate(logp, zero, t64([1.0, 1.0]), 0.0)
+    assert loss.tolist() == pytest.approx([-1.0, -1.0], abs=1e-12)
+    assert clipped.tolist() == [True, False]
+    loss, _, clipped = rl.clipped_surrogate(logp, zero, t64([1.0, 1.0]), 0.2, eps_high=0.0)
+    assert loss.tolist() == pytest.approx([-1.0, -1.0], abs=1e-12)
+    with raises("eps_low must be in [0, 1), got 1.0"):
+        rl.clipped_surrogate(logp, zero, zero, 1.0)
+    with raises("eps_low must be in [0, 1), got -0.1"):
+        rl.clipped_surrogate(logp, zero, zero, -0.1)
+    with raises("eps_high must be >= 0, got -0.1"):
+        rl.clipped_surrogate(logp, zero, zero, 0.2, eps_high=-0.1)
+    with raises("shapes must match, got logp (2,), old_logp (1,)"):
+        rl.clipped_surrogate(logp, x1, zero, 0.2)
+    # Advantages: logp's shape, [B] or [B, 1] for a [B, T] logp; nothing else.
+    lp23 = torch.zeros(2, 3, dtype=F64)
+    by_row = rl.clipped_surrogate(lp23, lp23, t64([[1.0], [-2.0]]), 0.2)[0]
+    assert by_row.tolist() == [[-1.0] * 3, [2.0] * 3]
+    with raises("advantages must have shape (2, 3) or [B] for a [B, T] logp, got (3,)"):
+        rl.clipped_surrogate(lp23, lp23, x3, 0.2)
+    with raises("advantages must have shape (3,) or [B] for a [B, T] logp, got (1,)"):
+        rl.clipped_surrogate(x3, x3, x1, 0.2)
+
+    # clipped_value_loss: c = 0 keeps V_old; every input of one shape.
+    loss, clipped = rl.clipped_value_loss(t64([1.0]), t64([0.0]), t64([2.0]), 0.0)
+    assert loss.tolist() == [2.0] and clipped.tolist() == [True]  # ½ max(1², 2²)
+    with raises("clip_range must be >= 0, got -0.1"):
+        rl.clipped_value_loss(x3, x3, x3, -0.1)
+    for args, listed in (
+        ((x1, x3, x3), "values (1,), old_values (3,), returns (3,)"),
+        ((x3, x1, x3), "values (3,), old_values (1,), returns (3,)"),
+        ((x3, x3, x1), "values (3,), old_values (3,), returns (1,)"),
+    ):
+        with raises(f"shapes must match, got {listed}"):
+            rl.clipped_value_loss(*args, 0.2)
+
+    # aggregate_loss
+    mask = torch.ones_like(x23)
+    with raises("loss_per_token must be [B, T], got shape (3,)"):
+        rl.aggregate_loss(x3, x3, "token")
+    with raises("mode 'constant' needs a positive constant, got None"):
+        rl.aggregate_loss(x23, mask, "constant")
+    with raises("mode 'constant' needs a positive constant, got -1.0"):
+        rl.aggregate_loss(x23, mask, "constant", constant=-1.0)
+    with raises("constant is only used with mode 'constant', not 'sequence'"):
+        rl.aggregate_loss(x23, mask, "sequence", constant=4)
+    with raises("mode must be 'sequence', 'token' or 'constant', got 'mean'"):
+        rl.aggregate_loss(x23, mask, "mean")  # type: ignore[arg-type]
+
+    with raises("labels must have shape (2,) for logits of shape (2, 3), got (3,)"):
+        rl.logprobs_from_logits(x23, torch.zeros(3, dtype=torch.long))
