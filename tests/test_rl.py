@@ -694,3 +694,18 @@ def test_argument_checks_and_their_messages() -> None:
 
     with raises("labels must have shape (2,) for logits of shape (2, 3), got (3,)"):
         rl.logprobs_from_logits(x23, torch.zeros(3, dtype=torch.long))
+
+
+def test_clipped_surrogate_scales_the_clipped_term_by_the_advantage() -> None:
+    # Clip active with |A| ≠ 1, on both sides, with decoupled ε (0.2 low, 0.3 high):
+    #   ρ = 1.5, A = 2:     min(3.0, 1.3 · 2 = 2.6)          → loss −2.6, clipped
+    #   ρ = 0.5, A = −0.5:  min(−0.25, 0.8 · −0.5 = −0.4)    → loss 0.4, clipped
+    #   ρ = 1.1, A = −3:    min(−3.3, 1.1 · −3)              → loss 3.3, not clipped
+    # 1e-12: exp/log round trips in float64.
+    logp = t64([math.log(1.5), math.log(0.5), math.log(1.1)])
+    loss, ratio, clipped = rl.clipped_surrogate(
+        logp, torch.zeros(3, dtype=F64), t64([2.0, -0.5, -3.0]), 0.2, eps_high=0.3
+    )
+    assert loss.tolist() == pytest.approx([-2.6, 0.4, 3.3], abs=1e-12)
+    assert ratio.tolist() == pytest.approx([1.5, 0.5, 1.1], abs=1e-12)
+    assert clipped.tolist() == [True, True, False]
