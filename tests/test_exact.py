@@ -159,3 +159,33 @@ def test_a_response_the_policy_never_gives_counts_zero_in_kl_and_regret(
     # The identity J(π*) − J(π) = β KL(π ‖ π*) holds for it as for any other policy (1e-12 as in
     # test_kl_identities).
     assert regret == pytest.approx(beta * problem.kl_to_optimal(logp, beta), rel=1e-9, abs=1e-12)
+
+
+def test_prompts_other_than_the_eval_prompts(problem: ExactProblem) -> None:
+    """from_task(task, prompts) tabulates those prompts: eval prompts 2 and 0, in that order."""
+    task = BanditTask(PARAMS, seed=1)
+    sub = ExactProblem.from_task(task, task.eval_prompts.select([2, 0]))
+    assert sub.ref_logp.shape == sub.reward.shape == (2, PARAMS.num_arms)
+    # The same float32 policy on the same pairs, renormalised the same way: identical.
+    assert torch.equal(sub.ref_logp, problem.ref_logp[[2, 0]])
+    assert torch.equal(sub.reward, problem.reward[[2, 0]])
+
+
+def test_errors_name_the_task_and_the_beta(problem: ExactProblem) -> None:
+    class Unenumerable:
+        name = "tiny-lm"
+
+        def enumerate_responses(self) -> None:
+            return None
+
+    with pytest.raises(
+        ConfigError,
+        match=r"^task 'tiny-lm' cannot enumerate its responses: no exact optimum is known$",
+    ):
+        ExactProblem.from_task(Unenumerable())  # type: ignore[arg-type]
+    for beta in (0.0, -1.0):
+        message = rf"^beta must be > 0 for the KL-regularised optimum, got {beta}$"
+        with pytest.raises(ConfigError, match=message):
+            problem.optimal_logprobs(beta)
+        with pytest.raises(ConfigError, match=message):
+            problem.regret(problem.ref_logp, beta)
