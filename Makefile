@@ -16,14 +16,16 @@ test: setup-dev
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# MUTATION_JOBS=N runs N mutants at a time (default: one per CPU). Results stay in mutants/: a
-# second run tests only what changed. MUTANTS='harness.rl.x_gae__mutmut_*' runs those alone.
-MUTANTS ?= $$($(PY) scripts/mutation_report.py --patterns)
+# MUTATION_JOBS=N runs N mutants at a time (default: one per CPU). A plain run starts from a
+# fresh mutants/ and tests every mutant of the numeric core; MUTANTS='NAME ...' (names or globs,
+# e.g. 'harness.rl.x_gae__mutmut_*') re-tests only those, keeping the other results there.
 MUTMUT := $(PY) -c 'import sys; from mutmut.__main__ import cli; sys.exit(cli())'
 
 mutation: setup-dev
 	@$(PY) -c 'import mutmut' 2>/dev/null || $(PY) -m pip install -q -e '.[mutation]'
-	set -f; $(MUTMUT) run $(if $(MUTATION_JOBS),--max-children $(MUTATION_JOBS)) $(MUTANTS)
+	$(if $(MUTANTS),,rm -rf mutants)
+	set -f; $(MUTMUT) run $(if $(MUTATION_JOBS),--max-children $(MUTATION_JOBS)) \
+		$(if $(MUTANTS),$(MUTANTS),$$($(PY) scripts/mutation_report.py --patterns))
 	$(PY) scripts/mutation_report.py
 
 setup:

@@ -2,6 +2,7 @@
 
     python scripts/mutation_report.py             per-module scores and the unexplained survivors
     python scripts/mutation_report.py --patterns  the mutant names `make mutation` runs (globs)
+    python scripts/mutation_report.py --survivors the unexplained survivors' names, one a line
 
 A module's score is killed / (mutants − equivalent): a mutant counts as killed when a test failed
 (or timed out) with it switched on; equivalent mutants, which no test can tell from the original,
@@ -78,6 +79,9 @@ def equivalent_mutants(doc: Path) -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patterns", action="store_true", help="print the mutant name globs")
+    parser.add_argument(
+        "--survivors", action="store_true", help="print the unexplained survivors' names only"
+    )
     parser.add_argument("--mutants", type=Path, default=ROOT / "mutants")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "mutation.md")
     args = parser.parse_args(argv)
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     equivalent = equivalent_mutants(args.doc)
     ok = True
     survivors: list[str] = []
-    print(f"{'module':<68} {'mutants':>7} {'killed':>6} {'equiv.':>6} {'surv.':>5}  score")
+    lines = [f"{'module':<68} {'mutants':>7} {'killed':>6} {'equiv.':>6} {'surv.':>5}  score"]
     for module, globs in CORE.items():
         names = sorted(n for n in results if any(fnmatch.fnmatchcase(n, g) for g in globs))
         counts: Counter[str] = Counter()
@@ -110,12 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         counted = len(names) - counts["equivalent"] - counts["not run"]
         score = counts["killed"] / counted if counted else float("nan")
         note = f"  ({counts['not run']} not run)" if counts["not run"] else ""
-        print(
+        lines.append(
             f"{module:<68} {len(names):>7} {counts['killed']:>6} {counts['equivalent']:>6} "
             f"{counts['survived']:>5}  {score:6.1%}{note}"
         )
         if not names or counts["not run"] or not score >= TARGET:
             ok = False
+    if args.survivors:
+        print("\n".join(survivors))
+        return 0
+    print("\n".join(lines))
     if survivors:
         print("\nsurvivors not listed as equivalent (`mutmut show NAME` prints the change):")
         for name in survivors:
