@@ -709,3 +709,13 @@ def test_clipped_surrogate_scales_the_clipped_term_by_the_advantage() -> None:
     assert loss.tolist() == pytest.approx([-2.6, 0.4, 3.3], abs=1e-12)
     assert ratio.tolist() == pytest.approx([1.5, 0.5, 1.1], abs=1e-12)
     assert clipped.tolist() == [True, True, False]
+
+
+def test_gae_computes_in_the_dtype_of_the_values() -> None:
+    # float64 rewards (a tabular reward) with a float32 critic: advantages and returns are
+    # float32, and equal the float64 computation to float32 rounding (~1e-7 on O(1) numbers).
+    rewards, values = t64([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]])
+    adv, ret = rl.gae(rewards, values, torch.ones(1, 3), 1.0, 0.95)
+    assert adv.dtype == ret.dtype == torch.float32
+    assert adv[0].tolist() == pytest.approx([0.46575, 0.385, 0.3], abs=1e-6)
+    assert ret[0].tolist() == pytest.approx([0.96575, 0.985, 1.0], abs=1e-6)
