@@ -551,6 +551,14 @@ def test_clip_grad_norm_clips_and_returns_the_norm_before(
         assert norm.item() == pytest.approx(5.0, abs=1e-12)
         assert [p.grad.tolist() for p in params[:2]] == [[3.0], [4.0, 0.0]]
         assert params[2].grad is None
+    # Without a finite limit the gradients are only read, not multiplied by 1 in place (one pass
+    # over them fewer): their version counters do not move. (Before torch 2.6 they are.)
+    if not without_get_total_norm:
+        params = _params_with_grads([3.0], [4.0, 0.0])
+        versions = [p.grad._version for p in params]
+        rl.clip_grad_norm(params, None)
+        rl.clip_grad_norm(params, math.inf)
+        assert [p.grad._version for p in params] == versions
 
 
 def test_group_advantages_edges_of_the_argument_checks() -> None:
