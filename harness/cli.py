@@ -8,7 +8,9 @@ Every command imports what it needs inside its body, so ``rlhf-harness --help`` 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections import Counter
 
 import click
 
@@ -67,20 +69,50 @@ def plugins(as_json: bool, strict: bool) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["algorithm", "task", "evaluator", "preference_model",
+                                           "gold_reward"]),
+              default=None, help="The kind, when NAME is registered as more than one.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="text for people, json for tools.")
+def show(name: str, kind: str | None, fmt: str) -> None:
+    """Show a registered algorithm, task, evaluator, preference model or gold reward.
+
+    Prints the plugin that registered it (and its version), what it needs, every setting
+    (Config or Params field) with its type, default and documentation, the settings it
+    suggests for tabular and neural policies, and its metrics. Override a setting in a suite
+    under the algorithm's config (or per_task), or the task's params.
+    """
+    from harness.describe import describe, render_text
+    from harness.plugins import get_plugin_host
+
+    info = describe(get_plugin_host(), name, kind)
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_text(info))
+
+
 @cli.command("new-plugin")
 @click.argument("name")
 @click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",
               show_default=True, help="Folder in which to create the plugin's folder.")
-def new_plugin(name: str, parent: str) -> None:
+@click.option("--offline", is_flag=True,
+              help="An offline algorithm, learning from preference pairs (default: online, "
+              "sampling and scored by the reward model).")
+def new_plugin(name: str, parent: str, offline: bool) -> None:
     """Write a ready-to-install algorithm plugin NAME into DIR/rlhf-harness-NAME.
 
-    NAME is a lower-case identifier (e.g. my_algo). The package has a pyproject.toml with the
-    entry point, the plugin module (a documented Config and a working algorithm), tests that run
-    the conformance kit, and a README. An existing folder is never overwritten.
+    NAME is lower-case letters and digits, words joined by '-' or '_' (e.g. my-algo: package
+    rlhf-harness-my-algo, module rlhf_harness_my_algo, algorithm my-algo). The package has a
+    pyproject.toml with the entry point, the plugin module (a documented Config and a working
+    algorithm), tests that run the conformance kit, and a README. An existing folder is never
+    overwritten.
     """
     from harness.scaffold import new_plugin as write_plugin
 
-    folder = write_plugin(name, parent)
+    folder = write_plugin(name, parent, offline=offline)
     steps = [(f"pip install -e {folder}", "install it (editable)"),
              ("rlhf-harness plugins", f"lists {name}"),
              (f"pytest {folder}", "runs the conformance kit on it")]
@@ -99,22 +131,42 @@ ALLOW_LARGE = click.option(
 
 @cli.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="The executor the suite will run under.")
 @ALLOW_LARGE
-def validate(suite_file: str, allow_large: bool) -> None:
-    """Check a suite file: keys, types, plugin names, configs and combinations.
+def validate(suite_file: str, executor: str, allow_large: bool) -> None:
+    """Check a suite file: keys, types, plugin names, configs and combinations, and what it asks
+    of the devices (this host's for the local executor; GPUs requested under Ray).
 
     Prints the number of runs it expands to; a problem is one line naming the file, the line and
-    the key, with exit status 2.
+    the key, with exit status 2. Warnings (one line each) go to stderr.
     """
     from harness.plugins import get_plugin_host
-    from harness.suite import check_suite, load_suite
+    from harness.suite import (
+        check_placement,
+        check_suite,
+        count_runs,
+        load_suite,
+        suite_warnings,
+    )
 
     suite = load_suite(suite_file)
-    runs = check_suite(suite, suite_file, get_plugin_host(), allow_large=allow_large)
+    host = get_plugin_host()
+    runs = check_suite(suite, suite_file, host, allow_large=allow_large)
+    for warning in suite_warnings(suite, host):
+        click.echo(f"{suite_file}: warning: {warning}", err=True)
+    for warning in check_placement(suite, suite_file, host, executor=executor):
+        click.echo(warning, err=True)
     click.echo(
         f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
         f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
     )
+    if suite.tuning is not None:
+        per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
+                             for t in suite.tasks)
+        click.echo(f"  before them, tuning: {count_runs(suite) - len(runs)} trial runs "
+                   f"(trials per algorithm: {per_task}; × {len(suite.tuning.instances)} tuning "
+                   f"instances)")
 
 
 @cli.command()
@@ -127,7 +179,9 @@ def validate(suite_file: str, allow_large: bool) -> None:
 @click.option("--address", default=None, help="Ray cluster address to join (ray executor).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
 @click.option("--no-wandb", is_flag=True, help="No wandb logging (as RLHF_HARNESS_WANDB=0).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress (default: bars on a terminal, else one line per finished run, "
+              "on stderr).")
 @click.option("--report-dir", default="reports", show_default=True,
               help="Where the report goes (<report-dir>/<suite>/).")
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
@@ -151,24 +205,54 @@ def run(
     from harness.executors import run_specs
     from harness.plugins import get_plugin_host
     from harness.store import RunStore, atomic_write_bytes
-    from harness.suite import check_suite, load_suite
+    from harness.suite import check_placement, check_suite, load_suite
     from harness.tracking import wandb_enabled
 
     suite = load_suite(suite_file)
-    specs = check_suite(suite, suite_file, get_plugin_host(), allow_large=allow_large)
+    host = get_plugin_host()
+    specs = check_suite(suite, suite_file, host, allow_large=allow_large)
+    for warning in check_placement(suite, suite_file, host, executor=executor):
+        click.echo(warning, err=True)
+    if suite.deterministic:  # before anything makes a cuBLAS handle; workers inherit it
+        from harness.runner import CUBLAS_WORKSPACE
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     if executor == "local":
         from harness.runner import resolve_device
 
         resolve_device(suite.device)  # a CUDA suite on a machine without one: say so now
     store = RunStore(root, suite.name)
+    options = dict(executor=executor, workers=workers, address=address,
+                   retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
+                   progress="off" if no_progress else "bars" if sys.stderr.isatty() else "lines")
     with store.lock(wait=wait):
         atomic_write_bytes(store.path / "suite.yaml", Path(suite_file).read_bytes())
-        store.write_manifest(s.run_id for s in specs)
-        outcome = run_specs(
-            specs, root, executor=executor, workers=workers, address=address,
-            retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
-            progress=not no_progress and sys.stderr.isatty(),
-        )
+        trial_specs: list = []
+        if suite.tuning is not None:
+            from harness.suite import expand
+            from harness.tuning import run_tuning
+
+            tuned: Counter = Counter()
+
+            def run_trials(batch: list) -> None:
+                result = run_specs(batch, root, **options)
+                tuned.update(result.statuses)
+                tuned["runs"] += result.total
+
+            trial_specs, chosen = run_tuning(suite, host, root, run_trials)
+            specs = expand(suite, host, allow_large=allow_large, tuned=chosen)
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(tuned.items()) if k != "runs")
+            per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
+                                 for t in suite.tasks)
+            click.echo(f"{suite.name}: tuning: trials per algorithm: {per_task}; "
+                       f"{len(trial_specs)} runs ({counts or 'all already finished'})")
+            for (task, label), choice in sorted(chosen.items()):
+                params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in choice["params"].items())
+                click.echo(f"  {task} · {label}: trial {choice['trial']}, {params} "
+                           f"({suite.tuning.objective} {choice['value']:.4g})")
+        store.write_manifest(s.run_id for s in [*trial_specs, *specs])
+        outcome = run_specs(specs, root, **options)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or \
             "nothing run"
         click.echo(f"{suite.name}: {outcome.total} runs: {counts}; {outcome.skipped} already "

@@ -1,7 +1,12 @@
 """Executors: where a suite's runs execute — this process, local worker processes, or Ray.
 
 Every executor runs :func:`harness.runner.run_one` on each pending spec and writes to the same
-run store, so their results are interchangeable: the same seeds give the same store. A run's own
+run store, so their results are interchangeable, within what the hardware makes reproducible: on
+the CPU (tabular runs on one thread; LM runs with the same thread count) the same seeds give the
+same store whatever the executor. On a GPU, kernels that accumulate with atomics or pick an
+algorithm by timing vary by an ulp from run to run, and an ulp can change a sampled token: only a
+suite with ``deterministic: true`` (deterministic kernels, slower) gives the same store again,
+and then on the same GPU model with the same library versions. A run's own
 failures are captured by ``run_one``; an executor only has to handle runs that could not report
 (a worker process that died, a Ray task lost with its node), which it marks ``failed``.
 
@@ -12,10 +17,14 @@ refused, or waits), cleans what killed writers left, and marks ``failed`` (crash
 - ``local`` with ``workers=1`` (the default): sequentially, in this process, with a progress bar
   for the suite and one for the current run.
 - ``local`` with ``workers=N``: N worker processes (``spawn``), each running one run at a time;
-  shared preference data and reward models are built first, in this process, so that workers
-  never duplicate them. A worker that dies (killed for memory, ``os._exit``) takes only its own
-  run with it: the run is retried once in a new worker, then marked ``failed`` (crashed); its
-  neighbours go on. Workers exit when the suite's process dies.
+  shared preference data and reward models are built first, in one child process (so that this
+  process never holds a CUDA context, nor models on GPU 0), so that workers never duplicate
+  them. When the runs are on CUDA, each worker is given a GPU of its own
+  (``CUDA_VISIBLE_DEVICES``) and N may not exceed the visible GPUs: runs sharing a GPU would slow
+  each other down, and the report compares their wall times. A worker that dies (killed for
+  memory, ``os._exit``) takes only its own run with it: the run is retried once in a new worker
+  (on the same GPU), then marked ``failed`` (crashed); its neighbours go on. Workers exit when
+  the suite's process dies.
 - ``ray``: each run is a Ray task requesting ``gpus_per_run`` GPUs (and one CPU); ``address``
   joins an existing cluster, otherwise a local instance is started. The store must be on a
   filesystem every node sees. ``ray.get`` always has a timeout: a task asking for GPUs that no
@@ -24,6 +33,7 @@ refused, or waits), cleans what killed writers left, and marks ``failed`` (crash
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
@@ -54,51 +64,116 @@ class SuiteOutcome:
         return self.statuses["failed"]
 
 
-class _Progress:
-    """Console progress: the suite (done / failed / diverged, ETA) and the current run."""
+PROGRESS_MODES = ("bars", "lines", "off")
+"""How a suite shows progress: rich ``bars`` on a terminal, one ``lines`` per finished run (logs,
+CI, ``make quickstart > log``), or nothing."""
 
-    def __init__(self, enabled: bool, total: int, title: str) -> None:
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: compact, for progress lines."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class _Progress:
+    """Console progress of a suite, on stderr.
+
+    ``bars``: a rich bar for the suite (done / failed / diverged, time left) and one for the
+    current run, narrow enough for an 80-column terminal. ``lines``: when stderr is not a
+    terminal, one line per finished run — its place, status, label, seconds, the runs left and
+    the time left at the suite's pace so far. ``off``: nothing.
+    """
+
+    def __init__(self, mode: bool | str, total: int, title: str, *, console: Any = None,
+                 stream: Any = None, clock: Any = time.monotonic) -> None:
+        if isinstance(mode, bool):
+            mode = "bars" if mode else "off"
+        if mode not in PROGRESS_MODES:
+            raise ValueError(f"progress mode '{mode}'; modes: {', '.join(PROGRESS_MODES)}")
+        self.mode = mode
+        self.total = total
         self.counts: Counter = Counter()
         self.bar = None
-        if not enabled:
+        self.current = None
+        self.clock = clock
+        self.started = clock()
+        self._run_started: float | None = None
+        self._label: str | None = None
+        self.stream = stream
+        if mode == "lines":
+            self._print(f"{title}")
+        if mode != "bars":
             return
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
+        console = console or Console(stderr=True)
+        console.print(title, overflow="ellipsis", no_wrap=True, highlight=False, markup=False)
         self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
+            TextColumn("{task.description}",
+                       table_column=Column(max_width=26, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=12),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(),
+            TextColumn("{task.fields[counts]}", table_column=Column(no_wrap=True)),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            console=console,
         )
         self.bar.start()
-        self.suite = self.bar.add_task(title, total=total, counts="")
-        self.current = None
+        self.suite = self.bar.add_task("suite", total=total, counts="")
+
+    def _print(self, text: str) -> None:
+        import sys
+
+        print(text, file=self.stream or sys.stderr, flush=True)
 
     def run_started(self, label: str) -> None:
+        self._run_started, self._label = self.clock(), label
         if self.bar is not None:
             if self.current is not None:
                 self.bar.remove_task(self.current)
-            self.current = self.bar.add_task(f"  {label}", total=1.0, counts="")
+            from rich.markup import escape  # a sweep label's [k=v] is text, not markup
+
+            self.current = self.bar.add_task(f"  {escape(label)}", total=1.0, counts="")
 
     def run_step(self, fraction: float) -> None:
         if self.bar is not None and self.current is not None:
             self.bar.update(self.current, completed=fraction)
 
-    def run_finished(self, status: str) -> None:
+    def run_finished(self, status: str, label: str | None = None,
+                     seconds: float | None = None) -> None:
+        """A run ended with ``status``; ``label`` and ``seconds`` default to those of the run
+        :meth:`run_started` announced (executors that run several at once pass their own)."""
         self.counts[status] += 1
+        now = self.clock()
+        if seconds is None and label is None and self._run_started is not None:
+            seconds, label = now - self._run_started, self._label
+        self._run_started = None
         if self.bar is not None:
-            text = " ".join(f"{k} {self.counts[k]}" for k in ("done", "failed", "diverged"))
+            text = " ".join(f"{k} {self.counts[k]}" for k in ("done", "failed", "diverged")
+                            if k == "done" or self.counts[k])
             self.bar.update(self.suite, advance=1, counts=text)
+        elif self.mode == "lines":
+            finished = sum(self.counts.values())
+            left = max(self.total - finished, 0)
+            pace = (now - self.started) / finished
+            took = f" in {_duration(seconds)}" if seconds is not None else ""
+            eta = f", ETA {_duration(pace * left)}" if left else ""
+            self._print(f"[{finished}/{self.total}] {status}{took}: {label or 'a run'}; "
+                        f"{left} left{eta}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -114,7 +189,7 @@ def run_specs(
     address: str | None = None,
     retry_failed: bool = False,
     wandb: bool = True,
-    progress: bool = True,
+    progress: bool | str = True,
     ray_timeout: float = 24 * 3600.0,
     wait: bool = False,
 ) -> SuiteOutcome:
@@ -127,6 +202,12 @@ def run_specs(
         raise ConfigError(f"workers: {workers}; give 1 (sequential) or more worker processes")
     if executor not in ("local", "ray"):
         raise ConfigError(f"unknown executor '{executor}' (use 'local' or 'ray')")
+    blind = [s for s in specs if executor == "ray" and s.device == "cuda" and not s.gpus]
+    if blind:
+        raise ConfigError(
+            f"{blind[0].suite}: device cuda under the ray executor needs gpus_per_run > 0 (Ray "
+            f"hides the GPUs from a run that requests none)"
+        )
     if not specs:
         return SuiteOutcome(0, 0)
     store = RunStore(root, specs[0].suite)
@@ -164,8 +245,12 @@ def _sequential(pending: list[RunSpec], root: str, wandb: bool, bar: _Progress) 
     from harness.runner import run_one
 
     for spec in pending:
-        bar.run_started(spec.label + f" · {spec.task} · seed {spec.seed}")
+        bar.run_started(_label(spec))
         bar.run_finished(run_one(spec.as_dict(), root, wandb=wandb, on_step=bar.run_step))
+
+
+def _label(spec: RunSpec) -> str:
+    return f"{spec.label} · {spec.task} · seed {spec.seed}"
 
 
 def _mark_lost(root: str, spec: RunSpec, error: str) -> str:
@@ -201,8 +286,49 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def _worker(conn: Any, root: str, wandb: bool, parent: int) -> None:
+def _visible_gpus() -> list[str]:
+    """The CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` or all), as that variable
+    names them; no CUDA context is created."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _worker_gpus(pending: list[RunSpec], workers: int) -> list[str]:
+    """The GPUs to hand to the workers, one each; [] when the runs are not on CUDA."""
+    gpus = _visible_gpus()
+    if not gpus or not any(s.device in ("cuda", "auto") for s in pending):
+        return []
+    if workers > len(gpus):
+        raise ConfigError(
+            f"--workers {workers} with {len(gpus)} visible GPU(s): runs would share a GPU and "
+            f"slow each other down, and the report compares their wall times; use --workers "
+            f"{len(gpus)} or fewer"
+        )
+    return gpus[:workers]
+
+
+def _use_gpu(gpu: str | None) -> None:
+    """In a worker, before anything touches CUDA: see only ``gpu`` (None: leave as is)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def _preparer(gpu: str | None, parent: int) -> None:
+    """Initializer of the process that prepares the shared artifacts: like a worker, its own
+    GPU, and it exits with the suite's process."""
+    _use_gpu(gpu)
+    _die_with_parent(parent)
+
+
+def _worker(conn: Any, root: str, wandb: bool, parent: int, gpu: str | None = None) -> None:
     """A worker's loop: receive a spec, run it, send back its status; stop at ``None``/EOF."""
+    _use_gpu(gpu)
     from harness.runner import run_one
 
     _die_with_parent(parent)
@@ -238,20 +364,32 @@ def _describe_exit(code: int | None) -> str:
 def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Progress) -> None:
     from multiprocessing.connection import wait
 
-    _prepare_shared(pending, root)
+    gpus: list[str | None] = list(_worker_gpus(pending, workers))
     ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_preparer,
+                                initargs=(gpus[0] if gpus else None, os.getpid())) as prepare:
+        prepare.submit(_prepare_shared, pending, root).result()
     store = RunStore(root, pending[0].suite)
     queue = list(pending)
     deaths: Counter = Counter()
     busy: dict[Any, tuple[Any, Any, RunSpec | None]] = {}  # sentinel → (process, conn, spec)
+    free = gpus or [None] * workers  # a worker's GPU returns here when it exits
+    gpu_of: dict[Any, str | None] = {}
+    started: dict[str, float] = {}  # run id → when it was sent to a worker
+
+    def finished(status: str, spec: RunSpec) -> None:
+        begun = started.pop(spec.run_id, None)
+        bar.run_finished(status, _label(spec), None if begun is None else time.monotonic() - begun)
 
     def start_worker() -> None:
+        gpu = free.pop(0)
         parent_conn, child_conn = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child_conn, root, wandb, os.getpid()),
+        proc = ctx.Process(target=_worker, args=(child_conn, root, wandb, os.getpid(), gpu),
                            daemon=True)
         proc.start()
         child_conn.close()
         busy[proc.sentinel] = (proc, parent_conn, None)
+        gpu_of[proc.sentinel] = gpu
 
     try:
         for _ in range(min(workers, len(queue))):
@@ -261,11 +399,13 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
                 if spec is None and queue:
                     nxt = queue.pop(0)
                     conn.send(nxt.as_dict())
+                    started[nxt.run_id] = time.monotonic()
                     busy[key] = (proc, conn, nxt)
                 elif spec is None:
                     conn.send(None)
                     proc.join(timeout=5)
                     del busy[key]
+                    free.append(gpu_of.pop(key))
             if not busy:
                 break
             ready = wait([*busy, *(entry[1] for entry in busy.values())], timeout=1.0)
@@ -276,22 +416,24 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
                     except (EOFError, OSError):
                         kind, value = "dead", None
                     if kind == "status":
-                        bar.run_finished(value)
+                        assert spec is not None
+                        finished(value, spec)
                         busy[key] = (proc, conn, None)
                         continue
                     if kind == "error":
                         assert spec is not None
-                        bar.run_finished(_mark_lost(root, spec, value))
+                        finished(_mark_lost(root, spec, value), spec)
                         busy[key] = (proc, conn, None)
                         continue
                 if key in ready or (conn in ready and not proc.is_alive()):
                     proc.join(timeout=5)
                     del busy[key]
+                    free.append(gpu_of.pop(key))
                     if spec is not None and not store.is_finished(spec.run_id):
                         deaths[spec.run_id] += 1
                         how = _describe_exit(proc.exitcode)
                         if deaths[spec.run_id] >= MAX_CRASHES:
-                            bar.run_finished(_mark_lost(root, spec, CRASHED.format(how=how)))
+                            finished(_mark_lost(root, spec, CRASHED.format(how=how)), spec)
                         else:
                             queue.insert(0, spec)  # once more, in a new worker
                     if queue:
@@ -360,13 +502,15 @@ def _ray(
             if not ready:
                 for ref in waiting:
                     ray.cancel(ref, force=True)
-                    bar.run_finished(_mark_lost(root, refs[ref], f"no result after {timeout} s"))
+                    bar.run_finished(_mark_lost(root, refs[ref], f"no result after {timeout} s"),
+                                     _label(refs[ref]))
                 break
             ref = ready[0]
             try:
-                bar.run_finished(ray.get(ref, timeout=timeout))
+                bar.run_finished(ray.get(ref, timeout=timeout), _label(refs[ref]))
             except Exception:
-                bar.run_finished(_mark_lost(root, refs[ref], traceback.format_exc()))
+                bar.run_finished(_mark_lost(root, refs[ref], traceback.format_exc()),
+                                 _label(refs[ref]))
     finally:
         if started:
             ray.shutdown()

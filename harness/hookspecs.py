@@ -57,7 +57,12 @@ def register_algorithms(register: Register) -> None:
         the algorithm's hyperparameters (each documented, defaults citing their source), declares
         what it ``needs`` (``"preferences"`` for offline methods, ``"reward"`` for online ones),
         and implements ``step() -> dict[str, float]``. The runner owns the loop, the budget,
-        evaluation, compute accounting and failure capture.
+        evaluation, compute accounting and failure capture. Optionally it declares
+        ``suggested`` settings per policy kind (``{"tabular": {...}, "neural": {...}}``: what
+        works on the built-in tasks, where the paper's defaults may train nothing) and the
+        meaning of each of its own ``metrics``; ``rlhf-harness show NAME`` prints both, with
+        every ``Config`` field. Checks of config values go in ``Config.__post_init__``
+        (``rlhf-harness validate`` reports them with the suite file's line).
     """
 
 

@@ -96,7 +96,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 
@@ -384,6 +384,37 @@ class PPO(Algorithm):
     name = "ppo"
     Config = Config
     needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "rollout_batch_size": 64, "num_ppo_epochs": 2},
+        "neural": {"learning_rate": 1e-3, "rollout_batch_size": 64, "num_ppo_epochs": 2},
+    }
+    """From suites/quickstart.yaml (bandit; tiny-lm) and the reproductions on the bandit."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward": "mean r̂ after the missing-EOS penalty",
+        "score": "mean r̂ before the missing-EOS penalty",
+        "policy_loss": "the clipped surrogate policy loss",
+        "value_loss": "the clipped value loss, mean over tokens of ½ max((V − R)², (V_clip − R)²)",
+        "clip_frac": "fraction of tokens where the clipped surrogate is the active term",
+        "value_clip_frac": "fraction of tokens where the clipped value loss is the active term",
+        "approx_kl": "mean over tokens of ½ (log ρ)², the k2 estimate of KL(π_old‖π_θ)",
+        "ratio_mean": "mean ρ = π_θ/π_old over tokens",
+        "advantage_mean": "mean GAE advantage before whitening, over valid tokens",
+        "advantage_std": "std of the GAE advantages before whitening, over valid tokens",
+        "return_mean": "mean GAE return over valid tokens",
+        "kl_coef": "the β used for this step's rewards",
+    }
+
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The default search space, log-uniform: learning rates over two decades around those
+        that train a table of logits, three for language models (a 0.3M-parameter LM trains at
+        1e-3, billion-parameter ones at 1e-5); the KL penalty's coefficient over two decades."""
+        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
+            {"low": 1e-5, "high": 1e-2}
+        return {
+            "learning_rate": {**rates, "log": True},
+            "kl_coef": {"low": 0.01, "high": 1.0, "log": True},
+        }
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
