@@ -700,8 +700,8 @@ def test_argument_checks_and_their_messages() -> None:
     with raises("mode must be 'sequence', 'token' or 'constant', got 'mean'"):
         rl.aggregate_loss(x23, mask, "mean")  # type: ignore[arg-type]
 
-    with raises("labels must have shape (2,) for logits of shape (2, 3), got (3,)"):
-        rl.logprobs_from_logits(x23, torch.zeros(3, dtype=torch.long))
+    with raises("labels must have shape (2, 3) for logits of shape (2, 3, 4), got (3,)"):
+        rl.logprobs_from_logits(torch.zeros(2, 3, 4), torch.zeros(3, dtype=torch.long))
 
 
 def test_clipped_surrogate_scales_the_clipped_term_by_the_advantage() -> None:
