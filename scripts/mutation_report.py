@@ -6,7 +6,7 @@
 
 A module's score is killed / (mutants − equivalent): a mutant counts as killed when a test failed
 (or timed out) with it switched on; equivalent mutants, which no test can tell from the original,
-are the ones listed in docs/mutation.md (section "Equivalent mutants", each name in backticks).
+are the ones listed in docs/mutation.md (the table of its section "Equivalent mutants").
 The exit status is 1 when a module scores below the target, when a mutant was not run, or when
 docs/mutation.md lists a name that is no longer a surviving mutant (the list must be kept exact).
 """
@@ -68,12 +68,13 @@ def load_results(mutants: Path) -> dict[str, int | None]:
 
 
 def equivalent_mutants(doc: Path) -> set[str]:
-    """The backticked mutant names in the "Equivalent mutants" section of ``doc``."""
+    """The mutant names that open the table rows of the "Equivalent mutants" section of ``doc``
+    (``| `NAME` | change | reason |``)."""
     text = doc.read_text("utf-8")
     match = re.search(r"^## Equivalent mutants\n(.*?)(?=^## |\Z)", text, re.M | re.S)
     if match is None:
         return set()
-    return set(re.findall(r"`([\w.ǁ]+__mutmut_\d+)`", match.group(1)))
+    return set(re.findall(r"^\| `([^`]+__mutmut_\d+)` \|", match.group(1), re.M))
 
 
 def main(argv: list[str] | None = None) -> int:
