@@ -462,8 +462,10 @@ def _adam_run(make) -> list[torch.Tensor]:
 
 
 def test_adam_is_fused_where_possible_and_matches_the_plain_update() -> None:
-    fused = rl.adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-3, eps=1e-5)
-    assert fused.defaults["fused"] is True and fused.defaults["eps"] == 1e-5
+    fused = rl.adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-3, betas=(0.8, 0.99), eps=1e-5)
+    assert fused.defaults["fused"] is True
+    assert (fused.defaults["lr"], fused.defaults["betas"], fused.defaults["eps"]) == (
+        1e-3, (0.8, 0.99), 1e-5)
     got = _adam_run(lambda ps: rl.adam(ps, lr=0.05, betas=(0.8, 0.99), eps=1e-6))
     want = _adam_run(
         lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.8, 0.99), eps=1e-6, foreach=False)
@@ -484,6 +486,11 @@ def test_adam_falls_back_where_torch_has_no_fused_kernel(monkeypatch: pytest.Mon
     monkeypatch.setattr(torch.optim, "Adam", no_fused)
     opt = rl.adam([{"params": [torch.nn.Parameter(torch.zeros(2))]}], lr=0.1)
     assert not opt.defaults.get("fused") and opt.defaults["lr"] == 0.1
+    # The fallback keeps every hyperparameter it was given.
+    opt = rl.adam([torch.nn.Parameter(torch.zeros(2))], lr=0.2, betas=(0.8, 0.99), eps=1e-6)
+    assert not opt.defaults.get("fused")
+    hyper = (opt.defaults["lr"], opt.defaults["betas"], opt.defaults["eps"])
+    assert hyper == (0.2, (0.8, 0.99), 1e-6)
 
 
 # --- cases the formulas above single out (each fails for a specific wrong formula) -----------
