@@ -96,6 +96,12 @@ def test_advantage_and_config_errors():
             rf"{shape}$",
         ):
             rloo_module.rloo_advantages(bad, 2)
+    task = TokenTask(TokenTask.Params(), seed=0)
+    with pytest.raises(ConfigError, match="k must be >= 2"):
+        run(get_plugin_host().algorithm("rloo"), task, {"k": 1}, steps=1)
+
+
+def test_loss_argument_errors():
     # rloo_loss takes [B] sequence log-probs and advantages: of one shape, and 1-D.
     for logp, adv, shapes in (
         (torch.zeros(3), torch.zeros(2), r"\(3,\) and \(2,\)"),
@@ -105,9 +111,6 @@ def test_advantage_and_config_errors():
             ValueError, match=rf"^logp and advantages must both be \[B\], got {shapes}$"
         ):
             rloo_module.rloo_loss(logp, adv)
-    task = TokenTask(TokenTask.Params(), seed=0)
-    with pytest.raises(ConfigError, match="k must be >= 2"):
-        run(get_plugin_host().algorithm("rloo"), task, {"k": 1}, steps=1)
 
 
 # --- the bandit: exact optimum -------------------------------------------------------------------
