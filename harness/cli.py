@@ -158,8 +158,10 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
     for warning in check_placement(suite, suite_file, host, executor=executor):
         click.echo(warning, err=True)
     click.echo(
-        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
-        f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
+        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × "
+        f"{len(suite.instances)} instances × {suite.replicates} replicates × "
+        f"{len(runs) // (len(suite.tasks) * len(suite.instances) * suite.replicates)} "
+        "algorithm configs)"
     )
     if suite.tuning is not None:
         per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
@@ -167,6 +169,90 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         click.echo(f"  before them, tuning: {count_runs(suite) - len(runs)} trial runs "
                    f"(trials per algorithm: {per_task}; × {len(suite.tuning.instances)} tuning "
                    f"instances)")
+
+
+GPU_MEMORY = click.option(
+    "--gpu-memory", default=None, metavar="SIZE",
+    help="Memory a run may use, e.g. 80GiB or 141GB (default: the visible GPU's, for a suite "
+    "on a GPU).",
+)
+
+
+def _gpu_memory(option: str | None) -> int | None:
+    """``--gpu-memory`` in bytes; else the visible CUDA device's total memory; else None."""
+    from harness.memory import parse_bytes
+
+    if option is not None:
+        return parse_bytes(option)
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    return None
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@GPU_MEMORY
+@ALLOW_LARGE
+def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
+    """Print each run's memory plan: the bytes of every resident model (parameters, gradients,
+    optimiser state, KV cache, activations), their sum, and whether it fits --gpu-memory.
+
+    No weights are loaded: models are built from their configs on PyTorch's meta device. Model
+    state is exact; the KV cache and activations are estimates (see harness.memory). Exits
+    with status 1 when a run does not fit.
+    """
+    from harness.memory import format_bytes, plan_run
+    from harness.plugins import get_plugin_host
+    from harness.suite import check_suite, load_suite
+
+    suite = load_suite(suite_file)
+    host = get_plugin_host()
+    specs = check_suite(suite, suite_file, host, allow_large=allow_large)
+    memory = _gpu_memory(gpu_memory)
+    if memory is None:
+        click.echo("no GPU visible: pass --gpu-memory SIZE for a verdict")
+    else:
+        click.echo(f"memory per run: {format_bytes(memory)}")
+    cols = ("parameters", "gradients", "optimizer", "kv_cache", "activations", "host")
+    too_big = 0
+    plans: dict[str, str] = {}
+    for spec in specs:
+        run = plan_run(spec.as_dict(), host)
+        key = repr([(m.name, m.total) for m in run.models])
+        fits = run.fits(memory)
+        too_big += fits is False
+        verdict = "" if fits is None else "  fits" if fits else "  DOES NOT FIT"
+        click.echo(f"{run.run_id}  ({run.label} on {run.task}): total {format_bytes(run.total)}"
+                   f", model state {format_bytes(run.model_state)}{verdict}")
+        if plans.get(run.label + run.task) == key:
+            continue  # the same breakdown as the last seed's
+        plans[run.label + run.task] = key
+        for m in run.models:
+            parts = ", ".join(f"{c.replace('_', ' ')} {format_bytes(getattr(m, c))}"
+                              for c in cols if getattr(m, c))
+            click.echo(f"    {m.name}: {format_bytes(m.total)} on the device ({parts})")
+        for note in run.notes:
+            click.echo(f"    {note}")
+    if too_big:
+        click.echo(f"{too_big} of {len(specs)} runs do not fit in {format_bytes(memory)}",
+                   err=True)
+        sys.exit(1)
+
+
+def check_fits(specs: list, host: object, memory: int) -> None:
+    """Refuse (ConfigError, one line) the first run whose memory plan exceeds ``memory``."""
+    from harness.errors import ConfigError
+    from harness.memory import format_bytes, plan_run
+
+    for spec in specs:
+        run = plan_run(spec.as_dict(), host)
+        if not run.fits(memory):
+            raise ConfigError(
+                f"run {run.run_id} needs {format_bytes(run.total)} by its memory plan, more "
+                f"than the {format_bytes(memory)} a run may use; see rlhf-harness plan"
+            )
 
 
 @cli.command()
@@ -188,17 +274,20 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
 @click.option("--wait", is_flag=True,
               help="If another process is running into the same store, wait for it to finish "
               "instead of exiting.")
+@GPU_MEMORY
 @ALLOW_LARGE
 def run(
     suite_file: str, root: str, executor: str, workers: int, address: str | None,
     retry_failed: bool, no_wandb: bool, no_progress: bool, report_dir: str, no_report: bool,
-    wait: bool, allow_large: bool,
+    wait: bool, gpu_memory: str | None, allow_large: bool,
 ) -> None:
     """Run every algorithm × task × seed of a suite into the run store, then write its report.
 
     Finished runs are skipped, so a killed suite resumes where it stopped. One process writes
     to a store at a time: a second exits at once naming the first's PID (or waits, --wait).
     Exits with status 1 when some runs failed (diverged runs are results, not failures).
+    A run whose memory plan (rlhf-harness plan) exceeds --gpu-memory, or the visible GPU's
+    memory for a suite on a GPU, is refused before anything starts.
     """
     from pathlib import Path
 
@@ -217,10 +306,15 @@ def run(
         from harness.runner import CUBLAS_WORKSPACE
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    device = suite.device
     if executor == "local":
         from harness.runner import resolve_device
 
-        resolve_device(suite.device)  # a CUDA suite on a machine without one: say so now
+        device = resolve_device(suite.device)  # a CUDA suite without a GPU: say so now
+    if gpu_memory is not None or device == "cuda":
+        memory = _gpu_memory(gpu_memory)
+        if memory is not None:  # a run that cannot fit is refused before any starts
+            check_fits(specs, host, memory)
     store = RunStore(root, suite.name)
     options = dict(executor=executor, workers=workers, address=address,
                    retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
@@ -277,17 +371,10 @@ def run(
               show_default=True,
               help="Time-to-target: this fraction of the way from π_ref's gold reward to the "
               "best final one.")
-@click.option("--n-boot", type=click.IntRange(min=10), default=200, show_default=True,
-              help="Bootstrap resamples of the figures' 95% bands.")
-@click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
-              help="Bootstrap resamples of the tables' confidence intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every bootstrap.")
 @click.option("--include-stale", is_flag=True,
               help="Count runs of older versions of the suite too (listed as stale otherwise).")
-def report(
-    store: str, out_dir: str | None, x_axis: str, threshold: float, n_boot: int,
-    resamples: int, seed: int, include_stale: bool,
-) -> None:
+def report(store: str, out_dir: str | None, x_axis: str, threshold: float,
+           include_stale: bool) -> None:
     """Write the report of a run store (runs/<suite>): Markdown, HTML, PNG figures, CSV tables.
 
     Reads the store alone; failed and diverged runs are counted, not dropped. It covers the runs
@@ -297,8 +384,8 @@ def report(
     """
     from harness.report import write_report
 
-    out = write_report(store, out_dir, x=x_axis, threshold=threshold, n_boot=n_boot,
-                       n_resamples=resamples, seed=seed, include_stale=include_stale)
+    out = write_report(store, out_dir, x=x_axis, threshold=threshold,
+                       include_stale=include_stale)
     click.echo(f"report: {out / 'index.md'} and {out / 'index.html'}")
 
 

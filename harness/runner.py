@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from harness.algorithm import NEEDS, Algorithm, RunContext, declared_metrics
-from harness.compute import ComputeMeter
+from harness.compute import ComputeMeter, model_state_bytes, resident_modules
 from harness.config import build_config
 from harness.data import PreferenceDataset
 from harness.errors import ConfigError
@@ -37,8 +38,16 @@ def build_context(
     seed: int,
     preferences: PreferenceDataset | None = None,
     reward_model: RewardModel | None = None,
+    policy_options: dict[str, Any] | None = None,
 ) -> RunContext:
-    """The context for one run of ``algorithm`` on ``task`` (see the module docstring)."""
+    """The context for one run of ``algorithm`` on ``task`` (see the module docstring).
+
+    ``policy_options`` is a suite's ``policy`` section (:class:`harness.suite.PolicySpec`):
+    with ``lora``, the policy trains LoRA adapters and π_ref is its base with them off (no
+    second copy); with ``activation_checkpointing``, the policy recomputes activations in its
+    backward passes (see :mod:`harness.lora`); with ``offload_frozen``, π_ref and r̂ stay on
+    the CPU and visit the device per call (:mod:`harness.offload`).
+    """
     unknown = set(algorithm.needs) - NEEDS
     if unknown:
         raise ConfigError(
@@ -46,9 +55,23 @@ def build_context(
             f"known: {sorted(NEEDS)}"
         )
     device = torch.device(task.device)
+    options = policy_options or {}
     policy = task.reference_policy().to(device)
+    if options.get("lora"):
+        from harness.lora import AdapterOffReference, apply_lora
+
+        if not getattr(algorithm, "supports_lora", True):
+            raise ConfigError(f"policy.lora: algorithm '{algorithm.name}' declares that it "
+                              f"cannot train LoRA adapters (supports_lora = False)")
+        apply_lora(policy, options["lora"], seed=seed)
+        reference: Policy = AdapterOffReference(policy)
+    else:
+        reference = policy.frozen_copy()
+    if options.get("activation_checkpointing"):
+        from harness.lora import enable_activation_checkpointing
+
+        enable_activation_checkpointing(policy)
     policy.train()
-    reference = policy.frozen_copy()
     generator = torch.Generator(device=device).manual_seed(seed)
     context = RunContext(
         task=task,
@@ -69,6 +92,13 @@ def build_context(
         frozen.requires_grad_(False)
         frozen.eval()
         context.reward_model = frozen
+    if options.get("offload_frozen"):
+        from harness.offload import OffloadedPolicy, OffloadedReward
+
+        if not options.get("lora"):  # with LoRA π_ref is the policy: nothing to offload
+            context.reference = OffloadedPolicy(context.reference, device)
+        if context.reward_model is not None:
+            context.reward_model = OffloadedReward(context.reward_model, device)
     return context
 
 
@@ -277,6 +307,25 @@ def shared_artifacts(
     return data, model, json.loads((path / "fit_report.json").read_text())
 
 
+def _planned_memory(spec: dict[str, Any], host: Any) -> dict[str, Any]:
+    """The run's memory plan (:func:`harness.memory.plan_run`) for its summary, beside the
+    memory it measures (``memory``); the plan's error, if planning failed."""
+    from harness.memory import plan_run
+
+    try:
+        plan = plan_run(spec, host)
+    except Exception as exc:  # a plan is a report: a model it cannot size must not fail the run
+        return {"plan_error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+    lora = bool((spec.get("policy") or {}).get("lora"))
+    if not plan.models:  # a tabular policy: nothing to plan
+        return {"lora": lora}
+    return {
+        "lora": lora,
+        "planned": {"model_state": plan.model_state, "total": plan.total,
+                    "models": {m.name: dataclasses.asdict(m) for m in plan.models}},
+    }
+
+
 class RunLimit(BaseException):
     """Raised inside a run that went past one of its limits (a BaseException, so that a plugin's
     ``except Exception`` cannot swallow it)."""
@@ -387,7 +436,7 @@ def run_one(
     from harness.exact import ExactProblem
     from harness.plugins import get_plugin_host
     from harness.store import METRIC_COLUMNS, RunStore, describe_os_error
-    from harness.suite import RunSpec
+    from harness.suite import RunSpec, algorithm_seed
     from harness.tracking import Tracker
 
     store = RunStore(root, spec["suite"])
@@ -408,12 +457,19 @@ def run_one(
     step = 0
     meter: ComputeMeter | None = None
     peak_rss = 0
+    baseline = 0
+    peak_above = 0
+    state_bytes = total_state_bytes = None
+    resident_detail: dict[str, int] | None = None
+    target: dict[str, Any] | None = None
     final: dict[str, float] = {}
     fit_report = None
     models_resident = None
+    memory_plan: dict[str, Any] | None = None
     metric_meanings: dict[str, str] = {}
     versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
     process = psutil.Process()
+    run_device, task_kind = None, None
     start = time.perf_counter()
     watch = _Watch(spec.get("limits") or {})
     context = None
@@ -422,10 +478,10 @@ def run_one(
         determinism.enter_context(deterministic_algorithms(bool(spec.get("deterministic"))))
         host = get_plugin_host()
         device = resolve_device(spec["device"])
+        run_device = device
         check_precision(device, spec["precision"])
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         task = build_task(host, spec, device)
+        task_kind = task.kind
         algo_cls = host.algorithm(spec["algorithm"])
         metric_meanings = declared_metrics(algo_cls)
         reg = host.registration("algorithm", spec["algorithm"])
@@ -439,8 +495,10 @@ def run_one(
             task, spec, store, host,
             need_prefs="preferences" in algo_cls.needs, need_reward=need_reward,
         )
-        context = build_context(task, algo_cls, seed=spec["seed"], preferences=data,
-                                reward_model=reward_model if "reward" in algo_cls.needs else None)
+        seed = algorithm_seed(spec["seed"], spec.get("replicate", 0))
+        context = build_context(task, algo_cls, seed=seed, preferences=data,
+                                reward_model=reward_model if "reward" in algo_cls.needs else None,
+                                policy_options=spec.get("policy"))
 
         def precision() -> Any:
             return precision_context(device, spec["precision"])
@@ -449,10 +507,45 @@ def run_one(
         # IPO's reference log-probs) must match what its steps compute.
         with precision():
             algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
-        models_resident = algo.models_resident()
+        memory_plan = _planned_memory(spec, host)
         meter = context.meter
         exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
-        eval_reward = reward_model.to(device) if reward_model is not None else None
+        if exact is not None:
+            # Where the algorithm's own fixed point is not π*_β, its regret: the part of the
+            # run's regret that its objective causes (the rest is the optimisation's).
+            point = algo.fixed_point(exact)
+            if point is not None:
+                beta = spec["evaluation"]["beta"]
+                target = {"kind": f"{spec['algorithm']} fixed point",
+                          "regret": exact.regret(point, beta), "kl_ref": exact.kl_ref(point),
+                          "regret_ref": exact.regret(exact.ref_logp, beta)}
+        # Evaluation reads the algorithm's frozen copy of r̂ where it has one: the original is
+        # then dropped rather than kept resident beside it.
+        if context.reward_model is not None:
+            eval_reward = context.reward_model
+        else:
+            eval_reward = reward_model.to(device) if reward_model is not None else None
+        reward_model = None
+        # Models resident beyond the algorithm's own count: r̂ held for evaluation only, and
+        # models a task keeps (an LM task's base model).
+        own = resident_modules(context.policy, context.reference, context.reward_model)
+        with_eval = resident_modules(context.policy, context.reference, context.reward_model,
+                                     eval_reward)
+        with_task = resident_modules(context.policy, context.reference, context.reward_model,
+                                     eval_reward, task)
+        resident_detail = {
+            "algorithm": algo.models_resident(),
+            "evaluation_reward_model": len(with_eval) - len(own),
+            "task": len(with_task) - len(with_eval),
+        }
+        models_resident = sum(resident_detail.values())
+        # The per-run memory baseline: everything built, nothing run yet.
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            baseline = torch.cuda.memory_allocated()
+        else:
+            baseline = process.memory_info().rss
         budget_kind, budget = next(iter(spec["budget"].items()))
         every = spec["evaluation"]["every"]
         max_kl = spec["divergence"]["max_kl"]
@@ -496,6 +589,11 @@ def run_one(
             with precision():
                 metrics = algo.step()
             peak_rss = max(peak_rss, process.memory_info().rss)
+            if step == 1:  # optimiser state exists once a step has run
+                # the algorithm's (its models, π_ref, the r̂ it uses, optimisers), and all the
+                # run holds (+ r̂ kept for evaluation only, models the task keeps)
+                state_bytes = model_state_bytes(algo, context, exclude=(task,))
+                total_state_bytes = model_state_bytes(algo, context, task, eval_reward)
             metrics["models_resident"] = float(models_resident)
             record("train", metrics)
             tracker.log(metrics, step)
@@ -526,6 +624,12 @@ def run_one(
             if not done:
                 watch.check(step, stalled)
         logger.info("finished after %d steps: %s", step, status)
+        if device == "cuda":  # what the plan's total estimates, beside it
+            memory_plan["peak_device_bytes"] = int(torch.cuda.max_memory_allocated())
+        if (spec.get("policy") or {}).get("offload_frozen"):
+            from harness.offload import offload_totals
+
+            memory_plan["offload"] = offload_totals(context.reference, context.reward_model)
     except _Diverged as exc:
         status, reason = "diverged", str(exc)
         logger.warning("diverged: %s", reason)
@@ -566,6 +670,11 @@ def run_one(
         watch.close()
         determinism.close()
     wall = time.perf_counter() - start
+    tabular = task_kind == "tabular"
+    on_cuda = run_device == "cuda"
+    if baseline:  # the run's models were built: its peak above that baseline, whatever the end
+        peak_now = torch.cuda.max_memory_allocated() if on_cuda else peak_rss
+        peak_above = max(peak_now - baseline, 0)
     summary = {
         "run_id": run_id,
         "status": status,
@@ -574,17 +683,28 @@ def run_one(
         "final": final,
         "compute": None if meter is None else {
             "seconds": dict(meter.seconds),
+            "cpu_seconds": dict(meter.cpu_seconds),
             "samples": meter.samples,
             "tokens_generated": meter.tokens_generated,
             "tokens_trained": meter.tokens_trained,
-            "flops": meter.flops,
+            "flops": None if tabular else meter.flops,
         },
         "wall_seconds": wall,
+        "memory": None if state_bytes is None else {
+            "model_state_bytes": state_bytes,
+            "run_state_bytes": total_state_bytes,
+            "peak_above_baseline_mb": peak_above / 2**20,
+            "baseline_mb": baseline / 2**20,
+            "kind": "cuda" if on_cuda else "rss",
+        },
         "peak_host_memory_mb": peak_rss / 2**20 if peak_rss else None,
         "peak_gpu_memory_mb": (
-            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+            torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
         ),
         "models_resident": models_resident,
+        "memory_plan": memory_plan,
+        "models_resident_detail": resident_detail,
+        "target": target,
         "metric_meanings": metric_meanings,
         "reward_model": fit_report,
         "seed": spec["seed"],

@@ -125,6 +125,37 @@ class RewardModelSpec(_Strict):
     holdout_fraction: Float = Field(0.1, gt=0, lt=1)
 
 
+class LoRASpec(_Strict):
+    """LoRA adapters through ``peft`` (see :mod:`harness.lora`): only they train, and π_ref is
+    the same base model with them switched off."""
+
+    r: Int = Field(8, ge=1, description="Rank of each adapter.")
+    alpha: Float = Field(16.0, gt=0, description="Scale numerator: an update is (alpha/r)·BA.")
+    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description="Last names of the linear layers to adapt (e.g. "
+        "[q_proj, v_proj]); default: every linear layer but the output head.",
+    )
+
+
+class PolicySpec(_Strict):
+    """How a neural policy is trained and held in memory (no effect on tabular tasks' runs:
+    a suite that sets one of these with a tabular task is refused)."""
+
+    lora: LoRASpec | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them."
+    )
+    offload_frozen: bool = Field(
+        False, description="Keep the frozen π_ref and r̂ on the CPU, moved to the run's device "
+        "for each call (see harness.offload); nothing changes on a CPU run.",
+    )
+
+    @property
+    def is_default(self) -> bool:
+        return self == PolicySpec()
+
+
 class AlgorithmSpec(_Strict):
     name: str = Field(description="A registered algorithm.")
     label: str | None = Field(None, description="How reports name it (default: its name).")
@@ -136,6 +167,10 @@ class AlgorithmSpec(_Strict):
     )
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict, description="Config fields to sweep: every combination runs."
+    )
+    policy: PolicySpec | None = Field(
+        None, description="This algorithm's policy section, if not the suite's (e.g. one LoRA "
+        "variant beside full fine-tuning).",
     )
 
     @field_validator("sweep")
@@ -222,6 +257,46 @@ class LimitsSpec(_Strict):
     )
 
 
+class SeedsSpec(_Strict):
+    """Task instances × training replicates.
+
+    An *instance* seed fixes the task draw, the preference data and r̂ (shared by every
+    algorithm); a *replicate* varies only the algorithm's own randomness on that instance.
+    """
+
+    instances: list[Int] = Field(min_length=1, description="Instance seeds (distinct).")
+    replicates: Int = Field(1, ge=1, description="Training replicates per instance.")
+
+    @field_validator("instances")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            twice = sorted({s for s in v if v.count(s) > 1})
+            raise ValueError(f"instance seeds must be distinct ({', '.join(map(str, twice))} "
+                             "repeated)")
+        return v
+
+
+CLAIM_ASPECTS = ("stability", "reward", "computation")
+LECTURE_CLAIM = ("ppo", "grpo", "dpo")
+LECTURE_SOURCE = "CMU 10-734, RLHF lecture"
+
+
+class ClaimSpec(_Strict):
+    """A claimed ordering: along ``order``, ``aspect`` increases (each next one better).
+
+    More stability means a smaller spread across replicates, fewer divergences and smaller
+    drawdowns; less computation means fewer CPU seconds, FLOPs and bytes of model state; more
+    reward means a larger per-instance normalised score.
+    """
+
+    aspect: Literal["stability", "reward", "computation"]
+    order: list[str] = Field(min_length=2, description="Labels (or algorithm names), in order.")
+    trend: Literal["increases", "decreases"] = Field(
+        "increases", description="Whether the aspect increases or decreases along the order.")
+    source: str = Field("", description="Where the claim comes from (shown in the report).")
+
+
 class DivergenceSpec(_Strict):
     max_kl: Float | None = Field(
         None, gt=0, description="A run whose evaluated KL(π‖π_ref) exceeds this is 'diverged'."
@@ -283,7 +358,12 @@ class Suite(_Strict):
     preferences: PreferenceSpec = Field(default_factory=PreferenceSpec)
     reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
     algorithms: list[AlgorithmSpec] = Field(min_length=1)
-    seeds: list[Int] = Field(min_length=1)
+    seeds: list[Int] | SeedsSpec = Field(
+        union_mode="left_to_right",
+        description="Instance seeds (one replicate each), or {instances: [...], replicates: n}.")
+    claims: list[ClaimSpec] | None = Field(
+        None, description="Claimed orderings to test; default: the lecture's "
+        "(from PPO to GRPO to DPO, stability increases and computation decreases).")
     budget: BudgetSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
@@ -299,6 +379,8 @@ class Suite(_Strict):
         "changes sampled tokens.",
     )
     tuning: TuningSpec | None = Field(None, description="Equal tuning effort before comparing.")
+    policy: PolicySpec = Field(default_factory=PolicySpec,
+                               description="LoRA, activation checkpointing, offloading.")
 
     # Field validators (not a model validator), so that an error names the key and its line;
     # ``device`` is declared before both, so ``info.data`` holds it when it is valid.
@@ -318,10 +400,28 @@ class Suite(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _unique_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
+    def _unique_seeds(cls, v: list[int] | SeedsSpec) -> list[int] | SeedsSpec:
+        if isinstance(v, list) and len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one seed")
         return v
+
+    @property
+    def instances(self) -> list[int]:
+        """The instance seeds."""
+        return list(self.seeds) if isinstance(self.seeds, list) else list(self.seeds.instances)
+
+    @property
+    def replicates(self) -> int:
+        """Training replicates per instance (1 for a plain list of seeds)."""
+        return 1 if isinstance(self.seeds, list) else self.seeds.replicates
+
+    def resolved_claims(self) -> list[ClaimSpec]:
+        """The suite's claims, or the lecture's two when it lists none."""
+        if self.claims is not None:
+            return list(self.claims)
+        return default_claims()
 
     @field_validator("name")
     @classmethod
@@ -332,6 +432,29 @@ class Suite(_Strict):
                 "'-', starting with a letter or digit"
             )
         return v
+
+
+def default_claims() -> list[ClaimSpec]:
+    """The lecture's claim: from PPO to GRPO to DPO, stability increases and computation
+    decreases (algorithm names; each represented by its best configuration on a task)."""
+    return [
+        ClaimSpec(aspect="stability", order=list(LECTURE_CLAIM), trend="increases",
+                  source=LECTURE_SOURCE),
+        ClaimSpec(aspect="computation", order=list(LECTURE_CLAIM), trend="decreases",
+                  source=LECTURE_SOURCE),
+    ]
+
+
+def algorithm_seed(seed: int, replicate: int) -> int:
+    """The seed of an algorithm's own randomness for replicate ``replicate`` of instance
+    ``seed``: the instance seed itself for replicate 0 (a plain list of seeds behaves as it
+    always has), else a hash of both (so replicates of different instances never share one)."""
+    if replicate == 0:
+        return int(seed)
+    import hashlib
+
+    digest = hashlib.sha256(f"rlhf-harness/replicate/{seed}/{replicate}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,6 +477,9 @@ class RunSpec:
     device: str
     precision: str
     gpus: float
+    replicate: int = 0
+    """0-based; ``seed`` is the instance seed (task draw, preference data, r̂), and the
+    algorithm's own randomness is seeded with :func:`algorithm_seed` (seed, replicate)."""
     code: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The plugins whose code runs: distribution, version and a hash of the module source."""
     tuning: dict[str, Any] | None = None
@@ -362,6 +488,9 @@ class RunSpec:
     "value", "trials", "objective"}``; None otherwise."""
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
+    policy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The suite's ``policy`` section (:class:`PolicySpec`) when it is not the default, else
+    empty (and then not in the run id, so runs without one keep their ids)."""
     deterministic: bool = False
     """Deterministic kernels (the suite's ``deterministic``): they change the numbers, so they
     are in the run id."""
@@ -374,13 +503,17 @@ class RunSpec:
         """What the run id hashes: everything that shapes the result (not the limits)."""
         out = self.as_dict()
         del out["limits"]
+        if not out["policy"]:
+            del out["policy"]
         return out
 
     @property
     def run_id(self) -> str:
-        """``<label>-<task>-s<seed>-<hash>``: a folder name made of slugs of the label and task
-        (never a path: ``/`` and ``..`` are replaced) and a hash unique to :attr:`identity`."""
-        return (f"{slug(self.label)}-{slug(self.task, 24)}-s{self.seed}-"
+        """``<label>-<task>-s<seed>[-r<replicate>]-<hash>``: a folder name made of slugs of the
+        label and task (never a path: ``/`` and ``..`` are replaced), the instance seed, the
+        replicate after the first, and a hash unique to :attr:`identity`."""
+        rep = f"-r{self.replicate}" if self.replicate else ""
+        return (f"{slug(self.label)}-{slug(self.task, 24)}-s{self.seed}{rep}-"
                 f"{config_hash(self.identity, 10)}")
 
     @property
@@ -517,7 +650,7 @@ def _check_strings(value: Any, keys: tuple[Any, ...], path: Path, lines: dict) -
 def count_runs(suite: Suite) -> int:
     """How many runs a suite makes (tuning trials included), computed without expanding it."""
     points = sum(math.prod(len(v) for v in alg.sweep.values()) for alg in suite.algorithms)
-    runs = len(suite.tasks) * len(suite.seeds) * points
+    runs = len(suite.tasks) * len(suite.instances) * suite.replicates * points
     if suite.tuning is not None:
         tuned = len(tuned_labels(suite))
         for task in suite.tasks:
@@ -552,7 +685,8 @@ def check_suite(
     runs = count_runs(suite)  # before checking every sweep point: a huge grid is refused at once
     if runs > MAX_RUNS and not allow_large:
         raise ConfigError(
-            f"{path}: the suite expands to {runs:,} runs (tasks × seeds × algorithm configs); "
+            f"{path}: the suite expands to {runs:,} runs (tasks × instances × replicates × "
+            "algorithm configs); "
             f"more than {MAX_RUNS:,} needs --allow-large"
         )
 
@@ -620,8 +754,22 @@ def check_suite(
                 build_config(cls.Config, values,
                              where=f"{where('algorithms', i, *keys)}: {at} ({alg.name}, task "
                              f"{task_name})")
+    _check_policy(suite, host, where)
     if suite.tuning is not None:
         _check_tuning(suite, host, where)
+    names = {alg.name for alg in suite.algorithms}
+    labels_known = {alg.label or alg.name for alg in suite.algorithms}
+    for i, claim in enumerate(suite.claims or []):
+        for j, label in enumerate(claim.order):
+            if label not in labels_known and label not in names:
+                raise ConfigError(
+                    f"{where('claims', i, 'order', j)}: claims.{i}.order.{j}: no algorithm "
+                    f"labelled or named '{label}' in this suite (labels: "
+                    f"{', '.join(sorted(labels_known))})"
+                )
+        if len(set(claim.order)) != len(claim.order):
+            raise ConfigError(f"{where('claims', i, 'order')}: claims.{i}.order: a "
+                              "configuration appears twice")
     if suite.preferences.file is not None:
         try:
             file_digest(suite.preferences.file)
@@ -729,7 +877,8 @@ def expand(
     allow_large: bool = False,
     tuned: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> list[RunSpec]:
-    """Every comparison run of the suite: task × seed × algorithm × sweep point.
+    """Every comparison run of the suite: task × instance × replicate × algorithm ×
+    sweep point.
 
     ``tuned`` maps (task, label) to the tuning's choice (``{"trial", "params", "value"}``), which
     is merged into that algorithm's config; without it a tuned algorithm runs its base config
@@ -739,7 +888,8 @@ def expand(
         raise ConfigError(f"suite '{suite.name}': more than {MAX_RUNS:,} runs need allow_large")
     tuned_set = set(tuned_labels(suite))
     runs = []
-    for task, seed, alg in itertools.product(suite.tasks, suite.seeds, suite.algorithms):
+    for task, seed, replicate, alg in itertools.product(
+            suite.tasks, suite.instances, range(suite.replicates), suite.algorithms):
         label = alg.label or alg.name
         choice = (tuned or {}).get((task.name, label)) if label in tuned_set else None
         for point in _sweep_points(alg.sweep):
@@ -754,7 +904,8 @@ def expand(
             shown = label
             if point:
                 shown += "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
-            runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point), info))
+            runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point), info,
+                                  replicate=replicate))
     return runs
 
 
@@ -768,8 +919,11 @@ def make_spec(
     label: str,
     sweep_point: dict[str, Any],
     tuning: dict[str, Any] | None = None,
+    *,
+    replicate: int = 0,
 ) -> RunSpec:
-    """One run of ``alg`` on ``task`` and instance ``seed``, its config updated with ``extra``."""
+    """One run of ``alg`` on ``task``, instance ``seed`` and replicate ``replicate``, its config
+    updated with ``extra``."""
     preferences = suite.preferences.model_dump()
     if suite.preferences.file is not None:  # the data, not its path, shape the results
         preferences["file_sha256"] = file_digest(suite.preferences.file)
@@ -778,6 +932,7 @@ def make_spec(
     budget = task.budget or suite.budget
     cls = host.algorithm(alg.name)
     values = {**alg.config, **alg.per_task.get(task.name, {}), **extra}
+    policy = alg.policy if alg.policy is not None else suite.policy
     return RunSpec(
         suite=suite.name,
         task=task.name,
@@ -798,6 +953,8 @@ def make_spec(
         code=code_identity(host, alg.name, task.name),
         limits=suite.limits.model_dump(),
         tuning=tuning,
+        policy={} if policy.is_default else policy.model_dump(),
+        replicate=replicate,
         deterministic=suite.deterministic,
     )
 
@@ -850,6 +1007,63 @@ def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, di
     return check_space(space, f"tuning.space.{label}")
 
 
+def _check_policy(suite: Suite, host: Any, where: Callable[..., str]) -> None:
+    """Each algorithm's policy section (its own, else the suite's) against the tasks and the
+    algorithm: its switches need neural policies, and LoRA an algorithm that does not declare
+    it cannot train adapters."""
+    from harness.algorithm import policy_kind
+
+    for i, alg in enumerate(suite.algorithms):
+        policy, at = (alg.policy, ("algorithms", i, "policy")) if alg.policy is not None else \
+            (suite.policy, ("policy",))
+        if policy.is_default:
+            continue
+        key = next(k for k in ("lora", "activation_checkpointing", "offload_frozen")
+                   if getattr(policy, k) != PolicySpec.model_fields[k].default)
+        name = ".".join(map(str, (*at, key)))
+        for task in suite.tasks:
+            if policy_kind(host.task(task.name).kind) != "neural":
+                raise ConfigError(
+                    f"{where(*at, key)}: {name}: applies to neural policies (a language "
+                    f"model); task '{task.name}' has a tabular policy"
+                )
+        if policy.lora is not None and policy.lora.target_modules:
+            _check_lora_targets(suite, host, where, at, policy.lora.target_modules)
+        if policy.lora is not None and not getattr(host.algorithm(alg.name), "supports_lora",
+                                                   True):
+            raise ConfigError(
+                f"{where(*at, 'lora')}: {'.'.join(map(str, at))}.lora: algorithm '{alg.name}' "
+                f"(algorithms.{i}) declares that it cannot train LoRA adapters "
+                f"(supports_lora = False)"
+            )
+
+
+def _check_lora_targets(suite: Suite, host: Any, where: Callable[..., str], at: tuple[Any, ...],
+                        targets: list[str]) -> None:
+    """LoRA targets against each task's model, where it can be read without a download: a
+    ``tiny-lm`` model, an ``hf`` model in a local folder (built from its config on the meta
+    device). A hub model's are checked when its run starts."""
+    from harness.lora import linear_module_names
+    from harness.memory import model_skeleton
+
+    for task in suite.tasks:
+        cls = host.task(task.name)
+        params = build_config(cls.Params, task.params)
+        model = model_skeleton(cls, params, local_only=True)
+        if model is None:
+            continue
+        names = linear_module_names(model)
+        missing = [t for t in targets if t not in names]
+        if missing:
+            key = ".".join(map(str, (*at, "lora", "target_modules")))
+            raise ConfigError(
+                f"{where(*at, 'lora', 'target_modules')}: {key}: "
+                f"{', '.join(repr(t) for t in missing)} matches no module of "
+                f"{type(model).__name__} (task '{task.name}'); its linear layers: "
+                f"{', '.join(names)}"
+            )
+
+
 def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
     """The tuning section against the suite: labels, spaces, objective, instances."""
     tuning = suite.tuning
@@ -869,7 +1083,7 @@ def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
             raise ConfigError(f"{where('tuning', 'trials_per_task', name)}: tuning."
                               f"trials_per_task.{name}: no such task in this suite (tasks: "
                               f"{', '.join(tasks)})")
-    overlap = sorted(set(tuning.instances) & set(suite.seeds))
+    overlap = sorted(set(tuning.instances) & set(suite.instances))
     if overlap:
         raise ConfigError(
             f"{where('tuning', 'instances')}: tuning.instances: {overlap[0]} is also one of the "
@@ -1012,9 +1226,24 @@ def _nearest_line(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> i
     return lines.get(())
 
 
+def _union_tag(part: Any) -> bool:
+    """A part of an error location that names a member of a union (``seeds`` is a list or a
+    mapping), not a key: ``list[...]``, ``SeedsSpec``."""
+    return isinstance(part, str) and (part.startswith("list[") or part in ("SeedsSpec", "none"))
+
+
 def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
     """One line: ``file:line: key.path: what is wrong`` (with a suggestion for unknown keys)."""
-    errors = exc.errors()
+    errors = []
+    for e in exc.errors():
+        tagged = any(_union_tag(p) for p in e["loc"])
+        if tagged and e["type"] in ("list_type", "model_type", "dict_type"):
+            continue  # the other form of a union field is what was meant
+        errors.append({**e, "loc": tuple(p for p in e["loc"] if not _union_tag(p))})
+    if not errors:
+        first = exc.errors()[0]
+        errors = [{**first, "loc": tuple(p for p in first["loc"] if not _union_tag(p)),
+                   "msg": "a list of seeds, or a mapping {instances: [...], replicates: n}"}]
     # An unknown key first: a misspelt required key (``seedz``) also makes ``seeds`` missing,
     # and the misspelling, with its suggestion, is what the user has to fix.
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
@@ -1047,8 +1276,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         annotation = field.annotation
-        inner = getattr(annotation, "__args__", None)
-        candidates = [annotation, *(inner or [])]
+        inner = list(getattr(annotation, "__args__", None) or [])
+        inner += [a for i in inner for a in getattr(i, "__args__", None) or []]
+        candidates = [annotation, *inner]
         model = next(
             (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
         )
