@@ -36,8 +36,16 @@ def build_context(
     seed: int,
     preferences: PreferenceDataset | None = None,
     reward_model: RewardModel | None = None,
+    label_noise: float | None = None,
+    unpaired: bool = False,
 ) -> RunContext:
-    """The context for one run of ``algorithm`` on ``task`` (see the module docstring)."""
+    """The context for one run of ``algorithm`` on ``task`` (see the module docstring).
+
+    ``label_noise`` is the known flip rate of ``preferences``' labels (None: unknown), given to
+    algorithms that need ``"label_noise"``; ``unpaired`` marks the data as unpaired feedback:
+    algorithms that need ``"unpaired"`` then get one example per pair (from a generator seeded
+    with ``seed``), and those that need pairs are refused.
+    """
     unknown = set(algorithm.needs) - NEEDS
     if unknown:
         raise ConfigError(
@@ -57,10 +65,20 @@ def build_context(
         meter=ComputeMeter(device=device),
         seed=seed,
     )
-    if "preferences" in algorithm.needs:
+    if "preferences" in algorithm.needs or "unpaired" in algorithm.needs:
         if preferences is None:
             raise ConfigError(f"algorithm '{algorithm.name}' needs preference data")
-        context.preferences = preferences.to_batches(task).to(device)
+        batches = preferences.to_batches(task).to(device)
+        if "preferences" in algorithm.needs:
+            if unpaired:
+                raise ConfigError(f"algorithm '{algorithm.name}' needs preference pairs, and the "
+                                  f"data are marked unpaired")
+            context.preferences = batches
+        if "unpaired" in algorithm.needs:
+            coin = torch.Generator().manual_seed(seed) if unpaired else None
+            context.examples = batches.to("cpu").unpaired(coin).to(device)
+    if "label_noise" in algorithm.needs:
+        context.label_noise = label_noise
     if "reward" in algorithm.needs:
         if reward_model is None:
             raise ConfigError(f"algorithm '{algorithm.name}' needs a reward model")
@@ -69,6 +87,14 @@ def build_context(
         frozen.eval()
         context.reward_model = frozen
     return context
+
+
+def known_label_noise(preferences: dict[str, Any]) -> float | None:
+    """The flip rate of a suite's preference labels when the harness simulated them (its
+    ``flip_rate``), None for data loaded from a file (their noise rate is unknown)."""
+    if preferences.get("file"):
+        return None
+    return float(preferences.get("flip_rate", 0.0))
 
 
 def make_algorithm(
@@ -369,10 +395,14 @@ def run_one(
             "evaluators"]
         data, reward_model, fit_report = shared_artifacts(
             task, spec, store, host,
-            need_prefs="preferences" in algo_cls.needs, need_reward=need_reward,
+            need_prefs=bool({"preferences", "unpaired"} & algo_cls.needs),
+            need_reward=need_reward,
         )
+        prefs_spec = spec["preferences"]
         context = build_context(task, algo_cls, seed=spec["seed"], preferences=data,
-                                reward_model=reward_model if "reward" in algo_cls.needs else None)
+                                reward_model=reward_model if "reward" in algo_cls.needs else None,
+                                label_noise=known_label_noise(prefs_spec),
+                                unpaired=bool(prefs_spec.get("unpaired", False)))
         algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         models_resident = algo.models_resident()
         meter = context.meter

@@ -46,8 +46,9 @@ never computes π_ref's log-probs, so no ``kl_ref``) passes ``metrics=`` explici
 prompts × 8 arms, r* ~ N(0, 1), a softmax π_ref), the context :func:`harness.runner.build_context`
 builds, with the gold reward as r̂ (:class:`harness.reward.GoldRewardModel`) for algorithms that
 need ``"reward"`` and ``num_pairs`` preference pairs simulated from the gold reward
-(:func:`harness.annotator.simulate_preferences`, Bradley-Terry at scale 1) for those that need
-``"preferences"``. The algorithm's ``config`` is validated as a suite's would be; learning rates
+(:func:`harness.annotator.simulate_preferences`, Bradley-Terry at scale 1, no flipped labels:
+``label_noise`` 0) for those that need ``"preferences"`` or ``"unpaired"``. The algorithm's
+``config`` is validated as a suite's would be; learning rates
 for language models are far too small for a table of logits, so pass one that suits it.
 
 Use it from your tests, in one line::
@@ -233,7 +234,8 @@ class Conformance:
     :param min_improvement: the fraction of the gap J_β(π*_β) − J_β(π_ref) that ``improves``
         requires the trained policy to close.
     :param task_params: the ``bandit`` task's parameters (default :data:`DEFAULT_TASK_PARAMS`).
-    :param num_pairs: simulated preference pairs, for algorithms that need ``"preferences"``.
+    :param num_pairs: simulated preference pairs, for algorithms that need ``"preferences"`` or
+        ``"unpaired"``.
     :param metrics: the metric names required at every step (default :func:`required_metrics`).
     """
 
@@ -325,9 +327,10 @@ class Conformance:
         except _Unusable as exc:
             raise ConformanceError(self.name, "setup", str(exc)) from None
         task = self._task()
-        preferences = self._simulated_preferences(task) if "preferences" in cls.needs else None
+        offline = {"preferences", "unpaired"} & cls.needs
+        preferences = self._simulated_preferences(task) if offline else None
         context = build_context(
-            task, cls, seed=self.seed, preferences=preferences,
+            task, cls, seed=self.seed, preferences=preferences, label_noise=0.0,
             reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
         )
         return make_algorithm(cls, self.config, context)
