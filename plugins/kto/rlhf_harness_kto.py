@@ -91,7 +91,7 @@ def kto_loss(
     """
     r = logp - ref_logp
     z0 = kl.detach()
-    weight = torch.where(desirable, desirable_weight, undesirable_weight).to(r.dtype)
+    weight = torch.full_like(r, undesirable_weight).masked_fill(desirable, desirable_weight)
     value = weight * torch.sigmoid(torch.where(desirable, beta * (r - z0), beta * (z0 - r)))
     return (weight - value).mean(), r
 

@@ -74,7 +74,12 @@ class Config:
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
     """log(1 − eˣ) for x < 0, accurate everywhere (Mächler 2012): log(−expm1(x)) near 0,
     log1p(−eˣ) below −log 2."""
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    # Each branch sees only the inputs it is accurate (and finite) for, so that the branch
+    # torch.where discards has no inf or NaN gradient either.
+    near = x > -math.log(2.0)
+    small = torch.where(near, x, torch.full_like(x, -1.0))
+    large = torch.where(near, torch.full_like(x, -1.0), x)
+    return torch.where(near, torch.log(-torch.expm1(small)), torch.log1p(-torch.exp(large)))
 
 
 def orpo_loss(
