@@ -117,6 +117,7 @@ def test_gspo_clips_whole_sequences():
     mask = torch.ones(2, 3, dtype=torch.bool)
     loss, s, clipped = gspo.gspo_loss(logp, old, t64([1.0, 1.0]), mask, 3e-4, 4e-4)
     loss.backward()
+    assert s[0].item() == pytest.approx(math.exp(0.01)) and s[1].item() == 1.0
     assert clipped.tolist() == [True, False]
     assert logp.grad[0].abs().max() == 0 and logp.grad[1].abs().min() > 0
 
