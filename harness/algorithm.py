@@ -114,6 +114,10 @@ class Algorithm(ABC):
     name: ClassVar[str] = ""
     Config: ClassVar[type]
     needs: ClassVar[frozenset[str]] = frozenset()
+    label_noise_key: ClassVar[str | None] = None
+    """For an algorithm that needs ``"label_noise"``: the ``Config`` field that, when set (not
+    None), gives the noise rate ε itself, so that the suite need not know it (``rlhf-harness
+    validate`` reads it)."""
 
     def __init__(self, config: Any, context: RunContext) -> None:
         self.config = config

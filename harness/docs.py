@@ -200,7 +200,8 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
         "Config": "The hyperparameters: a dataclass, every field with a default and a "
         "docstring (the conformance kit checks both).",
         "needs": 'What it needs from the suite: `"reward"` (online) and/or `"preferences"` '
-        "(offline).",
+        '(offline), and `"unpaired"` or `"label_noise"` for data of those kinds (see '
+        "`harness.algorithm.NEEDS`).",
         "finished": inspect.cleandoc(_attribute_doc(cls.__init__, "finished")),
     }
     for member in members:

@@ -128,6 +128,7 @@ class RobustDPO(Algorithm):
     name = "rdpo"
     Config = Config
     needs = frozenset({"preferences", "label_noise"})
+    label_noise_key = "epsilon"
     loss = staticmethod(rdpo_loss)
 
     def __init__(self, config: Config, context: RunContext) -> None:
