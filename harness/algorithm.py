@@ -141,3 +141,16 @@ class Algorithm(ABC):
         if "reward" in self.needs:
             count += 1
         return count
+
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The search space a suite's ``tuning:`` section uses unless it gives its own.
+
+        :param policy_kind: the task's kind, ``"tabular"`` (a table of logits) or ``"lm"`` (a
+            neural language model): learning rates that suit one do not suit the other.
+        :returns: ``{field: {"low", "high", "log", "int"} | {"choices": [...]}}``, each field one
+            of ``Config``'s; ``{}`` (the default) means the plugin declares none, and a suite that
+            tunes it must give ``tuning.space``. The ranges also bound what ``validate`` calls a
+            plausible learning rate.
+        """
+        return {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 
 import click
 
@@ -107,14 +108,23 @@ def validate(suite_file: str, allow_large: bool) -> None:
     the key, with exit status 2.
     """
     from harness.plugins import get_plugin_host
-    from harness.suite import check_suite, load_suite
+    from harness.suite import check_suite, count_runs, load_suite, suite_warnings
 
     suite = load_suite(suite_file)
-    runs = check_suite(suite, suite_file, get_plugin_host(), allow_large=allow_large)
+    host = get_plugin_host()
+    runs = check_suite(suite, suite_file, host, allow_large=allow_large)
+    for warning in suite_warnings(suite, host):
+        click.echo(f"{suite_file}: warning: {warning}", err=True)
     click.echo(
         f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
         f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
     )
+    if suite.tuning is not None:
+        per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
+                             for t in suite.tasks)
+        click.echo(f"  before them, tuning: {count_runs(suite) - len(runs)} trial runs "
+                   f"(trials per algorithm: {per_task}; × {len(suite.tuning.instances)} tuning "
+                   f"instances)")
 
 
 @cli.command()
@@ -155,20 +165,44 @@ def run(
     from harness.tracking import wandb_enabled
 
     suite = load_suite(suite_file)
-    specs = check_suite(suite, suite_file, get_plugin_host(), allow_large=allow_large)
+    host = get_plugin_host()
+    specs = check_suite(suite, suite_file, host, allow_large=allow_large)
     if executor == "local":
         from harness.runner import resolve_device
 
         resolve_device(suite.device)  # a CUDA suite on a machine without one: say so now
     store = RunStore(root, suite.name)
+    options = dict(executor=executor, workers=workers, address=address,
+                   retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
+                   progress=not no_progress and sys.stderr.isatty())
     with store.lock(wait=wait):
         atomic_write_bytes(store.path / "suite.yaml", Path(suite_file).read_bytes())
-        store.write_manifest(s.run_id for s in specs)
-        outcome = run_specs(
-            specs, root, executor=executor, workers=workers, address=address,
-            retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
-            progress=not no_progress and sys.stderr.isatty(),
-        )
+        trial_specs: list = []
+        if suite.tuning is not None:
+            from harness.suite import expand
+            from harness.tuning import run_tuning
+
+            tuned: Counter = Counter()
+
+            def run_trials(batch: list) -> None:
+                result = run_specs(batch, root, **options)
+                tuned.update(result.statuses)
+                tuned["runs"] += result.total
+
+            trial_specs, chosen = run_tuning(suite, host, root, run_trials)
+            specs = expand(suite, host, allow_large=allow_large, tuned=chosen)
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(tuned.items()) if k != "runs")
+            per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
+                                 for t in suite.tasks)
+            click.echo(f"{suite.name}: tuning: trials per algorithm: {per_task}; "
+                       f"{len(trial_specs)} runs ({counts or 'all already finished'})")
+            for (task, label), choice in sorted(chosen.items()):
+                params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in choice["params"].items())
+                click.echo(f"  {task} · {label}: trial {choice['trial']}, {params} "
+                           f"({suite.tuning.objective} {choice['value']:.4g})")
+        store.write_manifest(s.run_id for s in [*trial_specs, *specs])
+        outcome = run_specs(specs, root, **options)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or \
             "nothing run"
         click.echo(f"{suite.name}: {outcome.total} runs: {counts}; {outcome.skipped} already "

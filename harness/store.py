@@ -363,31 +363,37 @@ class RunStore:
         """
         if not self.path.is_dir():
             return
-        for d in sorted(p for p in self.path.iterdir() if p.is_dir() and p.name != "shared"
-                        and not p.name.startswith(".")):
-            spec_path = d / "spec.json"
-            if not spec_path.exists():
+        for d in sorted(p for p in self.path.iterdir() if p.is_dir() and p.name not in
+                        ("shared", "tuning") and not p.name.startswith(".")):
+            record = self.record(d.name)
+            if record is not None:
+                yield record
+
+    def record(self, run_id: str) -> RunRecord | None:
+        """The run folder ``run_id`` (None when it has no spec); see :meth:`records`."""
+        d = self.run_dir(run_id)
+        if not (d / "spec.json").exists():
+            return None
+        loaded: dict[str, Any] = {}
+        problem = None
+        for name in ("spec", "status", "summary"):
+            path = d / f"{name}.json"
+            if not path.exists():
+                loaded[name] = None
                 continue
-            loaded: dict[str, Any] = {}
-            problem = None
-            for name in ("spec", "status", "summary"):
-                path = d / f"{name}.json"
-                if not path.exists():
-                    loaded[name] = None
-                    continue
-                try:
-                    value = json.loads(path.read_text())
-                    if not isinstance(value, dict):
-                        raise ValueError("not a JSON object")
-                    loaded[name] = value
-                except (OSError, ValueError) as exc:
-                    loaded[name] = None
-                    problem = problem or f"{path.name}: {_short(exc)}"
-            state = (loaded["status"] or {}).get("status")
-            if problem is None and state in FINISHED:
-                problem = _problem(d, summary=False)
-            yield RunRecord(d.name, d, loaded["spec"] or {}, loaded["status"] or {},
-                            loaded["summary"], problem)
+            try:
+                value = json.loads(path.read_text())
+                if not isinstance(value, dict):
+                    raise ValueError("not a JSON object")
+                loaded[name] = value
+            except (OSError, ValueError) as exc:
+                loaded[name] = None
+                problem = problem or f"{path.name}: {_short(exc)}"
+        state = (loaded["status"] or {}).get("status")
+        if problem is None and state in FINISHED:
+            problem = _problem(d, summary=False)
+        return RunRecord(d.name, d, loaded["spec"] or {}, loaded["status"] or {},
+                         loaded["summary"], problem)
 
 
 def _short(exc: BaseException) -> str:

@@ -43,6 +43,7 @@ import math
 import re
 import sys
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -233,6 +234,54 @@ class DivergenceSpec(_Strict):
     )
 
 
+class TuningSpec(_Strict):
+    """Equal tuning effort (see :mod:`harness.tuning`): the same number of trials for every
+    tuned algorithm, on tuning instances distinct from the suite's seeds."""
+
+    trials: Int = Field(ge=1, description="Trials per algorithm and task (the same for all).")
+    trials_per_task: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="Trials on a task, if not 'trials' (e.g. fewer where a run is costly); "
+        "still the same for every algorithm.",
+    )
+    sampler: Literal["random", "tpe"] = Field(
+        "random", description="Optuna's sampler; 'random' keeps the expected-maximum curve exact."
+    )
+    seed: Int = Field(0, description="Seed of the sampler (trial i uses seed + i).")
+    objective: Literal["final_gold", "gold_at_kl", "j_beta"] = Field(
+        "final_gold", description="What a trial maximises (see harness.tuning)."
+    )
+    kl_budget: Float | None = Field(None, gt=0, validate_default=True,
+                                    description="The KL budget of 'gold_at_kl'.")
+    instances: list[Int] = Field(min_length=1, description="Tuning instances (seeds).")
+    algorithms: list[str] | None = Field(
+        None, description="Labels to tune (default: every algorithm of the suite)."
+    )
+    space: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="Search space per label, {field: {low, high, log, int} | {choices}}; "
+        "replaces the plugin's own (Algorithm.tuning_space).",
+    )
+
+    def trials_for(self, task: str) -> int:
+        """The number of trials of every algorithm on ``task``."""
+        return self.trials_per_task.get(task, self.trials)
+
+    @field_validator("instances")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("tuning instances must be distinct")
+        return v
+
+    @field_validator("kl_budget")
+    @classmethod
+    def _budget_for_gold_at_kl(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is None and info.data.get("objective") == "gold_at_kl":
+            raise ValueError("objective gold_at_kl needs kl_budget")
+        return v
+
+
 class Suite(_Strict):
     name: str
     description: str = ""
@@ -248,6 +297,7 @@ class Suite(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     gpus_per_run: Float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
+    tuning: TuningSpec | None = Field(None, description="Equal tuning effort before comparing.")
 
     # Field validators (not a model validator), so that an error names the key and its line;
     # ``device`` is declared before both, so ``info.data`` holds it when it is valid.
@@ -305,6 +355,10 @@ class RunSpec:
     gpus: float
     code: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The plugins whose code runs: distribution, version and a hash of the module source."""
+    tuning: dict[str, Any] | None = None
+    """For a tuning trial's run ``{"phase": "trial", "label", "trial", "params", "study"}``; for a
+    comparison run of a tuned algorithm ``{"phase": "chosen", "label", "trial", "params",
+    "value", "trials", "objective"}``; None otherwise."""
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
 
@@ -495,9 +549,22 @@ def _check_data_needs(suite: Suite, i: int, alg: AlgorithmSpec, cls: Any, where:
 
 
 def count_runs(suite: Suite) -> int:
-    """How many runs :func:`expand` makes of ``suite``, computed without expanding it."""
+    """How many runs a suite makes (tuning trials included), computed without expanding it."""
     points = sum(math.prod(len(v) for v in alg.sweep.values()) for alg in suite.algorithms)
-    return len(suite.tasks) * len(suite.seeds) * points
+    runs = len(suite.tasks) * len(suite.seeds) * points
+    if suite.tuning is not None:
+        tuned = len(tuned_labels(suite))
+        for task in suite.tasks:
+            runs += tuned * suite.tuning.trials_for(task.name) * len(suite.tuning.instances)
+    return runs
+
+
+def tuned_labels(suite: Suite) -> list[str]:
+    """The labels a suite tunes (none without a ``tuning`` section)."""
+    if suite.tuning is None:
+        return []
+    labels = [a.label or a.name for a in suite.algorithms]
+    return list(suite.tuning.algorithms) if suite.tuning.algorithms is not None else labels
 
 
 def check_suite(
@@ -583,6 +650,8 @@ def check_suite(
         key = _rejected_key(cls.Params, task.params)
         build_config(cls.Params, task.params,
                      where=f"{where('tasks', i, 'params', key)}: tasks.{i}.params ({task.name})")
+    if suite.tuning is not None:
+        _check_tuning(suite, host, where)
     if suite.preferences.file is not None:
         try:
             file_digest(suite.preferences.file)
@@ -592,50 +661,187 @@ def check_suite(
     return expand(suite, host, allow_large=allow_large)
 
 
-def expand(suite: Suite, host: Any, *, allow_large: bool = False) -> list[RunSpec]:
-    """Every run of the suite: task × seed × algorithm × sweep point."""
+def expand(
+    suite: Suite,
+    host: Any,
+    *,
+    allow_large: bool = False,
+    tuned: dict[tuple[str, str], dict[str, Any]] | None = None,
+) -> list[RunSpec]:
+    """Every comparison run of the suite: task × seed × algorithm × sweep point.
+
+    ``tuned`` maps (task, label) to the tuning's choice (``{"trial", "params", "value"}``), which
+    is merged into that algorithm's config; without it a tuned algorithm runs its base config
+    (what ``validate`` counts).
+    """
     if count_runs(suite) > MAX_RUNS and not allow_large:
         raise ConfigError(f"suite '{suite.name}': more than {MAX_RUNS:,} runs need allow_large")
+    tuned_set = set(tuned_labels(suite))
+    runs = []
+    for task, seed, alg in itertools.product(suite.tasks, suite.seeds, suite.algorithms):
+        label = alg.label or alg.name
+        choice = (tuned or {}).get((task.name, label)) if label in tuned_set else None
+        for point in _sweep_points(alg.sweep):
+            extra = dict(point)
+            info = None
+            if choice is not None:
+                extra.update(choice["params"])
+                assert suite.tuning is not None
+                info = {"phase": "chosen", "label": label, "trial": choice["trial"],
+                        "params": dict(choice["params"]), "value": choice["value"],
+                        "trials": suite.tuning.trials, "objective": suite.tuning.objective}
+            shown = label
+            if point:
+                shown += "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
+            runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point), info))
+    return runs
+
+
+def make_spec(
+    suite: Suite,
+    host: Any,
+    task: TaskSpec,
+    alg: AlgorithmSpec,
+    seed: int,
+    extra: dict[str, Any],
+    label: str,
+    sweep_point: dict[str, Any],
+    tuning: dict[str, Any] | None = None,
+) -> RunSpec:
+    """One run of ``alg`` on ``task`` and instance ``seed``, its config updated with ``extra``."""
     preferences = suite.preferences.model_dump()
     if not preferences["unpaired"]:  # the default leaves run ids as they were before the key
         del preferences["unpaired"]
     if suite.preferences.file is not None:  # the data, not its path, shape the results
         preferences["file_sha256"] = file_digest(suite.preferences.file)
-    runs = []
-    for task, seed, alg in itertools.product(suite.tasks, suite.seeds, suite.algorithms):
-        task_cls = host.task(task.name)
-        params = config_dict(build_config(task_cls.Params, task.params))
-        budget = task.budget or suite.budget
+    task_cls = host.task(task.name)
+    params = config_dict(build_config(task_cls.Params, task.params))
+    budget = task.budget or suite.budget
+    cls = host.algorithm(alg.name)
+    values = {**alg.config, **alg.per_task.get(task.name, {}), **extra}
+    return RunSpec(
+        suite=suite.name,
+        task=task.name,
+        task_params=params,
+        algorithm=alg.name,
+        label=label,
+        algorithm_config=config_dict(build_config(cls.Config, values)),
+        sweep_point=sweep_point,
+        seed=seed,
+        preferences=preferences,
+        reward_model=suite.reward_model.model_dump(),
+        budget={budget.kind: budget.value},
+        evaluation=suite.evaluation.model_dump(),
+        divergence=suite.divergence.model_dump(),
+        device=suite.device,
+        precision=suite.precision,
+        gpus=suite.gpus_per_run,
+        code=code_identity(host, alg.name, task.name),
+        limits=suite.limits.model_dump(),
+        tuning=tuning,
+    )
+
+
+def suite_warnings(suite: Suite, host: Any) -> list[str]:
+    """What may be a slip though valid: a learning rate outside the range its plugin declares
+    for the task's policy kind (:meth:`~harness.algorithm.Algorithm.tuning_space`), with which
+    a policy may not move at all (or diverge)."""
+    out = []
+    tuned = set(tuned_labels(suite))
+    for alg in suite.algorithms:
+        label = alg.label or alg.name
+        if label in tuned:
+            continue
         cls = host.algorithm(alg.name)
-        for point in _sweep_points(alg.sweep):
-            values = {**alg.config, **alg.per_task.get(task.name, {}), **point}
-            config = config_dict(build_config(cls.Config, values))
-            label = alg.label or alg.name
-            if point:
-                label += "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
-            runs.append(
-                RunSpec(
-                    suite=suite.name,
-                    task=task.name,
-                    task_params=params,
-                    algorithm=alg.name,
-                    label=label,
-                    algorithm_config=config,
-                    sweep_point=dict(point),
-                    seed=seed,
-                    preferences=preferences,
-                    reward_model=suite.reward_model.model_dump(),
-                    budget={budget.kind: budget.value},
-                    evaluation=suite.evaluation.model_dump(),
-                    divergence=suite.divergence.model_dump(),
-                    device=suite.device,
-                    precision=suite.precision,
-                    gpus=suite.gpus_per_run,
-                    code=code_identity(host, alg.name, task.name),
-                    limits=suite.limits.model_dump(),
-                )
+        for task in suite.tasks:
+            kind = host.task(task.name).kind
+            rates = cls.tuning_space(kind).get("learning_rate") or {}
+            if "low" not in rates:
+                continue
+            config = build_config(cls.Config, {**alg.config, **alg.per_task.get(task.name, {})})
+            values = [getattr(config, "learning_rate", None)]
+            values += list(alg.sweep.get("learning_rate", []))
+            for lr in values:
+                if isinstance(lr, int | float) and not rates["low"] <= lr <= rates["high"]:
+                    out.append(
+                        f"algorithms '{label}' on {task.name}: learning_rate {lr:g} is outside "
+                        f"{rates['low']:g}–{rates['high']:g}, the range plugin '{alg.name}' "
+                        f"declares for {kind} policies; the policy may not move (or may diverge)"
+                    )
+    return out
+
+
+def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, dict[str, Any]]:
+    """The checked search space of a tuned label on a task: the suite's, else the plugin's."""
+    from harness.tuning import check_space
+
+    assert suite.tuning is not None
+    alg = next(a for a in suite.algorithms if (a.label or a.name) == label)
+    space = suite.tuning.space.get(label)
+    if space is None:
+        cls = host.algorithm(alg.name)
+        space = cls.tuning_space(host.task(task).kind)
+    return check_space(space, f"tuning.space.{label}")
+
+
+def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
+    """The tuning section against the suite: labels, spaces, objective, instances."""
+    tuning = suite.tuning
+    assert tuning is not None
+    labels = {a.label or a.name: a for a in suite.algorithms}
+    for key in ("algorithms", "space"):
+        for j, label in enumerate(getattr(tuning, key) or []):
+            if label not in labels:
+                at = ("tuning", key, j) if key == "algorithms" else ("tuning", key, label)
+                hint = difflib.get_close_matches(label, list(labels), n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise ConfigError(f"{where(*at)}: tuning.{key}: no algorithm labelled "
+                                  f"'{label}'{suggestion}; labels: {', '.join(labels)}")
+    tasks = [t.name for t in suite.tasks]
+    for name in tuning.trials_per_task:
+        if name not in tasks:
+            raise ConfigError(f"{where('tuning', 'trials_per_task', name)}: tuning."
+                              f"trials_per_task.{name}: no such task in this suite (tasks: "
+                              f"{', '.join(tasks)})")
+    overlap = sorted(set(tuning.instances) & set(suite.seeds))
+    if overlap:
+        raise ConfigError(
+            f"{where('tuning', 'instances')}: tuning.instances: {overlap[0]} is also one of the "
+            f"suite's seeds; the comparison must run on instances the tuning never saw"
+        )
+    needed = {"final_gold": ["gold_reward"], "gold_at_kl": ["gold_reward", "kl_ref"],
+              "j_beta": ["gold_reward", "kl_ref"]}[tuning.objective]
+    missing = [e for e in needed if e not in suite.evaluation.evaluators]
+    if missing:
+        raise ConfigError(
+            f"{where('tuning', 'objective')}: tuning.objective: {tuning.objective} needs the "
+            f"evaluator{'s' if len(missing) > 1 else ''} {', '.join(missing)} in "
+            f"evaluation.evaluators"
+        )
+    for label in tuned_labels(suite):
+        alg = labels[label]
+        if alg.sweep:
+            raise ConfigError(
+                f"{where('algorithms', suite.algorithms.index(alg), 'sweep')}: "
+                f"algorithms.{suite.algorithms.index(alg)}.sweep: '{label}' is tuned; its "
+                f"search space replaces a sweep (give one or the other)"
             )
-    return runs
+        cls = host.algorithm(alg.name)
+        for task in suite.tasks:
+            at = ("tuning", "space", label) if label in tuning.space else ("tuning",)
+            try:
+                space = tuning_space(suite, host, label, task.name)
+            except ConfigError as exc:
+                detail = str(exc)
+                if label not in tuning.space:
+                    detail += (f" (plugin '{alg.name}' declares no search space for "
+                               f"{host.task(task.name).kind} policies: give tuning.space.{label})")
+                raise ConfigError(f"{where(*at)}: {detail}") from None
+            names = {f.name for f in dataclasses.fields(cls.Config)}
+            for name in space:
+                if name not in names:
+                    raise ConfigError(f"{where(*at)}: tuning.space.{label}.{name}: not a field "
+                                      f"of {alg.name}'s Config")
 
 
 def file_digest(path: str | Path) -> str:

@@ -233,6 +233,97 @@ def excluded_section(rep: Report) -> None:
         rep.table(corrupt, "Corrupt run folders", "corrupt_runs")
 
 
+def frontier_section(rep: Report) -> None:
+    """Reward–KL frontiers of swept algorithms, compared at matched KL (harness.report.frontier)."""
+    from harness.report import frontier as fr
+
+    u = rep.data.usable
+    if u.empty or not {"final_kl_ref", "final_gold_reward"} <= set(u.columns):
+        return
+    finals = pd.DataFrame({
+        "task": u["task"], "label": u["label"], "seed": u["seed"],
+        "family": [fr.family(lab, sw) for lab, sw in zip(u["label"], u["sweep"], strict=True)],
+        "kl": u["final_kl_ref"], "gold": u["final_gold_reward"],
+    }).dropna(subset=["kl", "gold"])
+    swept = finals.groupby(["task", "family"])["label"].transform("nunique") > 1
+    finals = finals[swept]
+    if finals.empty:
+        return
+    points, curves, matched, comparisons = fr.frontier_tables(finals)
+    families = list(dict.fromkeys(finals["family"]))
+    rep.add(Heading("Reward–KL frontiers"))
+    rep.text("Each swept algorithm is a curve, not a point: its sweep points' final (KL, gold), "
+             "their upper envelope per instance, and gold compared at KL values both compared "
+             "frontiers reach, paired by instance (see the method section).")
+    rep.figure("frontiers", "Final gold reward against final KL(π‖π_ref): each sweep point's "
+               "mean over instances with 95% t intervals; lines and bands: the frontier's gold "
+               "(mean and 95% t interval over instances) over the KL range all its instances "
+               "reach (dotted where they share none).",
+               lambda p: fig.frontiers(points, curves, rep.data.tasks, families, p))
+    rep.table(points.round(6), "Sweep points: mean final KL and gold over instances (95% t "
+              "intervals).", "frontier_points")
+    if len(matched):
+        rep.table(matched.round(6), "Gold at matched KL, where every frontier of the task "
+                  "reaches, and mean gold over that range (area / width); per instance, then "
+                  "averaged (95% t intervals).", "frontier_matched")
+    if comparisons.empty:
+        rep.text("No two swept algorithms share a KL range in every instance, so none is "
+                 "compared at matched KL.")
+        return
+    rep.table(comparisons, "Frontiers compared in pairs, over the KL range both reach in "
+              "every instance: paired difference a − b, 95% t interval, p-value, "
+              "Holm-adjusted over this table.", "frontier_comparisons")
+    decided = comparisons[comparisons["decision"] != "undecided"]
+    rep.text("{k} of {n} frontier comparisons are decided at the 5% level after Holm's "
+             "adjustment.", k=len(decided), n=len(comparisons))
+
+
+def tuning_section(rep: Report) -> None:
+    """Equal tuning effort: expected best of n trials, sensitivity, chosen configurations."""
+    from harness.tuning import expected_max_performance
+
+    trials = rep.data.trials
+    if trials is None or trials.empty:
+        return
+    per_trial = (trials.groupby(["task", "label", "trial"], as_index=False)["value"].mean()
+                 .rename(columns={"value": "trial_value"}))
+    trials = trials.merge(per_trial, on=["task", "label", "trial"])
+    curves = []
+    for (task, label), g in per_trial.groupby(["task", "label"], sort=False):
+        emp = expected_max_performance(g["trial_value"].tolist())
+        curves.append(pd.DataFrame({"task": task, "label": label, "n": emp.n,
+                                    "mean": emp.mean, "std": emp.std}))
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    params = sorted(c.removeprefix("param_") for c in trials.columns if c.startswith("param_"))
+    families = list(dict.fromkeys(trials["label"]))
+    objective = str(trials["objective"].dropna().iloc[0]) if trials["objective"].notna().any() \
+        else "the objective"
+    rep.add(Heading("Tuning"))
+    counts = per_trial.groupby("task")["trial"].nunique()
+    effort = ", ".join(f"{n} trials on {task}" for task, n in counts.items())
+    rep.text("Every tuned algorithm had the same tuning effort ({effort}), each trial run on "
+             "{k} tuning instances and valued by the mean {objective} over them; the "
+             "comparison uses the best trial's configuration on the suite's own instances, "
+             "which the tuning never saw.", effort=effort,
+             k=int(trials["seed"].nunique()), objective=objective)
+    rep.figure("tuning", "Top: expected best objective of n trials (Dodge et al. 2019), ± one "
+               "standard deviation. Below: each trial's objective against each tuned "
+               "hyperparameter.",
+               lambda p: fig.tuning(trials, curves_df, params, families, p))
+    runs = rep.data.runs
+    if "tuned_params" in runs:
+        chosen = (runs.dropna(subset=["tuned_params"])
+                  .groupby(["task", "label"], as_index=False)
+                  .agg(trial=("tuned_trial", "first"), params=("tuned_params", "first"),
+                       value=("tuned_value", "first")))
+        chosen["value"] = chosen["value"].map(fmt)
+        rep.table(chosen, f"Chosen configurations (best trial by {objective}).",
+                  "tuning_chosen")
+    rep.csv("tuning_trials", per_trial)
+    if len(curves_df):
+        rep.csv("tuning_expected_max", curves_df)
+
+
 def reward_section(rep: Report) -> None:
     d, opts = rep.data, rep.opts
     rep.add(Heading("Reward"))
@@ -886,6 +977,8 @@ def write_report(
     status_section(rep)
     excluded_section(rep)
     reward_section(rep)
+    frontier_section(rep)
+    tuning_section(rep)
     compute_section(rep)
     stability_section(rep)
     ranking_section(rep)

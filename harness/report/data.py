@@ -48,6 +48,9 @@ class StoreData:
     """Runs of older versions of the suite, left out (``run_id, label, task, seed, status``)."""
     corrupt: pd.DataFrame | None = None
     """Run folders that do not read back (``run_id, problem``), skipped."""
+    trials: pd.DataFrame | None = None
+    """Tuning trials' runs (``task, label, trial, seed, status, value, param_<field>...``), kept
+    apart from the comparison: ``value`` is the run's tuning objective."""
 
     @property
     def usable(self) -> pd.DataFrame:
@@ -61,6 +64,10 @@ def _finite(v: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
     return f if math.isfinite(f) else math.nan
+
+
+def _short_number(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _sweep_text(point: dict[str, Any]) -> str:
@@ -84,6 +91,12 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
         "budget_kind": budget_kind,
         "budget": _finite(budget_value),
     }
+    tuning = spec.get("tuning") or {}
+    if tuning.get("phase") == "chosen":  # a tuned algorithm's comparison run
+        row["tuned_trial"] = tuning.get("trial")
+        row["tuned_params"] = ", ".join(f"{k}={_short_number(v)}"
+                                        for k, v in (tuning.get("params") or {}).items())
+        row["tuned_value"] = _finite(tuning.get("value"))
     for name, value in (summary.get("final") or {}).items():
         row[f"final_{name}"] = _finite(value)
     compute = summary.get("compute") or {}
@@ -118,7 +131,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
     path = Path(store_path)
     store = RunStore(path.parent, path.name)
     current = store.manifest()
-    rows, frames, suites, stale, corrupt = [], [], [], [], []
+    rows, frames, suites, stale, corrupt, trials = [], [], [], [], [], []
     for rec in store.records():
         if rec.problem is None:
             try:
@@ -134,6 +147,11 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
                           "status": rec.state})
             if not include_stale:
                 continue
+        tuning = rec.spec.get("tuning") or {}
+        if tuning.get("phase") == "trial":
+            trials.append(_trial_row(rec, tuning, float(rec.spec.get("evaluation", {})
+                                                        .get("beta", 0.1))))
+            continue
         suites.append(str(rec.spec.get("suite") or path.name))
         row = _run_row(rec)
         row["stale"] = current is not None and rec.run_id not in current
@@ -174,7 +192,25 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
         suite=suite, path=path, runs=runs, metrics=metrics, labels=labels, tasks=tasks,
         stale=pd.DataFrame(stale, columns=["run_id", "label", "task", "seed", "status"]),
         corrupt=pd.DataFrame(corrupt, columns=["run_id", "problem"]),
+        trials=pd.DataFrame(trials, columns=None if trials else
+                            ["run_id", "task", "label", "trial", "seed", "status", "value"]),
     )
+
+
+def _trial_row(rec: RunRecord, tuning: dict[str, Any], beta: float) -> dict[str, Any]:
+    from harness.tuning import run_objective
+
+    row: dict[str, Any] = {
+        "run_id": rec.run_id, "task": str(rec.spec.get("task", "?")),
+        "label": str(tuning.get("label")), "trial": int(tuning.get("trial", -1)),
+        "seed": rec.spec.get("seed"), "status": rec.state,
+        "objective": tuning.get("objective"),
+        "value": run_objective(rec, str(tuning.get("objective", "final_gold")),
+                               kl_budget=tuning.get("kl_budget"), beta=beta),
+    }
+    for key, value in (tuning.get("params") or {}).items():
+        row[f"param_{key}"] = value
+    return row
 
 
 def eval_series(data: StoreData, metric: str) -> pd.DataFrame:

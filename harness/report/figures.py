@@ -352,3 +352,93 @@ def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: P
         ax2.axis("off")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def frontiers(points: pd.DataFrame, matched: pd.DataFrame, tasks: Sequence[str],
+              families: Sequence[str], path: Path) -> bool:
+    """Per task: each family's sweep points (mean KL and gold over instances, 95% t intervals as
+    error bars), and its frontier's gold (``matched``: mean and band on a KL grid)."""
+    tasks = [t for t in tasks if (points["task"] == t).any()]
+    if not tasks:
+        return False
+    colours = palette(list(families))
+    fig, axes = _grid(1, len(tasks), w=5.0, h=3.8)
+    for j, task in enumerate(tasks):
+        ax = axes[0, j]
+        for fam in families:
+            pts = points[(points["task"] == task) & (points["family"] == fam)]
+            if pts.empty:
+                continue
+            pts = pts.sort_values("kl")
+            ax.errorbar(pts["kl"], pts["gold"],
+                        xerr=[pts["kl"] - pts["kl_low"], pts["kl_high"] - pts["kl"]],
+                        yerr=[pts["gold"] - pts["gold_low"], pts["gold_high"] - pts["gold"]],
+                        fmt="o", ms=4, capsize=2, color=colours[fam], alpha=0.6, lw=0.8)
+            m = matched[(matched["task"] == task) & (matched["family"] == fam)] \
+                if len(matched) else pd.DataFrame()
+            if len(m):
+                kl = m["kl"].astype(float)
+                ax.plot(kl, m["gold"], color=colours[fam], lw=2, label=text(fam))
+                ax.fill_between(kl, m["gold_low"].astype(float), m["gold_high"].astype(float),
+                                color=colours[fam], alpha=0.2, lw=0)
+            else:
+                ax.plot(pts["kl"], pts["gold"], color=colours[fam], lw=1, ls=":",
+                        label=text(fam))
+        ax.set_title(text(task))
+        ax.set_xlabel("final KL(π‖π_ref)")
+        ax.set_ylabel("final gold reward")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def tuning(trials: pd.DataFrame, curves: pd.DataFrame, params: Sequence[str],
+           families: Sequence[str], path: Path) -> bool:
+    """Row 1, per task: expected best objective of n trials (± one standard deviation) per
+    tuned algorithm. Row 2 on: the trial values against each tuned hyperparameter, one panel
+    per (algorithm, hyperparameter), log-x where the space is log-uniform."""
+    if trials.empty:
+        return False
+    tasks = list(dict.fromkeys(trials["task"]))
+    colours = palette(list(families))
+    pairs = [(fam, p) for fam in families for p in params
+             if f"param_{p}" in trials and trials.loc[trials["label"] == fam,
+                                                       f"param_{p}"].notna().any()]
+    cols = max(len(tasks), min(len(pairs), 4), 1)
+    rows = 1 + math.ceil(len(pairs) / cols)
+    fig, axes = _grid(rows, cols, w=4.2, h=3.2)
+    for j, task in enumerate(tasks):
+        ax = axes[0, j]
+        for fam in families:
+            c = curves[(curves["task"] == task) & (curves["label"] == fam)]
+            if c.empty:
+                continue
+            ax.plot(c["n"], c["mean"], color=colours[fam], label=text(fam), lw=2)
+            ax.fill_between(c["n"], c["mean"] - c["std"], c["mean"] + c["std"],
+                            color=colours[fam], alpha=0.2, lw=0)
+        ax.set_title(f"{text(task)}: expected best of n trials")
+        ax.set_xlabel("trials n")
+        ax.set_ylabel("objective")
+        ax.legend(fontsize=7)
+    for j in range(len(tasks), cols):
+        axes[0, j].axis("off")
+    per_trial = trials.groupby(["task", "label", "trial"], as_index=False).first()
+    for k, (fam, p) in enumerate(pairs):
+        ax = axes[1 + k // cols, k % cols]
+        sub = per_trial[per_trial["label"] == fam]
+        for task in tasks:
+            s = sub[sub["task"] == task]
+            ax.scatter(s[f"param_{p}"], s["trial_value"], s=14, color=colours[fam],
+                       marker="o" if task == tasks[0] else "^",
+                       label=text(task) if len(tasks) > 1 else None)
+        values = sub[f"param_{p}"].dropna()
+        if len(values) and (values > 0).all() and values.max() / values.min() > 20:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(f"{text(fam)}: {text(p)}")
+        ax.set_xlabel(text(p))
+        ax.set_ylabel("trial objective")
+    for k in range(len(pairs), (rows - 1) * cols):
+        axes[1 + k // cols, k % cols].axis("off")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -36,7 +36,7 @@ sequence log-probs under π) and ``learning_rate``. IPO never samples from π, s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -112,6 +112,18 @@ class IPO(Algorithm):
     name = "ipo"
     Config = Config
     needs = frozenset({"preferences"})
+
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The default search space, log-uniform: learning rates over two decades around those
+        that train a table of logits, three for language models (a 0.3M-parameter LM trains at
+        1e-3, billion-parameter ones at 1e-5); τ of the IPO loss over two decades."""
+        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
+            {"low": 1e-5, "high": 1e-2}
+        return {
+            "learning_rate": {**rates, "log": True},
+            "tau": {"low": 0.01, "high": 1.0, "log": True},
+        }
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)

@@ -1,0 +1,110 @@
+"""Reward–KL frontiers: envelopes, interpolation without extrapolation, matched-KL comparisons
+paired by instance, Holm's adjustment — against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from harness.report import frontier as fr
+
+
+def test_the_envelope_keeps_the_points_no_other_beats():
+    kl = [0.5, 0.1, 0.3, 0.3, 0.9, 0.7, math.nan]
+    gold = [0.4, 0.1, 0.2, 0.35, 0.45, 0.3, 9.0]
+    xs, ys = fr.envelope(kl, gold)
+    # (0.3, 0.35) beats (0.3, 0.2); (0.7, 0.3) is beaten by (0.5, 0.4); NaN is dropped.
+    assert xs.tolist() == [0.1, 0.3, 0.5, 0.9]
+    assert ys.tolist() == [0.1, 0.35, 0.4, 0.45]
+    assert np.all(np.diff(ys) > 0)
+
+
+def test_interpolation_never_extrapolates():
+    xs, ys = np.array([0.1, 0.3]), np.array([1.0, 2.0])
+    out = fr.at_kl(xs, ys, np.array([0.05, 0.1, 0.2, 0.3, 0.4]))
+    assert math.isnan(out[0]) and math.isnan(out[-1])
+    assert out[1:4].tolist() == pytest.approx([1.0, 1.5, 2.0])
+
+
+def test_mean_over_a_range_is_the_area_divided_by_the_width():
+    xs, ys = np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 1.0])
+    # area over [0.5, 2]: 0.375 (0.5..1, a trapezoid 0.5→1) + 1 (1..2) = 1.375; width 1.5
+    assert fr.mean_over_range(xs, ys, 0.5, 2.0) == pytest.approx(1.375 / 1.5)
+    assert math.isnan(fr.mean_over_range(xs, ys, 1.0, 1.0))
+
+
+def test_holm_matches_the_step_down_by_hand():
+    p = [0.01, 0.04, 0.03, math.nan, 0.20]
+    # sorted finite: 0.01 (×4), 0.03 (×3), 0.04 (×2), 0.20 (×1), made monotone
+    expected = [0.04, 0.09, 0.09, math.nan, 0.20]
+    out = fr.holm(p)
+    assert out[3] != out[3]
+    np.testing.assert_allclose(np.delete(out, 3), np.delete(expected, 3))
+
+
+def test_paired_interval_is_students_t():
+    d = [0.3, 0.1, 0.25, 0.4, 0.2]
+    n, mean, low, high, p = fr.paired(d)
+    half = stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / math.sqrt(5)
+    assert (n, mean) == (5, pytest.approx(0.25))
+    assert (low, high) == (pytest.approx(0.25 - half), pytest.approx(0.25 + half))
+    assert p == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+
+
+def synthetic(offset: float, seeds: int = 6, noise: float = 0.01) -> pd.DataFrame:
+    """Two families on one task: b's gold is a's minus ``offset`` at every KL, per instance."""
+    rng = np.random.default_rng(0)
+    rows = []
+    kls = [0.1, 0.2, 0.4, 0.8, 1.6]
+    for seed in range(seeds):
+        shift = rng.normal(0, 0.5)  # instances differ a lot: pairing removes it
+        for j, k in enumerate(kls):
+            g = math.log1p(k) + shift
+            rows.append({"task": "t", "family": "a", "label": f"a[{j}]", "seed": seed,
+                         "kl": k, "gold": g})
+            rows.append({"task": "t", "family": "b", "label": f"b[{j}]", "seed": seed,
+                         "kl": k * 1.01, "gold": g - offset + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_a_dominating_frontier_wins_at_every_matched_kl_paired_by_instance():
+    points, curves, matched, comp = fr.frontier_tables(synthetic(0.1))
+    assert set(points["family"]) == {"a", "b"} and len(points) == 10
+    grid = matched[matched["family"] == "a"]["kl"].tolist()
+    assert len(grid) == fr.GRID_POINTS + 1 and grid[-1] == "mean over [0.101, 1.6]"
+    assert float(grid[0]) == pytest.approx(0.101) and float(grid[-2]) == pytest.approx(1.6)
+    own = curves[curves["family"] == "a"]["kl"]  # a's own curve spans all its points
+    assert own.min() == pytest.approx(0.1) and own.max() == pytest.approx(1.6)
+    assert len(comp) == fr.GRID_POINTS + 1
+    assert (comp["decision"] == "a better").all()
+    # the paired difference is the offset, plus a little: b's points sit at 1% more KL, so at
+    # a matched KL b has log1p(k) − log1p(k/1.01) ≤ 0.01 less gold (and noise of sd 0.01/√6)
+    assert comp["mean_diff"].between(0.09, 0.115).all()
+    assert comp["p_adjusted"].max() < 0.01
+    # unpaired, the instances' spread (sd 0.5) would hide a 0.1 difference: pairing decides it
+    a = matched[(matched["family"] == "a")].iloc[0]
+    assert a["gold_high"] - a["gold_low"] > 0.5
+
+
+def test_equal_frontiers_are_undecided():
+    _, _, _, comp = fr.frontier_tables(synthetic(0.0, noise=0.05))
+    assert (comp["decision"] == "undecided").all()
+    assert (comp["p_adjusted"] >= comp["p_value"]).all()
+
+
+def test_pairs_are_compared_on_the_range_both_reach():
+    frame = synthetic(0.1)
+    c = frame[frame["family"] == "a"].assign(family="c", kl=lambda f: f["kl"] + 10,
+                                             label=lambda f: "c" + f["label"])
+    _, _, matched, comp = fr.frontier_tables(pd.concat([frame, c]))
+    assert matched.empty  # c shares no KL with a and b: nothing common to all three
+    assert set(zip(comp["a"], comp["b"], strict=True)) == {("a", "b")}  # a-b still compared
+
+
+def test_family_strips_the_sweep_suffix_only():
+    assert fr.family("dpo[beta=0.1]", "beta=0.1") == "dpo"
+    assert fr.family("my[label]", "") == "my[label]"
