@@ -9,11 +9,21 @@ implements :meth:`step`,
 one update, returning its metrics. The runner owns everything else: building the context, the
 loop and the budget, evaluation, compute accounting, divergence checks and failure capture.
 
-Metric vocabulary: every algorithm reports, where they apply, the shared names ``loss``,
-``grad_norm``, ``kl_ref`` (an estimate of KL(π‖π_ref) on the step's data), ``entropy`` (mean
-per-token entropy of π), ``response_length``, ``reward`` (mean r̂ of the step's samples, for
-online methods); then its own, prefixed by nothing and documented in its module (e.g.
-``clip_frac``, ``approx_kl``, ``value_loss``, ``advantage_mean``, ``reward_accuracy``).
+Metric vocabulary: every algorithm reports, where they apply, the shared names of
+:data:`harness.metrics.VOCABULARY` with exactly their meaning and unit — ``loss``,
+``grad_norm``, ``kl_ref`` (the k1 estimate of the sequence-level KL(π‖π_ref) on the step's
+samples, nats per response), ``entropy`` (mean per-token entropy of π), ``response_length``,
+``reward`` (mean r̂ of the step's samples, online methods), ``logp_chosen`` / ``logp_rejected``
+(mean *sequence* log-probs of the pairs, offline methods), ``reward_accuracy``,
+``learning_rate``; then its own, prefixed by nothing and documented in :attr:`Algorithm.metrics`
+(e.g. ``clip_frac``, ``value_loss``, ``reward_margin``). The conformance kit checks the shared
+ones against their definitions.
+
+Validating a config: a check that involves a field's value (a range, two fields that must
+agree) belongs in ``Config.__post_init__``, raising :class:`ValueError` (or :class:`TypeError`)
+with a message that names the field. ``rlhf-harness validate`` then reports it as one line naming
+the suite file, the line and the key, before anything runs; a check in the algorithm's
+``__init__`` is only seen when a run starts.
 """
 
 from __future__ import annotations
@@ -51,6 +61,22 @@ cannot provide it, in one line naming the file, line and key:
     and cDPO. Known when the suite simulates its data (``preferences.flip_rate``); a suite that
     loads ``preferences.file`` cannot feed it unless the algorithm's config sets ε itself.
 """
+POLICY_KINDS = ("tabular", "neural")
+
+
+def policy_kind(task_kind: str) -> str:
+    """The policy kind of a task's kind: ``"tabular"`` for ``tabular`` tasks, else
+    ``"neural"`` (a language model)."""
+    return "tabular" if task_kind == "tabular" else "neural"
+"""The keys of :attr:`Algorithm.suggested`: the kinds of policy the built-in tasks have."""
+
+
+def declared_metrics(cls: type) -> dict[str, str]:
+    """The metric meanings ``cls`` declares (:attr:`Algorithm.metrics`), as plain strings."""
+    declared = getattr(cls, "metrics", None)
+    if not isinstance(declared, dict):
+        return {}
+    return {str(k): " ".join(str(v).split()) for k, v in declared.items()}
 
 
 @dataclass
@@ -58,6 +84,9 @@ class RunContext:
     """What the runner hands an algorithm: the models, the data, the RNG and the meter."""
 
     task: Task
+    """The task: ``train_prompts`` (a :class:`~harness.policy.PromptBatch`), ``max_new_tokens``,
+    ``pad_id``, and its gold reward (which algorithms must not read: they learn from r̂ or the
+    preference pairs)."""
     policy: Policy
     """The policy being trained, initialised to π_ref."""
     reference: Policy
@@ -65,7 +94,9 @@ class RunContext:
     generator: torch.Generator
     """The run's random stream for sampling and shuffling (on the policy's device)."""
     meter: ComputeMeter
+    """Where the step's compute is counted: samples, tokens, FLOPs and seconds per phase."""
     seed: int
+    """The run's seed (``generator`` is seeded with it; seed other generators from it)."""
     reward_model: RewardModel | None = None
     """r̂, frozen; given to algorithms that need ``"reward"``."""
     preferences: PreferenceBatches | None = None
@@ -79,6 +110,7 @@ class RunContext:
 
     @property
     def device(self) -> torch.device:
+        """The policy's device: create new tensors there."""
         return self.policy.device
 
 
@@ -95,6 +127,7 @@ class ShuffledPasses:
         self._cursor = 0
 
     def take(self, size: int) -> torch.Tensor:
+        """The next ``size`` indices ([size] long, on ``device``), starting a new pass as needed."""
         rows = []
         while size > 0:
             if self._cursor >= len(self._order):
@@ -118,6 +151,17 @@ class Algorithm(ABC):
     """For an algorithm that needs ``"label_noise"``: the ``Config`` field that, when set (not
     None), gives the noise rate ε itself, so that the suite need not know it (``rlhf-harness
     validate`` reads it)."""
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Settings that work on the built-in tasks, by policy kind: ``"tabular"`` (the ``bandit``
+    and ``token`` tasks, a table of logits) and ``"neural"`` (``tiny-lm``, ``hf``), e.g.
+    ``{"tabular": {"learning_rate": 0.05}, "neural": {"learning_rate": 1e-3}}``. ``Config``'s
+    defaults stay the paper's; these are what a suite on the harness's own tasks should start
+    from. ``rlhf-harness show NAME`` prints them; nothing applies them automatically."""
+    metrics: ClassVar[dict[str, str]] = {}
+    """What each metric of the algorithm's own means, by name, e.g. ``{"clip_frac": "fraction
+    of tokens whose ratio was clipped"}``. Shared names (:data:`harness.metrics.VOCABULARY`)
+    need no entry. A report that shows two algorithms using one name with different meanings
+    names each ``ALGORITHM:NAME``."""
 
     def __init__(self, config: Any, context: RunContext) -> None:
         self.config = config
@@ -146,8 +190,8 @@ class Algorithm(ABC):
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
         """The search space a suite's ``tuning:`` section uses unless it gives its own.
 
-        :param policy_kind: the task's kind, ``"tabular"`` (a table of logits) or ``"lm"`` (a
-            neural language model): learning rates that suit one do not suit the other.
+        :param policy_kind: ``"tabular"`` (a table of logits) or ``"neural"`` (a language
+            model), as in :attr:`suggested`: learning rates that suit one do not suit the other.
         :returns: ``{field: {"low", "high", "log", "int"} | {"choices": [...]}}``, each field one
             of ``Config``'s; ``{}`` (the default) means the plugin declares none, and a suite that
             tunes it must give ``tuning.space``. The ranges also bound what ``validate`` calls a

@@ -68,20 +68,50 @@ def plugins(as_json: bool, strict: bool) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["algorithm", "task", "evaluator", "preference_model",
+                                           "gold_reward"]),
+              default=None, help="The kind, when NAME is registered as more than one.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="text for people, json for tools.")
+def show(name: str, kind: str | None, fmt: str) -> None:
+    """Show a registered algorithm, task, evaluator, preference model or gold reward.
+
+    Prints the plugin that registered it (and its version), what it needs, every setting
+    (Config or Params field) with its type, default and documentation, the settings it
+    suggests for tabular and neural policies, and its metrics. Override a setting in a suite
+    under the algorithm's config (or per_task), or the task's params.
+    """
+    from harness.describe import describe, render_text
+    from harness.plugins import get_plugin_host
+
+    info = describe(get_plugin_host(), name, kind)
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_text(info))
+
+
 @cli.command("new-plugin")
 @click.argument("name")
 @click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",
               show_default=True, help="Folder in which to create the plugin's folder.")
-def new_plugin(name: str, parent: str) -> None:
+@click.option("--offline", is_flag=True,
+              help="An offline algorithm, learning from preference pairs (default: online, "
+              "sampling and scored by the reward model).")
+def new_plugin(name: str, parent: str, offline: bool) -> None:
     """Write a ready-to-install algorithm plugin NAME into DIR/rlhf-harness-NAME.
 
-    NAME is a lower-case identifier (e.g. my_algo). The package has a pyproject.toml with the
-    entry point, the plugin module (a documented Config and a working algorithm), tests that run
-    the conformance kit, and a README. An existing folder is never overwritten.
+    NAME is lower-case letters and digits, words joined by '-' or '_' (e.g. my-algo: package
+    rlhf-harness-my-algo, module rlhf_harness_my_algo, algorithm my-algo). The package has a
+    pyproject.toml with the entry point, the plugin module (a documented Config and a working
+    algorithm), tests that run the conformance kit, and a README. An existing folder is never
+    overwritten.
     """
     from harness.scaffold import new_plugin as write_plugin
 
-    folder = write_plugin(name, parent)
+    folder = write_plugin(name, parent, offline=offline)
     steps = [(f"pip install -e {folder}", "install it (editable)"),
              ("rlhf-harness plugins", f"lists {name}"),
              (f"pytest {folder}", "runs the conformance kit on it")]
@@ -137,7 +167,9 @@ def validate(suite_file: str, allow_large: bool) -> None:
 @click.option("--address", default=None, help="Ray cluster address to join (ray executor).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
 @click.option("--no-wandb", is_flag=True, help="No wandb logging (as RLHF_HARNESS_WANDB=0).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress (default: bars on a terminal, else one line per finished run, "
+              "on stderr).")
 @click.option("--report-dir", default="reports", show_default=True,
               help="Where the report goes (<report-dir>/<suite>/).")
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
@@ -174,7 +206,7 @@ def run(
     store = RunStore(root, suite.name)
     options = dict(executor=executor, workers=workers, address=address,
                    retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
-                   progress=not no_progress and sys.stderr.isatty())
+                   progress="off" if no_progress else "bars" if sys.stderr.isatty() else "lines")
     with store.lock(wait=wait):
         atomic_write_bytes(store.path / "suite.yaml", Path(suite_file).read_bytes())
         trial_specs: list = []

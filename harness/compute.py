@@ -42,13 +42,17 @@ class ComputeMeter:
     """Accumulates wall time per phase, token counts and estimated FLOPs."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    """The device whose work is timed (a CUDA device is synchronised around each phase)."""
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    """Wall seconds per phase: generate, score, train, eval."""
     samples: int = 0
     """Prompt-response pairs consumed (generated for online methods, read for offline ones)."""
     tokens_generated: int = 0
+    """Response tokens sampled (:meth:`generated`)."""
     tokens_trained: int = 0
     """Response tokens that went through a backward pass (counted once per pass)."""
     flops: float = 0.0
+    """Estimated FLOPs of every pass counted (2N per token forward, 6N forward-backward)."""
     _n_params: dict[int, int] = field(default_factory=dict)
 
     @contextlib.contextmanager
@@ -86,6 +90,7 @@ class ComputeMeter:
 
     @property
     def wall_seconds(self) -> float:
+        """The seconds of every phase together."""
         return sum(self.seconds.values())
 
     def _params(self, model: nn.Module) -> int:

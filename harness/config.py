@@ -4,6 +4,12 @@ Algorithm ``Config``s and task ``Params`` are plain dataclasses. :func:`build_co
 mapping against one with pydantic (types are coerced only where lossless, e.g. ``1`` → ``1.0``),
 rejects unknown keys suggesting the nearest field, and raises :class:`~harness.errors.ConfigError`
 whose message names where the mapping came from and the offending key.
+
+**Validation hook.** Checks that involve values — a range, two fields that must agree — go in
+the dataclass's ``__post_init__``, raising :class:`ValueError` (or :class:`TypeError`) with a
+message naming the field. :func:`build_config` turns one into a :class:`ConfigError` naming the
+key (the field the message names, among those given; :func:`rejected_key` finds it), so
+``rlhf-harness validate`` reports it with the suite file's line before anything runs.
 """
 
 from __future__ import annotations
@@ -45,7 +51,45 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None, *, where: str =
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{prefix}'{loc}': {err['msg']} (got {err.get('input')!r})") from None
+        message = err["msg"].removeprefix("Value error, ").removeprefix("Type error, ")
+        if loc:
+            raise ConfigError(f"{prefix}'{loc}': {message} (got {err.get('input')!r})") from None
+        # No field: __post_init__ raised. Name the field its message names, if any.
+        key = _named_field(cls, values, message)
+        named = f"'{key}': " if key else ""
+        raise ConfigError(f"{prefix}{named}{message}") from None
+
+
+def _named_field(cls: type, values: Mapping[str, Any], message: str) -> str | None:
+    """The field a ``__post_init__`` message names: first one given in ``values``, else any."""
+    import re
+
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    named = [n for n in names if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", message)]
+    given = [n for n in named if n in values]
+    return (given or named or [None])[0]
+
+
+def rejected_key(cls: type, values: Mapping[str, Any]) -> str | None:
+    """The key of ``values`` that :func:`build_config` rejects first, if any: an unknown key, a
+    value of the wrong type, or the field a ``__post_init__`` check names (for its line)."""
+    import pydantic
+
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        return str(unknown[0])
+    for key, value in values.items():
+        if isinstance(value, bool) and not _accepts_bool(cls, key):
+            return str(key)
+    try:
+        pydantic.TypeAdapter(cls).validate_python(dict(values), strict=False)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        if err["loc"]:
+            return str(err["loc"][0])
+        return _named_field(cls, values, str(err["msg"]))
+    return None
 
 
 def _accepts_bool(cls: type, key: str) -> bool:

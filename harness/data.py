@@ -41,18 +41,24 @@ class PreferenceBatches:
     """A preference dataset as token batches, row-aligned: prompts[i], chosen[i], rejected[i]."""
 
     prompts: PromptBatch
+    """[N] the pairs' prompts (a prompt with several pairs is in several rows)."""
     chosen: ResponseBatch
+    """[N] the preferred responses y⁺."""
     rejected: ResponseBatch
+    """[N] the other responses y⁻."""
 
     def __len__(self) -> int:
+        """N, the number of pairs."""
         return len(self.prompts)
 
     def select(self, rows: torch.Tensor | slice | list[int]) -> PreferenceBatches:
+        """The pairs at ``rows`` (a minibatch)."""
         return PreferenceBatches(
             self.prompts.select(rows), self.chosen.select(rows), self.rejected.select(rows)
         )
 
     def to(self, device: torch.device | str) -> PreferenceBatches:
+        """The same pairs on ``device``."""
         return PreferenceBatches(
             self.prompts.to(device), self.chosen.to(device), self.rejected.to(device)
         )

@@ -1,10 +1,13 @@
 """Documentation generated from the code, so that it cannot drift from it.
 
-``python -m harness.docs`` (in a source checkout) does two things:
+``python -m harness.docs`` (in a source checkout) does three things:
 
 - writes ``docs/hooks.md``, the reference of every extension point, from the hook
   specifications in :mod:`harness.hookspecs` (their signatures, docstrings and section comments)
   and the algorithm interface in :mod:`harness.algorithm`;
+- writes ``docs/api.md``, the reference of what an algorithm's ``step()`` touches
+  (:data:`API_CLASSES`, :mod:`harness.rl`) and the metric vocabulary of :mod:`harness.metrics`,
+  from their signatures and docstrings;
 - refreshes, in every ``docs/*.md``, each fenced code block announced by a marker line
   ``<!-- include: PATH -->`` (``PATH`` relative to the Markdown file) with that file's text, so
   that a tutorial shows its example files verbatim.
@@ -25,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "API_CLASSES",
+    "API_PAGE",
     "HOOKS_PAGE",
+    "api_markdown",
     "hook_signature",
     "hooks_markdown",
     "hookspecs",
@@ -40,6 +46,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 HOOKS_PAGE = "docs/hooks.md"
 """The hook reference, relative to the root of the checkout."""
+
+API_PAGE = "docs/api.md"
+"""The reference of what a ``step()`` touches, relative to the root of the checkout."""
+
+API_CLASSES: tuple[str, ...] = (
+    "harness.algorithm.RunContext",
+    "harness.policy.Policy",
+    "harness.policy.PromptBatch",
+    "harness.policy.ResponseBatch",
+    "harness.data.PreferenceBatches",
+    "harness.algorithm.ShuffledPasses",
+    "harness.compute.ComputeMeter",
+)
+"""The classes ``docs/api.md`` documents, in its order (then :mod:`harness.rl`)."""
 
 INCLUDE_RE = re.compile(r"^<!-- include: (?P<path>\S+) -->[ \t]*$", re.MULTILINE)
 _FENCE_RE = re.compile(r"^(?P<fence>`{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
@@ -194,20 +214,28 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
            "`__init__` calls `super().__init__(config, context)`, which sets `self.config`, "
            "`self.ctx` and `self.finished`.")
     yield ""
-    members = ["name", "Config", "needs", "finished", "step", "eval_policy", "models_resident"]
+    members = ["name", "Config", "needs", "suggested", "metrics", "finished", "step",
+               "eval_policy", "models_resident", "tuning_space"]
+    field_docs = field_docstrings(cls)
     docs = {
         "name": "The registered name (set it; the runner and messages use it).",
         "Config": "The hyperparameters: a dataclass, every field with a default and a "
-        "docstring (the conformance kit checks both).",
+        "docstring (the conformance kit checks both); checks of values in its "
+        "`__post_init__`, raising `ValueError` (see `harness.config`).",
         "needs": 'What it needs from the suite: `"reward"` (online) and/or `"preferences"` '
         '(offline), and `"unpaired"` or `"label_noise"` for data of those kinds (see '
         "`harness.algorithm.NEEDS`).",
+        "suggested": field_docs.get("suggested", ""),
+        "metrics": field_docs.get("metrics", ""),
         "finished": inspect.cleandoc(_attribute_doc(cls.__init__, "finished")),
     }
     for member in members:
         value = inspect.getattr_static(cls, member, None)
+        if isinstance(value, classmethod):
+            value = value.__func__
         if inspect.isfunction(value):
             signature = hook_signature(value).replace("(self, ", "(").replace("(self)", "()")
+            signature = signature.replace("(cls, ", "(")
             text = " ".join(rst_to_markdown(value.__doc__ or "").split())
             yield f"- `{signature}` — {text}"
         else:
@@ -243,6 +271,141 @@ def _attribute_doc(function: Callable[..., Any], name: str) -> str:
         ):
             return str(nxt.value.value)
     return ""
+
+
+# --- API reference -------------------------------------------------------------------------------
+
+
+def _resolve(path: str) -> Any:
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join(rst_to_markdown(text or "").split())
+
+
+def _member_signature(name: str, function: Callable[..., Any]) -> str:
+    signature = hook_signature(function)
+    signature = signature.replace("(self, ", "(").replace("(self)", "()")
+    return name + signature[len(function.__name__):]
+
+
+def _class_section(cls: type) -> Iterator[str]:
+    """A class: its docstring, its documented attributes or fields, its public methods."""
+    from harness.testing import field_docstrings
+
+    yield f"### `{cls.__module__}.{cls.__name__}`"
+    yield ""
+    yield rst_to_markdown(cls.__doc__ or "(undocumented)")
+    try:
+        docs = field_docstrings(cls)
+    except OSError:
+        docs = {}
+    own = inspect.get_annotations(cls)
+    if dataclasses.is_dataclass(cls):
+        attributes = [(f.name, f.type) for f in dataclasses.fields(cls) if not
+                      f.name.startswith("_")]
+        title = "Fields"
+    else:
+        attributes = [(n, t) for n, t in own.items() if not n.startswith("_")]
+        title = "Attributes"
+    if attributes:
+        yield ""
+        yield f"{title}:"
+        yield ""
+        for name, annotation in attributes:
+            text = _one_line(docs.get(name))
+            yield f"- `{name}: {annotation}`" + (f" — {text}" if text else "")
+    methods = []
+    for name, value in cls.__dict__.items():
+        if name.startswith("_") and name != "__len__":
+            continue
+        if isinstance(value, property):
+            getter = value.fget
+            annotation = getter.__annotations__.get("return", "") if getter else ""
+            returns = f": {annotation}" if annotation else ""
+            methods.append(f"- `{name}{returns}` (property) — {_one_line(getter.__doc__)}"
+                           if getter and getter.__doc__ else f"- `{name}{returns}` (property)")
+            continue
+        kind = ""
+        if isinstance(value, staticmethod | classmethod):
+            kind = " (static)" if isinstance(value, staticmethod) else " (class method)"
+            value = value.__func__
+        if not inspect.isfunction(value):
+            continue
+        signature = _member_signature(name, value).replace("(cls, ", "(").replace("(cls)", "()")
+        text = _one_line(value.__doc__)
+        methods.append(f"- `{signature}`{kind}" + (f" — {text}" if text else ""))
+    if methods:
+        yield ""
+        yield "Methods:"
+        yield ""
+        yield from methods
+
+
+def _rl_section() -> Iterator[str]:
+    from harness import rl
+
+    yield "## `harness.rl`: the shared toolkit"
+    yield ""
+    yield rst_to_markdown(rl.__doc__ or "")
+    for name in rl.__all__:
+        value = getattr(rl, name)
+        if not inspect.isfunction(value):
+            continue
+        yield ""
+        yield f"### `rl.{name}`"
+        yield ""
+        yield "```python"
+        yield f"def {hook_signature(value)}: ..."
+        yield "```"
+        yield ""
+        yield rst_to_markdown(value.__doc__ or "(undocumented)")
+
+
+def _vocabulary_section() -> Iterator[str]:
+    from harness import metrics
+
+    yield "## Metric vocabulary"
+    yield ""
+    yield rst_to_markdown(metrics.__doc__ or "")
+    yield ""
+    yield "| name | reported by | meaning | unit |"
+    yield "| --- | --- | --- | --- |"
+    for metric in metrics.VOCABULARY.values():
+        cells = [f"`{metric.name}`", ", ".join(metric.sources), metric.meaning, metric.unit]
+        yield "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def api_markdown() -> str:
+    """The text of ``docs/api.md``."""
+    parts = [
+        "# API reference: what a `step()` touches",
+        "",
+        "<!-- Generated by `python -m harness.docs` from the docstrings of the classes below, "
+        "harness/rl.py and harness/metrics.py: edit those, then regenerate. A test fails when "
+        "this page differs from what they generate. -->",
+        "",
+        "An algorithm's `step()` works on what the runner hands it in `self.ctx`, a `RunContext`:"
+        " the trainable policy and the frozen reference (`Policy`), batches of prompts and "
+        "responses (`PromptBatch`, `ResponseBatch`), the preference pairs of offline methods "
+        "(`PreferenceBatches`, minibatches drawn with `ShuffledPasses`), the compute meter "
+        "(`ComputeMeter`) and the shared toolkit `harness.rl`. The metrics it returns use the "
+        "[vocabulary](#metric-vocabulary) below. The tutorial `docs/writing-a-plugin.md` uses "
+        "them all; `docs/hooks.md` lists the hooks and the algorithm interface.",
+        "",
+        "Shapes: `B` rows (prompts or responses), `Lp` prompt columns (left-padded), `T` "
+        "response tokens (right-padded), `V` the vocabulary.",
+        "",
+        "## Classes",
+    ]
+    for path in API_CLASSES:
+        parts += ["", *_class_section(_resolve(path))]
+    parts += ["", *_rl_section(), "", *_vocabulary_section()]
+    return "\n".join(parts).rstrip() + "\n"
 
 
 # --- included files ------------------------------------------------------------------------------
@@ -288,9 +451,9 @@ def included_blocks(markdown: str) -> list[tuple[str, str | None]]:
 
 def generated(root: Path = ROOT) -> dict[Path, str]:
     """Every generated file's path and the text it should have."""
-    files = {root / HOOKS_PAGE: hooks_markdown()}
+    files = {root / HOOKS_PAGE: hooks_markdown(), root / API_PAGE: api_markdown()}
     for page in sorted((root / "docs").glob("*.md")):
-        if page == root / HOOKS_PAGE:
+        if page in files:
             continue
         text = page.read_text(encoding="utf-8")
         if INCLUDE_RE.search(text):

@@ -54,51 +54,116 @@ class SuiteOutcome:
         return self.statuses["failed"]
 
 
-class _Progress:
-    """Console progress: the suite (done / failed / diverged, ETA) and the current run."""
+PROGRESS_MODES = ("bars", "lines", "off")
+"""How a suite shows progress: rich ``bars`` on a terminal, one ``lines`` per finished run (logs,
+CI, ``make quickstart > log``), or nothing."""
 
-    def __init__(self, enabled: bool, total: int, title: str) -> None:
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: compact, for progress lines."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class _Progress:
+    """Console progress of a suite, on stderr.
+
+    ``bars``: a rich bar for the suite (done / failed / diverged, time left) and one for the
+    current run, narrow enough for an 80-column terminal. ``lines``: when stderr is not a
+    terminal, one line per finished run — its place, status, label, seconds, the runs left and
+    the time left at the suite's pace so far. ``off``: nothing.
+    """
+
+    def __init__(self, mode: bool | str, total: int, title: str, *, console: Any = None,
+                 stream: Any = None, clock: Any = time.monotonic) -> None:
+        if isinstance(mode, bool):
+            mode = "bars" if mode else "off"
+        if mode not in PROGRESS_MODES:
+            raise ValueError(f"progress mode '{mode}'; modes: {', '.join(PROGRESS_MODES)}")
+        self.mode = mode
+        self.total = total
         self.counts: Counter = Counter()
         self.bar = None
-        if not enabled:
+        self.current = None
+        self.clock = clock
+        self.started = clock()
+        self._run_started: float | None = None
+        self._label: str | None = None
+        self.stream = stream
+        if mode == "lines":
+            self._print(f"{title}")
+        if mode != "bars":
             return
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
+        console = console or Console(stderr=True)
+        console.print(title, overflow="ellipsis", no_wrap=True, highlight=False, markup=False)
         self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
+            TextColumn("{task.description}",
+                       table_column=Column(max_width=26, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=12),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(),
+            TextColumn("{task.fields[counts]}", table_column=Column(no_wrap=True)),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            console=console,
         )
         self.bar.start()
-        self.suite = self.bar.add_task(title, total=total, counts="")
-        self.current = None
+        self.suite = self.bar.add_task("suite", total=total, counts="")
+
+    def _print(self, text: str) -> None:
+        import sys
+
+        print(text, file=self.stream or sys.stderr, flush=True)
 
     def run_started(self, label: str) -> None:
+        self._run_started, self._label = self.clock(), label
         if self.bar is not None:
             if self.current is not None:
                 self.bar.remove_task(self.current)
-            self.current = self.bar.add_task(f"  {label}", total=1.0, counts="")
+            from rich.markup import escape  # a sweep label's [k=v] is text, not markup
+
+            self.current = self.bar.add_task(f"  {escape(label)}", total=1.0, counts="")
 
     def run_step(self, fraction: float) -> None:
         if self.bar is not None and self.current is not None:
             self.bar.update(self.current, completed=fraction)
 
-    def run_finished(self, status: str) -> None:
+    def run_finished(self, status: str, label: str | None = None,
+                     seconds: float | None = None) -> None:
+        """A run ended with ``status``; ``label`` and ``seconds`` default to those of the run
+        :meth:`run_started` announced (executors that run several at once pass their own)."""
         self.counts[status] += 1
+        now = self.clock()
+        if seconds is None and label is None and self._run_started is not None:
+            seconds, label = now - self._run_started, self._label
+        self._run_started = None
         if self.bar is not None:
-            text = " ".join(f"{k} {self.counts[k]}" for k in ("done", "failed", "diverged"))
+            text = " ".join(f"{k} {self.counts[k]}" for k in ("done", "failed", "diverged")
+                            if k == "done" or self.counts[k])
             self.bar.update(self.suite, advance=1, counts=text)
+        elif self.mode == "lines":
+            finished = sum(self.counts.values())
+            left = max(self.total - finished, 0)
+            pace = (now - self.started) / finished
+            took = f" in {_duration(seconds)}" if seconds is not None else ""
+            eta = f", ETA {_duration(pace * left)}" if left else ""
+            self._print(f"[{finished}/{self.total}] {status}{took}: {label or 'a run'}; "
+                        f"{left} left{eta}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -114,7 +179,7 @@ def run_specs(
     address: str | None = None,
     retry_failed: bool = False,
     wandb: bool = True,
-    progress: bool = True,
+    progress: bool | str = True,
     ray_timeout: float = 24 * 3600.0,
     wait: bool = False,
 ) -> SuiteOutcome:
@@ -164,8 +229,12 @@ def _sequential(pending: list[RunSpec], root: str, wandb: bool, bar: _Progress) 
     from harness.runner import run_one
 
     for spec in pending:
-        bar.run_started(spec.label + f" · {spec.task} · seed {spec.seed}")
+        bar.run_started(_label(spec))
         bar.run_finished(run_one(spec.as_dict(), root, wandb=wandb, on_step=bar.run_step))
+
+
+def _label(spec: RunSpec) -> str:
+    return f"{spec.label} · {spec.task} · seed {spec.seed}"
 
 
 def _mark_lost(root: str, spec: RunSpec, error: str) -> str:
@@ -244,6 +313,11 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
     queue = list(pending)
     deaths: Counter = Counter()
     busy: dict[Any, tuple[Any, Any, RunSpec | None]] = {}  # sentinel → (process, conn, spec)
+    started: dict[str, float] = {}  # run id → when it was sent to a worker
+
+    def finished(status: str, spec: RunSpec) -> None:
+        begun = started.pop(spec.run_id, None)
+        bar.run_finished(status, _label(spec), None if begun is None else time.monotonic() - begun)
 
     def start_worker() -> None:
         parent_conn, child_conn = ctx.Pipe()
@@ -261,6 +335,7 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
                 if spec is None and queue:
                     nxt = queue.pop(0)
                     conn.send(nxt.as_dict())
+                    started[nxt.run_id] = time.monotonic()
                     busy[key] = (proc, conn, nxt)
                 elif spec is None:
                     conn.send(None)
@@ -276,12 +351,13 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
                     except (EOFError, OSError):
                         kind, value = "dead", None
                     if kind == "status":
-                        bar.run_finished(value)
+                        assert spec is not None
+                        finished(value, spec)
                         busy[key] = (proc, conn, None)
                         continue
                     if kind == "error":
                         assert spec is not None
-                        bar.run_finished(_mark_lost(root, spec, value))
+                        finished(_mark_lost(root, spec, value), spec)
                         busy[key] = (proc, conn, None)
                         continue
                 if key in ready or (conn in ready and not proc.is_alive()):
@@ -291,7 +367,7 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
                         deaths[spec.run_id] += 1
                         how = _describe_exit(proc.exitcode)
                         if deaths[spec.run_id] >= MAX_CRASHES:
-                            bar.run_finished(_mark_lost(root, spec, CRASHED.format(how=how)))
+                            finished(_mark_lost(root, spec, CRASHED.format(how=how)), spec)
                         else:
                             queue.insert(0, spec)  # once more, in a new worker
                     if queue:
@@ -361,13 +437,15 @@ def _ray(
             if not ready:
                 for ref in waiting:
                     ray.cancel(ref, force=True)
-                    bar.run_finished(_mark_lost(root, refs[ref], f"no result after {timeout} s"))
+                    bar.run_finished(_mark_lost(root, refs[ref], f"no result after {timeout} s"),
+                                     _label(refs[ref]))
                 break
             ref = ready[0]
             try:
-                bar.run_finished(ray.get(ref, timeout=timeout))
+                bar.run_finished(ray.get(ref, timeout=timeout), _label(refs[ref]))
             except Exception:
-                bar.run_finished(_mark_lost(root, refs[ref], traceback.format_exc()))
+                bar.run_finished(_mark_lost(root, refs[ref], traceback.format_exc()),
+                                 _label(refs[ref]))
     finally:
         if started:
             ray.shutdown()

@@ -60,7 +60,12 @@ def register_algorithms(register: Register) -> None:
         ``"label_noise"`` for methods that need the data's known label-flip rate: see
         :data:`harness.algorithm.NEEDS`; ``rlhf-harness validate`` refuses a suite that
         cannot feed them), and implements ``step() -> dict[str, float]``. The runner owns the
-        loop, the budget, evaluation, compute accounting and failure capture.
+        loop, the budget, evaluation, compute accounting and failure capture. Optionally it
+        declares ``suggested`` settings per policy kind (``{"tabular": {...}, "neural": {...}}``:
+        what works on the built-in tasks, where the paper's defaults may train nothing) and the
+        meaning of each of its own ``metrics``; ``rlhf-harness show NAME`` prints both, with
+        every ``Config`` field. Checks of config values go in ``Config.__post_init__``
+        (``rlhf-harness validate`` reports them with the suite file's line).
     """
 
 

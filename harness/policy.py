@@ -54,9 +54,11 @@ class PromptBatch:
     """[B, Lp] bool: True on real prompt tokens."""
 
     def __len__(self) -> int:
+        """B, the number of prompts."""
         return int(self.index.shape[0])
 
     def to(self, device: torch.device | str) -> PromptBatch:
+        """The same prompts on ``device``."""
         return _map_tensors(self, lambda t: t.to(device))
 
     def select(self, rows: torch.Tensor | slice | list[int]) -> PromptBatch:
@@ -92,6 +94,7 @@ class ResponseBatch:
     """[B] bool: the response ended with EOS (False when cut at the maximum length)."""
 
     def __len__(self) -> int:
+        """B, the number of responses."""
         return int(self.tokens.shape[0])
 
     @property
@@ -100,9 +103,11 @@ class ResponseBatch:
         return self.mask.sum(-1)
 
     def to(self, device: torch.device | str) -> ResponseBatch:
+        """The same responses on ``device``."""
         return _map_tensors(self, lambda t: t.to(device))
 
     def select(self, rows: torch.Tensor | slice | list[int]) -> ResponseBatch:
+        """The responses at ``rows``."""
         return _map_tensors(self, lambda t: t[rows])
 
     @staticmethod
@@ -153,11 +158,22 @@ def _pad(t: torch.Tensor, width: int, value: float | bool, left: bool = False) -
 
 
 class Policy(nn.Module, ABC):
-    """A stochastic policy π(y | x) over token sequences. Subclasses implement two methods."""
+    """A stochastic policy π(y | x) over token sequences. Subclasses implement two methods.
+
+    **Repeated prompts.** The language-model policy (:class:`harness.lm.LMPolicy`) computes a
+    prompt that occurs in several rows of *one call* once (rows with equal ids and mask, anywhere
+    in the batch: they need not be adjacent) and repeats its KV cache to its rows; results equal
+    one forward per row up to float rounding. Put a group of samples, or a pair's chosen and
+    rejected responses, in one call to get this; separate calls compute the prompt each time.
+    """
 
     vocab_size: int
+    """V: the number of token ids (the last dimension of :meth:`logits`)."""
     pad_id: int
+    """The id that pads prompts (on the left) and responses (on the right)."""
     eos_id: int | None
+    """The end-of-sequence id (sampling stops a row after it); None: responses have a fixed
+    length."""
     has_logprobs: bool = True
     """Whether π's log-probs can be computed (:meth:`token_logprobs` and the rest). False for a
     policy defined by a sampling procedure whose likelihood is intractable — best-of-n on a
@@ -239,6 +255,7 @@ class Policy(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
+        """Where its parameters (or buffers) are."""
         for p in self.parameters():
             return p.device
         for b in self.buffers():

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from harness.algorithm import NEEDS, Algorithm, RunContext
+from harness.algorithm import NEEDS, Algorithm, RunContext, declared_metrics
 from harness.compute import ComputeMeter
 from harness.config import build_config
 from harness.data import PreferenceDataset
@@ -374,6 +374,7 @@ def run_one(
     final: dict[str, float] = {}
     fit_report = None
     models_resident = None
+    metric_meanings: dict[str, str] = {}
     versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
     process = psutil.Process()
     start = time.perf_counter()
@@ -386,6 +387,7 @@ def run_one(
             torch.cuda.reset_peak_memory_stats()
         task = build_task(host, spec, device)
         algo_cls = host.algorithm(spec["algorithm"])
+        metric_meanings = declared_metrics(algo_cls)
         reg = host.registration("algorithm", spec["algorithm"])
         versions[reg.plugin.distribution or reg.plugin.name] = reg.plugin.version or "?"
         if task.kind == "tabular" and device == "cpu":
@@ -544,6 +546,7 @@ def run_one(
             torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         ),
         "models_resident": models_resident,
+        "metric_meanings": metric_meanings,
         "reward_model": fit_report,
         "seed": spec["seed"],
         "config_hash": config_hash(RunSpec(**spec).identity),

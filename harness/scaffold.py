@@ -1,16 +1,19 @@
-"""``rlhf-harness new-plugin NAME``: a ready-to-install algorithm plugin package.
+"""``rlhf-harness new-plugin NAME [--offline]``: a ready-to-install algorithm plugin package.
 
-:func:`new_plugin` writes ``DIR/rlhf-harness-NAME/`` (hyphens for underscores in the folder and
-distribution names)::
+NAME is what suites and ``rlhf-harness plugins`` call the algorithm, e.g. ``my-algo``; the
+distribution is ``rlhf-harness-my-algo`` and the module ``rlhf_harness_my_algo`` (hyphens in the
+distribution, underscores in the module). :func:`new_plugin` writes ``DIR/rlhf-harness-NAME/``::
 
-    pyproject.toml            the distribution, with the entry point in group rlhf_harness
-    rlhf_harness_NAME.py      the plugin: a documented Config, a working algorithm, the hook
-    tests/test_NAME.py        the conformance kit (harness.testing) on it, and its discovery
+    pyproject.toml            the distribution, with the entry point NAME in group rlhf_harness
+    rlhf_harness_MODULE.py    the plugin: a documented Config, a working algorithm, the hook
+    tests/test_MODULE.py      the conformance kit (harness.testing) on it, and its discovery
     README.md                 how to install, test and run it
 
-The algorithm is a plain policy gradient (REINFORCE with the batch's mean reward as baseline and
-a KL penalty to π_ref in the reward), small enough to read in a minute and replace; it passes the
-conformance kit as written. Nothing else is touched: an existing folder is never overwritten.
+The online algorithm (the default) is a plain policy gradient (REINFORCE with the batch's mean
+reward as baseline and a KL penalty to π_ref in the reward); the offline one (``--offline``)
+learns from the suite's preference pairs with DPO's logistic loss on the policy's log-ratio
+margin. Each is small enough to read in a minute and replace, and passes the conformance kit as
+written. Nothing else is touched: an existing folder is never overwritten.
 """
 
 from __future__ import annotations
@@ -21,30 +24,50 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 
-__all__ = ["NAME_RE", "check_name", "new_plugin", "plugin_files"]
+__all__ = [
+    "NAME_RE", "check_name", "distribution_name", "module_name", "new_plugin", "plugin_files",
+]
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-"""A plugin name: a lower-case Python identifier (it names the module and the algorithm)."""
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+"""A plugin name: lower-case letters and digits, words joined by single ``-`` or ``_``, starting
+with a letter (``my-algo``, ``my_algo``, ``simpo2``). It names the algorithm and the entry point
+as written; the module and the class are derived from it."""
 
 
 def check_name(name: str) -> None:
     """Raise :class:`~harness.errors.ConfigError` unless ``name`` is a valid plugin name."""
-    if not NAME_RE.match(name) or keyword.iskeyword(name) or name.endswith("_"):
+    if not NAME_RE.match(name) or keyword.iskeyword(name):
         raise ConfigError(
-            f"invalid plugin name {name!r}: use a lower-case identifier, letters, digits and "
-            f"'_', starting with a letter (e.g. 'my_algo')"
+            f"invalid plugin name {name!r}: use lower-case letters and digits, words joined by "
+            f"single '-' or '_', starting with a letter (e.g. 'my-algo')"
         )
 
 
-def plugin_files(name: str) -> dict[str, str]:
-    """The files of plugin ``name``: ``{relative path: text}``."""
+def module_name(name: str) -> str:
+    """The Python module of plugin ``name``: ``my-algo`` → ``rlhf_harness_my_algo``."""
+    return f"rlhf_harness_{name.replace('-', '_')}"
+
+
+def distribution_name(name: str) -> str:
+    """The distribution (pip) name of plugin ``name``: ``my_algo`` → ``rlhf-harness-my-algo``."""
+    return f"rlhf-harness-{name.replace('_', '-')}"
+
+
+def plugin_files(name: str, *, offline: bool = False) -> dict[str, str]:
+    """The files of plugin ``name``: ``{relative path: text}``.
+
+    :param offline: an offline algorithm (it learns from preference pairs, ``needs =
+        {"preferences"}``) instead of an online one (it samples and is scored by r̂).
+    """
     check_name(name)
-    module = f"rlhf_harness_{name}"
+    module = module_name(name)
+    stem = module.removeprefix("rlhf_harness_")
     values = {
         "__NAME__": name,
         "__MODULE__": module,
-        "__DIST__": f"rlhf-harness-{name.replace('_', '-')}",
-        "__CLASS__": "".join(part.capitalize() for part in name.split("_")),
+        "__STEM__": stem,
+        "__DIST__": distribution_name(name),
+        "__CLASS__": "".join(part.capitalize() for part in re.split(r"[-_]", name)),
     }
 
     def fill(template: str) -> str:
@@ -54,21 +77,24 @@ def plugin_files(name: str) -> dict[str, str]:
 
     return {
         "pyproject.toml": fill(_PYPROJECT),
-        f"{module}.py": fill(_MODULE),
-        f"tests/test_{name}.py": fill(_TESTS),
+        f"{module}.py": fill(_OFFLINE_MODULE if offline else _MODULE),
+        f"tests/test_{stem}.py": fill(_TESTS),
         "README.md": fill(_README),
     }
 
 
-def new_plugin(name: str, parent: str | Path = ".", *, check_registered: bool = True) -> Path:
+def new_plugin(
+    name: str, parent: str | Path = ".", *, offline: bool = False, check_registered: bool = True
+) -> Path:
     """Write plugin ``name``'s package into ``parent/rlhf-harness-NAME``; return that folder.
 
+    :param offline: scaffold an offline algorithm (see :func:`plugin_files`).
     :param check_registered: refuse a name that an installed plugin already registers as an
         algorithm (loading the plugins imports torch; tests of the scaffold turn it off).
     :raises ConfigError: an invalid name, a taken name, or a folder that exists already.
     """
     check_name(name)
-    folder = Path(parent) / f"rlhf-harness-{name.replace('_', '-')}"
+    folder = Path(parent) / distribution_name(name)
     if folder.exists():
         raise ConfigError(f"{folder} already exists: not overwriting it (choose another --dir)")
     if check_registered:
@@ -81,7 +107,7 @@ def new_plugin(name: str, parent: str | Path = ".", *, check_registered: bool = 
                 f"an algorithm named '{name}' is already registered by {owner}: choose another "
                 f"name (two plugins registering one name stop the harness from loading)"
             )
-    files = plugin_files(name)
+    files = plugin_files(name, offline=offline)
     folder.mkdir(parents=True)
     for relative, text in files.items():
         path = folder / relative
@@ -90,7 +116,7 @@ def new_plugin(name: str, parent: str | Path = ".", *, check_registered: bool = 
     return folder
 
 
-# --- templates: __NAME__, __MODULE__, __DIST__ and __CLASS__ are filled in ------------------------
+# --- templates: __NAME__, __MODULE__, __STEM__, __DIST__, __CLASS__ are filled in ---------------
 
 _PYPROJECT = """\
 [build-system]
@@ -133,6 +159,7 @@ Metrics: the shared ``loss``, ``grad_norm``, ``kl_ref`` (mean log π_θ(y|x) −
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from harness import hookimpl, rl
@@ -158,6 +185,8 @@ class __CLASS__(Algorithm):
     name = "__NAME__"
     Config = Config
     needs = frozenset({"reward"})  # "reward": online, scored by r̂; "preferences": offline
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {"tabular": {"learning_rate": 0.1}}
+    """Settings that learn on a table of logits (the bandit); `rlhf-harness show` prints them."""
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
@@ -212,6 +241,104 @@ def register_algorithms(register: Register) -> None:
     register(__CLASS__.name, __CLASS__)
 '''
 
+_OFFLINE_MODULE = '''\
+"""The __NAME__ algorithm, an rlhf-harness plugin (offline: it learns from preference pairs).
+
+As generated by ``rlhf-harness new-plugin --offline``, DPO's loss (Rafailov et al. 2023): for a
+minibatch of the suite's pairs (x, y⁺, y⁻), with h = β · (log π_θ(y⁺|x) − log π_ref(y⁺|x)
+− log π_θ(y⁻|x) + log π_ref(y⁻|x)), one Adam step on L(θ) = −mean log σ(h). The reference
+log-probs do not change, so they are computed once, when the algorithm is built. Replace it
+with yours.
+
+Metrics: the shared ``loss``, ``grad_norm``, ``entropy`` (per token, over both responses),
+``response_length``, ``logp_chosen`` and ``logp_rejected`` (mean sequence log-probs Σ_t under
+π_θ, before the step's update) and ``reward_accuracy`` (fraction of pairs with h > 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from harness import hookimpl, rl
+from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.hookspecs import Register
+from harness.policy import PromptBatch, ResponseBatch
+
+
+@dataclass
+class Config:
+    """__CLASS__ hyperparameters: every field has a default and a docstring."""
+
+    learning_rate: float = 1e-6
+    """Adam step size (a table of logits, as in the bandit task, learns at 0.05-0.1)."""
+    batch_size: int = 64
+    """Preference pairs per step, in shuffled passes over the data."""
+    beta: float = 0.1
+    """β, the scale of the log-ratio margin (the strength of the pull towards π_ref)."""
+
+
+class __CLASS__(Algorithm):
+    """The __NAME__ algorithm (see the module docstring)."""
+
+    name = "__NAME__"
+    Config = Config
+    needs = frozenset({"preferences"})  # offline: ctx.preferences holds the suite's pairs
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {"tabular": {"learning_rate": 0.05}}
+    """Settings that learn on a table of logits (the bandit); `rlhf-harness show` prints them."""
+
+    def __init__(self, config: Config, context: RunContext) -> None:
+        super().__init__(config, context)
+        assert context.preferences is not None  # the runner gives it: needs = {"preferences"}
+        self.data = context.preferences.to(context.device)
+        self.policy = context.policy
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
+        with context.meter.phase("score"):  # log π_ref of every pair, once
+            self.ref_chosen, self.ref_rejected = self.data.sequence_logprobs(context.reference)
+        tokens = int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
+        context.meter.forward(context.reference, tokens)
+        self.rows = ShuffledPasses(len(self.data), context.generator, context.device)
+
+    def step(self) -> dict[str, float]:
+        cfg, meter = self.config, self.ctx.meter
+        rows = self.rows.take(cfg.batch_size)  # randomness from ctx.generator only
+        batch = self.data.select(rows)
+        n = len(batch)
+        with meter.phase("train"):
+            # One forward over chosen and rejected: the prompt repeats, so it is computed once.
+            prompts = PromptBatch.cat([batch.prompts, batch.prompts])
+            responses = ResponseBatch.cat([batch.chosen, batch.rejected])
+            token_logp, entropy = self.policy.token_logprobs_and_entropy(prompts, responses)
+            logp = token_logp.sum(-1)
+            ratio = logp - torch.cat([self.ref_chosen[rows], self.ref_rejected[rows]])
+            h = cfg.beta * (ratio[:n] - ratio[n:])
+            loss = -F.logsigmoid(h).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), float("inf"))
+            self.optimizer.step()
+        meter.train(self.policy, int(responses.mask.sum()))
+        meter.samples += n  # offline: the pairs read count as the budget's samples
+
+        assert entropy is not None
+        return {
+            "loss": float(loss.detach()),
+            "grad_norm": float(grad_norm),
+            "entropy": float(rl.masked_mean(entropy, responses.mask)),
+            "response_length": float(responses.mask.sum(-1).float().mean()),
+            "logp_chosen": float(logp[:n].detach().mean()),
+            "logp_rejected": float(logp[n:].detach().mean()),
+            "reward_accuracy": float((h > 0).float().mean()),
+        }
+
+
+@hookimpl
+def register_algorithms(register: Register) -> None:
+    register(__CLASS__.name, __CLASS__)
+'''
+
 _TESTS = '''\
 """Tests of the __NAME__ plugin: rlhf-harness's conformance kit, and discovery once installed."""
 
@@ -222,10 +349,11 @@ from harness.testing import conformance_tests
 
 from __MODULE__ import __CLASS__
 
-# The checks run on the bandit task, a table of logits: it wants a larger step than an LM.
-TABULAR = {"learning_rate": 0.1}
+# The checks run on the bandit task, a table of logits: it wants a larger step than an LM, the
+# settings the algorithm suggests for tabular policies.
+TABULAR = __CLASS__.suggested["tabular"]
 
-# One test per check: config, metrics, accounting, determinism, finite, improves.
+# One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves.
 test_conformance = conformance_tests(__CLASS__, config=TABULAR)
 
 
@@ -247,7 +375,8 @@ rlhf-harness plugins             # lists __NAME__ (__DIST__ 0.1.0)
 pytest                           # the conformance kit, and discovery through the entry point
 ```
 
-Then add it to a suite file (`algorithms: [{name: __NAME__, config: {...}}]`), run it with
+`rlhf-harness show __NAME__` prints its settings, their defaults and documentation. Then add it
+to a suite file (`algorithms: [{name: __NAME__, config: {...}}]`), run it with
 `rlhf-harness run SUITE.yaml` and read `rlhf-harness report runs/SUITE_NAME`. See rlhf-harness's
 `docs/writing-a-plugin.md` for a walk-through and `docs/hooks.md` for every extension point.
 """

@@ -59,7 +59,7 @@ from pydantic import (
     model_validator,
 )
 
-from harness.config import build_config, config_dict, config_hash
+from harness.config import build_config, config_dict, config_hash, rejected_key
 from harness.errors import ConfigError, HarnessError
 from harness.store import slug
 
@@ -601,6 +601,14 @@ def check_suite(
           "preference_model")
     for j, name in enumerate(suite.evaluation.evaluators):
         known("evaluator", name, "evaluation", "evaluators", j)
+    # Tasks before algorithms: a misspelt task is named where it is misspelt, not where an
+    # algorithm's per_task names it correctly.
+    for i, task in enumerate(suite.tasks):
+        cls = known("task", task.name, "tasks", i, "name")
+        key = rejected_key(cls.Params, task.params)
+        build_config(cls.Params, task.params,
+                     where=f"{where('tasks', i, 'params', key)}: tasks.{i}.params ({task.name})")
+    task_names = [t.name for t in suite.tasks]
     labels: set[str] = set()
     classes = []
     for i, alg in enumerate(suite.algorithms):
@@ -619,22 +627,35 @@ def check_suite(
                     f"{where('algorithms', i, 'sweep', key)}: algorithms.{i}.sweep.{key}: also "
                     f"set in config; a field is either fixed or swept"
                 )
-        task_names = [t.name for t in suite.tasks]
-        for task_name, overrides in alg.per_task.items():
-            if task_name not in task_names:
-                raise ConfigError(
-                    f"{where('algorithms', i, 'per_task', task_name)}: algorithms.{i}.per_task."
-                    f"{task_name}: no such task in this suite (tasks: {', '.join(task_names)})"
-                )
-            build_config(cls.Config, {**alg.config, **overrides},
-                         where=f"{where('algorithms', i, 'per_task', task_name)}: algorithms."
-                         f"{i}.per_task.{task_name} ({alg.name})")
         for point in _sweep_points(alg.sweep):
             values = {**alg.config, **point}
-            key = _rejected_key(cls.Config, values)
-            at = ("sweep", key) if key in point else ("config", key)
+            key = rejected_key(cls.Config, values)
+            part = "sweep" if key in point else "config"
+            at = f"algorithms.{i}.{part}" + (f".{key}" if key else "")
             build_config(cls.Config, values,
-                         where=f"{where('algorithms', i, *at)}: algorithms.{i} ({alg.name})")
+                         where=f"{where('algorithms', i, part, key)}: {at} ({alg.name})")
+        for task_name, overrides in alg.per_task.items():
+            if task_name not in task_names:
+                hint = difflib.get_close_matches(str(task_name), task_names, n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise ConfigError(
+                    f"{where('algorithms', i, 'per_task', task_name)}: algorithms.{i}.per_task."
+                    f"{task_name}: no task '{task_name}' in this suite{suggestion}; tasks: "
+                    f"{', '.join(task_names)}"
+                )
+            for point in _sweep_points(alg.sweep):
+                values = {**alg.config, **overrides, **point}
+                key = rejected_key(cls.Config, values)
+                if key in point:
+                    keys: tuple[Any, ...] = ("sweep", key)
+                elif key in overrides:
+                    keys = ("per_task", task_name, key)
+                else:
+                    keys = ("config", key)
+                at = f"algorithms.{i}." + ".".join(str(k) for k in keys if k is not None)
+                build_config(cls.Config, values,
+                             where=f"{where('algorithms', i, *keys)}: {at} ({alg.name}, task "
+                             f"{task_name})")
         _check_data_needs(suite, i, alg, cls, where)
     needs_reward = any("reward" in c.needs for c in classes) or (
         "proxy_reward" in suite.evaluation.evaluators)
@@ -645,11 +666,6 @@ def check_suite(
             f"{_nearest_line(lines, ('preferences', 'unpaired')) or '?'}); use kind: gold or "
             f"paired data"
         )
-    for i, task in enumerate(suite.tasks):
-        cls = known("task", task.name, "tasks", i, "name")
-        key = _rejected_key(cls.Params, task.params)
-        build_config(cls.Params, task.params,
-                     where=f"{where('tasks', i, 'params', key)}: tasks.{i}.params ({task.name})")
     if suite.tuning is not None:
         _check_tuning(suite, host, where)
     if suite.preferences.file is not None:
@@ -746,6 +762,8 @@ def suite_warnings(suite: Suite, host: Any) -> list[str]:
     """What may be a slip though valid: a learning rate outside the range its plugin declares
     for the task's policy kind (:meth:`~harness.algorithm.Algorithm.tuning_space`), with which
     a policy may not move at all (or diverge)."""
+    from harness.algorithm import policy_kind
+
     out = []
     tuned = set(tuned_labels(suite))
     for alg in suite.algorithms:
@@ -754,13 +772,15 @@ def suite_warnings(suite: Suite, host: Any) -> list[str]:
             continue
         cls = host.algorithm(alg.name)
         for task in suite.tasks:
-            kind = host.task(task.name).kind
+            kind = policy_kind(host.task(task.name).kind)
             rates = cls.tuning_space(kind).get("learning_rate") or {}
             if "low" not in rates:
                 continue
-            config = build_config(cls.Config, {**alg.config, **alg.per_task.get(task.name, {})})
-            values = [getattr(config, "learning_rate", None)]
-            values += list(alg.sweep.get("learning_rate", []))
+            if "learning_rate" in alg.sweep:  # the swept values are the ones that run
+                values = list(alg.sweep["learning_rate"])
+            else:
+                values = [getattr(build_config(cls.Config, {
+                    **alg.config, **alg.per_task.get(task.name, {})}), "learning_rate", None)]
             for lr in values:
                 if isinstance(lr, int | float) and not rates["low"] <= lr <= rates["high"]:
                     out.append(
@@ -779,8 +799,10 @@ def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, di
     alg = next(a for a in suite.algorithms if (a.label or a.name) == label)
     space = suite.tuning.space.get(label)
     if space is None:
+        from harness.algorithm import policy_kind
+
         cls = host.algorithm(alg.name)
-        space = cls.tuning_space(host.task(task).kind)
+        space = cls.tuning_space(policy_kind(host.task(task).kind))
     return check_space(space, f"tuning.space.{label}")
 
 
@@ -834,8 +856,11 @@ def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
             except ConfigError as exc:
                 detail = str(exc)
                 if label not in tuning.space:
-                    detail += (f" (plugin '{alg.name}' declares no search space for "
-                               f"{host.task(task.name).kind} policies: give tuning.space.{label})")
+                    from harness.algorithm import policy_kind
+
+                    kind = policy_kind(host.task(task.name).kind)
+                    detail += (f" (plugin '{alg.name}' declares no search space for {kind} "
+                               f"policies: give tuning.space.{label})")
                 raise ConfigError(f"{where(*at)}: {detail}") from None
             names = {f.name for f in dataclasses.fields(cls.Config)}
             for name in space:
@@ -897,22 +922,6 @@ def code_identity(host: Any, algorithm: str, task: str) -> dict[str, Any]:
             "source": source_hash(reg.obj),
         }
     return out
-
-
-def _rejected_key(cls: type, values: dict[str, Any]) -> str | None:
-    """The key of ``values`` that :func:`build_config` rejects first (for its line), if any."""
-    import pydantic
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        return str(unknown[0])
-    try:
-        pydantic.TypeAdapter(cls).validate_python(dict(values), strict=False)
-    except pydantic.ValidationError as exc:
-        loc = exc.errors()[0]["loc"]
-        return str(loc[0]) if loc else None
-    return None
 
 
 def _sweep_points(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:

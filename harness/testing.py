@@ -1,6 +1,6 @@
 """The conformance kit: the checks every algorithm plugin should pass, for its author's tests.
 
-Six checks, each run on the ``bandit`` task (a table of logits: milliseconds per step, and an
+Seven checks, each run on the ``bandit`` task (a table of logits: milliseconds per step, and an
 exact optimum to measure against), each failing with one line that names the algorithm and the
 check:
 
@@ -13,6 +13,17 @@ check:
     shared names that apply (see below), none misspelt (``KL_ref``, ``kl-ref``) and none of the
     names the runner writes itself (``step``, ``samples``, ``tokens``, ``wall_seconds``,
     ``flops``, ``models_resident``, ``diverged``).
+``vocabulary``
+    The shared metric names it reports mean what :data:`harness.metrics.VOCABULARY` says, on two
+    small deterministic cases where the value is known. Online (``needs`` has ``"reward"``): a
+    one-prompt bandit scored by a constant reward model c, where at the first step ``reward``
+    is c, ``kl_ref`` is 0 (π = π_ref; not checked when ``eval_policy()`` is another policy, as
+    best-of-n's is), ``entropy`` is H(π_ref(·|x)) and ``response_length`` is 1. Offline
+    (``"preferences"``): a one-prompt ``token`` task whose pairs are all one (x, y⁺, y⁻), y⁺ of
+    three tokens and y⁻ of two, where at the first step ``logp_chosen`` and ``logp_rejected``
+    are the *sequence* log-probs log π_ref(y|x) (a per-token mean fails), ``response_length``
+    is 2.5 and ``entropy`` the per-token mean over the five tokens. Everywhere, ``grad_norm``
+    is ≥ 0 and ``reward_accuracy`` in [0, 1].
 ``accounting``
     The steps are counted on ``ctx.meter``: samples, tokens and FLOPs grow, and time is spent
     in a phase (``with meter.phase("train"):``), or a suite's ``samples``, ``tokens``,
@@ -83,6 +94,8 @@ import torch
 from harness.algorithm import Algorithm
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.metrics import ALGORITHM_METRICS, RUNNER_METRICS
+from harness.reward import RewardModel
 
 __all__ = [
     "CHECKS",
@@ -99,7 +112,7 @@ __all__ = [
 ]
 
 CHECKS: tuple[str, ...] = (
-    "config", "metrics", "accounting", "determinism", "finite", "improves",
+    "config", "metrics", "vocabulary", "accounting", "determinism", "finite", "improves",
 )
 """The checks, in the order they are run and reported."""
 
@@ -109,13 +122,15 @@ ONLINE_METRICS: tuple[str, ...] = ("reward", "kl_ref", "response_length")
 TRAINING_METRICS: tuple[str, ...] = ("loss",)
 """Shared names every algorithm that updates the policy reports (and ``entropy``, if online)."""
 
-OPTIONAL_METRICS: tuple[str, ...] = ("grad_norm", "kl_ref", "entropy", "response_length", "reward")
-"""Shared names an algorithm may report; when it does, under exactly these names."""
+OPTIONAL_METRICS: tuple[str, ...] = tuple(sorted(ALGORITHM_METRICS - {"loss"}))
+"""Shared names an algorithm may report; when it does, under exactly these names and with the
+meanings of :data:`harness.metrics.VOCABULARY`."""
 
-RESERVED_METRICS: frozenset[str] = frozenset(
-    {"step", "samples", "tokens", "wall_seconds", "flops", "models_resident", "diverged"}
-)
+RESERVED_METRICS: frozenset[str] = RUNNER_METRICS
 """Names the runner writes next to an algorithm's metrics: an algorithm must not use them."""
+
+CONSTANT_REWARD = 0.5
+"""The score the constant reward model of the ``vocabulary`` check gives every response."""
 
 DEFAULT_TASK_PARAMS: dict[str, Any] = {
     "num_prompts": 4, "num_arms": 8, "reward": "normal", "reference": "softmax",
@@ -381,7 +396,7 @@ class Conformance:
             self.metrics if self.metrics is not None
             else required_metrics(cls, trains=trace.trains)
         )
-        shared = {"loss", *OPTIONAL_METRICS}
+        shared = set(ALGORITHM_METRICS)
         for number, metrics in enumerate(trace.records, 1):
             at = f"step {number}"
             if not isinstance(metrics, dict):
@@ -395,7 +410,7 @@ class Conformance:
                 canonical = key.strip().lower().replace("-", "_").replace(" ", "_")
                 if key not in shared and canonical in shared:
                     return (f"{at}: metric '{key}' must be spelt '{canonical}', the shared "
-                            f"name (see harness/algorithm.py)")
+                            f"name (see harness/metrics.py)")
                 if isinstance(value, bool) or not isinstance(value, float | int):
                     kind = f"{type(value).__module__}.{type(value).__qualname__}"
                     hint = (" (a tensor keeps its autograd graph alive)"
@@ -411,6 +426,107 @@ class Conformance:
         if trace.error:
             return trace.error
         return None
+
+    def _check_vocabulary(self, cls: type[Algorithm]) -> str | None:
+        cases = []
+        if "reward" in cls.needs:
+            cases.append(self._online_case)
+        if "preferences" in cls.needs:
+            cases.append(self._offline_case)
+        for case in cases:
+            with _global_rng(_GLOBAL_SEEDS[0]), _one_thread():
+                try:
+                    algo, expected, where = case(cls)
+                except Exception as exc:
+                    return f"building it for the vocabulary case {_raised(exc)}"
+                try:
+                    metrics = algo.step()
+                except Exception as exc:
+                    return f"step 1 of the vocabulary case ({where}) {_raised(exc)}"
+                if not isinstance(metrics, dict):
+                    return f"step() returned {type(metrics).__name__}, not a dict of metrics"
+                if "kl_ref" in expected and algo.eval_policy() is not algo.ctx.policy:
+                    del expected["kl_ref"]
+            problem = _vocabulary_problem(metrics, expected, where)
+            if problem:
+                return problem
+        return None
+
+    def _online_case(self, cls: type[Algorithm]) -> tuple[Algorithm, dict[str, Any], str]:
+        """One prompt, every response scored ``CONSTANT_REWARD``: step 1's expected values."""
+        from harness.runner import build_context, make_algorithm
+        from harness.tasks.bandit import BanditParams, BanditTask
+
+        params = {**self.task_params, "num_prompts": 1, "num_eval_prompts": None}
+        task = BanditTask(build_config(BanditParams, params), seed=self.seed, device="cpu")
+        preferences = None
+        if "preferences" in cls.needs:
+            from harness.annotator import simulate_preferences
+            from harness.preference import BradleyTerry
+
+            preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=64,
+                                               seed=self.seed)
+        context = build_context(task, cls, seed=self.seed, preferences=preferences,
+                                reward_model=_ConstantReward(CONSTANT_REWARD))
+        with torch.no_grad():
+            prompts = task.train_prompts
+            responses = task.enumerate_responses()
+            assert responses is not None
+            logits = context.reference.logits(prompts.select([0] * len(responses)), responses)
+            probs = torch.softmax(logits[0, 0].double(), -1)
+            entropy = float(-(probs * probs.clamp_min(1e-300).log()).sum())
+        expected = {"reward": CONSTANT_REWARD, "kl_ref": 0.0, "entropy": entropy,
+                    "response_length": 1.0}
+        where = (f"one-prompt bandit, constant reward {CONSTANT_REWARD}, π = π_ref at the "
+                 f"first step")
+        return make_algorithm(cls, self.config, context), expected, where
+
+    def _offline_case(self, cls: type[Algorithm]) -> tuple[Algorithm, dict[str, Any], str]:
+        """One prompt, every pair the same (x, y⁺ of 3 tokens, y⁻ of 2): step 1's values."""
+        import pandas as pd
+
+        from harness.data import PreferenceDataset
+        from harness.policy import ResponseBatch
+        from harness.reward import GoldRewardModel
+        from harness.runner import build_context, make_algorithm
+        from harness.tasks.token import TokenParams, TokenTask
+
+        task = TokenTask(build_config(TokenParams, {"num_prompts": 1, "vocab_size": 3,
+                                                    "max_len": 3}), seed=self.seed, device="cpu")
+        eos = task.space.eos_id
+        chosen, rejected = [0, 1, eos], [2, eos]
+        prompt = task.train_prompts
+        prompt_ids = prompt.ids[0][prompt.mask[0]].tolist()
+        pairs = 64
+        batch = ResponseBatch(tokens=torch.tensor([chosen, [*rejected, eos]]),
+                              mask=torch.tensor([[True] * 3, [True, True, False]]))
+        texts = task.decode_responses(batch)
+        frame = pd.DataFrame({
+            "prompt": task.decode_prompts(prompt) * pairs,
+            "chosen": [texts[0]] * pairs,
+            "rejected": [texts[1]] * pairs,
+            "prompt_ids": [prompt_ids] * pairs,
+            "chosen_ids": [chosen] * pairs,
+            "rejected_ids": [rejected] * pairs,
+            "prompt_index": [0] * pairs,
+        })
+        context = build_context(
+            task, cls, seed=self.seed, preferences=PreferenceDataset(frame, source="vocabulary"),
+            reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
+        )
+        with torch.no_grad():
+            logp, ent = context.reference.token_logprobs_and_entropy(
+                prompt.select([0, 0]), batch
+            )
+        assert ent is not None
+        expected = {
+            "logp_chosen": float(logp[0].sum()),
+            "logp_rejected": float(logp[1].sum()),
+            "response_length": 2.5,
+            "entropy": float(ent.sum() / batch.mask.sum()),
+        }
+        where = "one-prompt token task, every pair y⁺ = 3 tokens, y⁻ = 2, π = π_ref at step 1"
+        return make_algorithm(cls, self.config, context), expected, where
 
     def _check_accounting(self, cls: type[Algorithm]) -> str | None:
         trace = self._trace(self.steps, _GLOBAL_SEEDS[0])
@@ -612,6 +728,43 @@ class Conformance:
 
 class _Unusable(Exception):
     """The algorithm cannot be checked at all (not found, not an Algorithm, a bad config)."""
+
+
+class _ConstantReward(RewardModel):
+    """r̂(x, y) = c for every response: the online case of the ``vocabulary`` check."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, prompts: Any, responses: Any) -> torch.Tensor:
+        return torch.full((len(responses),), self.value, device=responses.tokens.device)
+
+
+def _vocabulary_problem(metrics: dict[str, Any], expected: dict[str, float], where: str
+                        ) -> str | None:
+    """One line naming the first shared metric whose value contradicts the vocabulary."""
+    from harness.metrics import VOCABULARY
+
+    for name, want in expected.items():
+        if name not in metrics:
+            continue
+        try:
+            got = float(metrics[name])
+        except (TypeError, ValueError):
+            return f"metric '{name}' is {metrics[name]!r}, not a number"
+        if not math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-4):
+            meaning = VOCABULARY[name]
+            return (f"metric '{name}' is {got:.6g} where the shared name means "
+                    f"{meaning.meaning} [{meaning.unit}], which is {want:.6g} here ({where}): "
+                    f"report it as defined in harness/metrics.py, or under a name of your own")
+    grad_norm = metrics.get("grad_norm")
+    if isinstance(grad_norm, float | int) and not grad_norm >= 0:
+        return f"metric 'grad_norm' is {grad_norm!r}: a norm is ≥ 0"
+    accuracy = metrics.get("reward_accuracy")
+    if isinstance(accuracy, float | int) and not 0.0 <= accuracy <= 1.0:
+        return f"metric 'reward_accuracy' is {accuracy!r}: a fraction is in [0, 1]"
+    return None
 
 
 def bandit_algorithm(

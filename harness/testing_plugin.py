@@ -8,18 +8,22 @@ installed has the options::
            --rlhf-conformance-config='reinforce={learning_rate: 0.1}' \\
            --rlhf-conformance-config='dpo={learning_rate: 0.05, optimizer: adam, warmup_steps: 0}'
 
-``--rlhf-conformance=ALGO[,ALGO]`` (repeatable) adds one test per algorithm and check of
-:mod:`harness.testing` to the session, named ``rlhf_conformance::ALGO[CHECK]``; algorithms are
-looked up by name among the installed plugins. ``--rlhf-conformance-config=ALGO=MAPPING``
-(repeatable) gives ALGO's config as a YAML (or JSON) mapping, ``--rlhf-conformance-checks``
-limits the checks. The tests run with the session's other tests (select them alone with
-``-k rlhf_conformance``); a failure prints the check's one-line message. Without
-``--rlhf-conformance`` the plugin does nothing, and it imports neither torch nor the harness
-until it is asked to.
+``--rlhf-conformance=ALGO[,ALGO]`` (repeatable) makes the session one test per algorithm and
+check of :mod:`harness.testing`, named ``rlhf_conformance::ALGO[CHECK]``; algorithms are looked
+up by name among the installed plugins. ``--rlhf-conformance-config=ALGO=MAPPING`` (repeatable)
+gives ALGO's config as a YAML (or JSON) mapping, ``--rlhf-conformance-checks`` limits the checks.
+
+With the option, the conformance tests are the *only* tests: wherever pytest is invoked (the
+root of a project whose ``testpaths`` hold hundreds of tests, a plugin's folder), no test module
+is collected (``pytest_ignore_collect``) and anything collected all the same is deselected. To
+run a plugin's own tests, run pytest on them without the option. A failure prints the check's
+one-line message. Without ``--rlhf-conformance`` the plugin does nothing, and it imports neither
+torch nor the harness until it is asked to.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,13 +146,24 @@ class ConformanceCollector(pytest.Collector):
         return items
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With ``--rlhf-conformance``, collect no file or folder: the checks are the session."""
+    if _PARSED in config.stash and collection_path.is_file():
+        return True
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Append the asked-for conformance tests (before ``-k`` and ``-m`` deselect)."""
+    """Make the asked-for conformance tests the session's items (before ``-k`` and ``-m``
+    deselect), deselecting anything else that was collected."""
     if _PARSED not in config.stash:
         return
+    if items:
+        config.hook.pytest_deselected(items=list(items))
+        items.clear()
     collector = ConformanceCollector.from_parent(
         session, name="rlhf_conformance", nodeid="rlhf_conformance"
     )

@@ -30,11 +30,22 @@ else
 fi
 pip() { "$py" -m pip --disable-pip-version-check "$@"; }
 
+# One stamp per set of extras, each holding the hash of the pyproject.toml files it was installed
+# from: the base set (torch, the harness, the plugins) and "dev" (the test tools on top). `make
+# quickstart` needs the base set, `make test` both; neither undoes the other, so alternating the
+# two reinstalls nothing until a pyproject.toml changes.
 stamp_dir=$("$py" -c 'import sys; print(sys.prefix)')
-stamp="$stamp_dir/.rlhf-harness-setup"
-want=$( { echo "dev=$dev"; cat pyproject.toml plugins/*/pyproject.toml; } | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c 'import torch, harness' 2>/dev/null; then
-  echo "setup: up to date ($py)"
+want=$(cat pyproject.toml plugins/*/pyproject.toml | sha256sum | cut -d' ' -f1)
+sets="base"
+[ "$dev" = 1 ] && sets="base dev"
+current() {  # every stamp of the sets asked for holds $want
+  for set in $sets; do
+    [ -f "$stamp_dir/.rlhf-harness-setup-$set" ] \
+      && [ "$(cat "$stamp_dir/.rlhf-harness-setup-$set")" = "$want" ] || return 1
+  done
+}
+if current && "$py" -c 'import torch, harness' 2>/dev/null; then
+  echo "setup: up to date ($py; installed: $sets)"
   exit 0
 fi
 
@@ -58,6 +69,8 @@ for p in plugins/*/; do
 done
 echo "setup: installing rlhf-harness$extras and the built-in plugins"
 pip install -q "${args[@]}" 2> >(grep -v "^WARNING: Location" >&2)
-"$py" -c 'import torch, harness' 
-echo "$want" > "$stamp"
+"$py" -c 'import torch, harness'
+for set in $sets; do
+  echo "$want" > "$stamp_dir/.rlhf-harness-setup-$set"
+done
 echo "setup: done ($py)"

@@ -54,14 +54,14 @@ def test_version_prints_the_version(subprocess_env):
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("flag", ["--help", "-h", "--version"])
+@pytest.mark.parametrize("flag", ["--help", "-h", "--version", "show --help"])
 def test_help_and_version_do_not_import_torch(subprocess_env, flag):
     code = textwrap.dedent(
         f"""
         import sys
         from harness.cli import main
         try:
-            main([{flag!r}])
+            main({flag.split()!r})
             code = 0
         except SystemExit as exc:  # click may end with SystemExit; either way must mean success
             code = exc.code or 0
@@ -80,9 +80,11 @@ def test_help_and_version_do_not_import_torch(subprocess_env, flag):
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last == "RESULT 0 -", f"{flag} imported heavy modules or failed: {last}"
-    if flag != "--version":
+    if flag.startswith("show"):
+        assert "Usage: rlhf-harness show [OPTIONS] NAME" in result.stdout
+    elif flag != "--version":
         assert "Usage: rlhf-harness" in result.stdout
-        assert "plugins" in result.stdout
+        assert "plugins" in result.stdout and "show" in result.stdout
 
 
 def test_plugins_lists_core_preference_models(monkeypatch, capsys):
@@ -208,3 +210,155 @@ def test_unknown_command_is_a_usage_error(subprocess_env):
     assert result.returncode == 2
     assert "No such command 'no-such-command'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- show ----------------------------------------------------------------------------------------
+
+TWIN_PLUGIN = """
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from harness import hookimpl
+from harness.algorithm import Algorithm
+from harness.tasks.bandit import BanditTask
+
+
+@dataclass
+class Config:
+    \"\"\"Settings of the twin algorithm.\"\"\"
+
+    learning_rate: float = 1e-6
+    \"\"\"Step size (the paper's).\"\"\"
+    group: int = 4
+    \"\"\"Samples per prompt.\"\"\"
+
+
+class TwinAlgorithm(Algorithm):
+    \"\"\"An algorithm that shares its name with a task.\"\"\"
+
+    name = "twin"
+    Config = Config
+    needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {"tabular": {"learning_rate": 0.1}}
+    metrics: ClassVar[dict[str, str]] = {"spread": "std of the group's rewards"}
+
+    def step(self):
+        return {}
+
+
+class TwinTask(BanditTask):
+    \"\"\"A task that shares its name with an algorithm.\"\"\"
+
+
+@hookimpl
+def register_algorithms(register):
+    register("twin", TwinAlgorithm)
+
+
+@hookimpl
+def register_tasks(register):
+    register("twin", TwinTask)
+"""
+
+
+@pytest.fixture
+def twin(dist_info_path, monkeypatch):
+    dist_info_path("rlhf-harness-twin", "0.3", entry_points={"twin": "rlhf_test_twin_plugin"},
+                   modules={"rlhf_test_twin_plugin": TWIN_PLUGIN})
+    monkeypatch.setenv("RLHF_HARNESS_PLUGINS", "twin")
+
+
+def test_show_needs_kind_for_a_name_of_two_kinds(twin, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["show", "twin"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ("rlhf-harness: error: 'twin' is registered as several kinds (algorithm, "
+                   "task): pass --kind (algorithm or task)\n")
+
+
+def test_show_prints_settings_defaults_docs_suggestions_and_metrics(twin, capsys):
+    main(["show", "twin", "--kind", "algorithm"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "twin  (algorithm; plugin twin, rlhf-harness-twin 0.3)"
+    assert lines[1] == "  An algorithm that shares its name with a task."
+    for expected in [
+        "needs: reward (online: samples, scored by the reward model)",
+        "settings (Config):",
+        "  learning_rate: float = 1e-06",
+        "      Step size (the paper's).",
+        "  group: int = 4",
+        "  tabular: {learning_rate: 0.1}",
+        "  spread: std of the group's rewards",
+        "override in a suite: algorithms: [{name: twin, config: {FIELD: VALUE}, per_task: "
+        "{TASK: {FIELD: VALUE}}}]",
+    ]:
+        assert expected in lines, (expected, out)
+    assert any(line.startswith("  reward (shared): mean r̂(x, y)") for line in lines)
+    main(["show", "twin", "--kind", "task"])
+    task = capsys.readouterr().out
+    assert task.startswith("twin  (task; plugin twin, rlhf-harness-twin 0.3)\n")
+    assert "settings (BanditParams):" in task and "  num_arms: int = 16" in task
+
+
+def test_show_json_is_for_tools(twin, capsys):
+    main(["show", "twin", "--kind", "algorithm", "--format", "json"])
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "algorithm" and info["needs"] == ["reward"]
+    assert info["plugin"] == {"name": "twin", "distribution": "rlhf-harness-twin",
+                              "version": "0.3", "core": False}
+    assert info["settings"] == [
+        {"name": "learning_rate", "type": "float", "default": 1e-6, "required": False,
+         "doc": "Step size (the paper's)."},
+        {"name": "group", "type": "int", "default": 4, "required": False,
+         "doc": "Samples per prompt."},
+    ]
+    assert info["suggested"] == {"tabular": {"learning_rate": 0.1}}
+    assert info["metrics"]["own"] == {"spread": "std of the group's rewards"}
+    assert set(info["metrics"]["shared"]) == {"loss", "reward", "kl_ref", "response_length",
+                                              "entropy"}
+
+
+@pytest.mark.parametrize(("name", "kind", "first"), [
+    ("btl", "preference_model", "btl  (preference model; plugin harness.preference, core)"),
+    ("kl_ref", "evaluator", "kl_ref  (evaluator; plugin harness.evaluators, core)"),
+    ("length", "gold_reward", "length  (gold reward; plugin harness.gold, core)"),
+])
+def test_show_describes_every_kind(monkeypatch, capsys, name, kind, first):
+    monkeypatch.setenv("RLHF_HARNESS_PLUGINS", "")
+    main(["show", name, "--format", "json"])
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == kind
+    main(["show", name])
+    assert capsys.readouterr().out.splitlines()[0] == first
+    if kind == "preference_model":
+        assert info["settings"][0]["name"] == "scale" and info["settings"][0]["default"] == 1.0
+
+
+def test_show_an_unknown_name_suggests_the_nearest(monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_HARNESS_PLUGINS", "")
+    with pytest.raises(SystemExit) as info:
+        main(["show", "bandt"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "rlhf-harness: error: Nothing is registered as 'bandt'. Did you mean 'bandit'? "
+        "rlhf-harness plugins lists what is.\n"
+    )
+
+
+def test_every_shipped_algorithm_suggests_settings_that_its_config_accepts():
+    """The suggestions are suite settings: each validates against the plugin's Config, and every
+    shipped plugin suggests some, for tabular or neural policies."""
+    from harness.algorithm import POLICY_KINDS
+    from harness.config import build_config
+    from harness.plugins import get_plugin_host
+
+    host = get_plugin_host()
+    shipped = {"ppo", "grpo", "dpo", "ipo", "rloo", "bon"}
+    assert shipped <= set(host.names("algorithm"))
+    for name in sorted(shipped):
+        cls = host.algorithm(name)
+        assert cls.suggested and set(cls.suggested) <= set(POLICY_KINDS), name
+        for kind, values in cls.suggested.items():
+            build_config(cls.Config, values, where=f"{name}.suggested[{kind}]")

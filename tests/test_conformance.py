@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -179,6 +180,24 @@ class Misspelt(Good):
         return metrics
 
 
+class EntropyInBits(Good):
+    name = "broken-entropy-bits"
+
+    def step(self) -> dict[str, float]:
+        metrics = super().step()
+        metrics["entropy"] /= math.log(2)  # the shared name is in nats
+        return metrics
+
+
+class CentredReward(Good):
+    name = "broken-centred-reward"
+
+    def step(self) -> dict[str, float]:
+        metrics = super().step()
+        metrics["reward"] -= metrics["reward"]  # the shared name is the mean r̂ itself
+        return metrics
+
+
 class Uncounted(Good):
     name = "broken-uncounted"
 
@@ -243,6 +262,8 @@ BROKEN = [
     (TensorMetric, None, "metrics", "metric 'loss' is a torch.Tensor, not a float"),
     (Misspelt, None, "metrics", "metric 'KL_ref' must be spelt 'kl_ref'"),
     (Uncounted, None, "accounting", "ctx.meter counted no samples, tokens, flops"),
+    (EntropyInBits, None, "vocabulary", "metric 'entropy' is "),
+    (CentredReward, None, "vocabulary", "metric 'reward' is 0 where the shared name means"),
     (Undocumented, None, "config", "Config field(s) 'clip' have no docstring"),
     (NoDefault, {"learning_rate": 0.1}, "config", "'learning_rate' have no default"),
     (Good, {"learning_rate": 0.0}, "improves", "0.0% of the gap"),
@@ -274,8 +295,9 @@ def test_a_config_that_is_no_dataclass_fails_every_check():
 
 def test_a_step_that_raises_is_named_with_where_it_raised():
     failures = Conformance(Raises).failures()
-    # The short runs break at step 2, so every check that steps the algorithm says so.
-    assert set(failures) == set(CHECKS) - {"config"}
+    # The short runs break at step 2, so every check that steps the algorithm says so (the
+    # vocabulary check takes one step).
+    assert set(failures) == set(CHECKS) - {"config", "vocabulary"}
     message = str(failures["finite"])
     assert "step 2 raised RuntimeError: the second step breaks (at test_conformance.py:" in message
 
@@ -376,10 +398,9 @@ def test_the_pytest_plugin_is_registered_under_pytest11():
     assert entry_points == {"rlhf_harness": "harness.testing_plugin"}
 
 
-def test_the_pytest_option_adds_the_conformance_tests(tmp_path, dist_writer, subprocess_env):
-    """pytest, with the plugin found through a pytest11 entry point (as once installed), runs
-    the example plugin's own tests and, through the option, the kit on two installed algorithms
-    (dpo with its LM defaults, which fail to improve a table)."""
+def pytest11_site(tmp_path, dist_writer) -> Path:
+    """A site folder where the pytest plugin is found through a pytest11 entry point (as once
+    rlhf-harness is installed), and the example plugin through its rlhf_harness one."""
     site = tmp_path / "site"
     dist_writer(site, "pytest11-shim", "1.0", {}, {})
     (next(site.glob("pytest11_shim-*.dist-info")) / "entry_points.txt").write_text(
@@ -388,19 +409,46 @@ def test_the_pytest_option_adds_the_conformance_tests(tmp_path, dist_writer, sub
     example = read_toml(EXAMPLE / "pyproject.toml")["project"]
     dist_writer(site, example["name"], example["version"],
                 example["entry-points"]["rlhf_harness"], {})
+    return site
+
+
+def test_the_pytest_option_runs_only_the_conformance_tests(tmp_path, dist_writer, subprocess_env):
+    """Given a test file and the option, pytest runs the kit on two installed algorithms
+    (dpo with its LM defaults, which fail to improve a table) and deselects the rest."""
+    site = pytest11_site(tmp_path, dist_writer)
     env = subprocess_env(pythonpath=os.pathsep.join([str(site), str(EXAMPLE)]))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rf",
-         str(EXAMPLE / "tests"), "--rlhf-conformance=reinforce,dpo",
+         str(EXAMPLE / "tests" / "test_reinforce.py"), "--rlhf-conformance=reinforce,dpo",
          "--rlhf-conformance-config=reinforce={learning_rate: 0.1}"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=TIMEOUT_S, check=False,
     )
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
-    passed = (len(CHECKS) + 1) + len(CHECKS) + (len(CHECKS) - 1)
-    assert f"1 failed, {passed} passed" in out
+    passed = len(CHECKS) + (len(CHECKS) - 1)
+    assert f"1 failed, {passed} passed, {len(CHECKS) + 1} deselected" in out
     assert "FAILED " in out and "rlhf_conformance::dpo[improves]" in out
     assert "rlhf-harness conformance: algorithm 'dpo' fails check 'improves': J_β" in out
+
+
+def test_the_pytest_option_at_the_repository_root_collects_none_of_its_tests(
+    tmp_path, dist_writer, subprocess_env
+):
+    """As the tutorial says to type it: at rlhf-harness's root, whose testpaths hold hundreds of
+    tests, the session is the conformance checks alone."""
+    site = pytest11_site(tmp_path, dist_writer)
+    env = subprocess_env(pythonpath=os.pathsep.join([str(site), str(EXAMPLE)]))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
+         "--rlhf-conformance=reinforce",
+         "--rlhf-conformance-config=reinforce={learning_rate: 0.1}"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=TIMEOUT_S, check=False,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert f"{len(CHECKS)} passed in" in out and "deselected" not in out
+    ran = re.findall(r"^(\S+) PASSED", out, re.MULTILINE)
+    assert ran == [f"rlhf_conformance::reinforce[{check}]" for check in CHECKS], out
 
 
 class _Options:

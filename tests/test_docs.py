@@ -1,9 +1,11 @@
 """The plugin author's documentation cannot rot: docs/hooks.md is what harness/hookspecs.py
-generates, the tutorial's code blocks are the files of docs/example-plugin/, and that example
-plugin is discovered through its entry point, passes the conformance kit, and runs through the
-tutorial's suite into a report, as docs/writing-a-plugin.md says.
+generates, docs/api.md what the classes a step() touches, harness/rl.py and harness/metrics.py
+generate, the tutorial's code blocks are the files of docs/example-plugin/ (online, REINFORCE)
+and docs/example-offline-plugin/ (offline, SimPO), and each example plugin is discovered
+through its entry point, passes the conformance kit, and runs through its tutorial suite into a
+report, as docs/writing-a-plugin.md says.
 
-The example plugin is "installed" as pip would lay out its metadata: a ``*.dist-info`` folder,
+An example plugin is "installed" as pip would lay out its metadata: a ``*.dist-info`` folder,
 its entry points read from the example's pyproject.toml, on ``sys.path`` next to the example's
 folder (where its module is); no pip, nothing written to the environment.
 """
@@ -11,10 +13,14 @@ folder (where its module is); no pip, nothing written to the environment.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
+import inspect
 import json
+import re
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +28,10 @@ from click.testing import CliRunner
 
 from harness.cli import cli
 from harness.docs import (
+    API_CLASSES,
+    API_PAGE,
     HOOKS_PAGE,
+    api_markdown,
     hook_signature,
     hooks_markdown,
     hookspecs,
@@ -32,11 +41,12 @@ from harness.docs import (
 )
 from harness.plugins import get_plugin_host
 from harness.store import RunStore
-from harness.testing import check_conformance
+from harness.testing import Conformance, check_conformance
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 EXAMPLE = DOCS / "example-plugin"
+OFFLINE = DOCS / "example-offline-plugin"
 TUTORIAL = DOCS / "writing-a-plugin.md"
 
 
@@ -89,15 +99,57 @@ def test_the_check_command_names_stale_pages(tmp_path, capsys):
     assert main(["--check", "--root", str(tmp_path)]) == 0
     hooks = tmp_path / HOOKS_PAGE
     hooks.write_text(hooks.read_text().replace("### `register_tasks`", "### `tasks`"))
+    api = tmp_path / API_PAGE
+    api.write_text(api.read_text().replace("### `rl.gae`", "### `rl.gea`"))
     tutorial = tmp_path / "docs" / TUTORIAL.name
-    tutorial.write_text(tutorial.read_text().replace("kl_coef: float = 0.05", "kl_coef = 0.1"))
+    tutorial.write_text(tutorial.read_text().replace("kl_coef: float = 0.05", "kl_coef = 0.1")
+                        .replace("gamma: float = 1.0", "gamma: float = 2.0"))
     assert main(["--check", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert f"{hooks}: out of date" in err and f"{tutorial}: out of date" in err
-    assert main(["--root", str(tmp_path)]) == 0  # regenerates both
+    for page in (hooks, api, tutorial):
+        assert f"{page}: out of date" in err
+    assert main(["--root", str(tmp_path)]) == 0  # regenerates all three
     assert main(["--check", "--root", str(tmp_path)]) == 0
-    assert hooks.read_text() == (ROOT / HOOKS_PAGE).read_text()
-    assert tutorial.read_text() == TUTORIAL.read_text()
+    for page in (hooks, api, tutorial):
+        assert page.read_text() == (DOCS / page.name).read_text()
+
+
+# --- docs/api.md ---------------------------------------------------------------------------------
+
+
+def test_api_page_is_what_the_code_generates():
+    assert (ROOT / API_PAGE).read_text(encoding="utf-8") == api_markdown(), (
+        "docs/api.md is out of date: run python -m harness.docs"
+    )
+
+
+def test_api_page_documents_what_a_step_touches():
+    """Every class of API_CLASSES with each public method and field, every function of
+    harness.rl's __all__ with its signature, every shared metric; nothing undocumented."""
+    from harness import metrics, rl
+    from harness.docs import _resolve
+
+    page = (ROOT / API_PAGE).read_text(encoding="utf-8")
+    names = {path.rsplit(".", 1)[1] for path in API_CLASSES}
+    assert {"RunContext", "Policy", "PromptBatch", "ResponseBatch", "PreferenceBatches",
+            "ComputeMeter"} <= names
+    for path in API_CLASSES:
+        cls = _resolve(path)
+        assert f"### `{path}`" in page
+        for name, value in vars(cls).items():
+            if inspect.isfunction(value) and not name.startswith("_"):
+                assert f"- `{name}(" in page, f"{path}.{name} is not in docs/api.md"
+    functions = [n for n in rl.__all__ if inspect.isfunction(getattr(rl, n))]
+    assert len(functions) >= 10
+    for name in functions:
+        assert f"### `rl.{name}`" in page
+        assert f"def {hook_signature(getattr(rl, name))}: ..." in page
+    for name in metrics.VOCABULARY:
+        assert f"| `{name}` |" in page
+    assert "(undocumented)" not in page
+    undocumented = re.findall(r"^- `[^`]+`$", page, re.MULTILINE)
+    assert not undocumented, f"entries without documentation: {undocumented}"
+    assert "they need not be adjacent" in page  # where repeated prompts are computed once
 
 
 # --- the tutorial and its files ------------------------------------------------------------------
@@ -106,7 +158,7 @@ def test_the_check_command_names_stale_pages(tmp_path, capsys):
 def example_files() -> list[str]:
     skip = {"__pycache__", "build", ".pytest_cache"}
     return sorted(
-        str(p.relative_to(DOCS)) for p in EXAMPLE.rglob("*")
+        str(p.relative_to(DOCS)) for folder in (EXAMPLE, OFFLINE) for p in folder.rglob("*")
         if p.is_file() and not skip & set(p.parts) and ".egg-info" not in str(p)
     )
 
@@ -142,7 +194,10 @@ def test_the_tutorial_names_every_step_s_command():
         "pip install -e docs/example-plugin", "rlhf-harness plugins", "pytest --rlhf-conformance",
         "rlhf-harness run docs/example-plugin/suite.yaml",
         "rlhf-harness report runs/reinforce-tutorial", "reports/reinforce-tutorial/index.md",
-        "rlhf-harness new-plugin",
+        "rlhf-harness new-plugin", "pip install -e docs/example-offline-plugin",
+        "rlhf-harness show simpo", "pytest docs/example-offline-plugin/tests",
+        "rlhf-harness run docs/example-offline-plugin/suite.yaml",
+        "rlhf-harness report runs/simpo-tutorial", "--offline",
     ]:
         assert command in text
 
@@ -150,11 +205,10 @@ def test_the_tutorial_names_every_step_s_command():
 # --- the example plugin, installed ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The example plugin as an installed distribution (dist-info from its pyproject.toml)."""
-    project = read_toml(EXAMPLE / "pyproject.toml")["project"]
-    site = tmp_path_factory.mktemp("site")
+@contextlib.contextmanager
+def install(example: Path, site: Path) -> Iterator[dict]:
+    """An example plugin as an installed distribution (dist-info from its pyproject.toml)."""
+    project = read_toml(example / "pyproject.toml")["project"]
     dist_info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(
@@ -164,15 +218,31 @@ def installed(tmp_path_factory):
     (dist_info / "entry_points.txt").write_text(
         "[rlhf_harness]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
     )
+    modules = read_toml(example / "pyproject.toml")["tool"]["setuptools"]["py-modules"]
     with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(EXAMPLE))
+        mp.syspath_prepend(str(example))
         mp.syspath_prepend(str(site))
         mp.delenv("RLHF_HARNESS_PLUGINS", raising=False)
         mp.setenv("RLHF_HARNESS_WANDB", "0")
         importlib.invalidate_caches()
         yield project
-    sys.modules.pop("rlhf_harness_reinforce", None)
+    for module in modules:
+        sys.modules.pop(module, None)
     importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The online example plugin (REINFORCE), installed."""
+    with install(EXAMPLE, tmp_path_factory.mktemp("site")) as project:
+        yield project
+
+
+@pytest.fixture(scope="module")
+def installed_offline(tmp_path_factory):
+    """The offline example plugin (SimPO), installed."""
+    with install(OFFLINE, tmp_path_factory.mktemp("site")) as project:
+        yield project
 
 
 def test_the_example_plugin_is_found_through_its_entry_point(installed):
@@ -213,3 +283,93 @@ def test_the_tutorial_suite_runs_and_its_report_shows_the_plugin(installed, tmp_
     assert result.exit_code == 0, result.output
     report = (tmp_path / "again" / "index.md").read_text()
     assert "| reinforce | reinforce |" in report
+
+
+def test_the_example_s_config_check_is_reported_by_validate(installed, tmp_path):
+    """REINFORCE checks baseline_decay in Config.__post_init__, as the tutorial teaches: validate
+    names the file, the line and the key, before anything runs."""
+    text = (EXAMPLE / "suite.yaml").read_text().replace(
+        "config: {learning_rate: 0.1, batch_size: 32}",
+        "config: {learning_rate: 0.1, batch_size: 32, baseline_decay: 1.5}",
+    )
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "baseline_decay" in row)
+    result = CliRunner().invoke(cli, ["validate", str(suite)])
+    assert result.exit_code != 0
+    assert str(result.exception) == (
+        f"{suite}:{line}: algorithms.0.config.baseline_decay (reinforce): 'baseline_decay': "
+        f"baseline_decay must be in [0, 1), got 1.5"
+    )
+
+
+# --- the offline example plugin, installed -------------------------------------------------------
+
+
+def test_the_offline_example_is_found_and_shown(installed_offline):
+    registration = get_plugin_host().registration("algorithm", "simpo")
+    assert registration.plugin.distribution == installed_offline["name"] == "rlhf-harness-simpo"
+    assert registration.obj.needs == frozenset({"preferences"})
+    result = CliRunner().invoke(cli, ["show", "simpo", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["plugin"]["distribution"] == "rlhf-harness-simpo"
+    assert info["suggested"] == {"tabular": {"learning_rate": 0.05, "batch_size": 64}}
+    assert [s["name"] for s in info["settings"]] == ["beta", "gamma", "learning_rate",
+                                                     "batch_size", "max_grad_norm"]
+    assert "logp_chosen" in info["metrics"]["shared"] or "avg_logp_chosen" in (
+        info["metrics"]["own"]
+    )
+
+
+def test_the_offline_example_conforms(installed_offline):
+    from rlhf_harness_simpo import SimPO
+
+    check_conformance("simpo", SimPO.suggested["tabular"])
+
+
+def test_a_draft_reporting_per_token_means_as_logp_chosen_fails_as_the_tutorial_shows(
+    installed_offline,
+):
+    from rlhf_harness_simpo import SimPO
+
+    class DraftSimPO(SimPO):
+        def step(self) -> dict[str, float]:
+            metrics = super().step()
+            metrics["logp_chosen"] = metrics["avg_logp_chosen"]
+            metrics["logp_rejected"] = metrics["avg_logp_rejected"]
+            return metrics
+
+    kit = Conformance(DraftSimPO, SimPO.suggested["tabular"])
+    failures = kit.failures()
+    assert list(failures) == ["vocabulary"]
+    assert f"```text\n{failures['vocabulary']}\n```" in TUTORIAL.read_text(encoding="utf-8")
+
+
+def test_the_offline_suite_runs_with_progress_lines_and_namespaces_clashing_metrics(
+    installed_offline, tmp_path
+):
+    from harness.report.data import load_store
+
+    runner = CliRunner()
+    suite = OFFLINE / "suite.yaml"
+    assert runner.invoke(cli, ["validate", str(suite)]).exit_code == 0
+    result = runner.invoke(cli, ["run", str(suite), "--root", str(tmp_path / "runs"),
+                                 "--report-dir", str(tmp_path / "reports"), "--no-wandb"])
+    assert result.exit_code == 0, result.output
+    assert "simpo-tutorial: 4 runs: done 4; 0 already finished" in result.stdout
+    # Not a terminal: one line per finished run on stderr, with what is left.
+    lines = [row for row in result.stderr.splitlines() if row.startswith("[")]
+    assert len(lines) == 4, result.stderr
+    assert re.fullmatch(r"\[1/4\] done in [0-9.]+ s: simpo · bandit · seed 0; 3 left, ETA .+ s",
+                        lines[0]), lines[0]
+    assert lines[-1].startswith("[4/4] done in ") and lines[-1].endswith("; 0 left")
+    report = (tmp_path / "reports" / "simpo-tutorial" / "index.md").read_text()
+    assert "simpo" in report and "dpo" in report
+    # Both document a reward_chosen, with different meanings: the report keeps them apart.
+    data = load_store(tmp_path / "runs" / "simpo-tutorial")
+    names = set(data.metrics.loc[data.metrics["source"] == "train", "metric"])
+    assert {"simpo:reward_chosen", "dpo:reward_chosen", "simpo:reward_margin",
+            "dpo:reward_margin"} <= names
+    assert "reward_chosen" not in names
+    assert {"logp_chosen", "reward_accuracy", "loss"} <= names  # shared: one meaning, one name

@@ -289,3 +289,22 @@ def test_unknown_x_axis_is_refused(tmp_path: Path):
 
     with pytest.raises(ConfigError, match="x-axis"):
         write_report(tmp_path, tmp_path / "out", x="tokens")
+
+
+def test_cli_report_on_a_folder_of_stores_lists_its_suites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from harness.store import RunStore
+
+    root = tmp_path / "runs"
+    for suite in ("quickstart", "azar_noisy"):
+        RunStore(root, suite).write_manifest([])
+    (root / "not-a-store").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(root)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        f"rlhf-harness: error: {root}: a folder of run stores, not one; it holds 2 suites: "
+        f"azar_noisy, quickstart. Report one, e.g. rlhf-harness report {root / 'azar_noisy'}\n"
+    )
+    assert not (tmp_path / "reports").exists()

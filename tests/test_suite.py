@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ algorithms:
       learning_rate: [0.01, 0.05]
       kl_coef: [0.1, 0.2, 0.3]
   - name: grpo
+    config: {learning_rate: 0.05}
     sweep: {beta: [0.0, 0.04]}
 seeds: [0, 1, 2]
 budget: {samples: 2000}
@@ -269,11 +271,33 @@ BAD = [
         edit("  evaluators: [gold_reward, kl_ref]", "  evaluators:\n    - gold_reward\n    - nope"),
         "evaluation.evaluators.1", "- nope", ("Unknown evaluator 'nope'", "Available:")),
     Bad("bad-algorithm-config-key", edit("      beta: 0.5", "      betaa: 0.5"), "betaa",
-        "betaa:", ("algorithms.0 (dpo)", "did you mean 'beta'?", "Config accepts:")),
+        "betaa:", ("algorithms.0.config.betaa (dpo)", "did you mean 'beta'?", "Config accepts:")),
     Bad("bad-algorithm-config-type", edit("      beta: 0.5", "      beta: high"), "beta",
-        "beta: high", ("algorithms.0 (dpo)", "valid number", "'high'")),
+        "beta: high", ("algorithms.0.config.beta (dpo)", "valid number", "'high'")),
     Bad("bad-swept-value-type", edit("[0.01, 0.05]", "[0.01, fast]"), "learning_rate",
-        "learning_rate:", ("algorithms.1 (ppo)", "valid number", "'fast'")),
+        "learning_rate:", ("algorithms.1.sweep.learning_rate (ppo)", "valid number", "'fast'")),
+    Bad("boolean-swept-value", edit("[0.01, 0.05]", "[0.01, true]"), "learning_rate",
+        "learning_rate:", ("algorithms.1.sweep.learning_rate (ppo)", "not the boolean true")),
+    Bad("config-typo-beside-per-task-is-at-the-config-line",
+        edit("      beta: 0.5\n", "      betaa: 0.5\n    per_task:\n      bandit: {beta: 0.2}\n"),
+        "algorithms.0.config.betaa", "betaa:", ("did you mean 'beta'?",)),
+    Bad("per-task-key-typo-is-at-its-own-line",
+        edit("      beta: 0.5\n", "      beta: 0.5\n    per_task:\n      bandit:\n"
+             "        learning_rate: 0.05\n        optimiser: adam\n"),
+        "algorithms.0.per_task.bandit.optimiser", "optimiser:",
+        ("did you mean 'optimizer'?", "task bandit")),
+    Bad("per-task-type-error-is-at-its-own-line",
+        edit("      beta: 0.5\n", "      beta: 0.5\n    per_task:\n      bandit:\n"
+             "        batch_size: many\n"),
+        "algorithms.0.per_task.bandit.batch_size", "batch_size: many", ("'many'",)),
+    Bad("task-name-typo-in-per-task-suggests-the-task",
+        edit("      beta: 0.5\n", "      beta: 0.5\n    per_task:\n      bandt: {beta: 0.2}\n"),
+        "algorithms.0.per_task.bandt", "bandt:",
+        ("no task 'bandt' in this suite", "did you mean 'bandit'?", "tasks: bandit")),
+    Bad("task-typo-is-named-at-the-task-not-at-per-task",
+        lambda text: text.replace("  - name: bandit\n", "  - name: bandt\n").replace(
+            "      beta: 0.5\n", "      beta: 0.5\n    per_task:\n      bandit: {beta: 0.2}\n"),
+        "tasks.0.name", "name: bandt", ("Unknown task 'bandt'", "Did you mean 'bandit'?")),
     Bad("bad-task-param", edit("num_arms: 8}", "num_armz: 8}"), "num_armz", "num_armz",
         ("tasks.0.params (bandit)", "did you mean 'num_arms'?")),
     Bad("bad-task-param-type",
@@ -299,7 +323,7 @@ BAD = [
         ("sweep 'learning_rate' has no values",)),
     Bad("per-task-for-a-task-not-in-the-suite",
         edit("      beta: 0.5\n", "      beta: 0.5\n    per_task:\n      token: {beta: 0.2}\n"),
-        "per_task.token", "token: {beta", ("no such task in this suite",)),
+        "per_task.token", "token: {beta", ("no task 'token' in this suite",)),
     Bad("empty-task-list", edit(
         "tasks:\n  - name: bandit\n    params: {num_prompts: 4, num_arms: 8}\n", "tasks: []\n"),
         "tasks", "tasks:", ("at least 1",)),
@@ -390,3 +414,62 @@ def test_validate_command_accepts_a_good_suite(tmp_path, subprocess_env):
     assert result.stdout.strip() == (
         f"{path}: ok: 54 runs (2 tasks × 3 seeds × 9 algorithm configs)"
     )
+
+
+POST_INIT_PLUGIN = """
+from dataclasses import dataclass
+
+from harness.algorithm import Algorithm
+
+
+@dataclass
+class Config:
+    learning_rate: float = 0.1
+    decay: float = 0.9
+
+    def __post_init__(self):
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+
+
+class Checked(Algorithm):
+    name = "checked"
+    Config = Config
+    needs = frozenset({"reward"})
+
+    def step(self):
+        return {}
+
+
+@hookimpl
+def register_algorithms(register):
+    register("checked", Checked)
+"""
+
+
+@pytest.mark.parametrize("where", ["config", "per_task", "sweep"])
+def test_a_config_post_init_check_is_named_with_its_line_and_key(tmp_path, make_host,
+                                                                 monkeypatch, where):
+    """The validation hook of harness.algorithm: a ValueError in Config.__post_init__ is one
+    line naming the file, the line of the key the message names, and the key."""
+    plugin = types.ModuleType("checked_plugin")
+    monkeypatch.setitem(sys.modules, "checked_plugin", plugin)  # dataclasses look it up
+    code = compile("from harness import hookimpl\n" + POST_INIT_PLUGIN, "checked_plugin.py",
+                   "exec", dont_inherit=True)
+    exec(code, plugin.__dict__)
+    host = make_host(("checked", plugin))
+    entry = {
+        "config": "    config: {learning_rate: 0.2, decay: 1.5}\n",
+        "per_task": "    config: {learning_rate: 0.2}\n    per_task:\n      bandit:\n"
+                    "        decay: 1.5\n",
+        "sweep": "    config: {learning_rate: 0.2}\n    sweep:\n      decay: [0.5, 1.5]\n",
+    }[where]
+    text = (BASE.replace("  - name: dpo\n    config:\n      beta: 0.5\n", "  - name: checked\n"
+                         + entry))
+    path = write(tmp_path, f"post-{where}.yaml", text)
+    message = rejection(path, host)
+    assert message.startswith(f"{path}:{line_of(text, 'decay')}: "), message
+    assert f"algorithms.0.{where}" in message and "'decay': decay must be in [0, 1), got 1.5" in (
+        message
+    )
+    assert "''" not in message and "Value error" not in message and "\n" not in message

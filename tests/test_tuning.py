@@ -198,6 +198,14 @@ def test_a_learning_rate_outside_the_plugins_range_is_a_warning(tmp_path, capsys
     main(["validate", str(path)])
     err = capsys.readouterr().err.splitlines()
     assert err == [f"{path}: warning: {w}" for w in warnings]
+    # a swept learning rate replaces the config's default: only the swept values are judged
+    # (both sweep; dpo's sweep holds 1e-6, ipo's does not)
+    swept = base.replace("warmup_steps: 0}", "warmup_steps: 0}\n    sweep: {learning_rate: "
+                         "[0.01, 0.1]}").replace("{learning_rate: [0.01, 0.1]}\n  - name: ipo",
+                                                 "{learning_rate: [0.01, 1.0e-6]}\n  - name: ipo")
+    path = write(tmp_path, swept)
+    assert [w.split(":")[0] for w in suite_warnings(load_suite(path), get_plugin_host())] == [
+        "algorithms 'dpo' on bandit"]
 
 
 # --- a tuning, run and resumed --------------------------------------------------------------------

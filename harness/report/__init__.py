@@ -21,7 +21,9 @@ def write_report(store_path: str | Path, out_dir: str | Path | None = None,
     """Write the report of ``store_path`` (``runs/<suite>``); see
     :func:`harness.report.build.write_report` for the options. Returns the report folder."""
     from harness.report.build import write_report as _write
+    from harness.report.data import check_one_store
 
+    check_one_store(store_path)
     return _write(store_path, out_dir, **options)
 
 

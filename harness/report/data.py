@@ -9,6 +9,11 @@ Only the runs of the suite as last run are read (the store's manifest lists them
 are *stale* — runs of an older version of the suite — and are listed in ``stale``, not counted,
 unless ``include_stale``. A run folder whose files do not read back is listed in ``corrupt`` and
 skipped.
+
+An algorithm's own metric (not in :data:`harness.metrics.VOCABULARY`) that two algorithms of the
+store document with different meanings (each run records its algorithm's
+:attr:`~harness.algorithm.Algorithm.metrics`) is renamed ``ALGORITHM:NAME`` in ``metrics``, so
+that no table or figure compares the two as one quantity.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness.store import METRIC_COLUMNS, RunRecord, RunStore
+from harness.errors import ConfigError
+from harness.metrics import clashing, namespaced
+from harness.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
 
 PHASES = ("generate", "score", "train", "eval")
 X_AXES = ("step", "samples", "wall_seconds", "flops")
@@ -116,6 +123,36 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
     return row
 
 
+def _is_store(path: Path) -> bool:
+    """Whether ``path`` is one suite's run store (``run`` writes these two files first)."""
+    return (path / MANIFEST).is_file() or (path / "suite.yaml").is_file()
+
+
+def suites_under(root: str | Path) -> list[str]:
+    """The names of the run stores (suites) directly inside ``root``, e.g. ``runs/``."""
+    root = Path(root)
+    try:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_store(p))
+    except OSError:
+        return []
+
+
+def check_one_store(path: str | Path) -> None:
+    """Raise :class:`ConfigError` (one line) when ``path`` is a folder of run stores, such as
+    ``runs/``, rather than one store: the message names the suites in it."""
+    path = Path(path)
+    if not path.is_dir() or _is_store(path):
+        return
+    suites = suites_under(path)
+    if suites:
+        first = path / suites[0]
+        raise ConfigError(
+            f"{path}: a folder of run stores, not one; it holds {len(suites)} suite"
+            f"{'s' if len(suites) > 1 else ''}: {', '.join(suites)}. Report one, e.g. "
+            f"rlhf-harness report {first}"
+        )
+
+
 def _algorithm_order(path: Path) -> list[str]:
     """Algorithm names in the order of the suite file kept in the store (empty if none)."""
     try:
@@ -132,6 +169,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
     store = RunStore(path.parent, path.name)
     current = store.manifest()
     rows, frames, suites, stale, corrupt, trials = [], [], [], [], [], []
+    declared: dict[str, dict[str, str]] = {}
     for rec in store.records():
         if rec.problem is None:
             try:
@@ -153,6 +191,11 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
                                                         .get("beta", 0.1))))
             continue
         suites.append(str(rec.spec.get("suite") or path.name))
+        meanings = (rec.summary or {}).get("metric_meanings")
+        if isinstance(meanings, dict):
+            declared.setdefault(str(rec.spec.get("algorithm", "?")), {}).update(
+                {str(k): str(v) for k, v in meanings.items()}
+            )
         row = _run_row(rec)
         row["stale"] = current is not None and rec.run_id not in current
         rows.append(row)
@@ -178,6 +221,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
     metrics["source"] = metrics["source"].astype(str)
     ident = runs[["run_id", "label", "algorithm", "task", "seed", "status"]]
     metrics = metrics.merge(ident, on="run_id", how="inner")
+    metrics = namespace_clashes(metrics, declared)
 
     order = _algorithm_order(path) or ["ppo", "grpo", "dpo"]
     rank = {name: i for i, name in enumerate(order)}
@@ -195,6 +239,24 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
         trials=pd.DataFrame(trials, columns=None if trials else
                             ["run_id", "task", "label", "trial", "seed", "status", "value"]),
     )
+
+
+def namespace_clashes(
+    metrics: pd.DataFrame, declared: dict[str, dict[str, str]]
+) -> pd.DataFrame:
+    """``metrics`` with each algorithm-reported (``source == "train"``) metric whose name
+    :func:`harness.metrics.clashing` finds in ``declared`` renamed ``ALGORITHM:NAME``."""
+    clashes = clashing(declared)
+    if not clashes or metrics.empty:
+        return metrics
+    rename = (metrics["source"] == "train") & metrics["metric"].isin(clashes)
+    metrics = metrics.copy()
+    metrics.loc[rename, "metric"] = [
+        namespaced(str(a), str(m), clashes)
+        for a, m in zip(metrics.loc[rename, "algorithm"], metrics.loc[rename, "metric"],
+                        strict=True)
+    ]
+    return metrics
 
 
 def _trial_row(rec: RunRecord, tuning: dict[str, Any], beta: float) -> dict[str, Any]:

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -371,6 +372,16 @@ class BestOfN(Algorithm):
     name = "bon"
     Config = Config
     needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "neural": {"prompts_per_step": 16},
+    }
+    """From suites/reproductions/gao_overoptimisation.yaml (tiny-lm, n swept 1 to 256)."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward": "mean r̂ of the chosen (best of n) responses",
+        "reward_ref": "mean r̂ of all candidates: π_ref's",
+        "kl_ref": "the closed-form KL of best-of-n to π_ref, log n − (n − 1)/n (temperature 1)",
+        "tie_frac": "fraction of prompts whose best r̂ was drawn more than once",
+    }
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)

@@ -21,7 +21,7 @@ no ``kl_ref`` of its own: the runner's evaluators measure KL(π_θ‖π_ref) on 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,17 @@ class DPO(Algorithm):
     name = "dpo"
     Config = Config
     needs = frozenset({"preferences"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "optimizer": "adam", "warmup_steps": 0},
+        "neural": {"learning_rate": 1e-3, "optimizer": "adam", "warmup_steps": 0},
+    }
+    """From suites/quickstart.yaml (bandit; tiny-lm) and the reproductions on the bandit: the
+    paper's RMSprop at 1e-6 with 150 warm-up steps trains nothing on these small models."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward_chosen": "mean implicit reward β (log π(y⁺|x) − log π_ref(y⁺|x))",
+        "reward_rejected": "mean implicit reward β (log π(y⁻|x) − log π_ref(y⁻|x))",
+        "reward_margin": "mean difference of the implicit rewards of y⁺ and y⁻",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

@@ -85,7 +85,7 @@ tokens of those updates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 
@@ -256,6 +256,23 @@ class GRPO(Algorithm):
     name = "grpo"
     Config = Config
     needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "prompts_per_step": 8, "num_generations": 8,
+                    "scale_rewards": "none"},
+        "neural": {"learning_rate": 1e-3, "prompts_per_step": 8, "num_generations": 8,
+                   "scale_rewards": "none"},
+    }
+    """From suites/quickstart.yaml (bandit; tiny-lm) and the reproductions on the bandit."""
+    metrics: ClassVar[dict[str, str]] = {
+        "kl_k3": "mean over the rollouts of Σ_t k3(π_θold, π_ref), the sequence KL (k3)",
+        "reward_std": "unbiased std of r̂ over the batch",
+        "advantage_std": "std of the group-relative advantages over the batch",
+        "frac_zero_std_groups": "fraction of groups whose rewards are all equal",
+        "clip_frac": "fraction of tokens where the clip zeroes the gradient",
+        "clip_frac_low": "fraction of tokens with Â < 0 and ρ < 1 − ε_low",
+        "clip_frac_high": "fraction of tokens with Â > 0 and ρ > 1 + ε_high",
+        "ratio_mean": "mean ρ = π_θ/π_old over tokens",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

@@ -36,7 +36,7 @@ sequence log-probs under π) and ``learning_rate``. IPO never samples from π, s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -112,6 +112,15 @@ class IPO(Algorithm):
     name = "ipo"
     Config = Config
     needs = frozenset({"preferences"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "optimizer": "adam", "warmup_steps": 0},
+    }
+    """From suites/reproductions/azar_*.yaml (bandit); no shipped suite runs it on tiny-lm."""
+    metrics: ClassVar[dict[str, str]] = {
+        "logratio_chosen": "mean log π(y⁺|x)/π_ref(y⁺|x), per token when length_normalize",
+        "logratio_rejected": "mean log π(y⁻|x)/π_ref(y⁻|x), per token when length_normalize",
+        "margin": "mean h = logratio_chosen − logratio_rejected; IPO's target is 1/(2τ)",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

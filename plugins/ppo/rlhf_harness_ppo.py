@@ -96,7 +96,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 
@@ -384,6 +384,25 @@ class PPO(Algorithm):
     name = "ppo"
     Config = Config
     needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "rollout_batch_size": 64, "num_ppo_epochs": 2},
+        "neural": {"learning_rate": 1e-3, "rollout_batch_size": 64, "num_ppo_epochs": 2},
+    }
+    """From suites/quickstart.yaml (bandit; tiny-lm) and the reproductions on the bandit."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward": "mean r̂ after the missing-EOS penalty",
+        "score": "mean r̂ before the missing-EOS penalty",
+        "policy_loss": "the clipped surrogate policy loss",
+        "value_loss": "the clipped value loss, mean over tokens of ½ max((V − R)², (V_clip − R)²)",
+        "clip_frac": "fraction of tokens where the clipped surrogate is the active term",
+        "value_clip_frac": "fraction of tokens where the clipped value loss is the active term",
+        "approx_kl": "mean over tokens of ½ (log ρ)², the k2 estimate of KL(π_old‖π_θ)",
+        "ratio_mean": "mean ρ = π_θ/π_old over tokens",
+        "advantage_mean": "mean GAE advantage before whitening, over valid tokens",
+        "advantage_std": "std of the GAE advantages before whitening, over valid tokens",
+        "return_mean": "mean GAE return over valid tokens",
+        "kl_coef": "the β used for this step's rewards",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

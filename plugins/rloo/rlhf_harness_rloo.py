@@ -61,7 +61,7 @@ Metrics (besides the shared ``loss``, ``grad_norm`` (before clipping), ``kl_ref`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -177,6 +177,17 @@ class RLOO(Algorithm):
     name = "rloo"
     Config = Config
     needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "k": 4, "prompts_per_step": 16},
+    }
+    """From suites/reproductions/tajwar_*.yaml (bandit); no shipped suite runs it on tiny-lm."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward_std": "unbiased std of r̂ over the batch",
+        "rlhf_reward": "mean R = r̂ − β (log π − log π_ref), the objective RLOO ascends",
+        "advantage_mean": "mean leave-one-out advantage A = R − b over the batch",
+        "advantage_std": "std of the leave-one-out advantages A = R − b over the batch",
+        "frac_zero_std_groups": "fraction of groups whose rewards are all equal",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

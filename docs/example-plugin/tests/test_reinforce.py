@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from rlhf_harness_reinforce import Reinforce
 
 from harness.testing import bandit_algorithm, conformance_tests
 
-# The checks run on the bandit task, a table of logits, which learns at a larger step than an LM.
-TABULAR = {"learning_rate": 0.1}
+# The checks run on the bandit task, a table of logits, which learns at a larger step than an LM:
+# the settings the plugin suggests for one.
+TABULAR = Reinforce.suggested["tabular"]
 
-# One test per check: config, metrics, accounting, determinism, finite, improves. The kit finds
-# the algorithm by its name, through the plugin's entry point: install the plugin first.
+# One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves. The
+# kit finds the algorithm by its name, through the plugin's entry point: install the plugin first.
 test_conformance = conformance_tests("reinforce", config=TABULAR)
 
 
