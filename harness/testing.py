@@ -513,6 +513,7 @@ class Conformance:
         context = build_context(
             task, cls, seed=self.seed, preferences=PreferenceDataset(frame, source="vocabulary"),
             reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
+            label_noise=0.0,
         )
         with torch.no_grad():
             logp, ent = context.reference.token_logprobs_and_entropy(
