@@ -41,7 +41,7 @@ s_i over the updates).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -153,6 +153,17 @@ class GSPO(Algorithm):
     name = "gspo"
     Config = Config
     needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "prompts_per_step": 4},
+        "neural": {"learning_rate": 1e-3, "prompts_per_step": 8},
+    }
+    """From tests/test_online_zoo.py (bandit) and the token and tiny-lm checks."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward_std": "unbiased std of r̂ over the batch",
+        "frac_zero_std_groups": "fraction of groups whose rewards are all equal",
+        "clip_frac": "fraction of sequences whose ratio s_i the clip holds (zero gradient)",
+        "ratio_mean": "mean sequence ratio s_i over the step's updates",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

@@ -41,7 +41,7 @@ batch; absent when the batch has none of that kind), ``frac_desirable``, ``learn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -109,6 +109,17 @@ class KTO(Algorithm):
     name = "kto"
     Config = Config
     needs = frozenset({"unpaired"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05},
+        "neural": {"learning_rate": 1e-3},
+    }
+    """From tests/test_preference_zoo.py (bandit) and the token and tiny-lm checks."""
+    metrics: ClassVar[dict[str, str]] = {
+        "kl": "z₀ of the step: max(0, mean log π/π_ref of mismatched prompt–response pairs)",
+        "frac_desirable": "fraction of the step's examples that are desirable",
+        "reward_desirable": "mean β log π(y|x)/π_ref(y|x) of the step's desirable examples",
+        "reward_undesirable": "mean β log π(y|x)/π_ref(y|x) of the step's undesirable examples",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

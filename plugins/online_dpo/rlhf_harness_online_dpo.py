@@ -35,7 +35,7 @@ rewards, as the dpo plugin), ``frac_ties`` (pairs of equal r̂), ``learning_rate
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +137,16 @@ class OnlineDPO(Algorithm):
     name = "online-dpo"
     Config = Config
     needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "prompts_per_step": 64, "label": "btl"},
+        "neural": {"learning_rate": 1e-3, "prompts_per_step": 16},
+    }
+    """From tests/test_online_zoo.py (bandit, where BTL labels reach π*_β) and the tiny-lm check."""
+    metrics: ClassVar[dict[str, str]] = {
+        "score_margin": "mean r̂(y⁺) − r̂(y⁻) of the step's labelled pairs",
+        "reward_margin": "mean difference of the implicit rewards of y⁺ and y⁻",
+        "frac_ties": "fraction of pairs whose two samples have equal r̂",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

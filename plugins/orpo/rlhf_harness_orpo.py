@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +123,16 @@ class ORPO(Algorithm):
     name = "orpo"
     Config = Config
     needs = frozenset({"preferences"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05},
+        "neural": {"learning_rate": 1e-3},
+    }
+    """From tests/test_preference_zoo.py (bandit) and the token and tiny-lm checks."""
+    metrics: ClassVar[dict[str, str]] = {
+        "sft_loss": "L_SFT: mean over pairs of −log π(y⁺|x)/|y⁺|",
+        "or_loss": "L_OR: mean −log σ(log odds(y⁺) − log odds(y⁻))",
+        "log_odds_ratio": "mean log(odds(y⁺)/odds(y⁻)), odds = P/(1 − P), P the per-token mean",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

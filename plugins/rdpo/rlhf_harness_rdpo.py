@@ -40,7 +40,7 @@ plugin's (``reward_chosen``, ``reward_rejected``, ``reward_margin``, ``reward_ac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +128,17 @@ class RobustDPO(Algorithm):
     name = "rdpo"
     Config = Config
     needs = frozenset({"preferences", "label_noise"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "optimizer": "adam", "warmup_steps": 0},
+        "neural": {"learning_rate": 1e-3, "optimizer": "adam", "warmup_steps": 0},
+    }
+    """The dpo plugin's, as the comparison under noise should change only the loss."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward_chosen": "mean implicit reward β (log π(y⁺|x) − log π_ref(y⁺|x))",
+        "reward_rejected": "mean implicit reward β (log π(y⁻|x) − log π_ref(y⁻|x))",
+        "reward_margin": "mean difference of the implicit rewards of y⁺ and y⁻",
+        "epsilon": "the label-noise rate ε in use (config, or the suite's flip_rate)",
+    }
     label_noise_key = "epsilon"
     loss = staticmethod(rdpo_loss)
 

@@ -38,7 +38,7 @@ and ``reward``): ``kl_ref`` — mean sequence Σ_t KL_t (k1) of the samples; ``r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -144,6 +144,17 @@ class ReinforcePP(Algorithm):
     name = "reinforce-pp"
     Config = Config
     needs = frozenset({"reward"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "beta": 0.1},
+        "neural": {"learning_rate": 1e-3, "prompts_per_step": 16},
+    }
+    """From tests/test_online_zoo.py (bandit) and the token and tiny-lm checks."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward_std": "unbiased std of r̂ over the batch",
+        "return_mean": "mean return G_t over the batch's tokens, before normalisation",
+        "return_std": "std of the returns G_t over the batch's tokens, before normalisation",
+        "clip_frac": "fraction of tokens where the clip zeroes the gradient",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:

@@ -33,7 +33,7 @@ their difference), ``reward_accuracy`` (fraction of pairs with r(y_w) > r(y_l)),
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +116,17 @@ class SimPO(Algorithm):
     name = "simpo"
     Config = Config
     needs = frozenset({"preferences"})
+    suggested: ClassVar[dict[str, dict[str, Any]]] = {
+        "tabular": {"learning_rate": 0.05, "gamma": 0.0},
+        "neural": {"learning_rate": 1e-3},
+    }
+    """From tests/test_preference_zoo.py (bandit) and the token and tiny-lm checks; γ = 0 on a table
+    of one-token responses, where the margin only sharpens the policy."""
+    metrics: ClassVar[dict[str, str]] = {
+        "reward_chosen": "mean length-normalised reward β/|y⁺| · log π(y⁺|x)",
+        "reward_rejected": "mean length-normalised reward β/|y⁻| · log π(y⁻|x)",
+        "reward_margin": "mean difference of the length-normalised rewards of y⁺ and y⁻",
+    }
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
