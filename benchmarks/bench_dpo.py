@@ -72,6 +72,12 @@ def build_ours(args, device, model, tokenizer, data):
     return algo, time.perf_counter() - start
 
 
+def ours_for_memory(args, device, model, tokenizer, data):
+    """Our side of the memory measurement, built: the base model stays on the host, where TRL's
+    side leaves it, so that each side holds on the device only the models its algorithm keeps."""
+    return build_ours(args, device, model, tokenizer, data)[0]
+
+
 def build_trl(args, device, model, tokenizer, data, max_steps):
     common.require_trl()
     from datasets import Dataset
@@ -171,13 +177,15 @@ def main() -> None:
     p.add_argument("--trl-precompute-ref", action="store_true",
                    help="TRL precomputes reference log-probs once (precompute_ref_log_probs)")
     args = p.parse_args()
+    if args.batch_sweep:
+        common.batch_sweep(__file__, sys.argv[1:], args)
+        return
     device = common.setup(args)
     tokenizer = common.build_tokenizer(common.SIZES[args.size].vocab)
     model = common.build_model(args.size, suppress_special=False)
     data = make_data(args, tokenizer)
     steps_trl = args.warmup + args.rounds * args.steps
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bf16"
-                else torch.autocast("cpu", enabled=False))
+    autocast = common.autocast(args, device)
 
     if args.child:  # peak memory of one side, in a fresh process
         preload()  # the same imports in both children, before the baseline
@@ -185,7 +193,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if args.child == "ours":
-            algo, _ = build_ours(args, device, model.to(device), tokenizer, data)
+            algo = ours_for_memory(args, device, model, tokenizer, data)
             for _ in range(args.warmup + args.steps):
                 with autocast:
                     algo.step()

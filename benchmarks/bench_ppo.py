@@ -77,6 +77,12 @@ def build_ours(args, device, model, tokenizer, prompts, reward_model):
     return algo, time.perf_counter() - start
 
 
+def ours_for_memory(args, device, model, tokenizer, prompts, reward_model):
+    """Our side of the memory measurement, built: the base model stays on the host, where TRL's
+    side leaves it, so that each side holds on the device only the models its algorithm keeps."""
+    return build_ours(args, device, model, tokenizer, prompts, reward_model)[0]
+
+
 def build_trl(args, device, model, tokenizer, prompts, reward_model, value_model, steps):
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
@@ -202,6 +208,9 @@ def checked_step(algo) -> tuple[float, float]:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     args = p.parse_args()
+    if args.batch_sweep:
+        common.batch_sweep(__file__, sys.argv[1:], args)
+        return
     device = common.setup(args)
     if args.only != "ours" or args.child == "trl":
         import_trl112()
@@ -213,8 +222,7 @@ def main() -> None:
 
     reward_model = LMRewardModel(model, seed=1).eval()
     steps_trl = args.warmup + args.rounds * args.steps
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bf16"
-                else torch.autocast("cpu", enabled=False))
+    autocast = common.autocast(args, device)
 
     def trl_value_model():
         return LMValueModel(model, seed=0)  # what ours builds: the task's critic, seed 0
@@ -225,7 +233,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if args.child == "ours":
-            algo, _ = build_ours(args, device, model.to(device), tokenizer, prompts, reward_model)
+            algo = ours_for_memory(args, device, model, tokenizer, prompts, reward_model)
             del reward_model  # build_context keeps its own frozen copy
             for _ in range(args.warmup + args.steps):
                 with autocast:

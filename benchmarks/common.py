@@ -19,15 +19,23 @@ trainer runs its own ``train()`` loop in a worker thread, paused at every ``on_s
 whole loop iteration (data loading, generation, scoring, update, logging, its per-step
 ``gc.collect``) — what ``trainer.train()`` spends per step, without the one-off setup.
 
+**Batch sweep.** ``--batch-sweep 8,64,256`` runs the whole measurement once per batch size,
+each in a fresh process, and tabulates them (a batch of 8 cannot load a large GPU).
+
 **Memory.** Peak memory is measured in a fresh child process per side (the same script with
-``--child ours|trl``): on the CPU the peak RSS (``VmHWM``, reset at the baseline) minus the RSS
-after the imports of *both* sides, the tokenizer, the base model and the data are in place (the
-same for both sides), with glibc returning large frees to the OS (:func:`child_env`); on CUDA
-``torch.cuda.max_memory_allocated``. Measuring both in the timing process would mix the two.
+``--child ours|trl``); each side holds on the device only the models its algorithm keeps (the
+base model both are copied from stays on the host): on the CPU the peak RSS (``VmHWM``, reset at
+the baseline) minus the RSS after the imports of *both* sides, the tokenizer, the base model and
+the data are in place (the same for both sides), with glibc returning large frees to the OS
+(:func:`child_env`); on CUDA ``torch.cuda.max_memory_allocated``. Measuring both in the timing
+process would mix the two.
 
 **MFU** (meant for ``--device cuda --dtype bf16 --size 100m``; printed everywhere): achieved
 model FLOP/s over the device's measured dense matmul rate at the run's dtype (a timed 8192³
-matmul on a GPU, 2048³ on a CPU). Model FLOPs (:func:`model_flops`) are the work the algorithm
+matmul on a GPU, 2048³ on a CPU), ``mfu``; and, for bf16 on a GPU whose name is in
+:data:`SPECIFIED_BF16_DENSE_TFLOPS`, over the card's specified dense bf16 peak,
+``mfu_specified_peak`` (the figure papers quote; the measured rate is what the card reaches on a
+large matmul, usually 60–80% of it). Model FLOPs (:func:`model_flops`) are the work the algorithm
 needs, the same for both sides whatever each implementation does beyond it or saves: 2 per
 weight per token for a forward and 6 with its backward, the transformer blocks' weights on
 every prompt and completion token of every row, the LM head's only where a log-prob or a
@@ -108,6 +116,9 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="torch intra-op threads, the same for both sides (default 1: on a small "
                    "machine shared with other jobs, spinning OpenMP threads make timings erratic)")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch-sweep", type=_batches, metavar="B1,B2,...",
+                   help="run the whole measurement once per batch size, each in a fresh "
+                   "process, and tabulate them (e.g. 8,64,256)")
     p.add_argument("--rounds", type=int, default=5, help="alternations of ours and TRL's")
     p.add_argument("--steps", type=int, default=1, help="steps of each side per round")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps of each side first")
@@ -116,6 +127,61 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--child", choices=["ours", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     return p
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1: {text!r}")
+    return values
+
+
+def _without(argv: list[str], options: set[str]) -> list[str]:
+    """``argv`` without ``options`` and their values (``--opt value`` or ``--opt=value``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in options:
+            skip = True
+            continue
+        if arg.split("=", 1)[0] in options:
+            continue
+        out.append(arg)
+    return out
+
+
+def batch_sweep(script: str, argv: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run ``script`` with ``argv`` once per batch size of ``--batch-sweep``, each in a fresh
+    process; print one line per batch and write ``{"sweep": [result, ...]}`` to ``--json``."""
+    base = _without(argv, {"--batch-sweep", "--batch", "--json"})
+    results = []
+    for batch in args.batch_sweep:
+        with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+            out = Path(tmp) / "result.json"
+            command = [sys.executable, script, *base, "--batch", str(batch), "--json", str(out)]
+            print(f"== batch {batch}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+            code = subprocess.run(command).returncode
+            if code != 0:
+                raise SystemExit(f"batch {batch}: {Path(script).name} exited with status {code}")
+            results.append(json.loads(out.read_text()))
+    print("\n== batch sweep ==")
+    print("  batch   samples/s ours   samples/s TRL   MFU ours (measured, specified)")
+    for result in results:
+        rate, mfu = result.get("samples_per_second", {}), result.get("mfu", {})
+        spec = result.get("mfu_specified_peak", {})
+        print(f"  {result['batch']:5d}   {rate.get('ours', float('nan')):14.2f}   "
+              f"{rate.get('trl', float('nan')):13.2f}   {mfu.get('ours', float('nan')):.4f}, "
+              f"{spec.get('ours', float('nan')):.4f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"sweep": results}, indent=2, default=str) + "\n")
+    return results
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -134,6 +200,15 @@ def setup(args: argparse.Namespace) -> torch.device:
     if args.dtype == "bf16" and args.device != "cuda":
         raise SystemExit("--dtype bf16 needs --device cuda (bf16 autocast on both sides)")
     return torch.device(args.device)
+
+
+def autocast(args: argparse.Namespace, device: torch.device) -> Any:
+    """The context our steps run in: the harness runner's (:func:`harness.runner.
+    precision_context`: bf16 autocast without the weight-cast cache, so that each update of a
+    step computes with the weights the previous one left)."""
+    from harness.runner import precision_context
+
+    return precision_context(device, "bf16" if args.dtype == "bf16" else "fp32")
 
 
 def temp_dir(prefix: str) -> str:
@@ -479,6 +554,35 @@ def measure_memory(script: str, argv: list[str], sides: list[str]) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 
 
+SPECIFIED_BF16_DENSE_TFLOPS: tuple[tuple[str, float], ...] = (
+    (r"H100 NVL", 835.5),
+    (r"H100 PCIe", 756.5),
+    (r"H100", 989.5),  # SXM5 (its name: "NVIDIA H100 80GB HBM3")
+    (r"H200 NVL", 835.5),
+    (r"H200", 989.5),  # SXM
+    (r"A100", 312.0),
+    (r"L40S", 362.05),
+    (r"\bL4\b", 121.0),
+    (r"\bA10\b", 125.0),
+)
+"""Specified dense bf16 tensor-core peaks (TFLOP/s, half the vendors' with-sparsity figures) by
+a pattern of ``torch.cuda.get_device_name()``, first match wins; other cards: measured MFU only."""
+
+
+def specified_peak_tflops(device_name: str) -> float | None:
+    """The card's specified dense bf16 peak (:data:`SPECIFIED_BF16_DENSE_TFLOPS`), or None."""
+    import re
+
+    for pattern, tflops in SPECIFIED_BF16_DENSE_TFLOPS:
+        if re.search(pattern, device_name, re.IGNORECASE):
+            return tflops
+    return None
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
 def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int = 8192) -> float:
     """The device's measured dense matmul rate (FLOP/s) at ``dtype``: a timed n×n×n matmul."""
     if device.type == "cpu":
@@ -543,6 +647,13 @@ def add_mfu(
     achieved = {k: flops / statistics.median(v) for k, v in times.items()}
     extra["achieved_tflops"] = {k: round(v / 1e12, 4) for k, v in achieved.items()}
     extra["mfu"] = {k: round(v / peak, 4) for k, v in achieved.items()}
+    extra["device_name"] = device_name(device)
+    specified = (specified_peak_tflops(extra["device_name"])
+                 if device.type == "cuda" and args.dtype == "bf16" else None)
+    if specified is not None:
+        extra["specified_peak_tflops"] = specified
+        extra["mfu_specified_peak"] = {k: round(v / (specified * 1e12), 4)
+                                       for k, v in achieved.items()}
 
 
 # --------------------------------------------------------------------------------------------

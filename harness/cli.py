@@ -8,6 +8,7 @@ Every command imports what it needs inside its body, so ``rlhf-harness --help`` 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 
@@ -130,21 +131,32 @@ ALLOW_LARGE = click.option(
 
 @cli.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="The executor the suite will run under.")
 @ALLOW_LARGE
-def validate(suite_file: str, allow_large: bool) -> None:
-    """Check a suite file: keys, types, plugin names, configs and combinations.
+def validate(suite_file: str, executor: str, allow_large: bool) -> None:
+    """Check a suite file: keys, types, plugin names, configs and combinations, and what it asks
+    of the devices (this host's for the local executor; GPUs requested under Ray).
 
     Prints the number of runs it expands to; a problem is one line naming the file, the line and
-    the key, with exit status 2.
+    the key, with exit status 2. Warnings (one line each) go to stderr.
     """
     from harness.plugins import get_plugin_host
-    from harness.suite import check_suite, count_runs, load_suite, suite_warnings
+    from harness.suite import (
+        check_placement,
+        check_suite,
+        count_runs,
+        load_suite,
+        suite_warnings,
+    )
 
     suite = load_suite(suite_file)
     host = get_plugin_host()
     runs = check_suite(suite, suite_file, host, allow_large=allow_large)
     for warning in suite_warnings(suite, host):
         click.echo(f"{suite_file}: warning: {warning}", err=True)
+    for warning in check_placement(suite, suite_file, host, executor=executor):
+        click.echo(warning, err=True)
     click.echo(
         f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
         f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
@@ -193,12 +205,18 @@ def run(
     from harness.executors import run_specs
     from harness.plugins import get_plugin_host
     from harness.store import RunStore, atomic_write_bytes
-    from harness.suite import check_suite, load_suite
+    from harness.suite import check_placement, check_suite, load_suite
     from harness.tracking import wandb_enabled
 
     suite = load_suite(suite_file)
     host = get_plugin_host()
     specs = check_suite(suite, suite_file, host, allow_large=allow_large)
+    for warning in check_placement(suite, suite_file, host, executor=executor):
+        click.echo(warning, err=True)
+    if suite.deterministic:  # before anything makes a cuBLAS handle; workers inherit it
+        from harness.runner import CUBLAS_WORKSPACE
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     if executor == "local":
         from harness.runner import resolve_device
 

@@ -254,7 +254,8 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
     yield ""
     yield ("The conformance kit, `harness.testing`, checks an algorithm against this interface: "
            "a documented `Config`, the shared metric names, determinism under a seed, finite "
-           "metrics, and an improvement of the exact objective J_β on the `bandit` task.")
+           "metrics, an improvement of the exact objective J_β on the `bandit` task, and a run "
+           "on a GPU (a stand-in on the CPU) that keeps its tensors on the device.")
 
 
 def _attribute_doc(function: Callable[..., Any], name: str) -> str:

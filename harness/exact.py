@@ -10,7 +10,9 @@ is maximised by the Gibbs policy π*_β(y|x) = π_ref(y|x) · exp(r*(x, y)/β) /
 
 (Insert π*_β into J_β: r* − β log(π*/π_ref) = β log Z_β(x) for every y.) Given all N responses,
 every quantity here is a finite sum over an [P, N] table of log-probabilities (P prompts, prompts
-weighted uniformly), computed in float64. The regret of a policy is J_β(π*_β) − J_β(π) ≥ 0.
+weighted uniformly), computed in float64 on the CPU whatever the task's device (the tables are
+small, and float64 is slow on GPUs): :meth:`ExactProblem.policy_logprobs` brings a policy's table
+there. The regret of a policy is J_β(π*_β) − J_β(π) ≥ 0.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ class ExactProblem:
     prompts: PromptBatch
     responses: ResponseBatch
     ref_logp: torch.Tensor
-    """[P, N] float64: log π_ref(y_n | x_p)."""
+    """[P, N] float64, on the CPU: log π_ref(y_n | x_p)."""
     reward: torch.Tensor
-    """[P, N] float64: r*(x_p, y_n)."""
+    """[P, N] float64, on the CPU: r*(x_p, y_n)."""
 
     @classmethod
     def from_task(cls, task: Task, prompts: PromptBatch | None = None) -> ExactProblem:
@@ -47,8 +49,8 @@ class ExactProblem:
         pairs_p, pairs_r = _all_pairs(prompts, responses)
         with torch.no_grad():
             ref = task.reference_policy()
-            ref_logp = ref.sequence_logprobs(pairs_p, pairs_r).double()
-            reward = task.gold_reward(pairs_p, pairs_r).double()
+            ref_logp = ref.sequence_logprobs(pairs_p, pairs_r).double().cpu()
+            reward = task.gold_reward(pairs_p, pairs_r).double().cpu()
         shape = (len(prompts), len(responses))
         # The enumeration is complete, so π_ref sums to 1 over it: renormalising in float64 removes
         # the rounding of a float32 policy (≈1e-7) from every exact quantity.
@@ -56,7 +58,8 @@ class ExactProblem:
         return cls(prompts, responses, ref_logp, reward.view(shape))
 
     def policy_logprobs(self, policy: Policy) -> torch.Tensor:
-        """[P, N] float64: log π(y_n | x_p) for every enumerated pair (renormalised in float64)."""
+        """[P, N] float64, on the CPU: log π(y_n | x_p) for every enumerated pair (renormalised
+        in float64)."""
         pairs_p, pairs_r = _all_pairs(self.prompts, self.responses)
         device = policy.device
         with torch.no_grad():

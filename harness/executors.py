@@ -1,7 +1,12 @@
 """Executors: where a suite's runs execute — this process, local worker processes, or Ray.
 
 Every executor runs :func:`harness.runner.run_one` on each pending spec and writes to the same
-run store, so their results are interchangeable: the same seeds give the same store. A run's own
+run store, so their results are interchangeable, within what the hardware makes reproducible: on
+the CPU (tabular runs on one thread; LM runs with the same thread count) the same seeds give the
+same store whatever the executor. On a GPU, kernels that accumulate with atomics or pick an
+algorithm by timing vary by an ulp from run to run, and an ulp can change a sampled token: only a
+suite with ``deterministic: true`` (deterministic kernels, slower) gives the same store again,
+and then on the same GPU model with the same library versions. A run's own
 failures are captured by ``run_one``; an executor only has to handle runs that could not report
 (a worker process that died, a Ray task lost with its node), which it marks ``failed``.
 
@@ -12,10 +17,14 @@ refused, or waits), cleans what killed writers left, and marks ``failed`` (crash
 - ``local`` with ``workers=1`` (the default): sequentially, in this process, with a progress bar
   for the suite and one for the current run.
 - ``local`` with ``workers=N``: N worker processes (``spawn``), each running one run at a time;
-  shared preference data and reward models are built first, in this process, so that workers
-  never duplicate them. A worker that dies (killed for memory, ``os._exit``) takes only its own
-  run with it: the run is retried once in a new worker, then marked ``failed`` (crashed); its
-  neighbours go on. Workers exit when the suite's process dies.
+  shared preference data and reward models are built first, in one child process (so that this
+  process never holds a CUDA context, nor models on GPU 0), so that workers never duplicate
+  them. When the runs are on CUDA, each worker is given a GPU of its own
+  (``CUDA_VISIBLE_DEVICES``) and N may not exceed the visible GPUs: runs sharing a GPU would slow
+  each other down, and the report compares their wall times. A worker that dies (killed for
+  memory, ``os._exit``) takes only its own run with it: the run is retried once in a new worker
+  (on the same GPU), then marked ``failed`` (crashed); its neighbours go on. Workers exit when
+  the suite's process dies.
 - ``ray``: each run is a Ray task requesting ``gpus_per_run`` GPUs (and one CPU); ``address``
   joins an existing cluster, otherwise a local instance is started. The store must be on a
   filesystem every node sees. ``ray.get`` always has a timeout: a task asking for GPUs that no
@@ -24,6 +33,7 @@ refused, or waits), cleans what killed writers left, and marks ``failed`` (crash
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
@@ -192,6 +202,12 @@ def run_specs(
         raise ConfigError(f"workers: {workers}; give 1 (sequential) or more worker processes")
     if executor not in ("local", "ray"):
         raise ConfigError(f"unknown executor '{executor}' (use 'local' or 'ray')")
+    blind = [s for s in specs if executor == "ray" and s.device == "cuda" and not s.gpus]
+    if blind:
+        raise ConfigError(
+            f"{blind[0].suite}: device cuda under the ray executor needs gpus_per_run > 0 (Ray "
+            f"hides the GPUs from a run that requests none)"
+        )
     if not specs:
         return SuiteOutcome(0, 0)
     store = RunStore(root, specs[0].suite)
@@ -270,8 +286,49 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def _worker(conn: Any, root: str, wandb: bool, parent: int) -> None:
+def _visible_gpus() -> list[str]:
+    """The CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` or all), as that variable
+    names them; no CUDA context is created."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _worker_gpus(pending: list[RunSpec], workers: int) -> list[str]:
+    """The GPUs to hand to the workers, one each; [] when the runs are not on CUDA."""
+    gpus = _visible_gpus()
+    if not gpus or not any(s.device in ("cuda", "auto") for s in pending):
+        return []
+    if workers > len(gpus):
+        raise ConfigError(
+            f"--workers {workers} with {len(gpus)} visible GPU(s): runs would share a GPU and "
+            f"slow each other down, and the report compares their wall times; use --workers "
+            f"{len(gpus)} or fewer"
+        )
+    return gpus[:workers]
+
+
+def _use_gpu(gpu: str | None) -> None:
+    """In a worker, before anything touches CUDA: see only ``gpu`` (None: leave as is)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def _preparer(gpu: str | None, parent: int) -> None:
+    """Initializer of the process that prepares the shared artifacts: like a worker, its own
+    GPU, and it exits with the suite's process."""
+    _use_gpu(gpu)
+    _die_with_parent(parent)
+
+
+def _worker(conn: Any, root: str, wandb: bool, parent: int, gpu: str | None = None) -> None:
     """A worker's loop: receive a spec, run it, send back its status; stop at ``None``/EOF."""
+    _use_gpu(gpu)
     from harness.runner import run_one
 
     _die_with_parent(parent)
@@ -307,12 +364,17 @@ def _describe_exit(code: int | None) -> str:
 def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Progress) -> None:
     from multiprocessing.connection import wait
 
-    _prepare_shared(pending, root)
+    gpus: list[str | None] = list(_worker_gpus(pending, workers))
     ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_preparer,
+                                initargs=(gpus[0] if gpus else None, os.getpid())) as prepare:
+        prepare.submit(_prepare_shared, pending, root).result()
     store = RunStore(root, pending[0].suite)
     queue = list(pending)
     deaths: Counter = Counter()
     busy: dict[Any, tuple[Any, Any, RunSpec | None]] = {}  # sentinel → (process, conn, spec)
+    free = gpus or [None] * workers  # a worker's GPU returns here when it exits
+    gpu_of: dict[Any, str | None] = {}
     started: dict[str, float] = {}  # run id → when it was sent to a worker
 
     def finished(status: str, spec: RunSpec) -> None:
@@ -320,12 +382,14 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
         bar.run_finished(status, _label(spec), None if begun is None else time.monotonic() - begun)
 
     def start_worker() -> None:
+        gpu = free.pop(0)
         parent_conn, child_conn = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child_conn, root, wandb, os.getpid()),
+        proc = ctx.Process(target=_worker, args=(child_conn, root, wandb, os.getpid(), gpu),
                            daemon=True)
         proc.start()
         child_conn.close()
         busy[proc.sentinel] = (proc, parent_conn, None)
+        gpu_of[proc.sentinel] = gpu
 
     try:
         for _ in range(min(workers, len(queue))):
@@ -341,6 +405,7 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
                     conn.send(None)
                     proc.join(timeout=5)
                     del busy[key]
+                    free.append(gpu_of.pop(key))
             if not busy:
                 break
             ready = wait([*busy, *(entry[1] for entry in busy.values())], timeout=1.0)
@@ -363,6 +428,7 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
                 if key in ready or (conn in ready and not proc.is_alive()):
                     proc.join(timeout=5)
                     del busy[key]
+                    free.append(gpu_of.pop(key))
                     if spec is not None and not store.is_finished(spec.run_id):
                         deaths[spec.run_id] += 1
                         how = _describe_exit(proc.exitcode)

@@ -528,8 +528,13 @@ class ScalarHeadModel(nn.Module):
         out = self.backbone(
             input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask), use_cache=False
         )
-        hidden = out.last_hidden_state
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+        return self._head(out.last_hidden_state)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The head on ``hidden`` [..., H] → [...] float32, in the head's own dtype even under
+        autocast (which would run ``nn.Linear`` in bf16 and leave r̂ and V ~3 digits)."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
 
     def tail(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
         """[B, T + 1] float32: the head at columns ``Lp − 1 … Lp + T − 1`` (unmasked), i.e. the
@@ -547,8 +552,7 @@ class ScalarHeadModel(nn.Module):
             self._cache_shareable = out is not None
         if out is None:
             return self.scalars(prompts, responses)[:, lp - 1 :]
-        hidden = out.last_hidden_state
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+        return self._head(out.last_hidden_state)
 
     def forward(
         self,

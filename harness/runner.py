@@ -12,6 +12,7 @@ FLOPs, so any of them can serve as the x-axis of a comparison.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -147,8 +148,71 @@ def train(
 # --- one run of a suite ---------------------------------------------------------------------
 
 
+def precision_context(device: str | torch.device, precision: str) -> Any:
+    """The context every computation of a run executes in: bf16 autocast on ``device``'s type
+    for ``precision: bf16``, nothing for ``fp32``.
+
+    The autocast weight-cast cache is disabled (``cache_enabled=False``). With it, the bf16 copy
+    of each fp32 parameter is made once and reused until the *outermost* autocast region exits;
+    a step is one region, so after its first ``optimizer.step()`` every layer would keep
+    computing with the weights the step began with (PPO's ratio ρ ≡ 1 within a step, the clip
+    never binding, the critic frozen), and a cast cached under ``no_grad`` (the rollout) would
+    carry no gradient on torch releases before pytorch#158232. Without the cache each layer
+    casts its current weights at every call: a cast per forward, negligible beside the matmul.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ConfigError(f"unknown precision '{precision}' (use 'fp32' or 'bf16')")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def check_precision(device: str, precision: str) -> None:
+    """Raise :class:`ConfigError` when ``device`` (resolved) cannot honour ``precision``.
+
+    bf16 on CUDA needs native bf16 arithmetic (compute capability 8.0 or later); an older card
+    would emulate it, far slower, while the run id and the report say bf16.
+    """
+    if precision != "bf16" or torch.device(device).type != "cuda":
+        return
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name(torch.device(device))
+        raise ConfigError(
+            f"precision bf16: the CUDA device ({name}) has no native bf16 arithmetic "
+            f"(compute capability 8.0 or later); use precision fp32"
+        )
+
+
 class _Diverged(Exception):
     """A run found diverged where no metric could say so (its parameters are not finite)."""
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+"""``CUBLAS_WORKSPACE_CONFIG`` for deterministic cuBLAS (CUDA's documented setting)."""
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Any:
+    """With ``enabled``: ``torch.use_deterministic_algorithms(True)`` (an op without a
+    deterministic kernel raises) and ``CUBLAS_WORKSPACE_CONFIG`` set, for the block; the previous
+    settings are restored after. cuBLAS reads the variable when it makes a handle, so a process
+    that used CUDA before the block keeps its handles: the ``run`` command sets it at start for a
+    deterministic suite, and worker processes inherit it."""
+    import os
+
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+        if env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def resolve_device(device: str) -> str:
@@ -334,7 +398,6 @@ def run_one(
     :class:`~harness.errors.StoreError`), so the suite stops.
     ``on_step`` receives the fraction of the budget spent after every step.
     """
-    import contextlib
     import errno
     import logging
     import time
@@ -380,9 +443,12 @@ def run_one(
     start = time.perf_counter()
     watch = _Watch(spec.get("limits") or {})
     context = None
+    determinism = contextlib.ExitStack()
     try:
+        determinism.enter_context(deterministic_algorithms(bool(spec.get("deterministic"))))
         host = get_plugin_host()
         device = resolve_device(spec["device"])
+        check_precision(device, spec["precision"])
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         task = build_task(host, spec, device)
@@ -405,7 +471,14 @@ def run_one(
                                 reward_model=reward_model if "reward" in algo_cls.needs else None,
                                 label_noise=known_label_noise(prefs_spec),
                                 unpaired=bool(prefs_spec.get("unpaired", False)))
-        algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
+
+        def precision() -> Any:
+            return precision_context(device, spec["precision"])
+
+        # Built in the run's precision: what an algorithm computes once up front (DPO's and
+        # IPO's reference log-probs) must match what its steps compute.
+        with precision():
+            algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         models_resident = algo.models_resident()
         meter = context.meter
         exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
@@ -413,11 +486,6 @@ def run_one(
         budget_kind, budget = next(iter(spec["budget"].items()))
         every = spec["evaluation"]["every"]
         max_kl = spec["divergence"]["max_kl"]
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if spec["precision"] == "bf16" and device == "cuda"
-            else contextlib.nullcontext()
-        )
         logger.info("start %s on %s (%s), budget %s=%s", spec["label"], spec["task"], device,
                     budget_kind, budget)
 
@@ -441,7 +509,7 @@ def run_one(
             )
             out: dict[str, float] = {}
             assert meter is not None
-            with meter.phase("eval"), torch.no_grad(), autocast:
+            with meter.phase("eval"), torch.no_grad(), precision():
                 was_training = policy.training
                 policy.eval()
                 for ev in evaluators:
@@ -455,7 +523,7 @@ def run_one(
         stalled, spent_before = 0, 0.0
         while not done:
             step += 1
-            with autocast:
+            with precision():
                 metrics = algo.step()
             peak_rss = max(peak_rss, process.memory_info().rss)
             metrics["models_resident"] = float(models_resident)
@@ -526,6 +594,7 @@ def run_one(
         logger.error("%s at step %d:\n%s", status, step, tb)
     finally:
         watch.close()
+        determinism.close()
     wall = time.perf_counter() - start
     summary = {
         "run_id": run_id,

@@ -353,7 +353,8 @@ from __MODULE__ import __CLASS__
 # settings the algorithm suggests for tabular policies.
 TABULAR = __CLASS__.suggested["tabular"]
 
-# One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves.
+# One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves,
+# devices.
 test_conformance = conformance_tests(__CLASS__, config=TABULAR)
 
 

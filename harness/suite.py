@@ -297,6 +297,13 @@ class Suite(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     gpus_per_run: Float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
+    deterministic: bool = Field(
+        False,
+        description="Deterministic kernels in every run (torch.use_deterministic_algorithms, "
+        "CUBLAS_WORKSPACE_CONFIG=:4096:8): on a GPU the same seed then gives the same results, "
+        "more slowly; without it, GPU reductions may differ by an ulp from run to run, which "
+        "changes sampled tokens.",
+    )
     tuning: TuningSpec | None = Field(None, description="Equal tuning effort before comparing.")
 
     # Field validators (not a model validator), so that an error names the key and its line;
@@ -361,6 +368,9 @@ class RunSpec:
     "value", "trials", "objective"}``; None otherwise."""
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
+    deterministic: bool = False
+    """Deterministic kernels (the suite's ``deterministic``): they change the numbers, so they
+    are in the run id."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -677,6 +687,97 @@ def check_suite(
     return expand(suite, host, allow_large=allow_large)
 
 
+LOW_PRECISION_WEIGHTS = ("bfloat16", "float16")
+"""``hf`` weight dtypes without float32 master weights: an optimizer updates them in place."""
+
+
+def check_placement(
+    suite: Suite, path: str | Path, host: Any, *, executor: str = "local"
+) -> list[str]:
+    """Check what the suite asks of the devices, for ``executor``; return warnings (one line
+    each: ``file:line: warning: key: ...``).
+
+    Errors (:class:`ConfigError`, one line: file, line, key) for what cannot be honoured:
+
+    - ``device: cuda`` under the ``ray`` executor with ``gpus_per_run: 0``: Ray hides the GPUs
+      from a task that requests none, so every run would fail;
+    - ``precision: bf16`` where this host would run it without native bf16: ``device: auto`` on
+      a host without CUDA (the runs would be on the CPU), or a CUDA device older than compute
+      capability 8.0. (Under Ray, and for ``device: cuda`` on a host without a GPU, the device
+      is the run's machine's: the run checks it.)
+
+    Warnings for what works but is likely not meant:
+
+    - ``device: auto`` under Ray with ``gpus_per_run: 0``: every run on the CPU;
+    - an ``hf`` task with ``bfloat16``/``float16`` weights trained with Adam at a learning rate
+      below 1e-4: an update smaller than half a bf16 ulp of a weight (2⁻⁹·|w|) rounds away, so
+      every weight larger than lr·2⁹ in magnitude never changes.
+    """
+    import torch
+
+    path = Path(path)
+    lines = _line_index(path.read_text()) if path.exists() else {}
+
+    def where(*keys: Any) -> str:
+        line = _nearest_line(lines, keys)
+        return f"{path}:{line}" if line else str(path)
+
+    def at(key: str) -> tuple[str, str]:  # the key's own line if the file sets it
+        return (where(key), key) if (key,) in lines else (where("device"), key)
+
+    warnings: list[str] = []
+    if executor == "ray" and suite.gpus_per_run == 0 and suite.device != "cpu":
+        place, key = at("gpus_per_run")
+        if suite.device == "cuda":
+            raise ConfigError(
+                f"{place}: {key}: device cuda under the ray executor needs gpus_per_run > 0 "
+                f"(Ray hides the GPUs from a run that requests none)"
+            )
+        warnings.append(
+            f"{place}: warning: {key}: 0 with device auto under the ray executor: Ray hides the "
+            f"GPUs from a run that requests none, so every run is on the CPU"
+        )
+    if suite.precision == "bf16" and executor != "ray":
+        cuda = torch.cuda.is_available()
+        if suite.device == "auto" and not cuda:
+            raise ConfigError(
+                f"{where('precision')}: precision: bf16 with device auto, on a host without a "
+                f"CUDA device: the runs would be on the CPU; use precision fp32, or a GPU host"
+            )
+        if cuda and suite.device != "cpu" and not torch.cuda.is_bf16_supported(
+                including_emulation=False):
+            raise ConfigError(
+                f"{where('precision')}: precision: bf16, but this host's CUDA device "
+                f"({torch.cuda.get_device_name()}) has no native bf16 arithmetic (compute "
+                f"capability 8.0 or later); use precision fp32"
+            )
+    for i, task in enumerate(suite.tasks):
+        dtype = task.params.get("dtype")
+        if task.name != "hf" or dtype not in LOW_PRECISION_WEIGHTS:
+            continue
+        for j, alg in enumerate(suite.algorithms):
+            cls = host.algorithm(alg.name)
+            rates = []
+            for point in _sweep_points(alg.sweep):
+                values = {**alg.config, **alg.per_task.get(task.name, {}), **point}
+                config = config_dict(build_config(cls.Config, values))
+                optimizer = str(config.get("optimizer", "adam"))
+                rate = config.get("learning_rate")
+                if isinstance(rate, int | float) and 0 < rate < 1e-4 and optimizer.startswith(
+                        "adam"):
+                    rates.append(float(rate))
+            if rates:
+                warnings.append(
+                    f"{where('tasks', i, 'params', 'dtype')}: warning: tasks.{i}.params.dtype: "
+                    f"{dtype} "
+                    f"weights trained by algorithms.{j} ({alg.name}) with Adam at learning_rate "
+                    f"{min(rates):g}: an update below half an ulp (2^-9·|w|) rounds away, so no "
+                    f"weight larger than {min(rates) * 2**9:.2g} in magnitude ever changes; "
+                    f"load float32 weights and set precision: bf16 instead"
+                )
+    return warnings
+
+
 def expand(
     suite: Suite,
     host: Any,
@@ -755,6 +856,7 @@ def make_spec(
         code=code_identity(host, alg.name, task.name),
         limits=suite.limits.model_dump(),
         tuning=tuning,
+        deterministic=suite.deterministic,
     )
 
 

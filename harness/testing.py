@@ -1,6 +1,6 @@
 """The conformance kit: the checks every algorithm plugin should pass, for its author's tests.
 
-Seven checks, each run on the ``bandit`` task (a table of logits: milliseconds per step, and an
+Eight checks, each run on the ``bandit`` task (a table of logits: milliseconds per step, and an
 exact optimum to measure against), each failing with one line that names the algorithm and the
 check:
 
@@ -41,6 +41,12 @@ check:
     After that run, the KL-regularised objective J_β of ``eval_policy()``, computed exactly with
     the gold reward (:class:`harness.exact.ExactProblem`), has closed at least
     ``min_improvement`` of the gap from J_β(π_ref) to the optimum J_β(π*_β).
+``devices``
+    With the task on a GPU — a stand-in on the CPU (:func:`harness.device_trace.stand_in_device`)
+    — building the algorithm, two steps, and every built-in evaluator on its ``eval_policy()``
+    keep the run's tensors on that device: an op that combines a tensor on the device with one
+    on the CPU (a ``.cpu()`` result, a tensor made without ``device=``), or a draw from a device
+    generator into a CPU tensor, fails the check, naming the line, as it would fail on a GPU.
 
 **Required metrics.** Every algorithm that updates the policy reports ``loss``. Online
 algorithms (``needs`` has ``"reward"``) also report ``reward``, ``kl_ref`` and
@@ -113,6 +119,7 @@ __all__ = [
 
 CHECKS: tuple[str, ...] = (
     "config", "metrics", "vocabulary", "accounting", "determinism", "finite", "improves",
+    "devices",
 )
 """The checks, in the order they are run and reported."""
 
@@ -328,9 +335,10 @@ class Conformance:
             error.failures = found  # type: ignore[attr-defined]
             raise error
 
-    def build(self) -> Algorithm:
+    def build(self, *, device: str = "cpu") -> Algorithm:
         """A fresh instance of the algorithm, set up as the checks set it up: on the ``bandit``
-        task, with the gold reward as r̂ and/or simulated preference pairs, for the seed.
+        task (on ``device``), with the gold reward as r̂ and/or simulated preference pairs, for
+        the seed.
 
         For an author's own tests of the algorithm's behaviour; raises what building raises.
         """
@@ -341,7 +349,7 @@ class Conformance:
             cls = self._resolve()
         except _Unusable as exc:
             raise ConformanceError(self.name, "setup", str(exc)) from None
-        task = self._task()
+        task = self._task(device)
         offline = {"preferences", "unpaired"} & cls.needs
         preferences = self._simulated_preferences(task) if offline else None
         context = build_context(
@@ -623,6 +631,44 @@ class Conformance:
 
     # --- running ---------------------------------------------------------------------------------
 
+    def _check_devices(self, cls: type[Algorithm]) -> str | None:
+        from harness.device_trace import STAND_IN, stand_in_device
+        from harness.evaluators import EvalContext, register_evaluators
+        from harness.exact import ExactProblem
+        from harness.reward import GoldRewardModel
+
+        evaluators: list[tuple[str, Any]] = []
+        register_evaluators(lambda name, ev: evaluators.append((name, ev)))
+        with _global_rng(self.seed), _one_thread(), stand_in_device():
+            try:
+                algo = self.build(device=STAND_IN)
+            except Exception as exc:
+                return f"building it with the task on a device {_raised(exc)}"
+            for number in (1, 2):
+                try:
+                    algo.step()
+                except Exception as exc:
+                    return f"step {number} on a device {_raised(exc)}"
+                if algo.finished:
+                    break
+            task = algo.ctx.task
+            try:
+                policy = algo.eval_policy()
+                ctx = EvalContext(
+                    task=task, policy=policy, reference=algo.ctx.reference,
+                    reward_model=GoldRewardModel(task), beta=self.beta, samples_per_prompt=2,
+                    seed=self.seed, exact=ExactProblem.from_task(task),
+                )
+            except Exception as exc:
+                return f"eval_policy() on a device {_raised(exc)}"
+            for name, evaluator in evaluators:
+                try:
+                    with torch.no_grad():
+                        evaluator().evaluate(ctx)
+                except Exception as exc:
+                    return f"evaluator '{name}' of its eval_policy() on a device {_raised(exc)}"
+        return None
+
     def _resolve(self) -> type[Algorithm]:
         if self._cls is not None:
             return self._cls
@@ -654,11 +700,11 @@ class Conformance:
         self._cls = algorithm
         return algorithm
 
-    def _task(self) -> Any:
+    def _task(self, device: str = "cpu") -> Any:
         from harness.tasks.bandit import BanditParams, BanditTask
 
         params = build_config(BanditParams, self.task_params, where="task_params (bandit)")
-        return BanditTask(params, seed=self.seed, device="cpu")
+        return BanditTask(params, seed=self.seed, device=device)
 
     def _trace(self, steps: int, global_seed: int) -> _Trace:
         key = (steps, global_seed)
@@ -871,8 +917,10 @@ def _one_thread() -> Iterator[None]:
 
 
 def _raised(exc: BaseException) -> str:
-    """``raised Type: message (at file:line)``, the innermost frame, on one line."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    """``raised Type: message (at file:line)``, the innermost frame (the device tracer's own
+    frames skipped: the op's line is what matters), on one line."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.endswith("device_trace.py")]
     where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
     return f"raised {type(exc).__name__}: {exc}{where}"
 

@@ -105,7 +105,11 @@ class Good(Algorithm):
 
     def rows(self) -> torch.Tensor:
         g = self.ctx.generator
-        return torch.randint(len(self.prompts), (self.config.batch_size,), generator=g)
+        return torch.randint(len(self.prompts), (self.config.batch_size,), generator=g,
+                             device=g.device)
+
+    def score(self, prompts, responses) -> torch.Tensor:
+        return self.ctx.reward_model(prompts, responses)
 
     def count(self, samples: int, tokens: int) -> None:
         self.ctx.meter.generated(self.ctx.policy, samples, tokens)
@@ -117,7 +121,7 @@ class Good(Algorithm):
         prompts = self.prompts.select(self.rows())
         with ctx.meter.phase("train"):
             responses = ctx.policy.sample(prompts, max_new_tokens=1, generator=ctx.generator)
-            reward = ctx.reward_model(prompts, responses)
+            reward = self.score(prompts, responses)
             logp, entropy = ctx.policy.token_logprobs_and_entropy(prompts, responses)
             logp = logp.sum(-1)
             kl = logp.detach() - ctx.reference.sequence_logprobs(prompts, responses)
@@ -205,6 +209,13 @@ class Uncounted(Good):
         pass
 
 
+class HostReward(Good):
+    name = "broken-host-reward"
+
+    def score(self, prompts, responses) -> torch.Tensor:
+        return super().score(prompts, responses).cpu()  # then combined with device tensors
+
+
 class Raises(Good):
     name = "broken-raises"
 
@@ -267,6 +278,7 @@ BROKEN = [
     (Undocumented, None, "config", "Config field(s) 'clip' have no docstring"),
     (NoDefault, {"learning_rate": 0.1}, "config", "'learning_rate' have no default"),
     (Good, {"learning_rate": 0.0}, "improves", "0.0% of the gap"),
+    (HostReward, None, "devices", "step 1 on a device raised DeviceMixError: "),
 ]
 
 

@@ -307,7 +307,15 @@ def test_running_again_reruns_nothing(sequential, tmp_path):
     assert snapshot(root) == before
 
 
-def test_process_pool_gives_the_sequential_store(sequential, tmp_path):
+def test_process_pool_gives_the_sequential_store(sequential, tmp_path, monkeypatch):
+    import harness.runner
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a task was built in the parent process")
+
+    # Shared data and r̂ are prepared in a child process: this one never builds a task (on a GPU
+    # host it would hold a CUDA context, and the fitted models, on GPU 0).
+    monkeypatch.setattr(harness.runner, "build_task", refused)
     root = tmp_path / "runs"
     outcome = run_specs(sequential["specs"], str(root), workers=2, wandb=False, progress=False)
     assert outcome.statuses == {"done": 6}

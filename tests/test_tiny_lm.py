@@ -6,6 +6,7 @@ short pre-training (``SMALL``: ~15K parameters, 30 steps, about a second) instea
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -168,6 +169,55 @@ def test_gpt2_arch_builds(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         task.eval_prompts, max_new_tokens=4, generator=torch.Generator().manual_seed(0)
     )
     assert out.tokens.shape[0] == 16
+
+
+def test_pretraining_runs_on_the_tasks_device(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A task on a GPU (the CPU stand-in of harness.device_trace) pre-trains π_ref there: every
+    op of the training loop on the device, none mixing it with the CPU."""
+    from harness.device_trace import STAND_IN, stand_in_device
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    seen = []
+    original = tiny_lm.pretrain
+
+    def recording(model, docs, lengths, params):
+        seen.append(trace.on_device(next(model.parameters())))
+        return original(model, docs, lengths, params)
+
+    monkeypatch.setattr(tiny_lm, "pretrain", recording)
+    with stand_in_device() as trace:
+        task = TinyLMTask(replace(SMALL, pretrain_steps=3), device=STAND_IN)
+        task.reference_policy()
+        before = trace.device_ops
+    assert seen == [True] and before > 100
+    info = json.loads((task.cache_path / "build.json").read_text())
+    assert info["device"] == STAND_IN and info["threads"] is None
+
+
+@pytest.mark.parametrize("large", [True, False])
+def test_pretraining_a_large_model_on_the_cpu_uses_every_core(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, large: bool
+) -> None:
+    """Every core for a model of PARALLEL_PRETRAIN_PARAMETERS or more; one thread below (a small
+    model only loses to more threads on a busy machine)."""
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(tiny_lm, "available_cores", lambda: 3)
+    if large:  # SMALL stands for a large model
+        monkeypatch.setattr(tiny_lm, "PARALLEL_PRETRAIN_PARAMETERS", 1)
+    threads = []
+    original = tiny_lm.pretrain
+
+    def recording(*args):
+        threads.append(torch.get_num_threads())
+        return original(*args)
+
+    monkeypatch.setattr(tiny_lm, "pretrain", recording)
+    before = torch.get_num_threads()
+    task = TinyLMTask(replace(SMALL, pretrain_steps=2))
+    task.reference_policy()
+    expected = 3 if large else 1
+    assert threads == [expected] and torch.get_num_threads() == before  # restored after
+    assert json.loads((task.cache_path / "build.json").read_text())["threads"] == expected
 
 
 # --- params --------------------------------------------------------------------------------------

@@ -26,9 +26,13 @@ grammatical, r* 0.66 ± 0.47). At the default parameters the model has 265,920 p
 (Llama, 4 layers of width 64, vocabulary 50; 207,360 with ``arch: gpt2``) and the whole build
 — corpus, tokenizer, pre-training, saving — takes 12–15 s of CPU time on one thread; measured
 wall time on a 2-core machine shared with other jobs (load average 3–4): **14–29 s**
-(torch 2.13, transformers 5.24; ``python -m harness.tasks.tiny_lm`` measures it). The build is
-deterministic: fixed seeds, local generators, one thread, and the global RNG untouched, so the
-same params give the same weights bit for bit (with the same library versions).
+(torch 2.13, transformers 5.24; ``python -m harness.tasks.tiny_lm`` measures it). Pre-training
+runs on the task's device — a GPU run's π_ref trains on the GPU — and on the CPU on one thread,
+or on every core the process may use for a model of 5M parameters or more. The build is
+deterministic: fixed seeds, local generators, a fixed thread count and the global RNG untouched,
+so the same params give the same weights bit for bit (with the same library versions); a large
+model built on another core count or on a GPU rounds reductions differently, and the cache entry
+is that of the machine that built it.
 
 **Cache.** The model and tokenizer are saved with ``save_pretrained`` into
 ``cache_dir()/tiny-lm/<hash>`` (:mod:`harness.cache`), built inside
@@ -86,6 +90,7 @@ from harness.tasks.lm_task import LMTask
 __all__ = [
     "FORMAT_VERSION",
     "MODEL_FIELDS",
+    "PARALLEL_PRETRAIN_PARAMETERS",
     "TinyLMParams",
     "TinyLMTask",
     "build_assets",
@@ -358,13 +363,16 @@ def pretrain(
         return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    positions = torch.arange(docs.shape[1])
+    device = next(model.parameters()).device
+    positions = torch.arange(docs.shape[1], device=device)
+    docs, on_device = docs.to(device), lengths.to(device)
     losses: list[float] = []
     model.train()
     for rows in length_bucketed_batches(lengths, params.pretrain_batch_size, steps, g):
         width = int(lengths[rows].max())
+        rows = rows.to(device)
         ids = docs[rows, :width]
-        mask = positions[:width] < lengths[rows].unsqueeze(1)
+        mask = positions[:width] < on_device[rows].unsqueeze(1)
         logits = model(
             input_ids=ids,
             attention_mask=mask.long(),
@@ -391,16 +399,22 @@ def pretrain(
     }
 
 
-def build_assets(params: TinyLMParams, out: Path) -> dict[str, Any]:
+def build_assets(params: TinyLMParams, out: Path, device: str = "cpu") -> dict[str, Any]:
     """Build π_ref and its tokenizer for ``params`` and save them under ``out``.
 
     Writes ``out/model`` and ``out/tokenizer`` (``save_pretrained``) and ``out/build.json``
-    (params, timings, losses, parameter count). Deterministic; leaves the global RNG as it was.
+    (params, timings, losses, parameter count, device, threads). Deterministic on one machine;
+    leaves the global RNG as it was.
 
-    Pre-training runs on one CPU thread (the previous count is restored after): the result then
-    does not depend on the machine's core count (reductions split over threads round
-    differently), and a tiny model gains little from a second thread — while on a busy machine
-    two spinning OpenMP threads were up to 7× slower than one.
+    Pre-training runs on ``device`` — a run's device, so that a GPU suite's larger π_ref is
+    trained on the GPU (``suites/gpu.yaml``'s 34M model took ~37 minutes on one CPU thread) —
+    and, on the CPU, on every core this process may use for a model of at least
+    :data:`PARALLEL_PRETRAIN_PARAMETERS` parameters, on one thread for a smaller one (the
+    previous thread count is restored after). A small model gains nothing from more threads and
+    loses much on a busy machine: the default 0.27M model took 490 s of wall time (146 s of CPU)
+    on two threads of a 2-core machine at load average 9, against 14–29 s on one thread at load
+    3–4. Reductions split over threads, or run on a GPU, round differently, so a large model's
+    weights depend on the machine that built the cache entry, as the entry is the machine's own.
     """
     start, start_cpu = time.perf_counter(), time.process_time()
     corpus, ended = make_corpus(params)
@@ -426,12 +440,16 @@ def build_assets(params: TinyLMParams, out: Path) -> dict[str, Any]:
         eos_id=eos,
     )
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    on_cpu = torch.device(device).type == "cpu"
+    big = count_parameters(model) >= PARALLEL_PRETRAIN_PARAMETERS
+    used = (available_cores() if big else 1) if on_cpu else threads
+    torch.set_num_threads(used)
     try:
         with torch.random.fork_rng(devices=[]):
-            losses = pretrain(model, docs, lengths, params)
+            losses = pretrain(model.to(device), docs, lengths, params)
     finally:
         torch.set_num_threads(threads)
+        model.to("cpu")
     out = Path(out)
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "tokenizer")
@@ -443,14 +461,32 @@ def build_assets(params: TinyLMParams, out: Path) -> dict[str, Any]:
         "corpus_tokens": int(lengths.sum()),
         "build_seconds": time.perf_counter() - start,
         "build_cpu_seconds": time.process_time() - start_cpu,
+        "device": str(torch.device(device)),
+        "threads": used if on_cpu else None,
         **losses,
     }
     (out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
-def load_assets(params: TinyLMParams) -> tuple[nn.Module, Any, Path]:
-    """``(model, tokenizer, path)`` for ``params``: from the cache, building the entry if needed.
+PARALLEL_PRETRAIN_PARAMETERS = 5_000_000
+"""From this many parameters up, CPU pre-training uses every available core (see
+:func:`build_assets`)."""
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def load_assets(params: TinyLMParams, device: str = "cpu") -> tuple[nn.Module, Any, Path]:
+    """``(model, tokenizer, path)`` for ``params``: from the cache, building the entry (on
+    ``device``) if needed; the model is loaded on the CPU, in float32.
 
     The read is lock-free: a complete entry is used as is. Otherwise the entry is built in a
     temporary directory and renamed into place (:func:`harness.cache.atomic_dir`); if another
@@ -462,7 +498,7 @@ def load_assets(params: TinyLMParams) -> tuple[nn.Module, Any, Path]:
     path = cache_path(params)
     if not is_complete(path):
         with atomic_dir(path) as tmp:
-            build_assets(params, tmp)
+            build_assets(params, tmp, device)
     model = AutoModelForCausalLM.from_pretrained(path / "model", dtype=torch.float32)
     model.eval()
     model.requires_grad_(False)
@@ -517,7 +553,7 @@ class TinyLMTask(LMTask):
     # --- assets (built or loaded on first use) ---------------------------------------------------
 
     def load_assets(self) -> tuple[nn.Module, Any]:
-        model, tokenizer, self._path = load_assets(self.params)
+        model, tokenizer, self._path = load_assets(self.params, self.device)
         return model, tokenizer
 
     @property

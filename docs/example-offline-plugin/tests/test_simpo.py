@@ -11,7 +11,8 @@ from harness.testing import bandit_algorithm, conformance_tests
 # The checks run on the bandit task, a table of logits: the settings SimPO suggests for one.
 TABULAR = SimPO.suggested["tabular"]
 
-# One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves.
+# One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves,
+# devices.
 test_conformance = conformance_tests("my-simpo", config=TABULAR)
 
 

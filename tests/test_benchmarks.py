@@ -1,0 +1,127 @@
+"""The benchmark scripts' own logic, on the CPU: what the memory children hold on the device, MFU
+against the measured and the specified peak, the batch sweep. (The benchmarks themselves, with
+TRL, are run by hand: benchmarks/README.md.)"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from harness.device_trace import STAND_IN, stand_in_device
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench(request):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield lambda name: importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def args_for(common, **values):
+    args = common.parser("test").parse_args(["--size", "2.7m"])
+    for key, value in values.items():
+        setattr(args, key, value)
+    return args
+
+
+@pytest.mark.parametrize("name", ["bench_ppo", "bench_grpo", "bench_dpo"])
+def test_our_memory_child_holds_only_the_models_the_algorithm_keeps(bench, name):
+    """TRL's child leaves the base model on the host and its trainer holds its models; ours must
+    hold exactly the models its algorithm keeps (``models_resident``), not the base model too."""
+    from harness.lm import LMRewardModel
+
+    module, common = bench(name), bench("common")
+    size = common.SIZES["2.7m"]
+    tokenizer = common.build_tokenizer(size.vocab)
+    model = common.build_model("2.7m", suppress_special=name != "bench_dpo")
+    with stand_in_device() as trace:
+        if name == "bench_dpo":
+            args = args_for(common, batch=4, pairs=8)
+            algo = module.ours_for_memory(args, torch.device(STAND_IN), model, tokenizer,
+                                          module.make_data(args, tokenizer))
+        else:
+            args = args_for(common, batch=getattr(module, "GROUP", 4))
+            prompts = common.random_words(8, common.PROMPT_LEN, size.vocab, seed=1)
+            reward_model = LMRewardModel(model, seed=1).eval()
+            algo = module.ours_for_memory(args, torch.device(STAND_IN), model, tokenizer,
+                                          prompts, reward_model)
+        gc.collect()
+        on_device = {trace._key(m.weight) for m in gc.get_objects()
+                     if issubclass(type(m), nn.Embedding) and trace.on_device(m.weight)}
+    assert not trace.on_device(model.get_input_embeddings().weight)  # the base model: host
+    assert len(on_device) == algo.models_resident() >= 2
+
+
+def test_specified_bf16_peaks_by_device_name(bench):
+    common = bench("common")
+    assert common.specified_peak_tflops("NVIDIA H100 80GB HBM3") == 989.5
+    assert common.specified_peak_tflops("NVIDIA H200") == 989.5
+    assert common.specified_peak_tflops("NVIDIA H100 PCIe") == 756.5
+    assert common.specified_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert common.specified_peak_tflops("NVIDIA L4") == 121.0
+    assert common.specified_peak_tflops("NVIDIA L40") is None  # not the L4, nor the L40S
+    assert common.specified_peak_tflops("NVIDIA A10G") is None
+    assert common.specified_peak_tflops("Tesla V100-SXM2-32GB") is None
+
+
+def test_mfu_against_the_measured_rate_and_the_specified_peak(bench, monkeypatch):
+    common = bench("common")
+    model = common.build_model("2.7m", suppress_special=False)
+    monkeypatch.setattr(common, "matmul_flops_per_second", lambda device, dtype: 600e12)
+    times = {"ours": [1.0, 2.0, 3.0], "trl": [4.0]}
+    for name, dtype, expect_spec in [("NVIDIA H200", "bf16", True), ("NVIDIA H200", "fp32", False),
+                                     ("Some Future GPU", "bf16", False)]:
+        monkeypatch.setattr(common, "device_name", lambda device, name=name: name)
+        extra: dict = {}
+        common.add_mfu(extra, times, model, args_for(common, dtype=dtype),
+                       torch.device("cuda"), flops=100e12)
+        # achieved 50 (ours, median 2 s) and 25 TFLOP/s (TRL)
+        assert extra["mfu"] == {"ours": round(50 / 600, 4), "trl": round(25 / 600, 4)}
+        assert extra["device_name"] == name
+        if expect_spec:
+            assert extra["specified_peak_tflops"] == 989.5
+            assert extra["mfu_specified_peak"] == {"ours": round(50 / 989.5, 4),
+                                                   "trl": round(25 / 989.5, 4)}
+        else:
+            assert "mfu_specified_peak" not in extra and "specified_peak_tflops" not in extra
+
+
+FAKE_BENCHMARK = """\
+import argparse, json, sys
+p = argparse.ArgumentParser()
+p.add_argument("--size"); p.add_argument("--batch", type=int); p.add_argument("--json")
+args = p.parse_args()
+rate = {"ours": 10.0 * args.batch, "trl": 5.0 * args.batch}
+json.dump({"batch": args.batch, "size": args.size, "argv": sys.argv[1:],
+           "samples_per_second": rate, "mfu": {"ours": 0.1, "trl": 0.05}}, open(args.json, "w"))
+"""
+
+
+def test_the_batch_sweep_runs_each_batch_in_a_fresh_process(bench, tmp_path, capsys):
+    common = bench("common")
+    script = tmp_path / "fake_bench.py"
+    script.write_text(textwrap.dedent(FAKE_BENCHMARK))
+    out = tmp_path / "sweep.json"
+    argv = ["--size", "21m", "--batch", "8", "--batch-sweep=4,16", "--json", str(out)]
+    args = common.parser("test").parse_args(argv)
+    assert args.batch_sweep == [4, 16]
+    results = common.batch_sweep(str(script), argv, args)
+    assert [r["batch"] for r in results] == [4, 16]
+    assert all(r["size"] == "21m" and "--batch-sweep=4,16" not in r["argv"] for r in results)
+    assert json.loads(out.read_text()) == {"sweep": results}
+    table = capsys.readouterr().out
+    assert "== batch sweep ==" in table and "   16" in table
+    with pytest.raises(SystemExit):
+        common.parser("test").parse_args(["--batch-sweep", "8,x"])
