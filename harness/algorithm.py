@@ -38,6 +38,7 @@ from harness.compute import ComputeMeter
 
 if TYPE_CHECKING:
     from harness.data import PreferenceBatches, UnpairedExamples
+    from harness.exact import ExactProblem
     from harness.policy import Policy
     from harness.reward import RewardModel
     from harness.tasks.base import Task
@@ -178,6 +179,16 @@ class Algorithm(ABC):
         """The policy the evaluators measure: ``ctx.policy`` unless the algorithm's output is
         another one (e.g. best-of-n sampling on top of π_ref)."""
         return self.ctx.policy
+
+    def fixed_point(self, exact: ExactProblem) -> torch.Tensor | None:
+        """On a task whose responses can be enumerated, the ``[P, N]`` log-probs of the policy
+        this algorithm's expected update converges to (with the gold reward r* as its reward),
+        when that is not the Gibbs policy π*_β of the KL-regularised objective J_β; ``None``
+        (the default) when it is, or is not known. The runner records the regret of this
+        policy, and reports split an algorithm's regret into the part its objective causes and
+        the part its optimisation leaves."""
+        del exact
+        return None
 
     def models_resident(self) -> int:
         """How many models this algorithm keeps in memory (policy, reference, reward, critic)."""

@@ -158,8 +158,10 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
     for warning in check_placement(suite, suite_file, host, executor=executor):
         click.echo(warning, err=True)
     click.echo(
-        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × {len(suite.seeds)} "
-        f"seeds × {len(runs) // (len(suite.tasks) * len(suite.seeds))} algorithm configs)"
+        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × "
+        f"{len(suite.instances)} instances × {suite.replicates} replicates × "
+        f"{len(runs) // (len(suite.tasks) * len(suite.instances) * suite.replicates)} "
+        "algorithm configs)"
     )
     if suite.tuning is not None:
         per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
@@ -277,17 +279,10 @@ def run(
               show_default=True,
               help="Time-to-target: this fraction of the way from π_ref's gold reward to the "
               "best final one.")
-@click.option("--n-boot", type=click.IntRange(min=10), default=200, show_default=True,
-              help="Bootstrap resamples of the figures' 95% bands.")
-@click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
-              help="Bootstrap resamples of the tables' confidence intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every bootstrap.")
 @click.option("--include-stale", is_flag=True,
               help="Count runs of older versions of the suite too (listed as stale otherwise).")
-def report(
-    store: str, out_dir: str | None, x_axis: str, threshold: float, n_boot: int,
-    resamples: int, seed: int, include_stale: bool,
-) -> None:
+def report(store: str, out_dir: str | None, x_axis: str, threshold: float,
+           include_stale: bool) -> None:
     """Write the report of a run store (runs/<suite>): Markdown, HTML, PNG figures, CSV tables.
 
     Reads the store alone; failed and diverged runs are counted, not dropped. It covers the runs
@@ -297,8 +292,8 @@ def report(
     """
     from harness.report import write_report
 
-    out = write_report(store, out_dir, x=x_axis, threshold=threshold, n_boot=n_boot,
-                       n_resamples=resamples, seed=seed, include_stale=include_stale)
+    out = write_report(store, out_dir, x=x_axis, threshold=threshold,
+                       include_stale=include_stale)
     click.echo(f"report: {out / 'index.md'} and {out / 'index.html'}")
 
 

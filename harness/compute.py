@@ -9,15 +9,26 @@ for Neural Language Models", §2.1): a forward pass costs 2·N FLOPs per token a
 backward pass 6·N, where N is the number of parameters of the model involved, embeddings
 excluded. Tabular models count their parameters the same way, which overstates them (a table
 lookup reads one row), but keeps one formula for all tasks. Attention's quadratic term is left
-out: at the sequence lengths of these tasks it is a few percent.
+out: at the sequence lengths of these tasks it is a few percent. Runs of tabular tasks report no
+FLOPs (``None`` in their summary): a lookup table's "parameters" are not multiplied by anything.
+
+**CPU seconds.** Each phase is also charged the process's CPU time (user + system, all threads:
+``time.process_time``). Unlike wall time it does not grow when other processes compete for the
+cores, so it is what reports compare; wall time is reported beside it. (Threads that spin while
+waiting for work, as OpenMP's do for a short while, are charged for the spin.)
+
+**Model state.** :func:`model_state_bytes` counts the bytes of the parameters, buffers, gradients
+and optimiser state reachable from the objects given (an algorithm, its context, its task), each
+tensor storage once, however many models share it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +56,8 @@ class ComputeMeter:
     """The device whose work is timed (a CUDA device is synchronised around each phase)."""
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     """Wall seconds per phase: generate, score, train, eval."""
+    cpu_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    """Process CPU seconds (user + system, all threads) per phase."""
     samples: int = 0
     """Prompt-response pairs consumed (generated for online methods, read for offline ones)."""
     tokens_generated: int = 0
@@ -57,16 +70,17 @@ class ComputeMeter:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Charge the wall time of the block to phase ``name``."""
+        """Charge the wall time and the process CPU time of the block to phase ``name``."""
         if name not in self.seconds:
             raise ValueError(f"unknown compute phase '{name}' (phases: {', '.join(PHASES)})")
         self._sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self._sync()
             self.seconds[name] += time.perf_counter() - start
+            self.cpu_seconds[name] += time.process_time() - cpu_start
 
     def forward(self, model: nn.Module, tokens: int) -> None:
         """``model`` ran a forward pass over ``tokens`` tokens: 2·N·tokens FLOPs."""
@@ -102,3 +116,87 @@ class ComputeMeter:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _modules_and_optimizers(roots: Iterable[Any], depth: int = 3,
+                            exclude: Iterable[Any] = ()) -> tuple[list[nn.Module], list[Any]]:
+    """``nn.Module`` s and optimisers among ``roots`` and their attributes (``depth`` levels,
+    through lists, tuples and dicts), each once; ``exclude``: objects not to enter."""
+    modules: dict[int, nn.Module] = {}
+    optimizers: dict[int, Any] = {}
+    seen: set[int] = {id(x) for x in exclude}
+
+    def visit(obj: Any, level: int) -> None:
+        if id(obj) in seen or level < 0:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, nn.Module):
+            modules[id(obj)] = obj
+            return
+        if isinstance(obj, torch.optim.Optimizer):
+            optimizers[id(obj)] = obj
+            return
+        if isinstance(obj, dict):
+            children: Iterable[Any] = obj.values()
+        elif isinstance(obj, list | tuple):
+            children = obj
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type | torch.Tensor):
+            children = vars(obj).values()
+        else:
+            return
+        for child in children:
+            visit(child, level - 1)
+
+    for root in roots:
+        visit(root, depth)
+    return list(modules.values()), list(optimizers.values())
+
+
+def _tensor_bytes(tensors: Iterable[torch.Tensor], counted: set[tuple[str, int]]) -> int:
+    total = 0
+    for t in tensors:
+        if t is None or not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            continue
+        storage = t.untyped_storage()
+        key = (str(t.device), storage.data_ptr())
+        if key in counted:
+            continue
+        counted.add(key)
+        total += storage.nbytes()
+    return total
+
+
+def model_state_bytes(*roots: Any, exclude: Iterable[Any] = ()) -> int:
+    """Bytes of model state reachable from ``roots`` (not through ``exclude``): parameters,
+    buffers and gradients of every ``nn.Module``, and every tensor of every optimiser's state;
+    each storage counted once."""
+    modules, optimizers = _modules_and_optimizers(roots, exclude=exclude)
+    counted: set[tuple[str, int]] = set()
+    total = 0
+    for m in modules:
+        total += _tensor_bytes(m.parameters(), counted)
+        total += _tensor_bytes(m.buffers(), counted)
+        total += _tensor_bytes((p.grad for p in m.parameters() if p.grad is not None), counted)
+    for opt in optimizers:
+        for state in opt.state.values():
+            total += _tensor_bytes((v for v in state.values() if isinstance(v, torch.Tensor)),
+                                   counted)
+    return total
+
+
+def resident_modules(*roots: Any) -> list[nn.Module]:
+    """The distinct top-level models reachable from ``roots``: modules found there that are not
+    sub-modules of another one found, and share no parameter storage with one counted before."""
+    modules, _ = _modules_and_optimizers(roots)
+    inside = {id(sub) for m in modules for sub in m.modules() if sub is not m}
+    out: list[nn.Module] = []
+    storages: set[tuple[str, int]] = set()
+    for m in modules:
+        if id(m) in inside:
+            continue
+        keys = {(str(p.device), p.untyped_storage().data_ptr()) for p in m.parameters()}
+        if not keys or keys <= storages:
+            continue
+        storages |= keys
+        out.append(m)
+    return out

@@ -215,7 +215,7 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
            "`self.ctx` and `self.finished`.")
     yield ""
     members = ["name", "Config", "needs", "suggested", "metrics", "finished", "step",
-               "eval_policy", "models_resident", "tuning_space"]
+               "eval_policy", "fixed_point", "models_resident", "tuning_space"]
     field_docs = field_docstrings(cls)
     docs = {
         "name": "The registered name (set it; the runner and messages use it).",

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from harness.algorithm import NEEDS, Algorithm, RunContext, declared_metrics
-from harness.compute import ComputeMeter
+from harness.compute import ComputeMeter, model_state_bytes, resident_modules
 from harness.config import build_config
 from harness.data import PreferenceDataset
 from harness.errors import ConfigError
@@ -39,13 +39,15 @@ def build_context(
     reward_model: RewardModel | None = None,
     label_noise: float | None = None,
     unpaired: bool = False,
+    data_seed: int | None = None,
 ) -> RunContext:
     """The context for one run of ``algorithm`` on ``task`` (see the module docstring).
 
     ``label_noise`` is the known flip rate of ``preferences``' labels (None: unknown), given to
     algorithms that need ``"label_noise"``; ``unpaired`` marks the data as unpaired feedback:
     algorithms that need ``"unpaired"`` then get one example per pair (from a generator seeded
-    with ``seed``), and those that need pairs are refused.
+    with ``data_seed``, the instance's seed, default ``seed``: every replicate of an instance
+    sees the same examples), and those that need pairs are refused.
     """
     unknown = set(algorithm.needs) - NEEDS
     if unknown:
@@ -76,7 +78,8 @@ def build_context(
                                   f"data are marked unpaired")
             context.preferences = batches
         if "unpaired" in algorithm.needs:
-            coin = torch.Generator().manual_seed(seed) if unpaired else None
+            coin_seed = seed if data_seed is None else data_seed
+            coin = torch.Generator().manual_seed(coin_seed) if unpaired else None
             context.examples = batches.to("cpu").unpaired(coin).to(device)
     if "label_noise" in algorithm.needs:
         context.label_noise = label_noise
@@ -413,7 +416,7 @@ def run_one(
     from harness.exact import ExactProblem
     from harness.plugins import get_plugin_host
     from harness.store import METRIC_COLUMNS, RunStore, describe_os_error
-    from harness.suite import RunSpec
+    from harness.suite import RunSpec, algorithm_seed
     from harness.tracking import Tracker
 
     store = RunStore(root, spec["suite"])
@@ -434,12 +437,18 @@ def run_one(
     step = 0
     meter: ComputeMeter | None = None
     peak_rss = 0
+    baseline = 0
+    peak_above = 0
+    state_bytes = total_state_bytes = None
+    resident_detail: dict[str, int] | None = None
+    target: dict[str, Any] | None = None
     final: dict[str, float] = {}
     fit_report = None
     models_resident = None
     metric_meanings: dict[str, str] = {}
     versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
     process = psutil.Process()
+    run_device, task_kind = None, None
     start = time.perf_counter()
     watch = _Watch(spec.get("limits") or {})
     context = None
@@ -448,10 +457,10 @@ def run_one(
         determinism.enter_context(deterministic_algorithms(bool(spec.get("deterministic"))))
         host = get_plugin_host()
         device = resolve_device(spec["device"])
+        run_device = device
         check_precision(device, spec["precision"])
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         task = build_task(host, spec, device)
+        task_kind = task.kind
         algo_cls = host.algorithm(spec["algorithm"])
         metric_meanings = declared_metrics(algo_cls)
         reg = host.registration("algorithm", spec["algorithm"])
@@ -466,11 +475,13 @@ def run_one(
             need_prefs=bool({"preferences", "unpaired"} & algo_cls.needs),
             need_reward=need_reward,
         )
+        seed = algorithm_seed(spec["seed"], spec.get("replicate", 0))
         prefs_spec = spec["preferences"]
-        context = build_context(task, algo_cls, seed=spec["seed"], preferences=data,
+        context = build_context(task, algo_cls, seed=seed, preferences=data,
                                 reward_model=reward_model if "reward" in algo_cls.needs else None,
                                 label_noise=known_label_noise(prefs_spec),
-                                unpaired=bool(prefs_spec.get("unpaired", False)))
+                                unpaired=bool(prefs_spec.get("unpaired", False)),
+                                data_seed=spec["seed"])
 
         def precision() -> Any:
             return precision_context(device, spec["precision"])
@@ -479,10 +490,44 @@ def run_one(
         # IPO's reference log-probs) must match what its steps compute.
         with precision():
             algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
-        models_resident = algo.models_resident()
         meter = context.meter
         exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
-        eval_reward = reward_model.to(device) if reward_model is not None else None
+        if exact is not None:
+            # Where the algorithm's own fixed point is not π*_β, its regret: the part of the
+            # run's regret that its objective causes (the rest is the optimisation's).
+            point = algo.fixed_point(exact)
+            if point is not None:
+                beta = spec["evaluation"]["beta"]
+                target = {"kind": f"{spec['algorithm']} fixed point",
+                          "regret": exact.regret(point, beta), "kl_ref": exact.kl_ref(point),
+                          "regret_ref": exact.regret(exact.ref_logp, beta)}
+        # Evaluation reads the algorithm's frozen copy of r̂ where it has one: the original is
+        # then dropped rather than kept resident beside it.
+        if context.reward_model is not None:
+            eval_reward = context.reward_model
+        else:
+            eval_reward = reward_model.to(device) if reward_model is not None else None
+        reward_model = None
+        # Models resident beyond the algorithm's own count: r̂ held for evaluation only, and
+        # models a task keeps (an LM task's base model).
+        own = resident_modules(context.policy, context.reference, context.reward_model)
+        with_eval = resident_modules(context.policy, context.reference, context.reward_model,
+                                     eval_reward)
+        with_task = resident_modules(context.policy, context.reference, context.reward_model,
+                                     eval_reward, task)
+        resident_detail = {
+            "algorithm": algo.models_resident(),
+            "evaluation_reward_model": len(with_eval) - len(own),
+            "task": len(with_task) - len(with_eval),
+        }
+        models_resident = sum(resident_detail.values())
+        # The per-run memory baseline: everything built, nothing run yet.
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            baseline = torch.cuda.memory_allocated()
+        else:
+            baseline = process.memory_info().rss
         budget_kind, budget = next(iter(spec["budget"].items()))
         every = spec["evaluation"]["every"]
         max_kl = spec["divergence"]["max_kl"]
@@ -526,6 +571,11 @@ def run_one(
             with precision():
                 metrics = algo.step()
             peak_rss = max(peak_rss, process.memory_info().rss)
+            if step == 1:  # optimiser state exists once a step has run
+                # the algorithm's (its models, π_ref, the r̂ it uses, optimisers), and all the
+                # run holds (+ r̂ kept for evaluation only, models the task keeps)
+                state_bytes = model_state_bytes(algo, context, exclude=(task,))
+                total_state_bytes = model_state_bytes(algo, context, task, eval_reward)
             metrics["models_resident"] = float(models_resident)
             record("train", metrics)
             tracker.log(metrics, step)
@@ -596,6 +646,11 @@ def run_one(
         watch.close()
         determinism.close()
     wall = time.perf_counter() - start
+    tabular = task_kind == "tabular"
+    on_cuda = run_device == "cuda"
+    if baseline:  # the run's models were built: its peak above that baseline, whatever the end
+        peak_now = torch.cuda.max_memory_allocated() if on_cuda else peak_rss
+        peak_above = max(peak_now - baseline, 0)
     summary = {
         "run_id": run_id,
         "status": status,
@@ -604,17 +659,27 @@ def run_one(
         "final": final,
         "compute": None if meter is None else {
             "seconds": dict(meter.seconds),
+            "cpu_seconds": dict(meter.cpu_seconds),
             "samples": meter.samples,
             "tokens_generated": meter.tokens_generated,
             "tokens_trained": meter.tokens_trained,
-            "flops": meter.flops,
+            "flops": None if tabular else meter.flops,
         },
         "wall_seconds": wall,
+        "memory": None if state_bytes is None else {
+            "model_state_bytes": state_bytes,
+            "run_state_bytes": total_state_bytes,
+            "peak_above_baseline_mb": peak_above / 2**20,
+            "baseline_mb": baseline / 2**20,
+            "kind": "cuda" if on_cuda else "rss",
+        },
         "peak_host_memory_mb": peak_rss / 2**20 if peak_rss else None,
         "peak_gpu_memory_mb": (
-            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+            torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
         ),
         "models_resident": models_resident,
+        "models_resident_detail": resident_detail,
+        "target": target,
         "metric_meanings": metric_meanings,
         "reward_model": fit_report,
         "seed": spec["seed"],

@@ -228,6 +228,46 @@ class LimitsSpec(_Strict):
     )
 
 
+class SeedsSpec(_Strict):
+    """Task instances × training replicates.
+
+    An *instance* seed fixes the task draw, the preference data and r̂ (shared by every
+    algorithm); a *replicate* varies only the algorithm's own randomness on that instance.
+    """
+
+    instances: list[Int] = Field(min_length=1, description="Instance seeds (distinct).")
+    replicates: Int = Field(1, ge=1, description="Training replicates per instance.")
+
+    @field_validator("instances")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            twice = sorted({s for s in v if v.count(s) > 1})
+            raise ValueError(f"instance seeds must be distinct ({', '.join(map(str, twice))} "
+                             "repeated)")
+        return v
+
+
+CLAIM_ASPECTS = ("stability", "reward", "computation")
+LECTURE_CLAIM = ("ppo", "grpo", "dpo")
+LECTURE_SOURCE = "CMU 10-734, RLHF lecture"
+
+
+class ClaimSpec(_Strict):
+    """A claimed ordering: along ``order``, ``aspect`` increases (each next one better).
+
+    More stability means a smaller spread across replicates, fewer divergences and smaller
+    drawdowns; less computation means fewer CPU seconds, FLOPs and bytes of model state; more
+    reward means a larger per-instance normalised score.
+    """
+
+    aspect: Literal["stability", "reward", "computation"]
+    order: list[str] = Field(min_length=2, description="Labels (or algorithm names), in order.")
+    trend: Literal["increases", "decreases"] = Field(
+        "increases", description="Whether the aspect increases or decreases along the order.")
+    source: str = Field("", description="Where the claim comes from (shown in the report).")
+
+
 class DivergenceSpec(_Strict):
     max_kl: Float | None = Field(
         None, gt=0, description="A run whose evaluated KL(π‖π_ref) exceeds this is 'diverged'."
@@ -289,7 +329,12 @@ class Suite(_Strict):
     preferences: PreferenceSpec = Field(default_factory=PreferenceSpec)
     reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
     algorithms: list[AlgorithmSpec] = Field(min_length=1)
-    seeds: list[Int] = Field(min_length=1)
+    seeds: list[Int] | SeedsSpec = Field(
+        union_mode="left_to_right",
+        description="Instance seeds (one replicate each), or {instances: [...], replicates: n}.")
+    claims: list[ClaimSpec] | None = Field(
+        None, description="Claimed orderings to test; default: the lecture's "
+        "(from PPO to GRPO to DPO, stability increases and computation decreases).")
     budget: BudgetSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
@@ -324,10 +369,28 @@ class Suite(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _unique_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
+    def _unique_seeds(cls, v: list[int] | SeedsSpec) -> list[int] | SeedsSpec:
+        if isinstance(v, list) and len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one seed")
         return v
+
+    @property
+    def instances(self) -> list[int]:
+        """The instance seeds."""
+        return list(self.seeds) if isinstance(self.seeds, list) else list(self.seeds.instances)
+
+    @property
+    def replicates(self) -> int:
+        """Training replicates per instance (1 for a plain list of seeds)."""
+        return 1 if isinstance(self.seeds, list) else self.seeds.replicates
+
+    def resolved_claims(self) -> list[ClaimSpec]:
+        """The suite's claims, or the lecture's two when it lists none."""
+        if self.claims is not None:
+            return list(self.claims)
+        return default_claims()
 
     @field_validator("name")
     @classmethod
@@ -338,6 +401,29 @@ class Suite(_Strict):
                 "'-', starting with a letter or digit"
             )
         return v
+
+
+def default_claims() -> list[ClaimSpec]:
+    """The lecture's claim: from PPO to GRPO to DPO, stability increases and computation
+    decreases (algorithm names; each represented by its best configuration on a task)."""
+    return [
+        ClaimSpec(aspect="stability", order=list(LECTURE_CLAIM), trend="increases",
+                  source=LECTURE_SOURCE),
+        ClaimSpec(aspect="computation", order=list(LECTURE_CLAIM), trend="decreases",
+                  source=LECTURE_SOURCE),
+    ]
+
+
+def algorithm_seed(seed: int, replicate: int) -> int:
+    """The seed of an algorithm's own randomness for replicate ``replicate`` of instance
+    ``seed``: the instance seed itself for replicate 0 (a plain list of seeds behaves as it
+    always has), else a hash of both (so replicates of different instances never share one)."""
+    if replicate == 0:
+        return int(seed)
+    import hashlib
+
+    digest = hashlib.sha256(f"rlhf-harness/replicate/{seed}/{replicate}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,6 +446,9 @@ class RunSpec:
     device: str
     precision: str
     gpus: float
+    replicate: int = 0
+    """0-based; ``seed`` is the instance seed (task draw, preference data, r̂), and the
+    algorithm's own randomness is seeded with :func:`algorithm_seed` (seed, replicate)."""
     code: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The plugins whose code runs: distribution, version and a hash of the module source."""
     tuning: dict[str, Any] | None = None
@@ -384,9 +473,11 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """``<label>-<task>-s<seed>-<hash>``: a folder name made of slugs of the label and task
-        (never a path: ``/`` and ``..`` are replaced) and a hash unique to :attr:`identity`."""
-        return (f"{slug(self.label)}-{slug(self.task, 24)}-s{self.seed}-"
+        """``<label>-<task>-s<seed>[-r<replicate>]-<hash>``: a folder name made of slugs of the
+        label and task (never a path: ``/`` and ``..`` are replaced), the instance seed, the
+        replicate after the first, and a hash unique to :attr:`identity`."""
+        rep = f"-r{self.replicate}" if self.replicate else ""
+        return (f"{slug(self.label)}-{slug(self.task, 24)}-s{self.seed}{rep}-"
                 f"{config_hash(self.identity, 10)}")
 
     @property
@@ -561,7 +652,7 @@ def _check_data_needs(suite: Suite, i: int, alg: AlgorithmSpec, cls: Any, where:
 def count_runs(suite: Suite) -> int:
     """How many runs a suite makes (tuning trials included), computed without expanding it."""
     points = sum(math.prod(len(v) for v in alg.sweep.values()) for alg in suite.algorithms)
-    runs = len(suite.tasks) * len(suite.seeds) * points
+    runs = len(suite.tasks) * len(suite.instances) * suite.replicates * points
     if suite.tuning is not None:
         tuned = len(tuned_labels(suite))
         for task in suite.tasks:
@@ -596,7 +687,8 @@ def check_suite(
     runs = count_runs(suite)  # before checking every sweep point: a huge grid is refused at once
     if runs > MAX_RUNS and not allow_large:
         raise ConfigError(
-            f"{path}: the suite expands to {runs:,} runs (tasks × seeds × algorithm configs); "
+            f"{path}: the suite expands to {runs:,} runs (tasks × instances × replicates × "
+            "algorithm configs); "
             f"more than {MAX_RUNS:,} needs --allow-large"
         )
 
@@ -678,6 +770,19 @@ def check_suite(
         )
     if suite.tuning is not None:
         _check_tuning(suite, host, where)
+    names = {alg.name for alg in suite.algorithms}
+    labels_known = {alg.label or alg.name for alg in suite.algorithms}
+    for i, claim in enumerate(suite.claims or []):
+        for j, label in enumerate(claim.order):
+            if label not in labels_known and label not in names:
+                raise ConfigError(
+                    f"{where('claims', i, 'order', j)}: claims.{i}.order.{j}: no algorithm "
+                    f"labelled or named '{label}' in this suite (labels: "
+                    f"{', '.join(sorted(labels_known))})"
+                )
+        if len(set(claim.order)) != len(claim.order):
+            raise ConfigError(f"{where('claims', i, 'order')}: claims.{i}.order: a "
+                              "configuration appears twice")
     if suite.preferences.file is not None:
         try:
             file_digest(suite.preferences.file)
@@ -785,7 +890,8 @@ def expand(
     allow_large: bool = False,
     tuned: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> list[RunSpec]:
-    """Every comparison run of the suite: task × seed × algorithm × sweep point.
+    """Every comparison run of the suite: task × instance × replicate × algorithm ×
+    sweep point.
 
     ``tuned`` maps (task, label) to the tuning's choice (``{"trial", "params", "value"}``), which
     is merged into that algorithm's config; without it a tuned algorithm runs its base config
@@ -795,7 +901,8 @@ def expand(
         raise ConfigError(f"suite '{suite.name}': more than {MAX_RUNS:,} runs need allow_large")
     tuned_set = set(tuned_labels(suite))
     runs = []
-    for task, seed, alg in itertools.product(suite.tasks, suite.seeds, suite.algorithms):
+    for task, seed, replicate, alg in itertools.product(
+            suite.tasks, suite.instances, range(suite.replicates), suite.algorithms):
         label = alg.label or alg.name
         choice = (tuned or {}).get((task.name, label)) if label in tuned_set else None
         for point in _sweep_points(alg.sweep):
@@ -810,7 +917,8 @@ def expand(
             shown = label
             if point:
                 shown += "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
-            runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point), info))
+            runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point), info,
+                                  replicate=replicate))
     return runs
 
 
@@ -824,8 +932,11 @@ def make_spec(
     label: str,
     sweep_point: dict[str, Any],
     tuning: dict[str, Any] | None = None,
+    *,
+    replicate: int = 0,
 ) -> RunSpec:
-    """One run of ``alg`` on ``task`` and instance ``seed``, its config updated with ``extra``."""
+    """One run of ``alg`` on ``task``, instance ``seed`` and replicate ``replicate``, its config
+    updated with ``extra``."""
     preferences = suite.preferences.model_dump()
     if not preferences["unpaired"]:  # the default leaves run ids as they were before the key
         del preferences["unpaired"]
@@ -856,6 +967,7 @@ def make_spec(
         code=code_identity(host, alg.name, task.name),
         limits=suite.limits.model_dump(),
         tuning=tuning,
+        replicate=replicate,
         deterministic=suite.deterministic,
     )
 
@@ -927,7 +1039,7 @@ def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
             raise ConfigError(f"{where('tuning', 'trials_per_task', name)}: tuning."
                               f"trials_per_task.{name}: no such task in this suite (tasks: "
                               f"{', '.join(tasks)})")
-    overlap = sorted(set(tuning.instances) & set(suite.seeds))
+    overlap = sorted(set(tuning.instances) & set(suite.instances))
     if overlap:
         raise ConfigError(
             f"{where('tuning', 'instances')}: tuning.instances: {overlap[0]} is also one of the "
@@ -1070,9 +1182,24 @@ def _nearest_line(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> i
     return lines.get(())
 
 
+def _union_tag(part: Any) -> bool:
+    """A part of an error location that names a member of a union (``seeds`` is a list or a
+    mapping), not a key: ``list[...]``, ``SeedsSpec``."""
+    return isinstance(part, str) and (part.startswith("list[") or part in ("SeedsSpec", "none"))
+
+
 def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
     """One line: ``file:line: key.path: what is wrong`` (with a suggestion for unknown keys)."""
-    errors = exc.errors()
+    errors = []
+    for e in exc.errors():
+        tagged = any(_union_tag(p) for p in e["loc"])
+        if tagged and e["type"] in ("list_type", "model_type", "dict_type"):
+            continue  # the other form of a union field is what was meant
+        errors.append({**e, "loc": tuple(p for p in e["loc"] if not _union_tag(p))})
+    if not errors:
+        first = exc.errors()[0]
+        errors = [{**first, "loc": tuple(p for p in first["loc"] if not _union_tag(p)),
+                   "msg": "a list of seeds, or a mapping {instances: [...], replicates: n}"}]
     # An unknown key first: a misspelt required key (``seedz``) also makes ``seeds`` missing,
     # and the misspelling, with its suggestion, is what the user has to fix.
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
@@ -1105,8 +1232,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         annotation = field.annotation
-        inner = getattr(annotation, "__args__", None)
-        candidates = [annotation, *(inner or [])]
+        inner = list(getattr(annotation, "__args__", None) or [])
+        inner += [a for i in inner for a in getattr(i, "__args__", None) or []]
+        candidates = [annotation, *inner]
         model = next(
             (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
         )

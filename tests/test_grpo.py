@@ -233,26 +233,58 @@ BANDIT_STEPS = 300
 
 
 def forward_kl_optimum(exact: ExactProblem, beta: float, group: int) -> torch.Tensor:
-    """[P, N] log-probs of argmax_π (1 − 1/G) E_π r* − β KL(π_ref‖π), by bisection on λ.
+    """[P, N] log-probs of argmax_π (1 − 1/G) E_π r* − β KL(π_ref‖π): the plugin's own
+    computation, which the runner records and the tests below check against training."""
+    from rlhf_harness_grpo import forward_kl_fixed_point
 
-    Stationarity on the simplex: (1 − 1/G) r(y) + β π_ref(y)/π(y) = λ, so π(y) = β π_ref(y) /
-    (λ − c r(y)), c = 1 − 1/G, with λ > c max r chosen so that Σ_y π(y) = 1 (monotone in λ).
-    """
-    c = 1 - 1 / group
-    ref, r = exact.ref_logp.exp(), exact.reward
-    lo = (c * r).max(-1, keepdim=True).values
-    hi = lo + beta + c * (r.max(-1, keepdim=True).values - r.min(-1, keepdim=True).values) + 1
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        too_much = (beta * ref / (mid - c * r)).sum(-1, keepdim=True) > 1
-        lo, hi = torch.where(too_much, mid, lo), torch.where(too_much, hi, mid)
-    pi = beta * ref / (hi - c * r)
-    return (pi / pi.sum(-1, keepdim=True)).log()
+    return forward_kl_fixed_point(exact.ref_logp, exact.reward, beta=beta, group=group)
 
 
 def gap_closed(exact: ExactProblem, logp: torch.Tensor, beta: float) -> float:
     j_ref = exact.objective(exact.ref_logp, beta)
     return (exact.objective(logp, beta) - j_ref) / (exact.optimal_objective(beta) - j_ref)
+
+
+@pytest.mark.parametrize(("beta", "group"), [(0.1, 8), (0.5, 2), (0.04, 64)])
+def test_forward_kl_fixed_point_is_the_stationary_maximum(beta, group):
+    exact = ExactProblem.from_task(bandit(3))
+    fixed = forward_kl_optimum(exact, beta, group)
+    assert torch.allclose(fixed.exp().sum(-1), torch.ones(4, dtype=torch.float64))
+    c = 1 - 1 / group
+    ref = exact.ref_logp.exp()
+
+    def objective(logits: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, -1)
+        return (c * (logp.exp() * exact.reward).sum(-1) + beta * (ref * logp).sum(-1)).sum()
+
+    logits = fixed.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(logits), logits)
+    assert grad.abs().max() < 1e-10  # stationary: GRPO's expected update is zero there
+    noise = torch.randn(fixed.shape, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert all(objective(fixed + 0.05 * k * noise) < objective(fixed) for k in (-1, 1, 3))
+    # it is not π*_β: less concentrated on the best arm than the Gibbs policy
+    assert exact.kl(fixed, exact.optimal_logprobs(beta)) > 1e-3
+    assert exact.regret(fixed, beta) > 0
+
+
+def test_grpo_states_its_fixed_point_only_where_it_is_exact(grpo):
+    task = bandit(0)
+    exact = ExactProblem.from_task(task)
+    for config, exact_known in (({"scale_rewards": "none", "beta": 0.1}, True),
+                                ({"scale_rewards": "group", "beta": 0.1}, False),
+                                ({"scale_rewards": "none", "temperature": 0.7}, False)):
+        context = build_context(task, grpo, seed=0, reward_model=GoldRewardModel(task))
+        algo = make_algorithm(grpo, config, context)
+        point = algo.fixed_point(exact)
+        assert (point is not None) == exact_known
+        if point is not None:
+            assert torch.equal(point, forward_kl_optimum(exact, 0.1, 8))
+    # at β = 0: all mass on the best arm
+    zero = forward_kl_optimum(exact, 0.0, 8).exp()
+    assert torch.equal(zero.argmax(-1), exact.reward.argmax(-1))
+    assert torch.allclose(zero.max(-1).values, torch.ones(4, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

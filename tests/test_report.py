@@ -82,10 +82,15 @@ def _run(store: RunStore, task: str, alg: str, label: str, seed: int, cfg: tuple
         "compute": None if status == "failed" else {
             "seconds": {"generate": wall * 0.3, "score": wall * 0.1, "train": wall * 0.5,
                         "eval": wall * 0.1},
+            "cpu_seconds": {"generate": wall * 0.29, "score": wall * 0.1, "train": wall * 0.5,
+                            "eval": wall * 0.1},
             "samples": last * 64, "tokens_generated": 0, "tokens_trained": last * 128,
             "flops": flops,
         },
         "wall_seconds": wall + 1.0,
+        "memory": None if status == "failed" else {
+            "model_state_bytes": models * 2**20, "peak_above_baseline_mb": mb / 10,
+            "baseline_mb": 450.0, "kind": "rss"},
         "peak_host_memory_mb": mb + rng.normal(0, 5),
         "peak_gpu_memory_mb": None,
         "models_resident": models,
@@ -119,7 +124,7 @@ def make_store(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store")
-    return write_report(make_store(root), root / "report", n_resamples=1000)
+    return write_report(make_store(root), root / "report")
 
 
 N_RUNS = 5 + 5 + 5 + 2 + 2 + 1
@@ -128,7 +133,7 @@ FIGURES = ("curves_step", "frontier", "overoptimisation", "regret_step", "comput
            "compute_resources", "final_gold", "ranking")
 TABLES = ("status", "runs", "final_metrics", "overoptimisation", "compute", "time_to_threshold",
           "stability", "per_run_stability", "ranking_iqm", "probability_of_improvement",
-          "verdict", "reward_model")
+          "comparisons", "claims", "claim_steps", "reward_model")
 
 
 def test_report_files_exist_and_tables_parse(report: Path):
@@ -169,20 +174,35 @@ def test_failed_and_diverged_runs_are_counted_not_dropped(report: Path):
     assert stability.loc["ppo", "loss_spikes_total"] >= 1
 
 
-def test_ranking_and_verdict_tables(report: Path):
+def test_ranking_comparisons_and_claims_tables(report: Path):
     iqm = pd.read_csv(report / "tables" / "ranking_iqm.csv")
     assert set(iqm["label"]) == {"ppo", "grpo", "dpo", XSS, ODD}
-    assert (iqm["low"] <= iqm["iqm"]).all() and (iqm["iqm"] <= iqm["high"]).all()
+    assert (iqm["low"] <= iqm["mean"]).all() and (iqm["mean"] <= iqm["high"]).all()
     poi = pd.read_csv(report / "tables" / "probability_of_improvement.csv")
-    assert len(poi) == 5 * 4 // 2
+    assert len(poi) == 5 * 4
     assert poi["p"].between(0, 1).all()
-    verdict = pd.read_csv(report / "tables" / "verdict.csv").set_index("quantity")
-    assert set(verdict["verdict"]) <= {"supported", "not supported", "inconclusive"}
-    # FLOPs per run fall from ppo to grpo to dpo by construction, with no spread
-    assert verdict.loc["FLOPs per run", "verdict"] == "supported"
-    assert verdict.loc["training wall seconds per run", "verdict"] == "supported"
+    comp = pd.read_csv(report / "tables" / "comparisons.csv")
+    assert list(comp.columns) == ["task", "metric", "a", "b", "n", "mean_diff", "ci_low",
+                                  "ci_high", "p_value", "p_adjusted", "decision", "mde",
+                                  "seeds_needed"]
+    assert set(comp["decision"]) <= {"a better", "b better", "undecided"}
+    tested = comp["p_value"].notna()
+    assert (comp.loc[tested, "p_adjusted"] >= comp.loc[tested, "p_value"] - 1e-12).all()
+    assert comp.loc[~tested, "n"].max() < 2  # no p-value only below two shared instances
+    assert comp.loc[comp["decision"] != "undecided", "seeds_needed"].isna().all()
+    # FLOPs per run fall from ppo to grpo to dpo by construction, with no spread: decided
+    flops = comp[comp["metric"] == "flops"].set_index(["a", "b"])
+    assert flops.loc[("ppo", "grpo"), "decision"] == "b better"
+    assert flops.loc[("grpo", "dpo"), "decision"] == "b better"
+    assert flops.loc[("ppo", "grpo"), "n"] == 2  # done runs of both: instances 0 and 4
+    claims = pd.read_csv(report / "tables" / "claims.csv").set_index("aspect")
+    assert claims.loc["computation", "verdict"] == "supported"
+    assert claims.loc["computation", "source"] == "CMU 10-734, RLHF lecture"
     md = (report / "index.md").read_text()
-    assert "## Verdict" in md and "supported" in md
+    assert "## Claims" in md and "## Paired comparisons" in md
+    assert md.index("## Summary") < md.index("## Runs and status")
+    assert 'from ppo to grpo to dpo, computation decreases" (CMU 10-734, RLHF lecture): ' \
+           "bandit: supported" in md
 
 
 def test_plugin_names_are_escaped(report: Path):
@@ -261,19 +281,19 @@ def test_cli_report_two_tasks_without_dpo(tmp_path: Path, capsys: pytest.Capture
                 for seed in (0, 4):
                     _run(store, task, alg, f"{label}[lr={lr}]", seed, cfg, sweep={"lr": lr})
     out = tmp_path / "out"
-    main(["report", str(store.path), "--out", str(out), "--x", "flops", "--resamples", "500"])
+    main(["report", str(store.path), "--out", str(out), "--x", "flops"])
     assert "index.html" in capsys.readouterr().out
     md = (out / "index.md").read_text()
     assert (out / "figures" / "curves_flops.png").exists()
     assert (out / "figures" / "sensitivity.png").exists()
-    assert "min-max normalised per task" in md
+    assert "an instance's scores averaged over tasks" in md
     assert "no counted runs of dpo" in md
-    assert not (out / "tables" / "verdict.csv").exists()
+    claims = pd.read_csv(out / "tables" / "claims.csv")
+    assert set(claims["verdict"]) == {"not tested"}
     sens = pd.read_csv(out / "tables" / "sensitivity.csv")
     assert set(sens["algorithm"]) == {"ppo", "grpo"}
     assert set(sens["task"]) == {"bandit", "lm"}
     iqm = pd.read_csv(out / "tables" / "ranking_iqm.csv")
-    assert iqm["low"].min() >= 0 and iqm["high"].max() <= 1  # normalised scores
     assert (iqm["tasks"] == 2).all()
 
 

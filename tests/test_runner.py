@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -232,7 +233,10 @@ def test_metrics_are_a_tidy_table_with_every_x_axis(sequential):
 
 def test_summary_holds_compute_memory_models_versions_seed_and_hash(sequential):
     host = get_plugin_host()
-    resident = {"dpo": 2, "ppo": 4, "grpo": 3}  # grpo: π_ref counts while β > 0 (default 0.04)
+    # grpo: π_ref counts while β > 0 (default 0.04); dpo: + r̂, resident for the proxy_reward
+    # evaluator although DPO itself does not use it
+    resident = {"dpo": 3, "ppo": 4, "grpo": 3}
+    own = {"dpo": 2, "ppo": 4, "grpo": 3}
     store = RunStore(sequential["root"], "tiny")
     for record in store.records():
         summary, spec = record.summary, record.spec
@@ -244,9 +248,25 @@ def test_summary_holds_compute_memory_models_versions_seed_and_hash(sequential):
         assert seconds["train"] > 0 and seconds["eval"] > 0
         if spec["algorithm"] != "dpo":  # online methods sample and score
             assert seconds["generate"] > 0 and seconds["score"] > 0
-        assert summary["compute"]["samples"] > 0 and summary["compute"]["flops"] > 0
+        cpu = summary["compute"]["cpu_seconds"]
+        assert set(cpu) == set(seconds) and all(v >= 0 for v in cpu.values())
+        assert cpu["train"] > 0
+        # a tabular policy is a lookup table: no FLOPs, samples and tokens instead
+        assert summary["compute"]["samples"] > 0 and summary["compute"]["flops"] is None
         assert summary["peak_host_memory_mb"] > 10
+        assert summary["peak_gpu_memory_mb"] is None  # a CPU run records no GPU memory
+        memory = summary["memory"]
+        assert memory["kind"] == "rss" and memory["baseline_mb"] > 10
+        assert memory["peak_above_baseline_mb"] >= 0
+        assert memory["model_state_bytes"] > 0
+        # the run holds more than the algorithm: r̂ for evaluation where the algorithm has none
+        extra = memory["run_state_bytes"] - memory["model_state_bytes"]
+        assert (extra > 0) == (spec["algorithm"] == "dpo")
         assert summary["models_resident"] == resident[spec["algorithm"]]
+        assert summary["target"] is None  # π*_β, or (GRPO with std scaling) no closed form
+        assert summary["models_resident_detail"] == {
+            "algorithm": own[spec["algorithm"]], "task": 0,
+            "evaluation_reward_model": resident[spec["algorithm"]] - own[spec["algorithm"]]}
         train = record.metrics().query("source == 'train' and metric == 'models_resident'")
         assert set(train["value"]) == {float(resident[spec["algorithm"]])}
         plugin = host.registration("algorithm", spec["algorithm"]).plugin
@@ -561,3 +581,47 @@ def test_wandb_switched_off_by_environment_leaves_no_trace(tmp_path, monkeypatch
     [record] = RunStore(root, "tracked").records()
     assert record.state == "done"
     assert not [p for p in root.rglob("*") if "wandb" in p.name]
+
+
+def test_replicates_share_the_instance_and_vary_the_algorithm(tmp_path):
+    text = SUITE.replace("seeds: [0, 1]", "seeds: {instances: [0], replicates: 2}").replace(
+        "  - name: dpo\n    config: {beta: 0.5, learning_rate: 0.05, optimizer: adam, "
+        "batch_size: 32, warmup_steps: 0}\n", "").replace(
+        "  - name: grpo\n    config: {learning_rate: 0.05, num_generations: 4, "
+        "prompts_per_step: 4}\n", "")
+    specs = specs_of(write_suite(tmp_path, text))
+    assert [(s.algorithm, s.replicate) for s in specs] == [("ppo", 0), ("ppo", 1)]
+    plain = [s for s in specs_of(write_suite(tmp_path, SUITE, "plain.yaml"))
+             if s.algorithm == "ppo" and s.seed == 0]
+    assert specs[0].run_id == plain[0].run_id  # replicate 0 is the plain run
+    outcome = run_specs(specs, str(tmp_path / "runs"), wandb=False, progress=False)
+    assert outcome.statuses == {"done": 2}
+    records = {r.spec["replicate"]: r for r in RunStore(tmp_path / "runs", "tiny").records()}
+    first, second = records[0], records[1]
+    # one instance: the same preference data and r̂ (built once), the same step-0 evaluation
+    assert first.summary["reward_model"] == second.summary["reward_model"]
+    assert len(list((tmp_path / "runs" / "tiny" / "shared").glob("*-reward-*"))) == 1
+    m0, m1 = first.metrics(), second.metrics()
+    start = "source == 'eval' and step == 0"
+    pd.testing.assert_frame_equal(comparable(m0.query(start)).drop(columns="run_id"),
+                                  comparable(m1.query(start)).drop(columns="run_id"))
+    # another replicate: the algorithm's own randomness differs, so training differs
+    loss0 = m0.query("source == 'train' and metric == 'loss'")["value"].to_numpy()
+    loss1 = m1.query("source == 'train' and metric == 'loss'")["value"].to_numpy()
+    assert not np.array_equal(loss0, loss1)
+
+
+def test_grpo_records_the_regret_of_its_own_fixed_point(tmp_path):
+    text = SUITE.replace("prompts_per_step: 4}", "prompts_per_step: 4, scale_rewards: none, "
+                         "beta: 0.1}").replace("seeds: [0, 1]", "seeds: [0]")
+    specs = [s for s in specs_of(write_suite(tmp_path, text)) if s.algorithm == "grpo"]
+    assert run_specs(specs, str(tmp_path / "runs"), wandb=False,
+                     progress=False).statuses == {"done": 1}
+    [record] = RunStore(tmp_path / "runs", "tiny").records()
+    target = record.summary["target"]
+    assert target["kind"] == "grpo fixed point"
+    # the forward-KL fixed point loses part of the gap, never more than π_ref does
+    assert 0 < target["regret"] < target["regret_ref"]
+    assert target["kl_ref"] > 0
+    initial = record.metrics().query("source == 'eval' and step == 0 and metric == 'regret'")
+    assert initial["value"].iloc[0] == pytest.approx(target["regret_ref"])

@@ -300,8 +300,7 @@ def test_an_edited_suite_does_not_mix_configurations(tmp_path, rogue_plugin, cap
     assert data.stale["run_id"].tolist() == list(old)
     both = load_store(runs / "edited", include_stale=True)
     assert sorted(both.runs["run_id"]) == sorted(records)
-    main(["report", str(runs / "edited"), "--out", str(reports), "--n-boot", "10",
-          "--resamples", "100"])
+    main(["report", str(runs / "edited"), "--out", str(reports)])
     text = (reports / "index.md").read_text()
     assert "1 runs are stale" in text and next(iter(old)) in text
     assert pd.read_csv(reports / "tables" / "stale_runs.csv")["run_id"].tolist() == list(old)
@@ -556,8 +555,7 @@ evaluation: {every: 1}
         f"{py} -m harness.cli plugins",
         f"{py} -m harness.cli run {suite} --root {tmp_path / 'runs'} --workers 2 --no-progress "
         f"--no-report",
-        f"{py} -m harness.cli report {tmp_path / 'runs' / 'offline'} --out {tmp_path / 'rep'} "
-        "--n-boot 10 --resamples 100",
+        f"{py} -m harness.cli report {tmp_path / 'runs' / 'offline'} --out {tmp_path / 'rep'}",
     ])
     strace = "/usr/bin/strace" if Path("/usr/bin/strace").exists() else None
     if strace:  # every process, wandb's own service binary included
@@ -739,7 +737,7 @@ def test_a_corrupt_run_folder_is_reported_and_skipped_then_redone(tmp_path, rogu
     assert problems[records["b"].run_id].startswith("metrics.parquet: ")
     from harness.report import write_report
 
-    out = write_report(root / "corrupt", tmp_path / "report", n_boot=10, n_resamples=100)
+    out = write_report(root / "corrupt", tmp_path / "report")
     assert "2 run folders are corrupt" in (out / "index.md").read_text()
 
     outcome = run_specs(specs, str(root), wandb=False, progress=False)

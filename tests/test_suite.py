@@ -241,7 +241,20 @@ BAD = [
     Bad("unknown-key-in-a-list-item", edit("  - name: ppo\n", "  - name: ppo\n    lable: x\n"),
         "algorithms.1.lable", "lable:", ("did you mean 'label'?",)),
     Bad("wrong-type", edit("seeds: [0, 1]", 'seeds: "abc"'), "seeds", "seeds:",
-        ("valid list", "'abc'")),
+        ("a list of seeds, or a mapping {instances", "'abc'")),
+    Bad("zero-replicates", edit("seeds: [0, 1]", "seeds:\n  instances: [0, 1]\n  replicates: 0"),
+        "seeds.replicates", "replicates: 0", ("greater than or equal to 1", "0")),
+    Bad("duplicate-instances", edit("seeds: [0, 1]", "seeds: {instances: [3, 1, 3]}"),
+        "seeds.instances", "seeds:", ("instance seeds must be distinct", "3 repeated")),
+    Bad("unknown-key-in-seeds", edit("seeds: [0, 1]", "seeds:\n  instances: [0]\n  replicate: 2"),
+        "seeds.replicate", "replicate: 2", ("unknown key", "did you mean 'replicates'?")),
+    Bad("claim-naming-an-unknown-label",
+        lambda text: text + "claims:\n  - aspect: reward\n    order: [dpo, pop]\n",
+        "claims.0.order.1", "order: [dpo, pop]", ("no algorithm labelled or named 'pop'",
+                                                   "labels: dpo, ppo")),
+    Bad("claim-with-an-unknown-aspect",
+        lambda text: text + "claims:\n  - aspect: speed\n    order: [dpo, ppo]\n",
+        "claims.0.aspect", "aspect: speed", ("'stability', 'reward' or 'computation'",)),
     Bad("wrong-item-type", edit("seeds: [0, 1]", "seeds: [0, abc]"), "seeds.1", "seeds:",
         ("valid integer", "'abc'")),
     Bad("missing-budget", edit("budget:\n  steps: 3\n", ""), "budget", 1,
@@ -412,7 +425,7 @@ def test_validate_command_accepts_a_good_suite(tmp_path, subprocess_env):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.strip() == (
-        f"{path}: ok: 54 runs (2 tasks × 3 seeds × 9 algorithm configs)"
+        f"{path}: ok: 54 runs (2 tasks × 3 instances × 1 replicates × 9 algorithm configs)"
     )
 
 
@@ -473,3 +486,51 @@ def test_a_config_post_init_check_is_named_with_its_line_and_key(tmp_path, make_
         message
     )
     assert "''" not in message and "Value error" not in message and "\n" not in message
+# --- instances and replicates --------------------------------------------------------------------
+
+
+def test_instances_times_replicates(tmp_path, host):
+    from harness.config import config_hash
+    from harness.suite import algorithm_seed
+
+    plain = specs_of(write(tmp_path, "plain.yaml", GRID), host)
+    text = GRID.replace("seeds: [0, 1, 2]", "seeds: {instances: [0, 1, 2], replicates: 3}")
+    specs = specs_of(write(tmp_path, "reps.yaml", text), host)
+    assert len(specs) == 3 * len(plain)
+    assert Counter((s.seed, s.replicate) for s in specs) == {
+        (i, r): len(plain) // 3 for i in (0, 1, 2) for r in (0, 1, 2)}
+    # replicate 0 is the run a plain list of seeds makes, with the same id
+    assert {s.run_id for s in specs if s.replicate == 0} == {s.run_id for s in plain}
+    later = [s for s in specs if s.replicate == 2]
+    assert all(f"-{s.task}-s{s.seed}-r2-" in s.run_id for s in later)
+    assert len({s.run_id for s in specs}) == len(specs)
+    # an instance's shared data (preferences, r̂) do not depend on the replicate
+    by_instance = {}
+    for s in specs:
+        by_instance.setdefault((s.task, s.seed), set()).add(config_hash(s.shared_key))
+    assert all(len(keys) == 1 for keys in by_instance.values())
+    # the algorithm's seed: the instance seed for replicate 0, distinct otherwise
+    assert algorithm_seed(4, 0) == 4
+    seeds = {algorithm_seed(i, r) for i in range(50) for r in range(4)}
+    assert len(seeds) == 200
+    assert algorithm_seed(3, 1) == algorithm_seed(3, 1) != algorithm_seed(1, 3)
+    # a plain list keeps its meaning: one replicate per instance
+    suite = load_suite(write(tmp_path, "again.yaml", GRID))
+    assert suite.instances == [0, 1, 2] and suite.replicates == 1
+
+
+def test_claims_default_to_the_lecture_and_may_be_listed(tmp_path, host):
+    suite = load_suite(write(tmp_path, "plain.yaml", GRID))
+    claims = suite.resolved_claims()
+    assert [(c.aspect, c.order, c.trend) for c in claims] == [
+        ("stability", ["ppo", "grpo", "dpo"], "increases"),
+        ("computation", ["ppo", "grpo", "dpo"], "decreases")]
+    assert all("CMU 10-734" in c.source for c in claims)
+    text = GRID + "claims:\n  - {aspect: reward, order: [ppo-kl, dpo], trend: decreases}\n"
+    path = write(tmp_path, "claims.yaml", text)
+    suite = load_suite(path)
+    specs_of(path, host)
+    assert [(c.aspect, c.order) for c in suite.resolved_claims()] == [("reward",
+                                                                        ["ppo-kl", "dpo"])]
+    none = load_suite(write(tmp_path, "none.yaml", GRID + "claims: []\n"))
+    assert none.resolved_claims() == []

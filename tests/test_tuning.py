@@ -253,7 +253,7 @@ def test_tuning_chooses_the_best_trial_and_compares_on_fresh_instances(tmp_path,
 
     from harness.report import write_report
 
-    report = write_report(root / "tuned", tmp_path / "report", n_boot=10, n_resamples=100)
+    report = write_report(root / "tuned", tmp_path / "report")
     text = (report / "index.md").read_text()
     assert "## Tuning" in text
     assert "same tuning effort (3 trials on bandit), each trial run on 1 tuning" in text

@@ -1,7 +1,11 @@
 """Reading a run store into the two frames a report is computed from.
 
-``runs``: one row per run folder — identity (label, algorithm, task, seed, sweep point), status and
-reason, final evaluation metrics (``final_<metric>``), compute totals and memory. ``metrics``:
+``runs``: one row per run folder — identity (label, algorithm, task, seed, replicate, sweep
+point), status and reason, final evaluation metrics (``final_<metric>``) and those of the first
+evaluation, before any training (``initial_<metric>``: π_ref's), compute totals (wall and CPU
+seconds per phase, FLOPs — NaN for tabular policies), model-state bytes and memory. ``seed`` is
+the *instance* seed (task draw, preference data, r̂); ``replicate`` numbers the algorithm's own
+random streams on it (0 for stores written before replicates existed). ``metrics``:
 every run's tidy metrics table, concatenated, with the run's label, algorithm, task, seed and
 status joined on.
 
@@ -19,7 +23,7 @@ that no table or figure compares the two as one quantity.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ import yaml
 from harness.errors import ConfigError
 from harness.metrics import clashing, namespaced
 from harness.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
+from harness.suite import ClaimSpec, default_claims
 
 PHASES = ("generate", "score", "train", "eval")
 X_AXES = ("step", "samples", "wall_seconds", "flops")
@@ -55,6 +60,8 @@ class StoreData:
     """Runs of older versions of the suite, left out (``run_id, label, task, seed, status``)."""
     corrupt: pd.DataFrame | None = None
     """Run folders that do not read back (``run_id, problem``), skipped."""
+    claims: list[ClaimSpec] = field(default_factory=default_claims)
+    """The suite's claims (from the suite file kept in the store), or the lecture's."""
     trials: pd.DataFrame | None = None
     """Tuning trials' runs (``task, label, trial, seed, status, value, param_<field>...``), kept
     apart from the comparison: ``value`` is the run's tuning objective."""
@@ -91,6 +98,7 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
         "algorithm": str(spec.get("algorithm", "?")),
         "task": str(spec.get("task", "?")),
         "seed": spec.get("seed"),
+        "replicate": int(spec.get("replicate") or 0),
         "sweep": _sweep_text(spec.get("sweep_point") or {}),
         "status": rec.state,
         "reason": rec.status.get("reason") or summary.get("reason") or "",
@@ -114,6 +122,20 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
         sum(row[f"seconds_{p}"] for p in ("generate", "score", "train"))
         if compute else math.nan
     )
+    cpu = compute.get("cpu_seconds") or {}
+    for phase in PHASES:
+        row[f"cpu_seconds_{phase}"] = _finite(cpu.get(phase))
+    row["train_cpu_seconds"] = (
+        sum(row[f"cpu_seconds_{p}"] for p in ("generate", "score", "train"))
+        if cpu else math.nan
+    )
+    memory = summary.get("memory") or {}
+    row["model_state_bytes"] = _finite(memory.get("model_state_bytes"))
+    row["run_state_bytes"] = _finite(memory.get("run_state_bytes"))
+    row["peak_above_baseline_mb"] = _finite(memory.get("peak_above_baseline_mb"))
+    row["memory_kind"] = memory.get("kind") or ""
+    target = summary.get("target") or {}
+    row["target_regret"] = _finite(target.get("regret"))
     row["flops"] = _finite(compute.get("flops"))
     row["samples"] = _finite(compute.get("samples"))
     row["run_wall_seconds"] = _finite(summary.get("wall_seconds"))
@@ -160,6 +182,19 @@ def _algorithm_order(path: Path) -> list[str]:
         return [str(a["name"]) for a in data.get("algorithms", [])]
     except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
         return []
+
+
+def _claims(path: Path) -> list[ClaimSpec]:
+    """The claims of the suite file kept in the store; the lecture's when it lists none (or
+    cannot be read: ``validate`` is where a suite file's errors are reported)."""
+    try:
+        data = yaml.safe_load((path / "suite.yaml").read_text())
+        listed = data.get("claims") if isinstance(data, dict) else None
+        if listed is None:
+            return default_claims()
+        return [ClaimSpec.model_validate(c) for c in listed]
+    except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError):
+        return default_claims()
 
 
 def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreData:
@@ -209,10 +244,16 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
                                      "status", "reason"])
     for col in (*(f"final_{m}" for m in FINAL_METRICS), "train_seconds", "flops", "samples",
                 "peak_host_memory_mb", "peak_gpu_memory_mb", "models_resident",
-                *(f"seconds_{p}" for p in PHASES)):
+                *(f"seconds_{p}" for p in PHASES), *(f"cpu_seconds_{p}" for p in PHASES),
+                "train_cpu_seconds", "model_state_bytes", "run_state_bytes",
+                "peak_above_baseline_mb",
+                "target_regret"):
         if col not in runs:
             runs[col] = np.nan
+    if "replicate" not in runs:
+        runs["replicate"] = 0
     suite = suites[0] if suites else path.name
+    claims = _claims(path)
     metrics = (pd.concat(frames, ignore_index=True) if frames
                else pd.DataFrame(columns=list(METRIC_COLUMNS)))
     for col in ("step", "samples", "tokens", "wall_seconds", "flops", "value"):
@@ -222,6 +263,16 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
     ident = runs[["run_id", "label", "algorithm", "task", "seed", "status"]]
     metrics = metrics.merge(ident, on="run_id", how="inner")
     metrics = namespace_clashes(metrics, declared)
+    evals = metrics[metrics["source"] == "eval"]
+    if len(evals):
+        first = evals[evals["step"] == evals.groupby("run_id")["step"].transform("min")]
+        initial = first.pivot_table(index="run_id", columns="metric", values="value",
+                                    aggfunc="first")
+        initial.columns = [f"initial_{c}" for c in initial.columns]
+        runs = runs.merge(initial, left_on="run_id", right_index=True, how="left")
+    for m in (*FINAL_METRICS, "regret"):
+        if f"initial_{m}" not in runs:
+            runs[f"initial_{m}"] = np.nan
 
     order = _algorithm_order(path) or ["ppo", "grpo", "dpo"]
     rank = {name: i for i, name in enumerate(order)}
@@ -236,6 +287,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
         suite=suite, path=path, runs=runs, metrics=metrics, labels=labels, tasks=tasks,
         stale=pd.DataFrame(stale, columns=["run_id", "label", "task", "seed", "status"]),
         corrupt=pd.DataFrame(corrupt, columns=["run_id", "problem"]),
+        claims=claims,
         trials=pd.DataFrame(trials, columns=None if trials else
                             ["run_id", "task", "label", "trial", "seed", "status", "value"]),
     )

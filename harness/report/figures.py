@@ -10,6 +10,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -93,28 +94,36 @@ def _legend_once(fig: plt.Figure, axes: np.ndarray) -> None:
                    ncol=min(len(labels), 5), frameon=False)
 
 
-def curve_bands(frame: pd.DataFrame, x: str, *, n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Mean across runs of ``value`` at each ``x``, per (task, label), with a 95% percentile
-    bootstrap band: whole runs are resampled (``n_boot`` times), so each resample is a set of
-    curves. ``frame`` is on a shared grid (:func:`harness.report.data.on_grid`)."""
-    rng = np.random.default_rng(seed)
+def t_errorbar(values: Any) -> tuple[float, float]:
+    """Seaborn ``errorbar``: the Student-t 95% interval of the mean of ``values``."""
+    from harness.report.stats import t_interval
+
+    e = t_interval(np.asarray(values, dtype=float))
+    return (e.low, e.high) if e.has_interval else (e.value, e.value)
+
+
+def curve_bands(frame: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Mean of ``value`` at each ``x``, per (task, label), with a Student-t 95% band over task
+    instances: an instance's replicates are averaged first (the instance is the independent
+    unit), then the t interval of the instance means is taken at each ``x``. ``frame`` is on a
+    shared grid (:func:`harness.report.data.on_grid`)."""
+    from scipy import stats
+
     out = []
+    unit = "seed" if "seed" in frame.columns and frame["seed"].notna().all() else "run_id"
     for (task, label), sub in frame.groupby(["task", "label"], sort=False):
-        wide = sub.pivot_table(index=x, columns="run_id", values="value", aggfunc="mean")
-        values = wide.to_numpy(dtype=float)  # [n_x, n_runs], NaN past a run's end
+        wide = sub.pivot_table(index=x, columns=unit, values="value", aggfunc="mean")
+        values = wide.to_numpy(dtype=float)  # [n_x, n_units], NaN past a run's end
         xs = wide.index.to_numpy(dtype=float)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(values, axis=1)
-            n_runs = values.shape[1]
-            if n_runs > 1:
-                idx = rng.integers(0, n_runs, size=(n_boot, n_runs))
-                boots = np.nanmean(values[:, idx], axis=2)  # [n_x, n_boot]
-                low, high = np.nanpercentile(boots, [2.5, 97.5], axis=1)
-            else:
-                low = high = np.full_like(mean, np.nan)
+            n = np.isfinite(values).sum(axis=1)
+            sd = np.nanstd(values, axis=1, ddof=1)
+            half = np.where(n >= 2, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd
+                            / np.sqrt(np.maximum(n, 1)), np.nan)
         out.append(pd.DataFrame({"task": task, "label": label, x: xs, "mean": mean,
-                                 "low": low, "high": high}))
+                                 "low": mean - half, "high": mean + half}))
     if not out:
         return pd.DataFrame(columns=["task", "label", x, "mean", "low", "high"])
     return pd.concat(out, ignore_index=True)
@@ -122,9 +131,9 @@ def curve_bands(frame: pd.DataFrame, x: str, *, n_boot: int, seed: int = 0) -> p
 
 def learning_curves(
     curves: dict[str, pd.DataFrame], x: str, tasks: Sequence[str], labels: Sequence[str],
-    path: Path, *, n_boot: int, seed: int = 0,
+    path: Path,
 ) -> bool:
-    """Rows: metrics; columns: tasks. Mean across runs with a 95% bootstrap band."""
+    """Rows: metrics; columns: tasks. Mean across instances with a Student-t 95% band."""
     metrics = [m for m, f in curves.items() if not f.empty]
     if not metrics or not tasks:
         return False
@@ -133,7 +142,7 @@ def learning_curves(
     colours = palette(labels)
     fig, axes = _grid(len(metrics), len(tasks))
     for i, metric in enumerate(metrics):
-        bands = curve_bands(curves[metric], x, n_boot=n_boot, seed=seed)
+        bands = curve_bands(curves[metric], x)
         for j, task in enumerate(tasks):
             ax = axes[i, j]
             for label in labels:
@@ -197,7 +206,7 @@ def trajectories(
 
 
 def time_split(runs: pd.DataFrame, tasks: Sequence[str], labels: Sequence[str], path: Path,
-               *, n_boot: int, seed: int = 0) -> bool:
+               ) -> bool:
     """Wall seconds per phase (generate, score, train, eval) per label, mean with 95% CI."""
     runs, tasks, labels = _literal(runs), _names(tasks), _names(labels)
     cols = [c for c in runs.columns if c.startswith("seconds_")]
@@ -213,7 +222,7 @@ def time_split(runs: pd.DataFrame, tasks: Sequence[str], labels: Sequence[str], 
         if not sub.empty:
             order = [lab for lab in labels if lab in set(sub["label"])]
             sns.barplot(data=sub, x="label", y="seconds", hue="phase", order=order,
-                        errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax)
+                        errorbar=t_errorbar, ax=ax)
         ax.set_title(task)
         ax.set_xlabel("")
         ax.set_ylabel("wall seconds per run")
@@ -224,16 +233,15 @@ def time_split(runs: pd.DataFrame, tasks: Sequence[str], labels: Sequence[str], 
 
 
 RESOURCE_NAMES = {
-    "train_seconds": "training wall seconds (generate+score+train)",
+    "train_cpu_seconds": "training CPU seconds (generate+score+train)",
     "flops": "FLOPs per run",
-    "peak_host_memory_mb": "peak host memory (MB)",
-    "peak_gpu_memory_mb": "peak GPU memory (MB)",
+    "model_state_mb": "model state (MB)",
+    "peak_above_baseline_mb": "peak memory above baseline (MB)",
     "models_resident": "models resident",
 }
 
 
-def resources(runs: pd.DataFrame, labels: Sequence[str], path: Path, *, n_boot: int,
-              seed: int = 0) -> bool:
+def resources(runs: pd.DataFrame, labels: Sequence[str], path: Path) -> bool:
     """One panel per resource that has data: mean per run with a 95% CI, hue: task."""
     runs, labels = _literal(runs), _names(labels)
     cols = [c for c in RESOURCE_NAMES if c in runs and runs[c].notna().any()]
@@ -248,11 +256,10 @@ def resources(runs: pd.DataFrame, labels: Sequence[str], path: Path, *, n_boot: 
         order = [lab for lab in labels if lab in set(sub["label"])]
         if multi_task:
             sns.barplot(data=sub, x="label", y=col, hue="task", order=order,
-                        errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax)
+                        errorbar=t_errorbar, ax=ax)
         else:
             sns.barplot(data=sub, x="label", y=col, hue="label", order=order,
-                        palette=colours, legend=False, errorbar=("ci", 95), n_boot=n_boot,
-                        seed=seed, ax=ax)
+                        palette=colours, legend=False, errorbar=t_errorbar, ax=ax)
         ax.set_title(RESOURCE_NAMES[col], fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("")
@@ -294,7 +301,7 @@ def final_distribution(finals: pd.DataFrame, tasks: Sequence[str], labels: Seque
 
 
 def sensitivity(finals: pd.DataFrame, path: Path, value: str = "final_gold_reward",
-                *, n_boot: int, seed: int = 0) -> bool:
+                ) -> bool:
     """Final gold reward per sweep point (mean, 95% CI), one panel per (task, algorithm)."""
     finals = _literal(finals.dropna(subset=[value]))
     groups = [(t, a) for (t, a), g in finals.groupby(["task", "algorithm"], sort=False)
@@ -305,8 +312,8 @@ def sensitivity(finals: pd.DataFrame, path: Path, value: str = "final_gold_rewar
     for j, (task, alg) in enumerate(groups):
         ax = axes[0, j]
         sub = finals[(finals["task"] == task) & (finals["algorithm"] == alg)]
-        sns.pointplot(data=sub, x="sweep", y=value, errorbar=("ci", 95), n_boot=n_boot,
-                      seed=seed, ax=ax, linestyle="none", capsize=0.15)
+        sns.pointplot(data=sub, x="sweep", y=value, errorbar=t_errorbar, ax=ax,
+                      linestyle="none", capsize=0.15)
         sns.stripplot(data=sub, x="sweep", y=value, color="0.4", size=3, jitter=0.1, ax=ax)
         ax.set_title(f"{alg} on {task}")
         ax.set_xlabel("sweep point")
@@ -318,7 +325,8 @@ def sensitivity(finals: pd.DataFrame, path: Path, value: str = "final_gold_rewar
 
 def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: Path,
             title: str) -> bool:
-    """Left: IQM with its 95% interval per label; right: P(row > column) as a heatmap."""
+    """Left: the mean (column ``iqm``) with its 95% interval per label; right: P(row > column)
+    as a heatmap."""
     iqm = iqm.dropna(subset=["iqm"])
     if iqm.empty:
         return False
@@ -337,7 +345,7 @@ def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: P
     ax1.set_yticks(ys, list(iqm["label"]))
     ax1.invert_yaxis()
     ax1.set_xlabel(title)
-    ax1.set_title("IQM, 95% stratified bootstrap CI")
+    ax1.set_title("mean over instances, 95% Student-t CI")
     if not poi.empty:
         order = [lab for lab in labels if lab in set(poi["x"]) | set(poi["y"])]
         mat = poi.pivot(index="x", columns="y", values="p").reindex(index=order, columns=order)

@@ -10,8 +10,10 @@ interpolated (never extrapolated) at KL values that both compared frontiers reac
 instance, and the gold values are paired by instance; the **area** under a frontier over the
 shared KL range, divided by its width, is its mean gold over that range.
 
-Paired comparisons: per instance differences, Student t interval and two-sided p-value (the
-one-sample t test), Holm's step-down adjustment over every comparison of the table.
+Paired comparisons, with the report's machinery (:mod:`harness.report.stats`): per-instance
+differences, Student t interval and two-sided p-value, Holm's step-down adjustment over every
+comparison of the table, a decision at α = 0.05, the smallest difference the design detects at
+80% power (``mde``) and, when undecided, the instances that would detect the observed one.
 
 **Tuning.** For every tuned algorithm: its trials' values (the mean objective over the tuning
 instances), the expected maximum of n trials (Dodge et al. 2019; see :mod:`harness.tuning`) and
@@ -26,9 +28,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-CONFIDENCE = 0.95
+from harness.report import stats as st
+
 GRID_POINTS = 5
 
 
@@ -96,43 +98,16 @@ def mean_over_range(xs: np.ndarray, ys: np.ndarray, low: float, high: float) -> 
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (NaN stays NaN)."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(len(p), np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    running = 0.0
-    for rank, idx in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[idx]))
-        out[idx] = running
-    return out
+    """Holm's step-down adjusted p-values (:func:`harness.report.stats.holm`)."""
+    return np.asarray(st.holm(p_values), dtype=float)
 
 
-def paired(diffs: Sequence[float]) -> tuple[int, float, float, float, float]:
-    """(n, mean, low, high, p) of per-instance differences: Student t interval and test."""
-    d = np.asarray([x for x in diffs if math.isfinite(x)], dtype=float)
-    n = len(d)
-    if n == 0:
-        return 0, math.nan, math.nan, math.nan, math.nan
-    mean = float(d.mean())
-    if n < 2:
-        return n, mean, math.nan, math.nan, math.nan
-    sd = float(d.std(ddof=1))
-    if sd == 0:
-        return n, mean, mean, mean, (1.0 if mean == 0 else 0.0)
-    se = sd / math.sqrt(n)
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * se
-    p = float(2 * stats.t.sf(abs(mean) / se, n - 1))  # scipy.stats.ttest_1samp's p-value
-    return n, mean, mean - half, mean + half, p
-
-
-def decision(low: float, high: float, p_adjusted: float, a: str, b: str) -> str:
-    if not math.isfinite(p_adjusted) or p_adjusted >= 1 - CONFIDENCE:
-        return "undecided"
-    return f"{a} better" if low > 0 else f"{b} better" if high < 0 else "undecided"
+def paired(values: Sequence[float]) -> tuple[int, float, float, float, float]:
+    """(n, mean, low, high, p) of a sample (per-instance values or differences): the Student t
+    interval and test of :func:`harness.report.stats.paired_difference` against zero."""
+    x = np.asarray(values, dtype=float)
+    r = st.paired_difference(x, np.zeros_like(x))
+    return r.n, r.mean_diff, r.low, r.high, r.p_value
 
 
 def frontier_tables(
@@ -197,23 +172,31 @@ def frontier_tables(
             gold_a = {s: at_kl(*by_fam[a][s], grid) for s in seeds}
             gold_b = {s: at_kl(*by_fam[b][s], grid) for s in seeds}
             for j, k in enumerate(grid):
-                diffs = [gold_a[s][j] - gold_b[s][j] for s in seeds]
-                comp_rows.append(_comparison(task, a, b, f"gold at KL {k:.4g}", diffs))
-            diffs = [mean_over_range(*by_fam[a][s], low, high)
-                     - mean_over_range(*by_fam[b][s], low, high) for s in seeds]
-            comp_rows.append(_comparison(task, a, b, f"mean gold over KL [{low:.4g}, {high:.4g}]",
-                                         diffs))
+                comp_rows.append(_comparison(task, a, b, f"gold at KL {k:.4g}",
+                                             [gold_a[s][j] for s in seeds],
+                                             [gold_b[s][j] for s in seeds]))
+            comp_rows.append(_comparison(
+                task, a, b, f"mean gold over KL [{low:.4g}, {high:.4g}]",
+                [mean_over_range(*by_fam[a][s], low, high) for s in seeds],
+                [mean_over_range(*by_fam[b][s], low, high) for s in seeds]))
     comparisons = pd.DataFrame(comp_rows)
     if len(comparisons):
         comparisons["p_adjusted"] = holm(comparisons["p_value"].tolist())
         comparisons["decision"] = [
-            decision(r.ci_low, r.ci_high, r.p_adjusted, r.a, r.b)
+            st.decide(r.mean_diff, r.p_adjusted, higher_is_better=True)
             for r in comparisons.itertuples()
         ]
+        comparisons["seeds_needed"] = [
+            "" if d != st.UNDECIDED else st.seeds_needed(r.mean_diff, r.sd)
+            for d, r in zip(comparisons["decision"], comparisons.itertuples(), strict=True)
+        ]
+        comparisons = comparisons.drop(columns="sd")
     return points, pd.DataFrame(curve_rows), pd.DataFrame(matched_rows), comparisons
 
 
-def _comparison(task: str, a: str, b: str, metric: str, diffs: list[float]) -> dict:
-    n, mean, low, high, p = paired(diffs)
-    return {"task": task, "metric": metric, "a": a, "b": b, "n": n, "mean_diff": mean,
-            "ci_low": low, "ci_high": high, "p_value": p}
+def _comparison(task: str, a: str, b: str, metric: str, a_values: list[float],
+                b_values: list[float]) -> dict:
+    r = st.paired_difference(a_values, b_values)
+    return {"task": task, "metric": metric, "a": a, "b": b, "n": r.n, "mean_diff": r.mean_diff,
+            "ci_low": r.low, "ci_high": r.high, "p_value": r.p_value,
+            "mde": st.minimum_detectable(r.sd, r.n), "sd": r.sd}

@@ -56,6 +56,12 @@ exploration stage", §4.2).
   J_β = E r − β KL(π‖π_ref). So GRPO's fixed point is not the Gibbs policy π_ref·exp(r/β)/Z,
   and with ``scale_rewards="group"`` the rewards are in units of their group std, so β is
   relative to that, not to r. The bandit test in ``tests/test_grpo.py`` measures both effects.
+  The advantage r_i − mean(r_group) also includes r_i in its own baseline, which scales the
+  expected policy gradient by c = 1 − 1/G. With ``scale_rewards="none"`` GRPO's fixed point is
+  therefore the maximiser of c·E_π r − β KL(π_ref ‖ π), π(y) = β π_ref(y) / (λ − c r(y)):
+  :func:`forward_kl_fixed_point` computes it exactly on enumerable tasks with one-token
+  responses, and :meth:`GRPO.fixed_point` hands it to the runner, whose reports split GRPO's
+  regret into the part this objective causes and the part the optimisation leaves.
 - *Memory.* :meth:`GRPO.models_resident` is 3 (policy, π_ref, r̂) when β > 0 and 2 when β = 0:
   GRPO never reads π_ref then, so a deployment need not load it (the harness's context still
   holds it).
@@ -85,7 +91,7 @@ tokens of those updates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import torch
 
@@ -93,6 +99,9 @@ from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
 from harness.errors import ConfigError
 from harness.policy import Policy, PromptBatch, ResponseBatch
+
+if TYPE_CHECKING:
+    from harness.exact import ExactProblem
 
 
 @dataclass
@@ -143,6 +152,29 @@ class Config:
     max_grad_norm: float | None = 1.0
     """Gradient clipping by global norm (transformers' ``TrainingArguments`` default, which TRL
     uses: 1.0). None: no clipping (the norm is still reported)."""
+
+
+def forward_kl_fixed_point(ref_logp: torch.Tensor, reward: torch.Tensor, *, beta: float,
+                           group: int) -> torch.Tensor:
+    """``[P, N]`` log-probs of argmax_π c·E_π r − β KL(π_ref ‖ π), c = 1 − 1/G, per prompt.
+
+    Stationarity on the simplex: c·r(y) + β π_ref(y)/π(y) = λ, so π(y) = β π_ref(y) / (λ − c r(y))
+    with λ > c·max r chosen so that Σ_y π(y) = 1 (the sum falls as λ grows: bisection, in
+    float64). At β = 0 the maximiser puts all mass on the best responses (shared equally).
+    """
+    c = 1 - 1 / group
+    ref, r = ref_logp.double().exp(), reward.double()
+    if beta == 0:
+        best = (r == r.max(-1, keepdim=True).values).double()
+        return (best / best.sum(-1, keepdim=True)).log()
+    lo = (c * r).max(-1, keepdim=True).values
+    hi = lo + beta + c * (r.max(-1, keepdim=True).values - r.min(-1, keepdim=True).values) + 1
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        too_much = (beta * ref / (mid - c * r)).sum(-1, keepdim=True) > 1
+        lo, hi = torch.where(too_much, mid, lo), torch.where(too_much, hi, mid)
+    pi = beta * ref / (hi - c * r)
+    return (pi / pi.sum(-1, keepdim=True)).log()
 
 
 class LossTerms(NamedTuple):
@@ -301,6 +333,17 @@ class GRPO(Algorithm):
         else:
             self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
         self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
+
+    def fixed_point(self, exact: ExactProblem) -> torch.Tensor | None:
+        """The forward-KL fixed point (:func:`forward_kl_fixed_point`) where it is exact:
+        ``scale_rewards="none"``, temperature 1 and one-token responses. With std scaling the
+        effective β moves with the policy (no closed form): None."""
+        cfg = self.config
+        one_token = bool((exact.responses.mask.sum(-1) == 1).all())
+        if cfg.scale_rewards != "none" or cfg.temperature != 1.0 or not one_token:
+            return None
+        return forward_kl_fixed_point(exact.ref_logp, exact.reward, beta=cfg.beta,
+                                      group=cfg.num_generations)
 
     def models_resident(self) -> int:
         """Policy, π_ref and r̂; π_ref is not counted when β = 0 (it is never evaluated)."""

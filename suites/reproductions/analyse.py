@@ -6,10 +6,15 @@ metrics.parquet) and writes, next to a suite's report (``<out>/<suite>/``), a
 
 - ``gao`` — gold and proxy reward against d = √KL(π‖π_ref) for best-of-n, PPO and GRPO, and
   Gao et al.'s fits on the gold-reward gain R(d) = r*(π) − r*(π_ref): R_bon(d) = d(α − β d),
-  R_RL(d) = d(α − β log d) (scipy's ``curve_fit``; coefficients with 95% CIs from its
-  covariance, and R²). Written to ``gao_overoptimisation/``.
+  R_RL(d) = d(α − β log d) (scipy's ``curve_fit``), fitted per run (one seed's curve) and on the
+  points of all seeds pooled. The runs are the independent units: the evaluation points of one
+  run share its r̂, its rollouts and its π, so the coefficients' intervals are Student-t
+  intervals over the per-seed fits, not curve_fit's covariance of the pooled points (which
+  treats every point as independent and is far too narrow). Written to
+  ``gao_overoptimisation/``.
 - ``tajwar`` — final gold reward of PPO, GRPO, RLOO and DPO with the reward peak far from and near
-  π_ref's mode, and each on-policy method's paired (same seed, same data) gap to DPO. Written to
+  π_ref's mode, and each on-policy method's paired (same seed, same data) gap to DPO in gold
+  reward and in regret, with p-values Holm-adjusted over the table. Written to
   ``tajwar_peak_far/`` (it covers both suites).
 - ``azar`` — final KL(π‖π_ref) of DPO per β and IPO per τ, with near-deterministic and noisy
   annotators. Written to ``azar_deterministic/`` (both suites).
@@ -37,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report.stats import Estimate, t_interval
+from harness.report.stats import Estimate, holm, paired_difference, t_interval
 from harness.store import RunStore
 
 # --- fitting (Gao et al. 2022's functional forms) ----------------------------------------------
@@ -60,7 +65,8 @@ FORMS: dict[str, Callable[..., np.ndarray]] = {"bon": bon_form, "rl": rl_form}
 
 @dataclass(frozen=True)
 class Fit:
-    """A fitted form: coefficients with 95% normal-theory intervals, R², number of points."""
+    """A fitted form: coefficients (with curve_fit's ±1.96 s.e., which hold only for
+    independent points), R², number of points."""
 
     form: str
     alpha: Estimate
@@ -164,21 +170,29 @@ def analyse_gao(root: Path, out: Path, suite: str = "gao_overoptimisation") -> s
 
     fits: dict[str, Fit] = {}
     seed_fits: dict[str, Fit] = {}
+    over_seeds: dict[str, tuple[Estimate, Estimate, int]] = {}
     fit_rows = []
     for algo, form in (("bon", "bon"), ("ppo", "rl"), ("grpo", "rl")):
         sub = pts[pts.algorithm == algo]
         if len(sub) < 3:
             continue
         fits[algo] = fit_form(form, sub["d"], sub["gold_gain"])
+        per_seed = []
         for seed, g in sub.groupby("seed"):
             if len(g) >= 3:
-                seed_fits[f"{algo} seed {seed}"] = fit_form(form, g["d"], g["gold_gain"])
+                seed_fits[f"{algo} seed {seed}"] = fit = fit_form(form, g["d"], g["gold_gain"])
+                per_seed.append(fit)
+        over_seeds[algo] = (t_interval([f.alpha.value for f in per_seed]),
+                            t_interval([f.beta.value for f in per_seed]), len(per_seed))
     for name, fit in [*fits.items(), *seed_fits.items()]:
-        algo = name.split()[0]
-        fit_rows.append({"algorithm": name, "form": fit.form, "alpha": fit.alpha.value,
-                         "alpha_low": fit.alpha.low, "alpha_high": fit.alpha.high,
-                         "beta": fit.beta.value, "beta_low": fit.beta.low,
-                         "beta_high": fit.beta.high, "r2": fit.r2, "points": fit.n})
+        row = {"algorithm": name, "form": fit.form, "alpha": fit.alpha.value,
+               "beta": fit.beta.value, "r2": fit.r2, "points": fit.n}
+        if name in over_seeds:  # pooled: the interval is over the per-seed fits
+            alpha, beta, k = over_seeds[name]
+            row.update(alpha_seed_mean=alpha.value, alpha_low=alpha.low, alpha_high=alpha.high,
+                       beta_seed_mean=beta.value, beta_low=beta.low, beta_high=beta.high,
+                       seeds=k)
+        fit_rows.append(row)
     pd.DataFrame(fit_rows).to_csv(out / "reproduction_fits.csv", index=False)
 
     # Rise-then-fall: per algorithm, the seed-mean curve (BoN over n, RL over steps).
@@ -250,9 +264,13 @@ def analyse_gao(root: Path, out: Path, suite: str = "gao_overoptimisation") -> s
     plt.close(fig)
 
     fit_table = _table(
-        ["algorithm", "form", "α [95% CI]", "β [95% CI]", "R²", "points"],
-        [[a + ("" if " " in a else " (seeds pooled)"), FORMS_TEXT[f.form], _fmt(f.alpha),
-          _fmt(f.beta), f"{f.r2:.3f}", f.n] for a, f in [*fits.items(), *seed_fits.items()]],
+        ["algorithm", "form", "α", "β", "R²", "points",
+         "α over seeds [95% CI]", "β over seeds [95% CI]"],
+        [[a + ("" if " " in a else " (seeds pooled)"), FORMS_TEXT[f.form],
+          f"{f.alpha.value:.3g}", f"{f.beta.value:.3g}", f"{f.r2:.3f}", f.n,
+          _fmt(over_seeds[a][0]) if a in over_seeds else "",
+          _fmt(over_seeds[a][1]) if a in over_seeds else ""]
+         for a, f in [*fits.items(), *seed_fits.items()]],
     )
     shape_table = _table(
         ["algorithm", "gold peak at", "d there", "gold gain there", "proxy gain there",
@@ -267,8 +285,10 @@ def analyse_gao(root: Path, out: Path, suite: str = "gao_overoptimisation") -> s
 Suite `{suite}`, {len(runs)} runs, seeds {seeds}. Reward model: {rm}.
 Gains are relative to π_ref (each run's step-0 evaluation, same eval prompts and seed); d =
 √KL(π‖π_ref) (BoN: the analytic log n − (n−1)/n; PPO/GRPO: the sampled estimate, clipped at 0).
-Intervals: 95% Student-t over seeds; fit coefficients ±1.96 s.e. from curve_fit's covariance
-(points pooled over seeds).
+Intervals: 95% Student-t over seeds. Fits: one per seed (its own curve), and one on the points of
+all seeds pooled (the curve drawn); the coefficients' intervals are Student-t intervals over the
+per-seed fits ("over seeds"), because the points of one run are not independent: they share its
+r̂, its rollouts and its policy.
 
 ![gold and proxy gain against d](reproduction.png)
 
@@ -340,20 +360,42 @@ def analyse_tajwar(root: Path, out: Path) -> str:
                             "kl": _final(r, "kl_ref"),
                             "ref_gold": float(r["eval"].iloc[0]["gold_reward"])} for r in runs])
         finals[kind] = df
-        dpo = df[df.algorithm == "dpo"].set_index("seed")["gold"]
+        dpo = df[df.algorithm == "dpo"].set_index("seed")
         for algo in ("ppo", "grpo", "rloo", "dpo"):
             g = df[df.algorithm == algo].set_index("seed")
-            gap = t_interval((g["gold"] - dpo.reindex(g.index)).to_numpy()) if algo != "dpo" \
-                else Estimate(math.nan)
-            rows.append([f"peak_{kind}", algo, _fmt(t_interval(g["gold"])),
-                         _fmt(t_interval(g["regret"])), _fmt(t_interval(g["kl"])),
-                         "—" if algo == "dpo" else _fmt(gap)])
-            est = t_interval(g["gold"])
+            if algo != "dpo":
+                gap = paired_difference(g["gold"], dpo["gold"].reindex(g.index))
+                rgap = paired_difference(g["regret"], dpo["regret"].reindex(g.index))
+            else:
+                gap = rgap = paired_difference([], [])
+            est, reg, kl = t_interval(g["gold"]), t_interval(g["regret"]), t_interval(g["kl"])
             csv.append({"reward": f"peak_{kind}", "algorithm": algo, "gold": est.value,
                         "gold_low": est.low, "gold_high": est.high,
-                        "regret": t_interval(g["regret"]).value, "kl": t_interval(g["kl"]).value,
-                        "gap_to_dpo": gap.value, "gap_low": gap.low, "gap_high": gap.high,
-                        "seeds": len(g)})
+                        "regret": reg.value, "regret_low": reg.low, "regret_high": reg.high,
+                        "kl": kl.value, "kl_low": kl.low, "kl_high": kl.high,
+                        "gap_to_dpo": gap.mean_diff, "gap_low": gap.low, "gap_high": gap.high,
+                        "gap_p": gap.p_value, "regret_gap_to_dpo": rgap.mean_diff,
+                        "regret_gap_low": rgap.low, "regret_gap_high": rgap.high,
+                        "regret_gap_p": rgap.p_value, "seeds": len(g)})
+    table = pd.DataFrame(csv)
+    # one family: every paired test of the table (gold and regret gaps, both rewards)
+    tests = [*table["gap_p"], *table["regret_gap_p"]]
+    adjusted = holm(tests)
+    table["gap_p_holm"] = adjusted[: len(table)]
+    table["regret_gap_p_holm"] = adjusted[len(table):]
+    csv = table.to_dict("records")
+    for r in csv:
+        dpo_row = r["algorithm"] == "dpo"
+        rows.append([
+            r["reward"], r["algorithm"],
+            _fmt(Estimate(r["gold"], r["gold_low"], r["gold_high"])),
+            _fmt(Estimate(r["regret"], r["regret_low"], r["regret_high"])),
+            _fmt(Estimate(r["kl"], r["kl_low"], r["kl_high"])),
+            "—" if dpo_row else f"{_fmt(Estimate(r['gap_to_dpo'], r['gap_low'], r['gap_high']))}"
+            f" (p_Holm {r['gap_p_holm']:.2g})",
+            "—" if dpo_row else
+            f"{_fmt(Estimate(r['regret_gap_to_dpo'], r['regret_gap_low'], r['regret_gap_high']))}"
+            f" (p_Holm {r['regret_gap_p_holm']:.2g})"])
     # How much the on-policy advantage shrinks: gap(far) − gap(near), per seed, per algorithm.
     shrink_rows = []
     for algo in ("ppo", "grpo", "rloo"):
@@ -389,12 +431,13 @@ def analyse_tajwar(root: Path, out: Path) -> str:
 
 Suites `tajwar_peak_far` and `tajwar_peak_near` (each 4 algorithms × 5 seeds). Final gold
 reward E_π r* (exact), regret J_β(π*_β) − J_β(π) at β = 0.1 and KL(π‖π_ref); the gap to DPO is
-paired by seed (same preference data, same r̂). 95% Student-t intervals over seeds.
+paired by seed (same preference data, same r̂). 95% Student-t intervals over seeds; the paired
+gaps' p-values (paired t-test) are Holm-adjusted over the 12 gaps of the table.
 
 ![final gold reward](reproduction.png)
 
 {_table(["reward", "algorithm", "final gold reward", "regret", "KL(π‖π_ref)",
-         "gold − DPO's (paired)"], rows)}
+         "gold − DPO's (paired)", "regret − DPO's (paired)"], rows)}
 
 π_ref's own gold reward: {'; '.join(f'{a}: {b}' for a, b in ref_rows)}.
 
