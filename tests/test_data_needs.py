@@ -154,3 +154,18 @@ def test_kto_runs_on_a_suite_marked_unpaired(tmp_path, host):
     path.write_text(text)
     (spec,) = check_suite(load_suite(path), path, host)
     assert run_one(spec.as_dict(), str(tmp_path / "runs")) == "done"
+
+
+def test_the_replicates_of_an_instance_see_the_same_unpaired_examples(host):
+    from harness.annotator import simulate_preferences
+    from harness.preference import BradleyTerry
+    from harness.runner import build_context
+    from harness.tasks.bandit import BanditTask
+
+    task = BanditTask(BanditTask.Params(num_prompts=2, num_arms=4), seed=0)
+    data = simulate_preferences(task, BradleyTerry(), num_pairs=100, seed=0)
+    kto = host.algorithm("kto")
+    a, b = (build_context(task, kto, seed=s, preferences=data, unpaired=True, data_seed=0)
+            for s in (1, 2))
+    assert a.examples.desirable.tolist() == b.examples.desirable.tolist()
+    assert a.examples.responses.tokens.tolist() == b.examples.responses.tokens.tolist()
