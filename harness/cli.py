@@ -171,6 +171,90 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
                    f"instances)")
 
 
+GPU_MEMORY = click.option(
+    "--gpu-memory", default=None, metavar="SIZE",
+    help="Memory a run may use, e.g. 80GiB or 141GB (default: the visible GPU's, for a suite "
+    "on a GPU).",
+)
+
+
+def _gpu_memory(option: str | None) -> int | None:
+    """``--gpu-memory`` in bytes; else the visible CUDA device's total memory; else None."""
+    from harness.memory import parse_bytes
+
+    if option is not None:
+        return parse_bytes(option)
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    return None
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@GPU_MEMORY
+@ALLOW_LARGE
+def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
+    """Print each run's memory plan: the bytes of every resident model (parameters, gradients,
+    optimiser state, KV cache, activations), their sum, and whether it fits --gpu-memory.
+
+    No weights are loaded: models are built from their configs on PyTorch's meta device. Model
+    state is exact; the KV cache and activations are estimates (see harness.memory). Exits
+    with status 1 when a run does not fit.
+    """
+    from harness.memory import format_bytes, plan_run
+    from harness.plugins import get_plugin_host
+    from harness.suite import check_suite, load_suite
+
+    suite = load_suite(suite_file)
+    host = get_plugin_host()
+    specs = check_suite(suite, suite_file, host, allow_large=allow_large)
+    memory = _gpu_memory(gpu_memory)
+    if memory is None:
+        click.echo("no GPU visible: pass --gpu-memory SIZE for a verdict")
+    else:
+        click.echo(f"memory per run: {format_bytes(memory)}")
+    cols = ("parameters", "gradients", "optimizer", "kv_cache", "activations", "host")
+    too_big = 0
+    plans: dict[str, str] = {}
+    for spec in specs:
+        run = plan_run(spec.as_dict(), host)
+        key = repr([(m.name, m.total) for m in run.models])
+        fits = run.fits(memory)
+        too_big += fits is False
+        verdict = "" if fits is None else "  fits" if fits else "  DOES NOT FIT"
+        click.echo(f"{run.run_id}  ({run.label} on {run.task}): total {format_bytes(run.total)}"
+                   f", model state {format_bytes(run.model_state)}{verdict}")
+        if plans.get(run.label + run.task) == key:
+            continue  # the same breakdown as the last seed's
+        plans[run.label + run.task] = key
+        for m in run.models:
+            parts = ", ".join(f"{c.replace('_', ' ')} {format_bytes(getattr(m, c))}"
+                              for c in cols if getattr(m, c))
+            click.echo(f"    {m.name}: {format_bytes(m.total)} on the device ({parts})")
+        for note in run.notes:
+            click.echo(f"    {note}")
+    if too_big:
+        click.echo(f"{too_big} of {len(specs)} runs do not fit in {format_bytes(memory)}",
+                   err=True)
+        sys.exit(1)
+
+
+def check_fits(specs: list, host: object, memory: int) -> None:
+    """Refuse (ConfigError, one line) the first run whose memory plan exceeds ``memory``."""
+    from harness.errors import ConfigError
+    from harness.memory import format_bytes, plan_run
+
+    for spec in specs:
+        run = plan_run(spec.as_dict(), host)
+        if not run.fits(memory):
+            raise ConfigError(
+                f"run {run.run_id} needs {format_bytes(run.total)} by its memory plan, more "
+                f"than the {format_bytes(memory)} a run may use; see rlhf-harness plan"
+            )
+
+
 @cli.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--root", default="runs", show_default=True, help="Run store folder.")
@@ -190,17 +274,20 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
 @click.option("--wait", is_flag=True,
               help="If another process is running into the same store, wait for it to finish "
               "instead of exiting.")
+@GPU_MEMORY
 @ALLOW_LARGE
 def run(
     suite_file: str, root: str, executor: str, workers: int, address: str | None,
     retry_failed: bool, no_wandb: bool, no_progress: bool, report_dir: str, no_report: bool,
-    wait: bool, allow_large: bool,
+    wait: bool, gpu_memory: str | None, allow_large: bool,
 ) -> None:
     """Run every algorithm × task × seed of a suite into the run store, then write its report.
 
     Finished runs are skipped, so a killed suite resumes where it stopped. One process writes
     to a store at a time: a second exits at once naming the first's PID (or waits, --wait).
     Exits with status 1 when some runs failed (diverged runs are results, not failures).
+    A run whose memory plan (rlhf-harness plan) exceeds --gpu-memory, or the visible GPU's
+    memory for a suite on a GPU, is refused before anything starts.
     """
     from pathlib import Path
 
@@ -219,10 +306,15 @@ def run(
         from harness.runner import CUBLAS_WORKSPACE
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    device = suite.device
     if executor == "local":
         from harness.runner import resolve_device
 
-        resolve_device(suite.device)  # a CUDA suite on a machine without one: say so now
+        device = resolve_device(suite.device)  # a CUDA suite without a GPU: say so now
+    if gpu_memory is not None or device == "cuda":
+        memory = _gpu_memory(gpu_memory)
+        if memory is not None:  # a run that cannot fit is refused before any starts
+            check_fits(specs, host, memory)
     store = RunStore(root, suite.name)
     options = dict(executor=executor, workers=workers, address=address,
                    retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),

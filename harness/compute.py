@@ -37,7 +37,12 @@ PHASES = ("generate", "score", "train", "eval")
 
 
 def flop_parameters(model: nn.Module) -> int:
-    """N for the FLOP estimate: parameters outside embedding tables (all, for tabular models)."""
+    """N for the FLOP estimate: parameters outside embedding tables (all, for tabular models).
+
+    A model that runs another module's weights (π_ref as a LoRA policy's base with its adapters
+    off, :class:`harness.lora.AdapterOffReference`) names it as ``compute_module``.
+    """
+    model = getattr(model, "compute_module", model)
     total = 0
     embedded = 0
     for module in model.modules():

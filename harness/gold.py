@@ -54,7 +54,8 @@ class ClassifierReward(GoldReward):
             self.tokenizer = AutoTokenizer.from_pretrained(path, **from_pretrained)
             self.model = AutoModelForSequenceClassification.from_pretrained(path, **from_pretrained)
         except Exception as exc:
-            raise ConfigError(f"gold reward 'classifier': cannot load '{path}': {exc}") from None
+            raise ConfigError(f"gold reward 'classifier': cannot load '{path}': "
+                              f"{' '.join(str(exc).split())}") from None
         if label < 0 or label >= self.model.config.num_labels:
             raise ConfigError(
                 f"gold reward 'classifier': label {label} out of range for '{path}' "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ def build_context(
     label_noise: float | None = None,
     unpaired: bool = False,
     data_seed: int | None = None,
+    policy_options: dict[str, Any] | None = None,
 ) -> RunContext:
     """The context for one run of ``algorithm`` on ``task`` (see the module docstring).
 
@@ -48,6 +50,12 @@ def build_context(
     algorithms that need ``"unpaired"`` then get one example per pair (from a generator seeded
     with ``data_seed``, the instance's seed, default ``seed``: every replicate of an instance
     sees the same examples), and those that need pairs are refused.
+
+    ``policy_options`` is a suite's ``policy`` section (:class:`harness.suite.PolicySpec`):
+    with ``lora``, the policy trains LoRA adapters and π_ref is its base with them off (no
+    second copy); with ``activation_checkpointing``, the policy recomputes activations in its
+    backward passes (see :mod:`harness.lora`); with ``offload_frozen``, π_ref and r̂ stay on
+    the CPU and visit the device per call (:mod:`harness.offload`).
     """
     unknown = set(algorithm.needs) - NEEDS
     if unknown:
@@ -56,9 +64,23 @@ def build_context(
             f"known: {sorted(NEEDS)}"
         )
     device = torch.device(task.device)
+    options = policy_options or {}
     policy = task.reference_policy().to(device)
+    if options.get("lora"):
+        from harness.lora import AdapterOffReference, apply_lora
+
+        if not getattr(algorithm, "supports_lora", True):
+            raise ConfigError(f"policy.lora: algorithm '{algorithm.name}' declares that it "
+                              f"cannot train LoRA adapters (supports_lora = False)")
+        apply_lora(policy, options["lora"], seed=seed)
+        reference: Policy = AdapterOffReference(policy)
+    else:
+        reference = policy.frozen_copy()
+    if options.get("activation_checkpointing"):
+        from harness.lora import enable_activation_checkpointing
+
+        enable_activation_checkpointing(policy)
     policy.train()
-    reference = policy.frozen_copy()
     generator = torch.Generator(device=device).manual_seed(seed)
     context = RunContext(
         task=task,
@@ -90,6 +112,13 @@ def build_context(
         frozen.requires_grad_(False)
         frozen.eval()
         context.reward_model = frozen
+    if options.get("offload_frozen"):
+        from harness.offload import OffloadedPolicy, OffloadedReward
+
+        if not options.get("lora"):  # with LoRA π_ref is the policy: nothing to offload
+            context.reference = OffloadedPolicy(context.reference, device)
+        if context.reward_model is not None:
+            context.reward_model = OffloadedReward(context.reward_model, device)
     return context
 
 
@@ -306,6 +335,25 @@ def shared_artifacts(
     return data, model, json.loads((path / "fit_report.json").read_text())
 
 
+def _planned_memory(spec: dict[str, Any], host: Any) -> dict[str, Any]:
+    """The run's memory plan (:func:`harness.memory.plan_run`) for its summary, beside the
+    memory it measures (``memory``); the plan's error, if planning failed."""
+    from harness.memory import plan_run
+
+    try:
+        plan = plan_run(spec, host)
+    except Exception as exc:  # a plan is a report: a model it cannot size must not fail the run
+        return {"plan_error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+    lora = bool((spec.get("policy") or {}).get("lora"))
+    if not plan.models:  # a tabular policy: nothing to plan
+        return {"lora": lora}
+    return {
+        "lora": lora,
+        "planned": {"model_state": plan.model_state, "total": plan.total,
+                    "models": {m.name: dataclasses.asdict(m) for m in plan.models}},
+    }
+
+
 class RunLimit(BaseException):
     """Raised inside a run that went past one of its limits (a BaseException, so that a plugin's
     ``except Exception`` cannot swallow it)."""
@@ -445,6 +493,7 @@ def run_one(
     final: dict[str, float] = {}
     fit_report = None
     models_resident = None
+    memory_plan: dict[str, Any] | None = None
     metric_meanings: dict[str, str] = {}
     versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
     process = psutil.Process()
@@ -481,7 +530,8 @@ def run_one(
                                 reward_model=reward_model if "reward" in algo_cls.needs else None,
                                 label_noise=known_label_noise(prefs_spec),
                                 unpaired=bool(prefs_spec.get("unpaired", False)),
-                                data_seed=spec["seed"])
+                                data_seed=spec["seed"],
+                                policy_options=spec.get("policy"))
 
         def precision() -> Any:
             return precision_context(device, spec["precision"])
@@ -490,6 +540,7 @@ def run_one(
         # IPO's reference log-probs) must match what its steps compute.
         with precision():
             algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
+        memory_plan = _planned_memory(spec, host)
         meter = context.meter
         exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
         if exact is not None:
@@ -606,6 +657,12 @@ def run_one(
             if not done:
                 watch.check(step, stalled)
         logger.info("finished after %d steps: %s", step, status)
+        if device == "cuda":  # what the plan's total estimates, beside it
+            memory_plan["peak_device_bytes"] = int(torch.cuda.max_memory_allocated())
+        if (spec.get("policy") or {}).get("offload_frozen"):
+            from harness.offload import offload_totals
+
+            memory_plan["offload"] = offload_totals(context.reference, context.reward_model)
     except _Diverged as exc:
         status, reason = "diverged", str(exc)
         logger.warning("diverged: %s", reason)
@@ -678,6 +735,7 @@ def run_one(
             torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
         ),
         "models_resident": models_resident,
+        "memory_plan": memory_plan,
         "models_resident_detail": resident_detail,
         "target": target,
         "metric_meanings": metric_meanings,

@@ -354,7 +354,7 @@ from __MODULE__ import __CLASS__
 TABULAR = __CLASS__.suggested["tabular"]
 
 # One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves,
-# devices.
+# devices, lora.
 test_conformance = conformance_tests(__CLASS__, config=TABULAR)
 
 

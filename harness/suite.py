@@ -131,6 +131,37 @@ class RewardModelSpec(_Strict):
     holdout_fraction: Float = Field(0.1, gt=0, lt=1)
 
 
+class LoRASpec(_Strict):
+    """LoRA adapters through ``peft`` (see :mod:`harness.lora`): only they train, and π_ref is
+    the same base model with them switched off."""
+
+    r: Int = Field(8, ge=1, description="Rank of each adapter.")
+    alpha: Float = Field(16.0, gt=0, description="Scale numerator: an update is (alpha/r)·BA.")
+    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description="Last names of the linear layers to adapt (e.g. "
+        "[q_proj, v_proj]); default: every linear layer but the output head.",
+    )
+
+
+class PolicySpec(_Strict):
+    """How a neural policy is trained and held in memory (no effect on tabular tasks' runs:
+    a suite that sets one of these with a tabular task is refused)."""
+
+    lora: LoRASpec | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them."
+    )
+    offload_frozen: bool = Field(
+        False, description="Keep the frozen π_ref and r̂ on the CPU, moved to the run's device "
+        "for each call (see harness.offload); nothing changes on a CPU run.",
+    )
+
+    @property
+    def is_default(self) -> bool:
+        return self == PolicySpec()
+
+
 class AlgorithmSpec(_Strict):
     name: str = Field(description="A registered algorithm.")
     label: str | None = Field(None, description="How reports name it (default: its name).")
@@ -142,6 +173,10 @@ class AlgorithmSpec(_Strict):
     )
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict, description="Config fields to sweep: every combination runs."
+    )
+    policy: PolicySpec | None = Field(
+        None, description="This algorithm's policy section, if not the suite's (e.g. one LoRA "
+        "variant beside full fine-tuning).",
     )
 
     @field_validator("sweep")
@@ -350,6 +385,8 @@ class Suite(_Strict):
         "changes sampled tokens.",
     )
     tuning: TuningSpec | None = Field(None, description="Equal tuning effort before comparing.")
+    policy: PolicySpec = Field(default_factory=PolicySpec,
+                               description="LoRA, activation checkpointing, offloading.")
 
     # Field validators (not a model validator), so that an error names the key and its line;
     # ``device`` is declared before both, so ``info.data`` holds it when it is valid.
@@ -457,6 +494,9 @@ class RunSpec:
     "value", "trials", "objective"}``; None otherwise."""
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
+    policy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The suite's ``policy`` section (:class:`PolicySpec`) when it is not the default, else
+    empty (and then not in the run id, so runs without one keep their ids)."""
     deterministic: bool = False
     """Deterministic kernels (the suite's ``deterministic``): they change the numbers, so they
     are in the run id."""
@@ -469,6 +509,8 @@ class RunSpec:
         """What the run id hashes: everything that shapes the result (not the limits)."""
         out = self.as_dict()
         del out["limits"]
+        if not out["policy"]:
+            del out["policy"]
         return out
 
     @property
@@ -768,6 +810,7 @@ def check_suite(
             f"{_nearest_line(lines, ('preferences', 'unpaired')) or '?'}); use kind: gold or "
             f"paired data"
         )
+    _check_policy(suite, host, where)
     if suite.tuning is not None:
         _check_tuning(suite, host, where)
     names = {alg.name for alg in suite.algorithms}
@@ -947,6 +990,7 @@ def make_spec(
     budget = task.budget or suite.budget
     cls = host.algorithm(alg.name)
     values = {**alg.config, **alg.per_task.get(task.name, {}), **extra}
+    policy = alg.policy if alg.policy is not None else suite.policy
     return RunSpec(
         suite=suite.name,
         task=task.name,
@@ -967,6 +1011,7 @@ def make_spec(
         code=code_identity(host, alg.name, task.name),
         limits=suite.limits.model_dump(),
         tuning=tuning,
+        policy={} if policy.is_default else policy.model_dump(),
         replicate=replicate,
         deterministic=suite.deterministic,
     )
@@ -1018,6 +1063,63 @@ def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, di
         cls = host.algorithm(alg.name)
         space = cls.tuning_space(policy_kind(host.task(task).kind))
     return check_space(space, f"tuning.space.{label}")
+
+
+def _check_policy(suite: Suite, host: Any, where: Callable[..., str]) -> None:
+    """Each algorithm's policy section (its own, else the suite's) against the tasks and the
+    algorithm: its switches need neural policies, and LoRA an algorithm that does not declare
+    it cannot train adapters."""
+    from harness.algorithm import policy_kind
+
+    for i, alg in enumerate(suite.algorithms):
+        policy, at = (alg.policy, ("algorithms", i, "policy")) if alg.policy is not None else \
+            (suite.policy, ("policy",))
+        if policy.is_default:
+            continue
+        key = next(k for k in ("lora", "activation_checkpointing", "offload_frozen")
+                   if getattr(policy, k) != PolicySpec.model_fields[k].default)
+        name = ".".join(map(str, (*at, key)))
+        for task in suite.tasks:
+            if policy_kind(host.task(task.name).kind) != "neural":
+                raise ConfigError(
+                    f"{where(*at, key)}: {name}: applies to neural policies (a language "
+                    f"model); task '{task.name}' has a tabular policy"
+                )
+        if policy.lora is not None and policy.lora.target_modules:
+            _check_lora_targets(suite, host, where, at, policy.lora.target_modules)
+        if policy.lora is not None and not getattr(host.algorithm(alg.name), "supports_lora",
+                                                   True):
+            raise ConfigError(
+                f"{where(*at, 'lora')}: {'.'.join(map(str, at))}.lora: algorithm '{alg.name}' "
+                f"(algorithms.{i}) declares that it cannot train LoRA adapters "
+                f"(supports_lora = False)"
+            )
+
+
+def _check_lora_targets(suite: Suite, host: Any, where: Callable[..., str], at: tuple[Any, ...],
+                        targets: list[str]) -> None:
+    """LoRA targets against each task's model, where it can be read without a download: a
+    ``tiny-lm`` model, an ``hf`` model in a local folder (built from its config on the meta
+    device). A hub model's are checked when its run starts."""
+    from harness.lora import linear_module_names
+    from harness.memory import model_skeleton
+
+    for task in suite.tasks:
+        cls = host.task(task.name)
+        params = build_config(cls.Params, task.params)
+        model = model_skeleton(cls, params, local_only=True)
+        if model is None:
+            continue
+        names = linear_module_names(model)
+        missing = [t for t in targets if t not in names]
+        if missing:
+            key = ".".join(map(str, (*at, "lora", "target_modules")))
+            raise ConfigError(
+                f"{where(*at, 'lora', 'target_modules')}: {key}: "
+                f"{', '.join(repr(t) for t in missing)} matches no module of "
+                f"{type(model).__name__} (task '{task.name}'); its linear layers: "
+                f"{', '.join(names)}"
+            )
 
 
 def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:

@@ -1,8 +1,8 @@
 """The conformance kit: the checks every algorithm plugin should pass, for its author's tests.
 
-Eight checks, each run on the ``bandit`` task (a table of logits: milliseconds per step, and an
-exact optimum to measure against), each failing with one line that names the algorithm and the
-check:
+Nine checks, eight run on the ``bandit`` task (a table of logits: milliseconds per step, and an
+exact optimum to measure against) and one on a tiny language model, each failing with one line
+that names the algorithm and the check:
 
 ``config``
     ``Config`` is a dataclass whose every field has a default and a docstring (a string literal
@@ -47,6 +47,15 @@ check:
     keep the run's tensors on that device: an op that combines a tensor on the device with one
     on the CPU (a ``.cpu()`` result, a tensor made without ``device=``), or a draw from a device
     generator into a CPU tensor, fails the check, naming the line, as it would fail on a GPU.
+``lora``
+    With a LoRA policy (a suite's ``policy.lora``, :mod:`harness.lora`) on a tiny untrained
+    Llama (2 layers, width 32; ``tiny-lm``'s language, built in memory), ``LORA_STEPS`` steps
+    run without error and with finite metrics, the base weights stay bit for bit as they were,
+    the adapters train (unless the policy is left as π_ref, as best-of-n leaves it), and π_ref —
+    the base with the adapters off — still gives the log-probs it gave before training. The
+    config given to the kit is used with ``learning_rate`` 1e-3, a rate that suits a language
+    model. An algorithm that declares ``supports_lora = False`` passes when a LoRA run of it is
+    refused with a :class:`~harness.errors.ConfigError`.
 
 **Required metrics.** Every algorithm that updates the policy reports ``loss``. Online
 algorithms (``needs`` has ``"reward"``) also report ``reward``, ``kl_ref`` and
@@ -119,7 +128,7 @@ __all__ = [
 
 CHECKS: tuple[str, ...] = (
     "config", "metrics", "vocabulary", "accounting", "determinism", "finite", "improves",
-    "devices",
+    "devices", "lora",
 )
 """The checks, in the order they are run and reported."""
 
@@ -143,6 +152,12 @@ DEFAULT_TASK_PARAMS: dict[str, Any] = {
     "num_prompts": 4, "num_arms": 8, "reward": "normal", "reference": "softmax",
 }
 """The ``bandit`` task the checks run on, unless ``task_params`` says otherwise."""
+
+LORA_STEPS = 2
+"""Steps of the ``lora`` check's run."""
+
+LORA_SETTINGS: dict[str, Any] = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": None}
+"""The adapters of the ``lora`` check: rank 4 on every linear layer but the output head."""
 
 _GLOBAL_SEEDS = (12345, 67890)
 """Seeds of the global generators in the two runs of the determinism check (they differ)."""
@@ -468,14 +483,14 @@ class Conformance:
         params = {**self.task_params, "num_prompts": 1, "num_eval_prompts": None}
         task = BanditTask(build_config(BanditParams, params), seed=self.seed, device="cpu")
         preferences = None
-        if "preferences" in cls.needs:
+        if {"preferences", "unpaired"} & cls.needs:
             from harness.annotator import simulate_preferences
             from harness.preference import BradleyTerry
 
             preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=64,
                                                seed=self.seed)
         context = build_context(task, cls, seed=self.seed, preferences=preferences,
-                                reward_model=_ConstantReward(CONSTANT_REWARD))
+                                reward_model=_ConstantReward(CONSTANT_REWARD), label_noise=0.0)
         with torch.no_grad():
             prompts = task.train_prompts
             responses = task.enumerate_responses()
@@ -629,6 +644,68 @@ class Conformance:
                     f"rate of 0.05-0.1), or more train_steps")
         return None
 
+    def _check_lora(self, cls: type[Algorithm]) -> str | None:
+        from harness.reward import GoldRewardModel
+        from harness.runner import build_context, make_algorithm
+
+        task = _kit_lm_task()
+        preferences = None
+        config = dict(self.config)
+        if any(f.name == "learning_rate" for f in dataclasses.fields(cls.Config)):
+            config["learning_rate"] = 1e-3
+        with _global_rng(_GLOBAL_SEEDS[0]), _one_thread():
+            try:
+                if {"preferences", "unpaired"} & cls.needs:
+                    from harness.annotator import simulate_preferences
+                    from harness.preference import BradleyTerry
+
+                    preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=32,
+                                                       seed=self.seed)
+                context = build_context(
+                    task, cls, seed=self.seed, preferences=preferences, label_noise=0.0,
+                    reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
+                    policy_options={"lora": LORA_SETTINGS},
+                )
+            except HarnessError as exc:
+                if not getattr(cls, "supports_lora", True):
+                    return None  # it declares that it cannot, and the run is refused
+                return f"building a LoRA run raised {type(exc).__name__}: {exc}"
+            except Exception as exc:
+                return f"building a LoRA run {_raised(exc)}"
+            if not getattr(cls, "supports_lora", True):
+                return ("it declares supports_lora = False, but a LoRA run of it was built "
+                        "without a ConfigError")
+            policy = context.policy
+            prompts = task.train_prompts.select(slice(0, 4))
+            g = torch.Generator().manual_seed(0)
+            responses = context.reference.sample(prompts, max_new_tokens=task.max_new_tokens,
+                                                 generator=g)
+            with torch.no_grad():
+                ref_before = context.reference.token_logprobs(prompts, responses)
+            state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+            try:
+                algo = make_algorithm(cls, config, context)
+                records = [algo.step() for _ in range(LORA_STEPS)]
+            except Exception as exc:
+                return f"a LoRA run {_raised(exc)}"
+            bad = [f"{k}={_show(v)}" for r in records for k, v in r.items() if not _finite(v)]
+            if bad:
+                return f"a LoRA run returned non-finite {', '.join(bad[:3])}"
+            after = policy.state_dict()
+            moved = [k for k, v in state.items() if "lora_" not in k
+                     and not torch.equal(v, after[k])]
+            if moved:
+                return (f"a LoRA run changed the base weight '{moved[0]}': with LoRA only the "
+                        f"adapters train (optimise the parameters that require gradients)")
+            trained = any(not torch.equal(v, after[k]) for k, v in state.items() if "lora_" in k)
+            if not trained and algo.eval_policy() is policy:
+                return "a LoRA run left the adapters unchanged: they are the trainable weights"
+            with torch.no_grad():
+                ref_after = context.reference.token_logprobs(prompts, responses)
+            if not torch.equal(ref_before, ref_after):
+                return "π_ref (the base with adapters off) changed during a LoRA run"
+        return None
+
     # --- running ---------------------------------------------------------------------------------
 
     def _check_devices(self, cls: type[Algorithm]) -> str | None:
@@ -771,6 +848,35 @@ class Conformance:
                 task, BradleyTerry(1.0), num_pairs=self.num_pairs, seed=self.seed
             )
         return self._preferences
+
+
+def _kit_lm_task() -> Any:
+    """The ``lora`` check's task (its class defined on first use: it imports transformers)."""
+    from harness.lm import build_causal_lm
+    from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask, make_corpus, make_tokenizer
+
+    class KitLMTask(TinyLMTask):
+        """``tiny-lm``'s prompts, language and gold reward on an untrained 2-layer Llama built
+        in memory (no pre-training, no cache)."""
+
+        def __init__(self) -> None:
+            params = TinyLMParams(hidden_size=32, num_layers=2, num_heads=2,
+                                  intermediate_size=64, corpus_size=400, num_train_prompts=16,
+                                  num_eval_prompts=4, max_new_tokens=4)
+            super().__init__(params, seed=0, device="cpu")
+
+        def load_assets(self) -> tuple[Any, Any]:
+            p = self.params
+            tokenizer = make_tokenizer(make_corpus(p)[0])
+            model = build_causal_lm(
+                p.arch, len(tokenizer), p.hidden_size, p.num_layers, p.num_heads,
+                p.intermediate_size, p.max_positions, p.seed_model,
+                pad_id=tokenizer.pad_token_id, bos_id=tokenizer.bos_token_id,
+                eos_id=tokenizer.eos_token_id,
+            )
+            return model.requires_grad_(False), tokenizer
+
+    return KitLMTask()
 
 
 class _Unusable(Exception):

@@ -274,7 +274,9 @@ def test_summary_holds_compute_memory_models_versions_seed_and_hash(sequential):
         assert summary["versions"][plugin.distribution] == plugin.version
         assert {"rlhf-harness", "torch"} <= set(summary["versions"])
         assert summary["seed"] == spec["seed"]
-        identity = {k: v for k, v in spec.items() if k != "limits"}  # limits guard, not shape
+        # Limits guard, not shape; an unset policy section is left out (runs keep their ids).
+        identity = {k: v for k, v in spec.items()
+                    if k != "limits" and not (k == "policy" and not v)}
         assert summary["config_hash"] == config_hash(identity)
         assert record.run_id.endswith(config_hash(identity, 10))
         assert spec["code"]["algorithm"]["plugin"] == plugin.distribution

@@ -65,6 +65,59 @@ class HFParams:
     trust_remote_code: bool = False
     """Passed to ``from_pretrained``; only for models whose code you trust."""
 
+    def __post_init__(self) -> None:
+        # Local folders are read now (their config.json only), so that ``validate`` names a
+        # wrong one; a hub name is left to the run, which loads it.
+        archs = _architectures(self.model)
+        if archs and not any(a.endswith(_CAUSAL_LM_SUFFIXES) for a in archs):
+            raise ValueError(
+                f"the model '{self.model}' is not a causal LM (its config names "
+                f"{', '.join(archs)}); give a folder saved from an AutoModelForCausalLM"
+            )
+        path = self.gold_reward_params.get("path")
+        if self.gold_reward == "classifier" and isinstance(path, str):
+            labels = _num_labels(path)
+            label = self.gold_reward_params.get("label", 0)
+            if labels is not None and isinstance(label, int) and not 0 <= label < labels:
+                raise ValueError(
+                    f"label {label} of gold_reward_params is out of range for the classifier "
+                    f"'{path}', which has {labels} label{'s' if labels != 1 else ''}"
+                )
+
+
+_CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def _local_config(path: str) -> dict[str, Any] | None:
+    """The ``config.json`` of a local model folder, or None (a hub name, or no such file)."""
+    import json
+
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        return None
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _architectures(path: str) -> list[str]:
+    config = _local_config(path) or {}
+    archs = config.get("architectures") or []
+    return [str(a) for a in archs] if isinstance(archs, list) else []
+
+
+def _num_labels(path: str) -> int | None:
+    """The number of outputs of a local sequence classifier (as transformers reads its config)."""
+    config = _local_config(path)
+    if config is None:
+        return None
+    if isinstance(config.get("id2label"), dict):
+        return len(config["id2label"])
+    labels = config.get("num_labels")
+    return int(labels) if isinstance(labels, int) else 2  # transformers' default
+
 
 class HFTask(LMTask):
     """A pre-trained causal LM, prompts from a file or dataset, a gold reward by name."""
@@ -141,7 +194,8 @@ class HFTask(LMTask):
             tokenizer = AutoTokenizer.from_pretrained(p.model, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(p.model, dtype=_DTYPES[p.dtype], **kwargs)
         except Exception as exc:
-            raise ConfigError(f"hf task: cannot load model '{p.model}': {exc}") from None
+            raise ConfigError(f"hf task: cannot load model '{p.model}': "
+                              f"{' '.join(str(exc).split())}") from None
         model.requires_grad_(False).eval()
         return model.to(self.device), tokenizer
 

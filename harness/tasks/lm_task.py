@@ -122,9 +122,13 @@ class LMTask(Task):
         return LMRewardModel(self.model, seed=self.seed).to(self.device)
 
     def make_value_model(self, policy: Policy) -> LMValueModel:
-        """A critic from ``policy``'s backbone (copied) when it is an :class:`LMPolicy`, else
-        from π_ref's; V_t is the value before response token t."""
-        source = policy if isinstance(policy, LMPolicy) else self.model
+        """A critic from ``policy``'s backbone (copied) when it is an :class:`LMPolicy`
+        without LoRA adapters, else from π_ref's (a LoRA policy starts as π_ref, and its
+        adapters do not belong in a critic); V_t is the value before response token t."""
+        from harness.lora import has_lora
+
+        lm = isinstance(policy, LMPolicy) and not has_lora(policy)
+        source = policy if lm else self.model
         return LMValueModel(source, seed=self.seed).to(self.device)
 
     # --- text ------------------------------------------------------------------------------------

@@ -384,6 +384,7 @@ class PPO(Algorithm):
     name = "ppo"
     Config = Config
     needs = frozenset({"reward"})
+    trains_critic = True
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "rollout_batch_size": 64, "num_ppo_epochs": 2},
         "neural": {"learning_rate": 1e-3, "rollout_batch_size": 64, "num_ppo_epochs": 2},

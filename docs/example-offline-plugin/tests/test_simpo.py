@@ -12,7 +12,7 @@ from harness.testing import bandit_algorithm, conformance_tests
 TABULAR = SimPO.suggested["tabular"]
 
 # One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves,
-# devices.
+# devices, lora.
 test_conformance = conformance_tests("my-simpo", config=TABULAR)
 
 

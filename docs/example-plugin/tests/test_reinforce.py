@@ -12,8 +12,8 @@ from harness.testing import bandit_algorithm, conformance_tests
 TABULAR = Reinforce.suggested["tabular"]
 
 # One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves,
-# devices. The kit finds the algorithm by its name, through the plugin's entry point: install the
-# plugin first.
+# devices, lora. The kit finds the algorithm by its name, through the plugin's entry point:
+# install the plugin first.
 test_conformance = conformance_tests("reinforce", config=TABULAR)
 
 

@@ -1,0 +1,382 @@
+"""Memory: the bytes a run's models hold, counted from tensors or planned before a run.
+
+Two views of the same quantities:
+
+- :func:`measure_state` counts what is there, by kind: the models' parameters, the gradients
+  they hold, and the tensors in the optimisers' state (a run's summary holds the total, with
+  buffers, from :func:`harness.compute.model_state_bytes`).
+- :func:`plan_run` predicts, for one run spec of a suite and without loading any weight (the
+  task's model is built on PyTorch's ``meta`` device from its config), the bytes of every model
+  the run keeps resident — parameters, gradients, optimiser state — plus the KV cache of its
+  largest generation and an estimate of its training activations. ``rlhf-harness plan SUITE``
+  prints it; ``rlhf-harness run`` refuses, before starting, a suite with a run that cannot fit.
+
+**What a run keeps resident** (see :func:`harness.runner.build_context`): the task's model as
+loaded (π_ref, kept by the task for the run); the policy, a trainable copy of it; π_ref — a frozen
+copy, or nothing with LoRA (the policy's own model with adapters off); r̂ (a copy of the backbone
+with a scalar head) when the algorithm needs a reward or the ``proxy_reward`` evaluator runs, and
+the suite fits it; a critic, of r̂'s shape and trainable, for an algorithm that declares one
+(:attr:`~harness.algorithm.Algorithm.trains_critic`); the gold reward model (``hf``'s
+``classifier``).
+
+**Model state is exact.** Gradients: one per trainable parameter, in its dtype (their peak, during
+a backward pass). Optimiser state: Adam keeps two tensors per trainable parameter and RMSprop one,
+in its dtype, plus a float32 step count each; SGD without momentum keeps none. The algorithm's
+``optimizer`` config field says which (Adam when it has none). The test suite checks these
+numbers against the tensors of real runs on the CPU.
+
+**KV cache and activations are estimates.** The KV cache: 2 × layers × KV heads × head width ×
+rows × (prompt + response) tokens, in the model's dtype, for the most rows generated at once (a
+training rollout or an evaluation). Activations of a training forward (Korthikanti et al. 2022,
+arXiv:2205.05198, §4.1, per layer ≈ 34·s·b·h + 5·a·s²·b bytes at 16 bits, i.e. 17 and 2.5
+values), scaled to the dtype; with activation checkpointing each layer keeps its input only (s·b·h
+values) and one layer is recomputed at a time. Plus the logits of the response tokens in float32
+and their gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import ConfigError
+
+__all__ = [
+    "ModelPlan",
+    "RunPlan",
+    "format_bytes",
+    "measure_state",
+    "optimizer_slots",
+    "parse_bytes",
+    "plan_run",
+    "tensor_bytes",
+]
+
+OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "rmsprop": 1, "sgd": 0}
+"""Tensors of a parameter's shape an optimiser keeps per trainable parameter."""
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct tensors among ``tensors`` (a tensor met twice counted once)."""
+    seen: set[tuple[int, int, int]] = set()
+    total = 0
+    for t in tensors:
+        if t is None:
+            continue
+        size = t.numel() * t.element_size()
+        key = (t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t),
+               t.storage_offset(), size)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += size
+    return total
+
+
+def measure_state(
+    models: Iterable[nn.Module], optimizers: Iterable[torch.optim.Optimizer] = ()
+) -> dict[str, int]:
+    """Bytes held now: ``parameters`` (distinct, of every model), ``gradients`` (those set) and
+    ``optimizer`` (every tensor in the optimisers' state)."""
+    params = [p for m in models for p in m.parameters()]
+    state = [v for opt in optimizers for s in opt.state.values() for v in s.values()
+             if isinstance(v, torch.Tensor)]
+    return {
+        "parameters": tensor_bytes(params),
+        "gradients": tensor_bytes(p.grad for p in params if p.grad is not None),
+        "optimizer": tensor_bytes(state),
+    }
+
+
+def optimizer_slots(config: Any) -> int:
+    """Tensors of each trainable parameter's shape that the algorithm's optimiser keeps."""
+    name = str(getattr(config, "optimizer", "adam")).lower()
+    if name == "sgd" and float(getattr(config, "momentum", 0.0) or 0.0) > 0:
+        return 1
+    return OPTIMIZER_SLOTS.get(name, 2)
+
+
+@dataclasses.dataclass
+class ModelPlan:
+    """The bytes one resident model needs."""
+
+    name: str
+    parameters: int = 0
+    gradients: int = 0
+    optimizer: int = 0
+    kv_cache: int = 0
+    activations: int = 0
+    host: int = 0
+    """Bytes kept in host memory (an offloaded model's weights), not counted on the device."""
+
+    @property
+    def model_state(self) -> int:
+        return self.parameters + self.gradients + self.optimizer
+
+    @property
+    def total(self) -> int:
+        return self.model_state + self.kv_cache + self.activations
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """The memory plan of one run: its resident models and their sum."""
+
+    run_id: str
+    label: str
+    task: str
+    models: list[ModelPlan]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def model_state(self) -> int:
+        return sum(m.model_state for m in self.models)
+
+    @property
+    def total(self) -> int:
+        """Device bytes: every resident model, plus the largest offloaded one (they visit the
+        device one at a time)."""
+        return sum(m.total for m in self.models) + max((m.host for m in self.models), default=0)
+
+    def fits(self, memory: int | None) -> bool | None:
+        return None if memory is None else self.total <= memory
+
+
+# --- sizes -----------------------------------------------------------------------------------
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"80GiB"``, ``"141GB"``, ``"1.5e9"``: a number of bytes (GB = 10⁹, GiB = 2³⁰)."""
+    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ConfigError(f"--gpu-memory: cannot read {text!r} as a size (e.g. 80GiB, 141GB)")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def format_bytes(n: int) -> str:
+    """Bytes in binary units: ``1.50 GiB``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+# --- the task's model, on the meta device ----------------------------------------------------
+
+
+def _skeleton(task_cls: type, params: Any) -> tuple[nn.Module, torch.dtype, int, str | None]:
+    """``(model on meta, dtype, longest prompt in tokens, gold classifier path)`` of an LM task."""
+    from harness.tasks.hf import _DTYPES, HFTask
+    from harness.tasks.tiny_lm import TinyLMTask
+
+    if issubclass(task_cls, TinyLMTask):
+        from harness.lm import build_causal_lm
+        from harness.tasks.tiny_lm import make_corpus, make_tokenizer
+
+        tokenizer = make_tokenizer(make_corpus(params)[0])
+        with torch.device("meta"):
+            model = build_causal_lm(
+                params.arch, len(tokenizer), params.hidden_size, params.num_layers,
+                params.num_heads, params.intermediate_size, params.max_positions, 0,
+                pad_id=tokenizer.pad_token_id, bos_id=tokenizer.bos_token_id,
+                eos_id=tokenizer.eos_token_id,
+            )
+        return model, torch.float32, params.prompt_max_words + 1, None
+    if issubclass(task_cls, HFTask):
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        kwargs = {"trust_remote_code": params.trust_remote_code}
+        try:
+            config = AutoConfig.from_pretrained(params.model, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(params.model, **kwargs)
+        except Exception as exc:
+            raise ConfigError(f"hf task: cannot load model '{params.model}': "
+                              f"{' '.join(str(exc).split())}") from None
+        dtype = _DTYPES[params.dtype]
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+        task = HFTask(params)
+        texts = task.prompt_texts("train") + task.prompt_texts("eval")
+        longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+        gold = None
+        if params.gold_reward == "classifier":
+            gold = params.gold_reward_params.get("path")
+        return model, dtype, longest, gold
+    raise ConfigError(f"task '{task_cls.name}': no memory plan for this kind of task")
+
+
+def model_skeleton(task_cls: type, params: Any, *, local_only: bool = False) -> nn.Module | None:
+    """The task's causal LM built on the meta device from its config (no weights); None for a
+    task without one, or, with ``local_only``, an ``hf`` model that is not in a local folder."""
+    from harness.tasks.hf import HFTask
+    from harness.tasks.tiny_lm import TinyLMTask
+
+    if not issubclass(task_cls, TinyLMTask | HFTask):
+        return None
+    if local_only and issubclass(task_cls, HFTask):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if not (Path(params.model) / "config.json").is_file():
+            return None
+        try:
+            config = AutoConfig.from_pretrained(params.model,
+                                                trust_remote_code=params.trust_remote_code)
+        except Exception:  # an unreadable folder is the run's to report, with its cause
+            return None
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    return _skeleton(task_cls, params)[0]
+
+
+def _bytes(params: Iterable[torch.Tensor]) -> int:
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+def _backbone_bytes(model: nn.Module, dtype: torch.dtype) -> tuple[int, int]:
+    """Bytes and tensors of a scalar-head model on ``model``'s backbone (head in float32)."""
+    from harness.lm import _backbone_of
+
+    backbone, hidden = _backbone_of(model)
+    params = list(backbone.parameters())
+    head = (hidden + 1) * 4  # nn.Linear(hidden, 1), float32
+    return _bytes(params) + head, len(params) + 2
+
+
+def _classifier_bytes(path: str) -> int:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise ConfigError(f"gold reward 'classifier': cannot load '{path}': "
+                          f"{' '.join(str(exc).split())}") from None
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    return _bytes(model.parameters())
+
+
+def _rows(config: Any) -> tuple[int, int]:
+    """``(rows generated at once, rows of a training forward)`` of an algorithm's config."""
+    get = lambda name, default=0: int(getattr(config, name, default) or default)  # noqa: E731
+    minibatches = max(get("num_mini_batches", 1), 1)
+    if hasattr(config, "rollout_batch_size"):
+        gen = get("rollout_batch_size")
+        return gen, math.ceil(gen / minibatches)
+    if hasattr(config, "prompts_per_step"):
+        group = next((get(n) for n in ("num_generations", "k", "group_size", "n")
+                      if hasattr(config, n)), 1)
+        gen = get("prompts_per_step") * group
+        return gen, math.ceil(gen / minibatches)
+    if hasattr(config, "batch_size"):  # offline: chosen and rejected of each pair
+        return 0, 2 * get("batch_size")
+    return 0, 0
+
+
+_SKELETONS: dict[str, tuple[nn.Module, torch.dtype, int, str | None]] = {}
+"""The last task's skeleton (:func:`_skeleton`), by a hash of its name and parameters."""
+
+
+def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
+    """The memory plan of one run spec (a :class:`~harness.suite.RunSpec` as a dict)."""
+    from harness.algorithm import policy_kind
+    from harness.config import build_config, config_hash
+    from harness.suite import RunSpec
+
+    task_cls = host.task(spec["task"])
+    algo_cls = host.algorithm(spec["algorithm"])
+    run_id = RunSpec(**spec).run_id
+    plan = RunPlan(run_id=run_id, label=spec["label"], task=spec["task"], models=[])
+    params = build_config(task_cls.Params, spec["task_params"])
+    config = build_config(algo_cls.Config, spec["algorithm_config"])
+    if policy_kind(task_cls.kind) != "neural":
+        plan.notes.append("tabular policy: a table of logits, no plan needed")
+        return plan
+    options = spec.get("policy") or {}
+    key = config_hash({"task": spec["task"], "params": spec["task_params"]})
+    if key not in _SKELETONS:  # once per task of a suite: runs differ in algorithm and seed
+        _SKELETONS.clear()
+        _SKELETONS[key] = _skeleton(task_cls, params)
+    model, dtype, prompt_len, gold_path = _SKELETONS[key]
+    model = copy.deepcopy(model)  # LoRA below changes it in place (on the meta device: cheap)
+    base_bytes = _bytes(model.parameters())
+    head_bytes, head_tensors = _backbone_bytes(model, dtype)
+    weights = base_bytes
+    trainable = list(model.parameters())
+    if options.get("lora"):  # on the skeleton itself: the base's sizes are counted above
+        from harness.lm import LMPolicy
+        from harness.lora import apply_lora
+
+        policy = LMPolicy(model, pad_id=0, eos_id=None)
+        apply_lora(policy, options["lora"])
+        weights = _bytes(policy.parameters())
+        trainable = [p for p in policy.parameters() if p.requires_grad]
+    slots = optimizer_slots(config)
+    step_bytes = 4 * len(trainable) if slots else 0  # a float32 step count per parameter
+    grads = _bytes(trainable)
+    cfg = model.config
+    layers = int(cfg.num_hidden_layers)
+    hidden = int(cfg.hidden_size)
+    heads = int(cfg.num_attention_heads)
+    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+    vocab = int(cfg.vocab_size)
+    width = torch.tensor([], dtype=dtype).element_size()
+    response_len = int(getattr(config, "max_new_tokens", None) or params.max_new_tokens)
+    seq = prompt_len + response_len
+    evaluation = spec["evaluation"]
+    eval_prompts = int(getattr(params, "num_eval_prompts", 0) or 0)
+    gen_rows, train_rows = _rows(config)
+    gen_rows = max(gen_rows, eval_prompts * int(evaluation["samples_per_prompt"]))
+    kv = 2 * layers * kv_heads * head_dim * gen_rows * seq * width
+    if options.get("activation_checkpointing"):
+        per_layer = train_rows * seq * hidden
+        values = layers * per_layer + (17 * per_layer + 2.5 * heads * seq * seq * train_rows)
+    else:
+        values = layers * (17 * train_rows * seq * hidden + 2.5 * heads * seq * seq * train_rows)
+    activations = int(values * width) + 2 * train_rows * response_len * vocab * 4
+    task_model = ModelPlan("task model (π_ref as loaded)", parameters=base_bytes)
+    plan.models.append(task_model)
+    plan.models.append(ModelPlan(
+        "policy", parameters=weights, gradients=grads, optimizer=slots * grads + step_bytes,
+        kv_cache=kv, activations=activations if train_rows else 0,
+    ))
+    offload = bool(options.get("offload_frozen"))
+
+    def frozen(name: str, size: int) -> ModelPlan:
+        if offload:
+            return ModelPlan(f"{name}, offloaded", host=size)
+        return ModelPlan(name, parameters=size)
+
+    if options.get("lora"):
+        plan.notes.append("π_ref: the policy's base with its LoRA adapters off (no copy)")
+    else:
+        plan.models.append(frozen("π_ref", task_model.parameters))
+    evaluators = evaluation["evaluators"]
+    fitted = spec["reward_model"]["kind"] == "fitted"
+    if fitted and ("reward" in algo_cls.needs or "proxy_reward" in evaluators):
+        plan.models.append(frozen("r̂ (reward model)", head_bytes))
+    if getattr(algo_cls, "trains_critic", False):
+        plan.models.append(ModelPlan(
+            "critic", parameters=head_bytes, gradients=head_bytes,
+            optimizer=slots * head_bytes + (4 * head_tensors if slots else 0),
+        ))
+    if offload and any(m.host for m in plan.models):
+        plan.notes.append("offloaded models are on the device one at a time, while they run: "
+                          "the total counts the largest")
+    if gold_path is not None:
+        plan.models.append(ModelPlan("gold reward (classifier)",
+                                     parameters=_classifier_bytes(gold_path)))
+    return plan

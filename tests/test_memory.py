@@ -1,0 +1,162 @@
+"""The memory plan: model state predicted from configs equals the tensors of a real run (CPU);
+``rlhf-harness plan`` and ``run``'s refusal of a run that cannot fit."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from harness import cache
+from harness.cli import cli
+from harness.errors import ConfigError
+from harness.memory import format_bytes, measure_state, parse_bytes, plan_run
+from harness.plugins import get_plugin_host
+from harness.suite import check_suite, load_suite
+
+TASK = textwrap.dedent("""\
+    name: {name}
+    tasks:
+      - name: tiny-lm
+        params: {{hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64,
+                  max_positions: 32, corpus_size: 1000, pretrain_steps: 2,
+                  num_train_prompts: 16, num_eval_prompts: 4, max_new_tokens: 4}}
+    preferences: {{num_pairs: 8}}
+    algorithms:
+      - name: ppo
+        config: {{rollout_batch_size: 4, num_ppo_epochs: 1, learning_rate: 0.001}}
+      - name: dpo
+        config: {{batch_size: 4, learning_rate: 0.001}}
+    seeds: [0]
+    budget: {{steps: 1}}
+    evaluation: {{every: 1, samples_per_prompt: 1}}
+    """)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(cache.CACHE_ENV, str(root))
+        yield root
+
+
+def suite_file(folder, lora: bool, name: str = "plan-test"):
+    text = TASK.format(name=name)
+    if lora:
+        text += "policy:\n  lora: {r: 4, target_modules: [q_proj, v_proj]}\n"
+    path = folder / f"{name}{'-lora' if lora else ''}.yaml"
+    path.write_text(text)
+    return path
+
+
+def specs_of(path):
+    return [s.as_dict() for s in check_suite(load_suite(path), path, get_plugin_host())]
+
+
+@pytest.mark.parametrize("algorithm, lora", [("ppo", False), ("ppo", True), ("dpo", False)])
+def test_planned_model_state_equals_the_tensors_of_a_run(tmp_path, tiny_cache, algorithm, lora):
+    """Parameters, gradients (at their peak, after a backward) and optimiser state of every
+    resident model, as the plan counts them, byte for byte."""
+    from harness.annotator import simulate_preferences
+    from harness.preference import BradleyTerry
+    from harness.runner import build_context, build_task, make_algorithm
+
+    host = get_plugin_host()
+    spec = next(s for s in specs_of(suite_file(tmp_path, lora)) if s["algorithm"] == algorithm)
+    plan = plan_run(spec, host)
+    task = build_task(host, spec, "cpu")
+    cls = host.algorithm(algorithm)
+    prefs = simulate_preferences(task, BradleyTerry(1.0), num_pairs=8, seed=0)
+    reward_model = task.make_reward_model()  # r̂ of the run (the evaluator's proxy reward)
+    context = build_context(task, cls, seed=0, preferences=prefs,
+                            reward_model=reward_model if "reward" in cls.needs else None,
+                            policy_options=spec["policy"])
+    reward_model = context.reward_model or reward_model
+    algo = make_algorithm(cls, spec["algorithm_config"], context)
+    algo.step()
+    critic = getattr(algo, "value_model", None)
+    # The gradients at their peak: a backward through every trainable model.
+    prompts = task.train_prompts.select(slice(0, 2))
+    responses = context.policy.sample(prompts, max_new_tokens=2)
+    loss = context.policy.token_logprobs(prompts, responses).sum()
+    if critic is not None:
+        loss = loss + critic(prompts, responses).sum()
+    loss.backward()
+    models = [task.model, context.policy, context.reference, reward_model]
+    models += [critic] if critic is not None else []
+    measured = measure_state(models, [algo.optimizer])
+    planned = {k: sum(getattr(m, k) for m in plan.models)
+               for k in ("parameters", "gradients", "optimizer")}
+    assert planned == measured
+    assert plan.model_state == sum(measured.values())
+    names = [m.name for m in plan.models]
+    assert ("π_ref" in names) == (not lora)
+    assert ("critic" in names) == (algorithm == "ppo")
+
+
+def test_lora_plan_saves_the_copy_and_the_optimizer_state(tmp_path, tiny_cache):
+    host = get_plugin_host()
+    full = plan_run(specs_of(suite_file(tmp_path, False))[0], host)
+    lora = plan_run(specs_of(suite_file(tmp_path, True))[0], host)
+    assert lora.model_state < full.model_state
+    policy_full = next(m for m in full.models if m.name == "policy")
+    policy_lora = next(m for m in lora.models if m.name == "policy")
+    assert policy_lora.gradients < policy_full.gradients / 10
+
+
+def test_sizes_read_and_print():
+    assert parse_bytes("80GiB") == 80 * 2**30
+    assert parse_bytes("141GB") == 141 * 10**9
+    assert parse_bytes("1.5e3") == 1500
+    assert format_bytes(3 * 2**30 // 2) == "1.50 GiB"
+    with pytest.raises(ConfigError, match="--gpu-memory: cannot read '12 parsecs'"):
+        parse_bytes("12 parsecs")
+
+
+def test_plan_command_gives_a_verdict_only_with_a_size(tmp_path, tiny_cache):
+    path = suite_file(tmp_path, True)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["plan", str(path)])
+    assert out.exit_code == 0, out.output
+    if not torch.cuda.is_available():
+        assert out.output.startswith("no GPU visible: pass --gpu-memory SIZE for a verdict")
+    assert "policy:" in out.output and "kv cache" in out.output and "activations" in out.output
+    assert "π_ref: the policy's base with its LoRA adapters off (no copy)" in out.output
+    assert "fits" not in out.output or torch.cuda.is_available()
+    out = runner.invoke(cli, ["plan", str(path), "--gpu-memory", "80GiB"])
+    assert out.exit_code == 0 and out.output.count("  fits") == 2
+    out = runner.invoke(cli, ["plan", str(path), "--gpu-memory", "64KiB"])
+    assert out.exit_code == 1 and out.output.count("DOES NOT FIT") == 2
+
+
+def test_run_refuses_a_run_that_cannot_fit_before_starting(tmp_path, tiny_cache, capsys):
+    from harness.cli import main
+
+    path = suite_file(tmp_path, False)
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(path), "--root", str(root), "--gpu-memory", "64KiB", "--no-wandb",
+              "--no-progress", "--no-report"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "needs" in err and "more than the 64.00 KiB a run may use; see rlhf-harness plan" in err
+    assert not root.exists()  # nothing started
+
+
+def test_offloaded_models_are_planned_in_host_memory(tmp_path, tiny_cache):
+    host = get_plugin_host()
+    path = suite_file(tmp_path, False, name="plan-offload")
+    path.write_text(path.read_text() + "policy:\n  offload_frozen: true\n")
+    plan = plan_run(specs_of(path)[0], host)
+    offloaded = [m for m in plan.models if m.host]
+    assert sorted(m.name for m in offloaded) == ["r̂ (reward model), offloaded",
+                                                  "π_ref, offloaded"]
+    assert all(m.parameters == 0 for m in offloaded)
+    largest = max(m.host for m in offloaded)
+    assert plan.total == sum(m.total for m in plan.models) + largest
+    full = plan_run(specs_of(suite_file(tmp_path, False))[0], host)
+    assert plan.total == full.total - sum(m.host for m in offloaded) + largest
