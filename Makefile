@@ -1,11 +1,12 @@
 # The two commands of the README. Both set everything up first (scripts/setup.sh).
 #   make quickstart   run suites/quickstart.yaml and write its report
 #   make test         run the linter and the tests
+#   make mutation     mutation testing of the numeric core (docs/mutation.md; not part of `make test`)
 # PYTHON=/path/to/python uses that interpreter's environment instead of ./.venv.
 
 PY := $(if $(PYTHON),$(PYTHON),.venv/bin/python)
 
-.PHONY: quickstart test setup setup-dev
+.PHONY: quickstart test mutation setup setup-dev
 
 quickstart: setup
 	@test -f suites/quickstart.yaml || { echo "make quickstart: suites/quickstart.yaml is not in this version yet; set-up finished, nothing was run." >&2; exit 1; }
@@ -14,6 +15,18 @@ quickstart: setup
 test: setup-dev
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# MUTATION_JOBS=N runs N mutants at a time (default: one per CPU). A plain run starts from a
+# fresh mutants/ and tests every mutant of the numeric core; MUTANTS='NAME ...' (names or globs,
+# e.g. 'harness.rl.x_gae__mutmut_*') re-tests only those, keeping the other results there.
+MUTMUT := $(PY) -c 'import sys; from mutmut.__main__ import cli; sys.exit(cli())'
+
+mutation: setup-dev
+	@$(PY) -c 'import mutmut' 2>/dev/null || $(PY) -m pip install -q -e '.[mutation]'
+	$(if $(MUTANTS),,rm -rf mutants)
+	set -f; $(MUTMUT) run $(if $(MUTATION_JOBS),--max-children $(MUTATION_JOBS)) \
+		$(if $(MUTANTS),$(MUTANTS),$$($(PY) scripts/mutation_report.py --patterns))
+	$(PY) scripts/mutation_report.py
 
 setup:
 	scripts/setup.sh

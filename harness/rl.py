@@ -313,6 +313,7 @@ def clipped_surrogate(
     if not eps_high >= 0.0:
         raise ValueError(f"eps_high must be >= 0, got {eps_high!r}")
     _check_same_shape(logp=logp, old_logp=old_logp)
+    given = tuple(advantages.shape)
     if logp.dim() == 2 and advantages.dim() == 1:
         advantages = advantages[:, None]
     if advantages.shape != logp.shape and not (
@@ -320,7 +321,7 @@ def clipped_surrogate(
     ):
         raise ValueError(
             f"advantages must have shape {tuple(logp.shape)} or [B] for a [B, T] logp, "
-            f"got {tuple(advantages.shape)}"
+            f"got {given}"
         )
     ratio = torch.exp(logp - old_logp)
     unclipped = ratio * advantages

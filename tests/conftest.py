@@ -28,6 +28,25 @@ HARNESS_ENV_VARS = (ONLY_ENV, STRICT_ENV)
 torch.set_num_threads(1)
 
 
+def _load_mutated_plugins() -> None:
+    """Under mutation testing (``make mutation``), make the built-in plugins the mutated copies.
+
+    mutmut copies the sources to ``mutants/`` and names a mutant after its file's path, e.g.
+    ``plugins.dpo.rlhf_harness_dpo.x_dpo_loss__mutmut_1``; it switches that mutant on only in a
+    module imported under that path name. The installed plugin module ``rlhf_harness_dpo`` is
+    the original file, so each copy is imported under its path name and registered under the
+    installed name too: the tests and the entry points then run the mutated code.
+    """
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted(root.glob("plugins/*/rlhf_harness_*.py")):
+        module = importlib.import_module(f"plugins.{path.parent.name}.{path.stem}")
+        sys.modules[path.stem] = module
+
+
+if "MUTANT_UNDER_TEST" in os.environ:
+    _load_mutated_plugins()
+
+
 @pytest.fixture(autouse=True)
 def _clean_harness_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The developer's own RLHF_HARNESS_* settings must not change what a test sees."""

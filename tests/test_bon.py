@@ -283,3 +283,36 @@ def test_sample_returns_one_trimmed_response_per_prompt():
     assert out.tokens.shape[1] == int(out.mask.sum(-1).max())
     with pytest.raises(ValueError, match="temperature"):
         policy.sample(prompts, max_new_tokens=4, temperature=0.7)
+
+
+def test_a_response_of_negligible_but_nonzero_probability_gets_a_finite_log_prob():
+    """π_ref(y) = e^−800 adds nothing to π_ref's CDF in float64, so its block has F_lo = F_hi
+    (ρ = 1): the factor Σ_{k<n} ρ^k is then n, its limit, and log π_bon(y) is finite.
+
+    Sorted by r̂ the arms are 0 (r̂ 0), 1 (r̂ 1, the tiny one), 2 (r̂ 2), so F_hi at arm 1 is
+    F(0) = π_ref(0) and log π_bon(1) = log π_ref(1) + (n − 1) log π_ref(0) + log n.
+    """
+    lp = torch.log_softmax(torch.tensor([0.0, -800.0, 0.5], dtype=torch.float64), -1)
+    r = torch.tensor([0.0, 1.0, 2.0])
+    for n in (2, 5):
+        out = best_of_n_logprobs(lp, r, n)
+        assert bool(torch.isfinite(out).all()), out
+        want = lp[1] + (n - 1) * lp[0] + math.log(n)
+        # float64 sums of three O(800) numbers: rounding ~1e-13; 1e-10 is ample.
+        assert out[1].item() == pytest.approx(want.item(), abs=1e-10)
+        # The other two are exact best-of-n probabilities of a two-arm problem (the tiny arm
+        # changes them by ~e^−800): F(0)^n for the worst, 1 − F(0)^n for the best.
+        p0 = lp[0].exp().item()
+        assert out[[0, 2]].exp().tolist() == pytest.approx([p0**n, 1 - p0**n], abs=1e-15)
+
+
+def test_argument_errors_name_what_is_wrong():
+    with pytest.raises(ValueError, match=r"^n must be >= 1, got 0$"):
+        analytic_kl(0)
+    with pytest.raises(ValueError, match=r"^n must be >= 1, got 0$"):
+        best_of_n_logprobs(torch.zeros(3), torch.zeros(3), 0)
+    with pytest.raises(
+        ValueError, match=r"^ref_logp and reward must have one shape, got \(3,\) and \(2,\)$"
+    ):
+        best_of_n_logprobs(torch.zeros(3), torch.zeros(2), 2)
+    assert analytic_kl(1) == 0.0  # n = 1 is π_ref itself

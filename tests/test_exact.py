@@ -130,3 +130,62 @@ def test_policy_logprobs_of_the_reference_are_its_table(problem: ExactProblem) -
 def test_beta_must_be_positive(problem: ExactProblem) -> None:
     with pytest.raises(ConfigError, match="beta"):
         problem.optimal_objective(0.0)
+
+
+def test_a_response_the_policy_never_gives_counts_zero_in_kl_and_regret(
+    problem: ExactProblem,
+) -> None:
+    """0 · log 0 = 0: a policy with π(y|x) = 0 for some y has finite KL to π_ref and regret.
+
+    The policy is π_ref with response 0 removed and renormalised: KL(π ‖ π_ref) is
+    −log(1 − π_ref(0|x)) per prompt (π/π_ref = 1/(1 − π_ref(0|x)) wherever π > 0), averaged.
+    """
+    beta = 1.0
+    logp = problem.ref_logp.clone()
+    logp[:, 0] = -torch.inf
+    logp = torch.log_softmax(logp, dim=-1)
+    assert bool((logp[:, 0] == -torch.inf).all())
+    want = float(-torch.log1p(-problem.ref_logp[:, 0].exp()).mean())
+    # float64 sums of 6 terms of size O(1) per prompt: 1e-12.
+    assert problem.kl_ref(logp) == pytest.approx(want, abs=1e-12)
+    assert problem.kl(logp, logp) == 0.0
+    # Where both policies give 0 the term is still 0 (not 0 · (−inf + inf) = NaN).
+    assert problem.kl(logp, logp - 1e-3) == pytest.approx(1e-3, abs=1e-12)
+    regret = problem.regret(logp, beta)
+    assert regret == pytest.approx(
+        problem.optimal_objective(beta) - problem.expected_reward(logp) + beta * want, abs=1e-12
+    )
+    assert 0 < regret < float("inf")
+    # The identity J(π*) − J(π) = β KL(π ‖ π*) holds for it as for any other policy (1e-12 as in
+    # test_kl_identities).
+    assert regret == pytest.approx(beta * problem.kl_to_optimal(logp, beta), rel=1e-9, abs=1e-12)
+
+
+def test_prompts_other_than_the_eval_prompts(problem: ExactProblem) -> None:
+    """from_task(task, prompts) tabulates those prompts: eval prompts 2 and 0, in that order."""
+    task = BanditTask(PARAMS, seed=1)
+    sub = ExactProblem.from_task(task, task.eval_prompts.select([2, 0]))
+    assert sub.ref_logp.shape == sub.reward.shape == (2, PARAMS.num_arms)
+    # The same float32 policy on the same pairs, renormalised the same way: identical.
+    assert torch.equal(sub.ref_logp, problem.ref_logp[[2, 0]])
+    assert torch.equal(sub.reward, problem.reward[[2, 0]])
+
+
+def test_errors_name_the_task_and_the_beta(problem: ExactProblem) -> None:
+    class Unenumerable:
+        name = "tiny-lm"
+
+        def enumerate_responses(self) -> None:
+            return None
+
+    with pytest.raises(
+        ConfigError,
+        match=r"^task 'tiny-lm' cannot enumerate its responses: no exact optimum is known$",
+    ):
+        ExactProblem.from_task(Unenumerable())  # type: ignore[arg-type]
+    for beta in (0.0, -1.0):
+        message = rf"^beta must be > 0 for the KL-regularised optimum, got {beta}$"
+        with pytest.raises(ConfigError, match=message):
+            problem.optimal_logprobs(beta)
+        with pytest.raises(ConfigError, match=message):
+            problem.regret(problem.ref_logp, beta)

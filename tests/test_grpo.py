@@ -106,6 +106,19 @@ def test_loss_equals_a_hand_computation(loss_type, eps_high, beta):
     assert terms.clipped[2, 1]
 
 
+def test_loss_argument_errors():
+    import rlhf_harness_grpo
+
+    t = torch.zeros(2, 3)
+    adv, mask = torch.zeros(2), torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"^grpo_loss: ref_logp is needed when beta != 0$"):
+        rlhf_harness_grpo.grpo_loss(t, t, None, adv, mask, epsilon=0.2, beta=0.1,
+                                    loss_type="token")
+    with pytest.raises(ValueError, match=r"^grpo_loss: loss_type 'constant' needs max_len$"):
+        rlhf_harness_grpo.grpo_loss(t, t, t, adv, mask, epsilon=0.2, beta=0.1,
+                                    loss_type="constant")
+
+
 # --- reference model -----------------------------------------------------------------------------
 
 

@@ -49,6 +49,17 @@ def test_loss_equals_a_hand_computation():
     assert h.tolist() == pytest.approx(margins, abs=1e-6)
 
 
+def test_loss_needs_a_positive_tau():
+    zero = torch.zeros(2)
+    for tau in (0.0, -1.0):
+        with pytest.raises(ValueError, match=rf"^tau must be > 0, got {tau}$"):
+            ipo_module.ipo_loss(zero, zero, zero, zero, tau)
+    # Any τ > 0 is allowed, also below 1: the target margin 1/(2τ) = 5 at τ = 0.1.
+    loss, h = ipo_module.ipo_loss(zero, zero, zero, zero, 0.1)
+    assert h.tolist() == [0.0, 0.0]
+    assert loss.item() == pytest.approx(25.0, abs=1e-5)  # float32: (0 − 5)², rounding ~1e-6
+
+
 def test_length_normalize_divides_each_log_ratio_by_its_length(ipo, monkeypatch):
     """With ``length_normalize`` the loss sees each response's log-probs (policy and reference)
     divided by its token count (TRL's IPO); responses of 1-4 tokens make the check meaningful."""

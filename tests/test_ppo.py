@@ -177,6 +177,16 @@ def test_token_rewards_function_on_a_small_case():
     rewards = token_rewards(torch.tensor([2.0, -1.0]), kl, mask, kl_coef=0.5)
     expected = torch.tensor([[-0.05, 0.1, -0.15 + 2.0], [-0.25 - 1.0, 0.0, 0.0]])
     torch.testing.assert_close(rewards, expected, rtol=0, atol=1e-7)
+    # A row with no valid token gets nothing, not its score at position 0.
+    rewards = token_rewards(torch.tensor([2.0, -1.0]), kl, mask & torch.tensor([[True], [False]]),
+                            kl_coef=0.5)
+    expected = torch.tensor([[-0.05, 0.1, -0.15 + 2.0], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(rewards, expected, rtol=0, atol=1e-7)
+    # Scores in float64 (a tabular reward model's) beside a float32 KL: the rewards are float32.
+    rewards = token_rewards(torch.tensor([2.0, -1.0], dtype=torch.float64), kl, mask, kl_coef=0.5)
+    assert rewards.dtype == torch.float32
+    expected = torch.tensor([[-0.05, 0.1, -0.15 + 2.0], [-0.25 - 1.0, 0.0, 0.0]])
+    torch.testing.assert_close(rewards, expected, rtol=0, atol=1e-7)
 
 
 def test_missing_eos_penalty_replaces_the_score_of_truncated_responses():

@@ -16,7 +16,12 @@ import torch
 from scipy.stats import spearmanr
 
 from harness.errors import ConfigError
-from harness.preference import BradleyTerry, PreferenceModel, Thurstone
+from harness.preference import (
+    BradleyTerry,
+    PreferenceModel,
+    Thurstone,
+    register_preference_models,
+)
 
 F64 = torch.float64
 MODELS = [BradleyTerry, Thurstone]
@@ -49,6 +54,44 @@ def thurstone_log_closed_form(d: float, sigma: float) -> float:
 
 def test_names():
     assert (BradleyTerry.name, Thurstone.name) == ("btl", "thurstone")
+
+
+def test_each_model_is_registered_under_its_own_name():
+    registered: list[tuple[str, type]] = []
+    register_preference_models(lambda name, cls: registered.append((name, cls)))
+    assert registered == [("btl", BradleyTerry), ("thurstone", Thurstone)]
+
+
+@pytest.mark.parametrize("model_cls", MODELS)
+def test_floats_and_lists_are_rewards_too(model_cls):
+    """Python numbers and lists become float64 tensors, except that a number or list r_b takes
+    the floating dtype of a tensor r_a."""
+    model = model_cls(0.7)
+    closed = btl_closed_form if model_cls is BradleyTerry else thurstone_closed_form
+    # Two floats: a float64 scalar. rel 1e-12 (float64, see the module docstring) also fails a
+    # float32 computation, whose rounding (~1e-7) is far larger.
+    p = model.prob(1.3, 0.4)
+    assert p.dtype == F64 and p.shape == ()
+    assert p.item() == pytest.approx(closed(0.9, 0.7), rel=1e-12)
+    assert model.log_prob(1.3, 0.4).item() == pytest.approx(math.log(closed(0.9, 0.7)), rel=1e-12)
+    # Lists, alone or mixed with a tensor, give what the float64 tensors give, exactly.
+    r_a, r_b = [1.0, -0.5, 2.0], [0.0, 0.5, 2.0]
+    want = model.prob(t64(r_a), t64(r_b))
+    for a, b in ((r_a, r_b), (t64(r_a), r_b), (r_a, t64(r_b))):
+        got = model.prob(a, b)
+        assert got.dtype == F64 and torch.equal(got, want)
+        want_ll = model.log_prob(t64(r_a), t64(r_b))
+        assert torch.equal(model.log_likelihood(a, b, reduction="none"), want_ll)
+    # A float beside a float32 tensor is float32, so a float32 pipeline stays float32, also
+    # for a 0-dim tensor (which a float64 r_b would promote to float64) ...
+    for f32 in (torch.tensor([1.0, -0.5]), torch.tensor(1.0)):
+        assert model.prob(f32, 0.25).dtype == torch.float32
+        assert model.log_prob(f32, 0.25).dtype == torch.float32
+    # ... and beside an integer tensor it is float64, not truncated to an integer.
+    ints = torch.tensor([1, 0])
+    got = model.prob(ints, 0.5)
+    assert got.dtype == F64
+    assert got.tolist() == pytest.approx([closed(0.5, 0.7), closed(-0.5, 0.7)], rel=1e-12)
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -131,6 +174,32 @@ def test_strictly_increasing_in_the_reward_difference(model_cls, scale):
     # And in the first argument's favour: raising r_a raises P, raising r_b lowers it.
     assert model.prob(t64(1.0), t64(0.0)) > model.prob(t64(0.5), t64(0.0))
     assert model.prob(t64(0.0), t64(1.0)) < model.prob(t64(0.0), t64(0.5))
+
+
+class _LogProbOnly(PreferenceModel):
+    """A plugin's model that implements log_prob alone: BTL's formula, written out."""
+
+    name = "log-prob-only"
+
+    def log_prob(self, r_a, r_b):
+        d = torch.as_tensor(r_a, dtype=F64) - torch.as_tensor(r_b, dtype=F64)
+        return -torch.log1p(torch.exp(-d / self.scale))
+
+
+def test_a_model_with_only_log_prob_gets_prob_and_sampling_from_it():
+    model = _LogProbOnly(2.0)
+    r_a, r_b = t64([1.0, -3.0, 0.5]), t64([0.0, 1.0, 0.5])
+    # prob = exp(log_prob), argument order kept: P(a ≻ b) = σ((r_a − r_b) / 2).
+    # rel 1e-12: a few float64 operations (see the module docstring).
+    want = [btl_closed_form(d, 2.0) for d in (1.0, -4.0, 0.0)]
+    assert model.prob(r_a, r_b).tolist() == pytest.approx(want, rel=1e-12)
+    assert model.prob(r_b, r_a).tolist() == pytest.approx([1 - w for w in want], rel=1e-12)
+    # sample draws with that probability: u < P for the same uniforms BradleyTerry would use.
+    gen = torch.Generator().manual_seed(3)
+    labels = model.sample(r_a.repeat(1000), r_b.repeat(1000), generator=gen)
+    gen = torch.Generator().manual_seed(3)
+    same = BradleyTerry(2.0).sample(r_a.repeat(1000), r_b.repeat(1000), generator=gen)
+    assert torch.equal(labels, same)
 
 
 # --- numerical stability -----------------------------------------------------------------------

@@ -317,3 +317,160 @@ def test_power_falls_back_to_an_integral_where_the_noncentral_t_fails(monkeypatc
     got = [st.paired_power(d, n, a) for d, n, a in ((1.0, 10, 0.05), (8.0, 2, 0.05 / 42),
                                                     (0.3, 30, 0.001))]
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+# --- each term pinned (fails for a wrong constant, axis, df, level or branch) -------------------
+
+
+def test_wilson_interval_strictly_inside_zero_and_one_is_the_score_interval():
+    # 3 of 10: the Wilson interval is the set of p with (p̂ − p)² ≤ z² p (1 − p) / n, so its
+    # endpoints are the roots of (1 + z²/n) p² − (2p̂ + z²/n) p + p̂² = 0, solved here
+    # independently. rel 1e-12: a quadratic's roots in float64, no cancellation at p̂ = 0.3.
+    for k, n, conf in ((3, 10, 0.95), (3, 10, 0.9), (7, 20, 0.95)):
+        z = stats.norm.ppf(0.5 + conf / 2)
+        ph = k / n
+        roots = sorted(np.roots([1 + z**2 / n, -(2 * ph + z**2 / n), ph**2]).real)
+        e = st.wilson_interval(k, n, conf)
+        assert e.value == ph
+        assert (e.low, e.high) == (pytest.approx(roots[0], rel=1e-12),
+                                   pytest.approx(roots[1], rel=1e-12))
+    # The numbers for 3 of 10 at 95%, for the record: [0.1078, 0.6032].
+    e = st.wilson_interval(3, 10)
+    assert (round(e.low, 4), round(e.high, 4)) == (0.1078, 0.6032)
+
+
+def test_interval_levels_follow_the_confidence_argument():
+    # t at 90%, chi-square at 90%, Clopper-Pearson at 90%: scipy's, to 1e-12 relative.
+    x = FIXED
+    low, high = stats.t.interval(0.9, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    e = st.t_interval(x, 0.9)
+    assert (e.low, e.high) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+    df, var = len(x) - 1, np.var(x, ddof=1)
+    chi = st.chi2_std_interval(x, 0.9)
+    assert chi.low == pytest.approx(math.sqrt(df * var / stats.chi2.ppf(0.95, df)), rel=1e-12)
+    assert chi.high == pytest.approx(math.sqrt(df * var / stats.chi2.ppf(0.05, df)), rel=1e-12)
+    ci = stats.binomtest(3, 10).proportion_ci(0.9, method="exact")
+    e = st.rate_interval(3, 10, 0.9)
+    assert (e.low, e.high) == (pytest.approx(ci.low, rel=1e-12), pytest.approx(ci.high, rel=1e-12))
+    # Bonett's at 90% is narrower than at 95%, around the same s.
+    wide, narrow = st.std_interval(x), st.std_interval(x, 0.9)
+    assert wide.low < narrow.low < narrow.value == wide.value < narrow.high < wide.high
+    p = st.paired_difference(x, x[::-1] * 0.8 + 0.1, 0.9)
+    ci = stats.ttest_rel(x, x[::-1] * 0.8 + 0.1).confidence_interval(0.9)
+    assert (p.low, p.high) == (pytest.approx(ci.low, rel=1e-10), pytest.approx(ci.high, rel=1e-10))
+
+
+def test_degenerate_samples():
+    # A spread of exactly 0 from 5 or more values is known to be 0; below 5 there is no interval.
+    e = st.std_interval([2.0] * 6)
+    assert (e.value, e.low, e.high) == (0.0, 0.0, 0.0)
+    e = st.std_interval([2.0] * 4)
+    assert e.value == 0.0 and not e.has_interval
+    assert math.isnan(st.std_interval([1.0]).value)
+    assert math.isnan(st.chi2_std_interval([1.0]).value)
+    # Non-finite values are dropped everywhere.
+    assert st.t_interval([1.0, np.inf, 3.0, np.nan]).value == 2.0
+    assert math.isnan(st.iqm([])) and math.isnan(st.max_drawdown([np.nan]))
+    assert math.isnan(st.rate_interval(0, -1).value) and math.isnan(st.wilson_interval(1, -2).value)
+    assert math.isnan(st.probability_of_improvement([], []))
+    assert math.isnan(st.probability_of_improvement([[1.0], [2.0]], [[0.0], [np.nan]]))
+
+
+def test_estimate_format():
+    assert st.Estimate(1.23456, 1.1, 1.35).format() == "1.23 [1.1, 1.35]"
+    assert st.Estimate(1.23456, 1.1, 1.35).format(2) == "1.2 [1.1, 1.4]"
+    assert st.Estimate(1.23456).format() == "1.23"
+    assert st.Estimate(1.0, math.nan, 2.0).format() == "1"  # half an interval is none
+    assert st.Estimate(math.nan, 0.0, 1.0).format() == "n/a"
+    assert st.Estimate(math.inf).format() == "∞"
+    assert st.Estimate(-math.inf).format() == "-∞"
+    assert st.Estimate(0.5, -math.inf, math.inf).format() == "0.5"
+
+
+def test_median_with_inf_even_lengths():
+    assert st.median_with_inf([4.0, 1.0, 3.0, 2.0]) == 2.5  # sorted first: (2 + 3) / 2
+    assert st.median_with_inf([-1.0, 5.0]) == 2.0
+    assert st.median_with_inf([3.0, math.inf, 1.0, 2.0]) == 2.5  # inf is last, not middle
+    assert st.median_with_inf([2.0, math.inf]) == math.inf  # half are "never"
+    assert st.median_with_inf([math.nan, 1.0, 7.0, math.nan]) == 4.0  # NaN is no value
+    assert st.median_with_inf([5.0]) == 5.0
+    assert math.isnan(st.median_with_inf([math.nan]))
+
+
+def _spikes_by_hand(values, k=5.0, window=9):
+    """count_spikes written out: a loop over positions, each window's median and MAD."""
+    a = [v for v in values if math.isfinite(v)]
+    bad = len(values) - len(a)
+    if len(a) < 3:
+        return bad
+    half = window // 2
+    level, local = [], []
+    for i in range(len(a)):
+        w = a[max(0, i - half): i + half + 1]
+        med = float(np.median(w))
+        level.append(med)
+        local.append(1.4826 * float(np.median([abs(v - med) for v in w])))
+    resid = [v - lv for v, lv in zip(a, level, strict=True)]
+    mr = float(np.median(resid))
+    overall = 1.4826 * float(np.median([abs(r - mr) for r in resid]))
+    count = 0
+    for r, lo in zip(resid, local, strict=True):
+        spread = max(lo, overall)
+        count += spread > 0 and r > k * spread
+    return bad + count
+
+
+def test_count_spikes_constants():
+    assert st.MAD_TO_SD == pytest.approx(1 / stats.norm.ppf(0.75), rel=1e-4)
+    # N(0, 1) noise with spikes of 4, 5.5, 7 and 9 added: checked against the loop above at the
+    # defaults and around them, and pinned by number, so that a different default k (6) or
+    # window (10) changes the count (4 at the defaults, 3 with either).
+    rng = np.random.default_rng(1)
+    series = rng.normal(0.0, 1.0, 80)
+    for i, h in {15: 4.0, 35: 5.5, 55: 7.0, 70: 9.0}.items():
+        series[i] += h
+    for kw in ({}, {"k": 3.0}, {"k": 6.0}, {"window": 5}, {"window": 10}, {"window": 15}):
+        assert st.count_spikes(series, **kw) == _spikes_by_hand(list(series), **kw), kw
+    assert st.count_spikes(series) == 4
+    assert st.count_spikes(series, k=6.0) == st.count_spikes(series, window=10) == 3
+
+
+def test_edges_of_the_descriptive_statistics():
+    import warnings
+
+    # Empty inputs give NaN quietly (a report must not print numpy's empty-mean warnings).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(st.iqm([np.nan]))
+        assert math.isnan(st.probability_of_improvement([], []))
+    assert math.isnan(st.probability_of_improvement([[]], [[1.0]]))
+    assert math.isnan(st.probability_of_improvement([[1.0]], [[]]))
+    # Paired inputs must pair up: a task or a step without its partner is an error.
+    with pytest.raises(ValueError):
+        st.probability_of_improvement([[1.0], [2.0]], [[0.0]])
+    with pytest.raises(ValueError):
+        st.first_reaching([0, 10, 20], [0.1, 0.2], 0.5)
+    assert st.max_drawdown([5.0]) == 0.0
+    assert st.median_with_inf([-math.inf, math.inf]) == math.inf  # half are "never"
+    # Spikes: three values are enough; integer series work; a flat series with one step has no
+    # spread to measure a spike against.
+    assert st.count_spikes([0.0, 1.0, 100.0]) == 1  # level 1, MAD 1: 99 > 5 · 1.4826
+    assert st.count_spikes([0, 1, 100]) == 1
+    assert st.count_spikes([0.0] * 8 + [1.0]) == 0
+
+
+def test_decisions_at_the_edges():
+    assert st.decide(1.0, 0.01, higher_is_better=True) == st.A_BETTER
+    assert st.decide(0.2, 0.05, higher_is_better=True) == st.UNDECIDED  # p < α, strictly
+    assert st.decide(0.2, 0.05, higher_is_better=True, alpha=0.1) == st.A_BETTER
+    assert st.decide(0.0, 0.001, higher_is_better=True) == st.UNDECIDED
+
+
+def test_minimum_detectable_at_other_levels_and_sizes():
+    # The power at the returned difference is 80% for every n ≥ 2, sd and α (1e-8: brentq's
+    # xtol of 1e-10 on an effect of O(1), times a slope of O(1)).
+    for sd, n, alpha in ((1.0, 10, 0.05), (1.0, 2, 0.05), (3.0, 5, 0.001), (0.5, 3, 0.01)):
+        mde = st.minimum_detectable(sd, n, alpha=alpha)
+        assert st.paired_power(mde / sd, n, alpha) == pytest.approx(0.8, abs=1e-8), (sd, n)
+    assert math.isnan(st.minimum_detectable(math.nan, 5))
+    assert st.seeds_needed(1.0, 0.0) == 2.0  # no spread: two instances show it

@@ -9,6 +9,7 @@ ulp is ~1.2e-7, so 1e-6 is the matching bound for a few operations on O(1) numbe
 from __future__ import annotations
 
 import math
+import re
 import statistics
 
 import pytest
@@ -461,8 +462,10 @@ def _adam_run(make) -> list[torch.Tensor]:
 
 
 def test_adam_is_fused_where_possible_and_matches_the_plain_update() -> None:
-    fused = rl.adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-3, eps=1e-5)
-    assert fused.defaults["fused"] is True and fused.defaults["eps"] == 1e-5
+    fused = rl.adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-3, betas=(0.8, 0.99), eps=1e-5)
+    assert fused.defaults["fused"] is True
+    assert (fused.defaults["lr"], fused.defaults["betas"], fused.defaults["eps"]) == (
+        1e-3, (0.8, 0.99), 1e-5)
     got = _adam_run(lambda ps: rl.adam(ps, lr=0.05, betas=(0.8, 0.99), eps=1e-6))
     want = _adam_run(
         lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.8, 0.99), eps=1e-6, foreach=False)
@@ -483,3 +486,251 @@ def test_adam_falls_back_where_torch_has_no_fused_kernel(monkeypatch: pytest.Mon
     monkeypatch.setattr(torch.optim, "Adam", no_fused)
     opt = rl.adam([{"params": [torch.nn.Parameter(torch.zeros(2))]}], lr=0.1)
     assert not opt.defaults.get("fused") and opt.defaults["lr"] == 0.1
+    # The fallback keeps every hyperparameter it was given.
+    opt = rl.adam([torch.nn.Parameter(torch.zeros(2))], lr=0.2, betas=(0.8, 0.99), eps=1e-6)
+    assert not opt.defaults.get("fused")
+    hyper = (opt.defaults["lr"], opt.defaults["betas"], opt.defaults["eps"])
+    assert hyper == (0.2, (0.8, 0.99), 1e-6)
+
+
+# --- cases the formulas above single out (each fails for a specific wrong formula) -----------
+
+
+def test_masked_mean_of_a_single_valid_token_is_that_token() -> None:
+    # One valid element: the count is 1, so the mean is the element itself, exactly (a division
+    # by 1). A count clamped to more than 1 (or a mask counted with padding) would shrink it.
+    x = t64([[0.5, 7.0, -3.0], [2.0, 4.0, 6.0]])
+    one = t64([[0, 1, 0], [0, 0, 0]])
+    assert rl.masked_mean(x, one).item() == 7.0
+    assert rl.masked_mean(x, one, dim=1).tolist() == [7.0, 0.0]
+    assert rl.masked_mean(x, t64([[0, 1, 0], [0, 0, 1]]), dim=0).tolist() == [0.0, 7.0, 6.0]
+    # The token-mean of a one-token batch is that token's loss, as GRPO's "token" mode relies on.
+    assert rl.aggregate_loss(x, one, "token").item() == 7.0
+    assert rl.aggregate_loss(x, one, "sequence").item() == 7.0 / 2  # (7 + empty row's 0) / 2
+
+
+def test_group_advantages_with_groups_of_two() -> None:
+    # G = 2, the smallest group with a std: mean (a + b) / 2, unbiased std |a − b| / √2, so
+    # A = ±(|a − b| / 2) / (|a − b| / √2 + eps). Rewards (1, 3): ±1 / (√2 + eps);
+    # (0.5, 0): ±0.25 / (0.5/√2 + eps). 1e-12: a few float64 operations on O(1) numbers.
+    eps = 1e-4
+    a = rl.group_advantages(t64([1.0, 3.0, 0.5, 0.0]), 2).tolist()
+    s2 = math.sqrt(2.0)
+    want = [-1 / (s2 + eps), 1 / (s2 + eps), 0.25 / (0.5 / s2 + eps), -0.25 / (0.5 / s2 + eps)]
+    assert a == pytest.approx(want, abs=1e-12)
+    # Dr. GRPO (no std): A = r − mean, ±half the gap.
+    drgrpo = rl.group_advantages(t64([1.0, 3.0, 0.5, 0.0]), 2, scale_std=False).tolist()
+    assert drgrpo == pytest.approx([-1.0, 1.0, 0.25, -0.25], abs=1e-12)
+    # Integer rewards are promoted to the default float dtype (not integer-divided).
+    ints = rl.group_advantages(torch.tensor([1, 3]), 2, scale_std=False)
+    assert ints.dtype == torch.get_default_dtype() and ints.tolist() == [-1.0, 1.0]
+
+
+def _params_with_grads(*grads: list[float]) -> list[torch.nn.Parameter]:
+    params = []
+    for g in grads:
+        p = torch.nn.Parameter(torch.zeros(len(g), dtype=F64))
+        p.grad = t64(g)
+        params.append(p)
+    return params
+
+
+@pytest.mark.parametrize("without_get_total_norm", [False, True])
+def test_clip_grad_norm_clips_and_returns_the_norm_before(
+    monkeypatch: pytest.MonkeyPatch, without_get_total_norm: bool
+) -> None:
+    if without_get_total_norm:  # torch before 2.6: the clip_grad_norm_ path measures as well
+        monkeypatch.delattr(torch.nn.utils, "get_total_norm")
+    # Gradients (3) and (4, 0): global norm 5. A parameter without a gradient is skipped.
+    params = [*_params_with_grads([3.0], [4.0, 0.0]), torch.nn.Parameter(torch.zeros(2))]
+    norm = rl.clip_grad_norm(params, 1.0)
+    assert norm.item() == pytest.approx(5.0, abs=1e-12)
+    # Clipped to norm 1: scaled by 1 / (5 + 1e-6) (torch's clip coefficient), so (0.6, 0.8);
+    # 1e-6 relative is torch's own epsilon in the coefficient.
+    assert params[0].grad.tolist() == pytest.approx([0.6], rel=1e-6)
+    assert params[1].grad.tolist() == pytest.approx([0.8, 0.0], rel=1e-6)
+    assert params[2].grad is None
+
+    # A limit above the norm, None and inf leave the gradients exactly as they were.
+    for limit in (10.0, None, math.inf):
+        params = [*_params_with_grads([3.0], [4.0, 0.0]), torch.nn.Parameter(torch.zeros(2))]
+        norm = rl.clip_grad_norm(params, limit)
+        assert norm.item() == pytest.approx(5.0, abs=1e-12)
+        assert [p.grad.tolist() for p in params[:2]] == [[3.0], [4.0, 0.0]]
+        assert params[2].grad is None
+    # Without a finite limit the gradients are only read, not multiplied by 1 in place (one pass
+    # over them fewer): their version counters do not move. (Before torch 2.6 they are.)
+    if not without_get_total_norm:
+        params = _params_with_grads([3.0], [4.0, 0.0])
+        versions = [p.grad._version for p in params]
+        rl.clip_grad_norm(params, None)
+        rl.clip_grad_norm(params, math.inf)
+        assert [p.grad._version for p in params] == versions
+
+
+def test_group_advantages_edges_of_the_argument_checks() -> None:
+    # One reward per group is fine with the batch std (n = 2 here), or without any std.
+    assert rl.group_advantages(t64([1.0, 3.0]), 1, std_over="batch").tolist() == [0.0, 0.0]
+    assert rl.group_advantages(t64([5.0]), 1, scale_std=False).tolist() == [0.0]
+    # No rewards at all, or a group size that is not an int (a bool is not a size either).
+    with pytest.raises(ValueError, match=r"^the number of rewards \(0\) must be a positive"):
+        rl.group_advantages(t64([]), 1, scale_std=False)
+    for bad in (True, 2.0):
+        with pytest.raises(ValueError, match=r"^group_size must be a positive int, got "):
+            rl.group_advantages(t64([1.0, 2.0]), bad)  # type: ignore[arg-type]
+    # The message names both ways out.
+    with pytest.raises(
+        ValueError,
+        match=r"^the unbiased std over the group needs at least 2 rewards; "
+        r"use group_size >= 2 or scale_std=False$",
+    ):
+        rl.group_advantages(t64([1.0, 2.0]), 1)
+
+
+def test_kl_estimators_check_shapes_even_where_they_would_broadcast() -> None:
+    logp, ref = t64([-1.0, -0.5, -2.0]), t64([-1.0])
+    for fn in (rl.kl_k1, rl.kl_k2, rl.kl_k3):
+        for a, b in ((logp, ref), (ref, logp)):
+            with pytest.raises(ValueError, match=r"^shapes must match, got logp \(\d,\), ref_logp"):
+                fn(a, b)
+
+
+def test_aggregate_loss_accepts_a_constant_below_one() -> None:
+    # Any positive normaliser is valid, 0.5 included: Σ m L / (B · 0.5) = 7 / 1 (1e-12: exact).
+    loss = t64([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = t64([[1, 1, 0], [1, 0, 0]])
+    got = rl.aggregate_loss(loss, mask, "constant", constant=0.5).item()
+    assert got == pytest.approx(7.0, abs=1e-12)
+
+
+def test_logprobs_gradient_and_logsumexp_match_autograd_of_log_softmax() -> None:
+    gen = torch.Generator().manual_seed(19)
+    logits = (torch.randn(2, 3, 7, generator=gen, dtype=F64) * 3).requires_grad_(True)
+    labels = torch.randint(0, 7, (2, 3), generator=gen)
+    weights = torch.randn(2, 3, generator=gen, dtype=F64)  # a gradient other than ones
+    logp, lse = rl.logprobs_and_logsumexp(logits, labels)
+    assert not lse.requires_grad
+    # 1e-12: a logsumexp of O(10) numbers in float64, a few ulp apart between implementations.
+    assert torch.allclose(lse, torch.logsumexp(logits.detach(), -1), rtol=0, atol=1e-12)
+    (logp * weights).sum().backward()
+    got = logits.grad.clone()
+    logits.grad = None
+    want_logp = torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    (want_logp * weights).sum().backward()
+    assert torch.allclose(got, logits.grad, rtol=0, atol=1e-12)
+    # Each row of the gradient sums to 0 (softmax's probabilities sum to 1, the label adds 1).
+    assert got.sum(-1).abs().max().item() < 1e-12
+
+
+def test_argument_checks_and_their_messages() -> None:
+    """Each check fails with a message that names the argument, what it got and what it needs;
+    values at the edge of what is allowed pass."""
+
+    def raises(message: str):
+        return pytest.raises(ValueError, match="^" + re.escape(message) + "$")
+
+    x3, x1 = t64([1.0, 2.0, 3.0]), t64([1.0])
+    x23 = t64([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    with raises("mask must have the same shape as the values, got (2,) for values of shape (3,)"):
+        rl.masked_sum(x3, t64([1, 1]))
+    # masked_var: two valid elements (unbiased) or one (biased) are enough.
+    assert rl.masked_var(x3, t64([1, 0, 1])).item() == pytest.approx(2.0, abs=1e-12)
+    assert rl.masked_var(x3, t64([0, 1, 0]), unbiased=False).item() == 0.0
+    with raises("masked_var needs at least 2 valid element(s) (unbiased=True), got 1"):
+        rl.masked_var(x3, t64([0, 1, 0]))
+    with raises("masked_var needs at least 1 valid element(s) (unbiased=False), got 0"):
+        rl.masked_var(x3, t64([0, 0, 0]), unbiased=False)
+    with raises("kind must be 'k1', 'k2' or 'k3', got 'k4'"):
+        rl.kl_estimate(x3, x3, "k4")  # type: ignore[arg-type]
+
+    # gae: [B, T] inputs of one shape.
+    with raises("rewards must be [B, T], got shape (3,)"):
+        rl.gae(x3, x3, x3, 1.0, 1.0)
+    for args, listed in (
+        ((x23[:, :2], x23, x23), "rewards (2, 2), values (2, 3), mask (2, 3)"),
+        ((x23, x23[:, :2], x23), "rewards (2, 3), values (2, 2), mask (2, 3)"),
+        ((x23, x23, x23[:, :2]), "rewards (2, 3), values (2, 3), mask (2, 2)"),
+    ):
+        with raises(f"shapes must match, got {listed}"):
+            rl.gae(*args, 1.0, 1.0)
+    with raises("std_over must be 'group' or 'batch', got 'global'"):
+        rl.group_advantages(x3, 3, std_over="global")  # type: ignore[arg-type]
+
+    # clipped_surrogate: 0 ≤ ε_low < 1, ε_high ≥ 0; ε = 0 clips every ratio but 1.
+    logp = t64([math.log(1.5), 0.0])
+    zero = torch.zeros(2, dtype=F64)
+    loss, _, clipped = rl.clipped_surrogate(logp, zero, t64([1.0, 1.0]), 0.0)
+    assert loss.tolist() == pytest.approx([-1.0, -1.0], abs=1e-12)
+    assert clipped.tolist() == [True, False]
+    loss, _, clipped = rl.clipped_surrogate(logp, zero, t64([1.0, 1.0]), 0.2, eps_high=0.0)
+    assert loss.tolist() == pytest.approx([-1.0, -1.0], abs=1e-12)
+    with raises("eps_low must be in [0, 1), got 1.0"):
+        rl.clipped_surrogate(logp, zero, zero, 1.0)
+    with raises("eps_low must be in [0, 1), got -0.1"):
+        rl.clipped_surrogate(logp, zero, zero, -0.1)
+    with raises("eps_high must be >= 0, got -0.1"):
+        rl.clipped_surrogate(logp, zero, zero, 0.2, eps_high=-0.1)
+    with raises("shapes must match, got logp (2,), old_logp (1,)"):
+        rl.clipped_surrogate(logp, x1, zero, 0.2)
+    # Advantages: logp's shape, [B] or [B, 1] for a [B, T] logp; nothing else.
+    lp23 = torch.zeros(2, 3, dtype=F64)
+    by_row = rl.clipped_surrogate(lp23, lp23, t64([[1.0], [-2.0]]), 0.2)[0]
+    assert by_row.tolist() == [[-1.0] * 3, [2.0] * 3]
+    with raises("advantages must have shape (2, 3) or [B] for a [B, T] logp, got (3,)"):
+        rl.clipped_surrogate(lp23, lp23, x3, 0.2)
+    with raises("advantages must have shape (3,) or [B] for a [B, T] logp, got (1,)"):
+        rl.clipped_surrogate(x3, x3, x1, 0.2)
+
+    # clipped_value_loss: c = 0 keeps V_old; every input of one shape.
+    loss, clipped = rl.clipped_value_loss(t64([1.0]), t64([0.0]), t64([2.0]), 0.0)
+    assert loss.tolist() == [2.0] and clipped.tolist() == [True]  # ½ max(1², 2²)
+    with raises("clip_range must be >= 0, got -0.1"):
+        rl.clipped_value_loss(x3, x3, x3, -0.1)
+    for args, listed in (
+        ((x1, x3, x3), "values (1,), old_values (3,), returns (3,)"),
+        ((x3, x1, x3), "values (3,), old_values (1,), returns (3,)"),
+        ((x3, x3, x1), "values (3,), old_values (3,), returns (1,)"),
+    ):
+        with raises(f"shapes must match, got {listed}"):
+            rl.clipped_value_loss(*args, 0.2)
+
+    # aggregate_loss
+    mask = torch.ones_like(x23)
+    with raises("loss_per_token must be [B, T], got shape (3,)"):
+        rl.aggregate_loss(x3, x3, "token")
+    with raises("mode 'constant' needs a positive constant, got None"):
+        rl.aggregate_loss(x23, mask, "constant")
+    with raises("mode 'constant' needs a positive constant, got -1.0"):
+        rl.aggregate_loss(x23, mask, "constant", constant=-1.0)
+    with raises("constant is only used with mode 'constant', not 'sequence'"):
+        rl.aggregate_loss(x23, mask, "sequence", constant=4)
+    with raises("mode must be 'sequence', 'token' or 'constant', got 'mean'"):
+        rl.aggregate_loss(x23, mask, "mean")  # type: ignore[arg-type]
+
+    with raises("labels must have shape (2, 3) for logits of shape (2, 3, 4), got (3,)"):
+        rl.logprobs_from_logits(torch.zeros(2, 3, 4), torch.zeros(3, dtype=torch.long))
+
+
+def test_clipped_surrogate_scales_the_clipped_term_by_the_advantage() -> None:
+    # Clip active with |A| ≠ 1, on both sides, with decoupled ε (0.2 low, 0.3 high):
+    #   ρ = 1.5, A = 2:     min(3.0, 1.3 · 2 = 2.6)          → loss −2.6, clipped
+    #   ρ = 0.5, A = −0.5:  min(−0.25, 0.8 · −0.5 = −0.4)    → loss 0.4, clipped
+    #   ρ = 1.1, A = −3:    min(−3.3, 1.1 · −3)              → loss 3.3, not clipped
+    # 1e-12: exp/log round trips in float64.
+    logp = t64([math.log(1.5), math.log(0.5), math.log(1.1)])
+    loss, ratio, clipped = rl.clipped_surrogate(
+        logp, torch.zeros(3, dtype=F64), t64([2.0, -0.5, -3.0]), 0.2, eps_high=0.3
+    )
+    assert loss.tolist() == pytest.approx([-2.6, 0.4, 3.3], abs=1e-12)
+    assert ratio.tolist() == pytest.approx([1.5, 0.5, 1.1], abs=1e-12)
+    assert clipped.tolist() == [True, True, False]
+
+
+def test_gae_computes_in_the_dtype_of_the_values() -> None:
+    # float64 rewards (a tabular reward) with a float32 critic: advantages and returns are
+    # float32, and equal the float64 computation to float32 rounding (~1e-7 on O(1) numbers).
+    rewards, values = t64([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]])
+    adv, ret = rl.gae(rewards, values, torch.ones(1, 3), 1.0, 0.95)
+    assert adv.dtype == ret.dtype == torch.float32
+    assert adv[0].tolist() == pytest.approx([0.46575, 0.385, 0.3], abs=1e-6)
+    assert ret[0].tolist() == pytest.approx([0.96575, 0.985, 1.0], abs=1e-6)

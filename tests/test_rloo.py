@@ -88,9 +88,29 @@ def test_advantage_and_config_errors():
         rloo_module.rloo_advantages(torch.zeros(4), 1)
     with pytest.raises(ValueError, match="multiple of k"):
         rloo_module.rloo_advantages(torch.zeros(5), 2)
+    # No rewards, or a 2-D batch, is not a batch of groups either.
+    for bad, shape in ((torch.zeros(0), r"\(0,\)"), (torch.zeros(2, 2), r"\(2, 2\)")):
+        with pytest.raises(
+            ValueError,
+            match=rf"^rewards must be 1-D with a positive multiple of k=2 elements, got shape "
+            rf"{shape}$",
+        ):
+            rloo_module.rloo_advantages(bad, 2)
     task = TokenTask(TokenTask.Params(), seed=0)
     with pytest.raises(ConfigError, match="k must be >= 2"):
         run(get_plugin_host().algorithm("rloo"), task, {"k": 1}, steps=1)
+
+
+def test_loss_argument_errors():
+    # rloo_loss takes [B] sequence log-probs and advantages: of one shape, and 1-D.
+    for logp, adv, shapes in (
+        (torch.zeros(3), torch.zeros(2), r"\(3,\) and \(2,\)"),
+        (torch.zeros(2, 3), torch.zeros(2, 3), r"\(2, 3\) and \(2, 3\)"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"^logp and advantages must both be \[B\], got {shapes}$"
+        ):
+            rloo_module.rloo_loss(logp, adv)
 
 
 # --- the bandit: exact optimum -------------------------------------------------------------------
