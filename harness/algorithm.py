@@ -1,9 +1,11 @@
 """The algorithm interface: what a policy-optimisation plugin implements.
 
 An algorithm is a small class. It declares a ``Config`` dataclass (every field documented,
-defaults citing their source), what it ``needs`` from the suite — ``"reward"`` (online methods:
-they sample from the policy and score with the learned reward model r̂) or ``"preferences"``
-(offline methods: they learn from the preference pairs directly) — and implements :meth:`step`,
+defaults citing their source), what it ``needs`` from the suite (:data:`NEEDS`) — ``"reward"``
+(online methods: they sample from the policy and score with the learned reward model r̂) or
+``"preferences"`` (offline methods: they learn from the preference pairs directly), and for
+offline methods that need data of a particular kind, ``"unpaired"`` or ``"label_noise"`` — and
+implements :meth:`step`,
 one update, returning its metrics. The runner owns everything else: building the context, the
 loop and the budget, evaluation, compute accounting, divergence checks and failure capture.
 
@@ -35,13 +37,31 @@ import torch
 from harness.compute import ComputeMeter
 
 if TYPE_CHECKING:
-    from harness.data import PreferenceBatches
+    from harness.data import PreferenceBatches, UnpairedExamples
     from harness.exact import ExactProblem
     from harness.policy import Policy
     from harness.reward import RewardModel
     from harness.tasks.base import Task
 
-NEEDS = frozenset({"reward", "preferences"})
+NEEDS = frozenset({"reward", "preferences", "unpaired", "label_noise"})
+"""What an algorithm may declare it ``needs``; ``rlhf-harness validate`` refuses a suite that
+cannot provide it, in one line naming the file, line and key:
+
+``"reward"``
+    the frozen reward model r̂ (``RunContext.reward_model``): online methods.
+``"preferences"``
+    the preference *pairs* (x, y⁺, y⁻) (``RunContext.preferences``). A suite that marks its data
+    unpaired (``preferences.unpaired: true``) cannot feed them.
+``"unpaired"``
+    binary feedback on single responses (x, y, desirable) (``RunContext.examples``), e.g. KTO.
+    Every suite feeds it: from pairs (chosen → desirable, rejected → undesirable, as TRL's
+    ``unpair_preference_dataset``), or, when the suite marks its data unpaired, one example per
+    pair (see :meth:`harness.data.PreferenceBatches.unpaired`).
+``"label_noise"``
+    the rate ε at which the data's labels were flipped (``RunContext.label_noise``), e.g. rDPO
+    and cDPO. Known when the suite simulates its data (``preferences.flip_rate``); a suite that
+    loads ``preferences.file`` cannot feed it unless the algorithm's config sets ε itself.
+"""
 POLICY_KINDS = ("tabular", "neural")
 
 
@@ -82,6 +102,12 @@ class RunContext:
     """r̂, frozen; given to algorithms that need ``"reward"``."""
     preferences: PreferenceBatches | None = None
     """The suite's preference pairs as token batches; given to algorithms that need them."""
+    examples: UnpairedExamples | None = None
+    """The suite's data as unpaired examples; given to algorithms that need ``"unpaired"``."""
+    label_noise: float | None = None
+    """The known rate ε at which the data's labels were flipped (the suite's
+    ``preferences.flip_rate`` when it simulates its data), None when unknown; given to
+    algorithms that need ``"label_noise"``."""
 
     @property
     def device(self) -> torch.device:
@@ -122,6 +148,10 @@ class Algorithm(ABC):
     name: ClassVar[str] = ""
     Config: ClassVar[type]
     needs: ClassVar[frozenset[str]] = frozenset()
+    label_noise_key: ClassVar[str | None] = None
+    """For an algorithm that needs ``"label_noise"``: the ``Config`` field that, when set (not
+    None), gives the noise rate ε itself, so that the suite need not know it (``rlhf-harness
+    validate`` reads it)."""
     suggested: ClassVar[dict[str, dict[str, Any]]] = {}
     """Settings that work on the built-in tasks, by policy kind: ``"tabular"`` (the ``bandit``
     and ``token`` tasks, a table of logits) and ``"neural"`` (``tiny-lm``, ``hf``), e.g.

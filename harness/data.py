@@ -76,6 +76,68 @@ class PreferenceBatches:
                 rejected.append(policy.sequence_logprobs(part.prompts, part.rejected))
         return torch.cat(chosen), torch.cat(rejected)
 
+    def unpaired(self, one_per_pair: torch.Generator | None = None) -> UnpairedExamples:
+        """The pairs as unpaired examples (see :class:`UnpairedExamples`).
+
+        Without ``one_per_pair``: every chosen response (desirable), then every rejected one
+        (undesirable), 2N examples — TRL's ``unpair_preference_dataset``. With a generator: one
+        example per pair, its chosen or its rejected response by a fair coin from that generator,
+        so that no two examples share a prompt's pair (the KTO paper's "one-y-per-x" setting,
+        §4.3), N examples.
+        """
+        n = len(self)
+        if one_per_pair is None:
+            prompts = PromptBatch.cat([self.prompts, self.prompts])
+            responses = ResponseBatch.cat([self.chosen, self.rejected])
+            device = self.prompts.ids.device
+            desirable = torch.arange(2 * n, device=device) < n
+            return UnpairedExamples(prompts, responses, desirable)
+        g = one_per_pair
+        coin = torch.rand(n, generator=g, device=g.device)
+        keep_chosen = (coin < 0.5).to(self.prompts.ids.device)
+        both = ResponseBatch.cat([self.chosen, self.rejected])
+        rows = torch.arange(n, device=keep_chosen.device) + n * (~keep_chosen).long()
+        return UnpairedExamples(self.prompts, both.select(rows), keep_chosen)
+
+
+@dataclass
+class UnpairedExamples:
+    """Binary feedback on single responses, row-aligned: prompts[i], responses[i], desirable[i].
+
+    What algorithms that need ``"unpaired"`` data (KTO) learn from. The harness makes them from
+    its preference pairs (:meth:`PreferenceBatches.unpaired`): each pair's chosen response is a
+    desirable example and its rejected response an undesirable one, as TRL's
+    ``unpair_preference_dataset`` does; when a suite marks its data unpaired
+    (``preferences.unpaired: true``) each pair gives one of the two only.
+    """
+
+    prompts: PromptBatch
+    responses: ResponseBatch
+    desirable: torch.Tensor
+    """[N] bool: True for a desirable example (a chosen response), False for an undesirable one."""
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def select(self, rows: torch.Tensor | slice | list[int]) -> UnpairedExamples:
+        return UnpairedExamples(
+            self.prompts.select(rows), self.responses.select(rows), self.desirable[rows]
+        )
+
+    def to(self, device: torch.device | str) -> UnpairedExamples:
+        return UnpairedExamples(
+            self.prompts.to(device), self.responses.to(device), self.desirable.to(device)
+        )
+
+    def sequence_logprobs(self, policy: Policy, chunk: int = 256) -> torch.Tensor:
+        """log π(y|x) of every example, ``chunk`` examples per forward (no grad)."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(self), chunk):
+                part = self.select(slice(start, start + chunk))
+                out.append(policy.sequence_logprobs(part.prompts, part.responses))
+        return torch.cat(out)
+
 
 class PreferenceDataset:
     """Labelled response pairs (see the module docstring for the columns)."""

@@ -223,7 +223,8 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
         "docstring (the conformance kit checks both); checks of values in its "
         "`__post_init__`, raising `ValueError` (see `harness.config`).",
         "needs": 'What it needs from the suite: `"reward"` (online) and/or `"preferences"` '
-        "(offline).",
+        '(offline), and `"unpaired"` or `"label_noise"` for data of those kinds (see '
+        "`harness.algorithm.NEEDS`).",
         "suggested": field_docs.get("suggested", ""),
         "metrics": field_docs.get("metrics", ""),
         "finished": inspect.cleandoc(_attribute_doc(cls.__init__, "finished")),

@@ -466,7 +466,8 @@ def _prepare_shared(pending: list[RunSpec], root: str) -> None:
         need_reward = "reward" in needs or "proxy_reward" in first["evaluation"]["evaluators"]
         task = build_task(host, first, resolve_device(first["device"]))
         shared_artifacts(task, first, RunStore(root, group[0].suite), host,
-                         need_prefs="preferences" in needs, need_reward=need_reward)
+                         need_prefs=bool({"preferences", "unpaired"} & needs),
+                         need_reward=need_reward)
 
 
 def _ray(

@@ -55,11 +55,14 @@ def register_algorithms(register: Register) -> None:
     :param register: call ``register(name, cls)`` for each algorithm. ``cls`` is a subclass of
         :class:`harness.algorithm.Algorithm`: it has a nested ``Config`` dataclass whose fields are
         the algorithm's hyperparameters (each documented, defaults citing their source), declares
-        what it ``needs`` (``"preferences"`` for offline methods, ``"reward"`` for online ones),
-        and implements ``step() -> dict[str, float]``. The runner owns the loop, the budget,
-        evaluation, compute accounting and failure capture. Optionally it declares
-        ``suggested`` settings per policy kind (``{"tabular": {...}, "neural": {...}}``: what
-        works on the built-in tasks, where the paper's defaults may train nothing) and the
+        what it ``needs`` (``"preferences"`` for offline methods, ``"reward"`` for online ones;
+        ``"unpaired"`` for methods that learn from single responses marked desirable or not,
+        ``"label_noise"`` for methods that need the data's known label-flip rate: see
+        :data:`harness.algorithm.NEEDS`; ``rlhf-harness validate`` refuses a suite that
+        cannot feed them), and implements ``step() -> dict[str, float]``. The runner owns the
+        loop, the budget, evaluation, compute accounting and failure capture. Optionally it
+        declares ``suggested`` settings per policy kind (``{"tabular": {...}, "neural": {...}}``:
+        what works on the built-in tasks, where the paper's defaults may train nothing) and the
         meaning of each of its own ``metrics``; ``rlhf-harness show NAME`` prints both, with
         every ``Config`` field. Checks of config values go in ``Config.__post_init__``
         (``rlhf-harness validate`` reports them with the suite file's line).

@@ -38,9 +38,18 @@ def build_context(
     seed: int,
     preferences: PreferenceDataset | None = None,
     reward_model: RewardModel | None = None,
+    label_noise: float | None = None,
+    unpaired: bool = False,
+    data_seed: int | None = None,
     policy_options: dict[str, Any] | None = None,
 ) -> RunContext:
     """The context for one run of ``algorithm`` on ``task`` (see the module docstring).
+
+    ``label_noise`` is the known flip rate of ``preferences``' labels (None: unknown), given to
+    algorithms that need ``"label_noise"``; ``unpaired`` marks the data as unpaired feedback:
+    algorithms that need ``"unpaired"`` then get one example per pair (from a generator seeded
+    with ``data_seed``, the instance's seed, default ``seed``: every replicate of an instance
+    sees the same examples), and those that need pairs are refused.
 
     ``policy_options`` is a suite's ``policy`` section (:class:`harness.suite.PolicySpec`):
     with ``lora``, the policy trains LoRA adapters and π_ref is its base with them off (no
@@ -81,10 +90,21 @@ def build_context(
         meter=ComputeMeter(device=device),
         seed=seed,
     )
-    if "preferences" in algorithm.needs:
+    if "preferences" in algorithm.needs or "unpaired" in algorithm.needs:
         if preferences is None:
             raise ConfigError(f"algorithm '{algorithm.name}' needs preference data")
-        context.preferences = preferences.to_batches(task).to(device)
+        batches = preferences.to_batches(task).to(device)
+        if "preferences" in algorithm.needs:
+            if unpaired:
+                raise ConfigError(f"algorithm '{algorithm.name}' needs preference pairs, and the "
+                                  f"data are marked unpaired")
+            context.preferences = batches
+        if "unpaired" in algorithm.needs:
+            coin_seed = seed if data_seed is None else data_seed
+            coin = torch.Generator().manual_seed(coin_seed) if unpaired else None
+            context.examples = batches.to("cpu").unpaired(coin).to(device)
+    if "label_noise" in algorithm.needs:
+        context.label_noise = label_noise
     if "reward" in algorithm.needs:
         if reward_model is None:
             raise ConfigError(f"algorithm '{algorithm.name}' needs a reward model")
@@ -100,6 +120,14 @@ def build_context(
         if context.reward_model is not None:
             context.reward_model = OffloadedReward(context.reward_model, device)
     return context
+
+
+def known_label_noise(preferences: dict[str, Any]) -> float | None:
+    """The flip rate of a suite's preference labels when the harness simulated them (its
+    ``flip_rate``), None for data loaded from a file (their noise rate is unknown)."""
+    if preferences.get("file"):
+        return None
+    return float(preferences.get("flip_rate", 0.0))
 
 
 def make_algorithm(
@@ -493,11 +521,16 @@ def run_one(
             "evaluators"]
         data, reward_model, fit_report = shared_artifacts(
             task, spec, store, host,
-            need_prefs="preferences" in algo_cls.needs, need_reward=need_reward,
+            need_prefs=bool({"preferences", "unpaired"} & algo_cls.needs),
+            need_reward=need_reward,
         )
         seed = algorithm_seed(spec["seed"], spec.get("replicate", 0))
+        prefs_spec = spec["preferences"]
         context = build_context(task, algo_cls, seed=seed, preferences=data,
                                 reward_model=reward_model if "reward" in algo_cls.needs else None,
+                                label_noise=known_label_noise(prefs_spec),
+                                unpaired=bool(prefs_spec.get("unpaired", False)),
+                                data_seed=spec["seed"],
                                 policy_options=spec.get("policy"))
 
         def precision() -> Any:

@@ -108,6 +108,12 @@ class PreferenceSpec(_Strict):
     flip_rate: Float = Field(0.0, ge=0, le=1, description="Fraction of labels flipped.")
     temperature: Float = Field(1.0, gt=0, description="π_ref's sampling temperature.")
     file: str | None = Field(None, description="Load D from this file instead of simulating.")
+    unpaired: bool = Field(
+        False,
+        description="Treat D as unpaired feedback: each pair gives one example, its chosen "
+        "(desirable) or rejected (undesirable) response; algorithms that need pairs, and a "
+        "fitted reward model, are then refused.",
+    )
 
 
 class RewardModelSpec(_Strict):
@@ -647,6 +653,44 @@ def _check_strings(value: Any, keys: tuple[Any, ...], path: Path, lines: dict) -
         fail(c, keys)
 
 
+def _check_data_needs(suite: Suite, i: int, alg: AlgorithmSpec, cls: Any, where: Any) -> None:
+    """Refuse, in one line, an algorithm whose ``needs`` the suite's data cannot feed
+    (:data:`harness.algorithm.NEEDS`): pairs from data marked unpaired, or a label-noise rate
+    the suite does not know (data from a file) or that is not below 1/2."""
+    prefs = suite.preferences
+    if "preferences" in cls.needs and prefs.unpaired:
+        raise ConfigError(
+            f"{where('preferences', 'unpaired')}: preferences.unpaired: algorithms.{i} "
+            f"('{alg.name}') needs preference pairs, and the suite marks its data unpaired "
+            f"(only algorithms that need 'unpaired' examples, e.g. kto, can learn from them)"
+        )
+    if "label_noise" not in cls.needs:
+        return
+    key = getattr(cls, "label_noise_key", None)
+    points = [{**alg.config, **alg.per_task.get(t.name, {}), **p}
+              for t in suite.tasks for p in _sweep_points(alg.sweep)]
+    for values in points:
+        own = values.get(key) if key else None
+        if own is not None:
+            epsilon, at = own, ("algorithms", i, "config", key)
+            if key in alg.sweep:
+                at = ("algorithms", i, "sweep", key)
+        elif prefs.file is not None:
+            hint = f"; set config.{key}" if key else ""
+            raise ConfigError(
+                f"{where('algorithms', i, 'name')}: algorithms.{i}.name: '{alg.name}' needs the "
+                f"rate ε at which the labels were flipped, and preferences.file's is unknown "
+                f"(only simulated data have a known preferences.flip_rate){hint}"
+            )
+        else:
+            epsilon, at = prefs.flip_rate, ("preferences", "flip_rate")
+        if not epsilon < 0.5:
+            raise ConfigError(
+                f"{where(*at)}: {'.'.join(map(str, at))}: '{alg.name}' needs a label-noise rate "
+                f"ε below 0.5, got {epsilon} (at 0.5 the labels carry no information)"
+            )
+
+
 def count_runs(suite: Suite) -> int:
     """How many runs a suite makes (tuning trials included), computed without expanding it."""
     points = sum(math.prod(len(v) for v in alg.sweep.values()) for alg in suite.algorithms)
@@ -710,8 +754,10 @@ def check_suite(
                      where=f"{where('tasks', i, 'params', key)}: tasks.{i}.params ({task.name})")
     task_names = [t.name for t in suite.tasks]
     labels: set[str] = set()
+    classes = []
     for i, alg in enumerate(suite.algorithms):
         cls = known("algorithm", alg.name, "algorithms", i, "name")
+        classes.append(cls)
         label = alg.label or alg.name
         if label in labels:
             raise ConfigError(
@@ -754,6 +800,16 @@ def check_suite(
                 build_config(cls.Config, values,
                              where=f"{where('algorithms', i, *keys)}: {at} ({alg.name}, task "
                              f"{task_name})")
+        _check_data_needs(suite, i, alg, cls, where)
+    needs_reward = any("reward" in c.needs for c in classes) or (
+        "proxy_reward" in suite.evaluation.evaluators)
+    if suite.preferences.unpaired and suite.reward_model.kind == "fitted" and needs_reward:
+        raise ConfigError(
+            f"{where('reward_model', 'kind')}: reward_model.kind: a fitted reward model needs "
+            f"preference pairs, but preferences.unpaired is true (line "
+            f"{_nearest_line(lines, ('preferences', 'unpaired')) or '?'}); use kind: gold or "
+            f"paired data"
+        )
     _check_policy(suite, host, where)
     if suite.tuning is not None:
         _check_tuning(suite, host, where)
@@ -925,6 +981,8 @@ def make_spec(
     """One run of ``alg`` on ``task``, instance ``seed`` and replicate ``replicate``, its config
     updated with ``extra``."""
     preferences = suite.preferences.model_dump()
+    if not preferences["unpaired"]:  # the default leaves run ids as they were before the key
+        del preferences["unpaired"]
     if suite.preferences.file is not None:  # the data, not its path, shape the results
         preferences["file_sha256"] = file_digest(suite.preferences.file)
     task_cls = host.task(task.name)

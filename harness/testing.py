@@ -72,8 +72,9 @@ never computes π_ref's log-probs, so no ``kl_ref``) passes ``metrics=`` explici
 prompts × 8 arms, r* ~ N(0, 1), a softmax π_ref), the context :func:`harness.runner.build_context`
 builds, with the gold reward as r̂ (:class:`harness.reward.GoldRewardModel`) for algorithms that
 need ``"reward"`` and ``num_pairs`` preference pairs simulated from the gold reward
-(:func:`harness.annotator.simulate_preferences`, Bradley-Terry at scale 1) for those that need
-``"preferences"``. The algorithm's ``config`` is validated as a suite's would be; learning rates
+(:func:`harness.annotator.simulate_preferences`, Bradley-Terry at scale 1, no flipped labels:
+``label_noise`` 0) for those that need ``"preferences"`` or ``"unpaired"``. The algorithm's
+``config`` is validated as a suite's would be; learning rates
 for language models are far too small for a table of logits, so pass one that suits it.
 
 Use it from your tests, in one line::
@@ -270,7 +271,8 @@ class Conformance:
     :param min_improvement: the fraction of the gap J_β(π*_β) − J_β(π_ref) that ``improves``
         requires the trained policy to close.
     :param task_params: the ``bandit`` task's parameters (default :data:`DEFAULT_TASK_PARAMS`).
-    :param num_pairs: simulated preference pairs, for algorithms that need ``"preferences"``.
+    :param num_pairs: simulated preference pairs, for algorithms that need ``"preferences"`` or
+        ``"unpaired"``.
     :param metrics: the metric names required at every step (default :func:`required_metrics`).
     """
 
@@ -363,9 +365,10 @@ class Conformance:
         except _Unusable as exc:
             raise ConformanceError(self.name, "setup", str(exc)) from None
         task = self._task(device)
-        preferences = self._simulated_preferences(task) if "preferences" in cls.needs else None
+        offline = {"preferences", "unpaired"} & cls.needs
+        preferences = self._simulated_preferences(task) if offline else None
         context = build_context(
-            task, cls, seed=self.seed, preferences=preferences,
+            task, cls, seed=self.seed, preferences=preferences, label_noise=0.0,
             reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
         )
         return make_algorithm(cls, self.config, context)
@@ -480,14 +483,14 @@ class Conformance:
         params = {**self.task_params, "num_prompts": 1, "num_eval_prompts": None}
         task = BanditTask(build_config(BanditParams, params), seed=self.seed, device="cpu")
         preferences = None
-        if "preferences" in cls.needs:
+        if {"preferences", "unpaired"} & cls.needs:
             from harness.annotator import simulate_preferences
             from harness.preference import BradleyTerry
 
             preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=64,
                                                seed=self.seed)
         context = build_context(task, cls, seed=self.seed, preferences=preferences,
-                                reward_model=_ConstantReward(CONSTANT_REWARD))
+                                reward_model=_ConstantReward(CONSTANT_REWARD), label_noise=0.0)
         with torch.no_grad():
             prompts = task.train_prompts
             responses = task.enumerate_responses()
@@ -533,6 +536,7 @@ class Conformance:
         context = build_context(
             task, cls, seed=self.seed, preferences=PreferenceDataset(frame, source="vocabulary"),
             reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
+            label_noise=0.0,
         )
         with torch.no_grad():
             logp, ent = context.reference.token_logprobs_and_entropy(
@@ -651,14 +655,14 @@ class Conformance:
             config["learning_rate"] = 1e-3
         with _global_rng(_GLOBAL_SEEDS[0]), _one_thread():
             try:
-                if "preferences" in cls.needs:
+                if {"preferences", "unpaired"} & cls.needs:
                     from harness.annotator import simulate_preferences
                     from harness.preference import BradleyTerry
 
                     preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=32,
                                                        seed=self.seed)
                 context = build_context(
-                    task, cls, seed=self.seed, preferences=preferences,
+                    task, cls, seed=self.seed, preferences=preferences, label_noise=0.0,
                     reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
                     policy_options={"lora": LORA_SETTINGS},
                 )

@@ -51,6 +51,14 @@ TABULAR = {
     "ppo": {"learning_rate": 0.05, "rollout_batch_size": 64, "num_ppo_epochs": 2},
     "grpo": {"learning_rate": 0.05, "prompts_per_step": 4, "num_generations": 8},
     "dpo": {"learning_rate": 0.05, "optimizer": "adam", "warmup_steps": 0},
+    "simpo": {"learning_rate": 0.05, "gamma": 0.0},
+    "orpo": {"learning_rate": 0.05},
+    "kto": {"learning_rate": 0.05},
+    "rdpo": {"learning_rate": 0.05, "optimizer": "adam", "warmup_steps": 0},
+    "cdpo": {"learning_rate": 0.05, "optimizer": "adam", "warmup_steps": 0},
+    "online-dpo": {"learning_rate": 0.05, "label": "btl"},
+    "reinforce-pp": {"learning_rate": 0.05, "beta": 0.1},
+    "gspo": {"learning_rate": 0.05, "prompts_per_step": 4},
 }
 
 

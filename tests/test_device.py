@@ -38,6 +38,14 @@ SMALL = {
     "dpo": {"batch_size": 4},
     "ipo": {"batch_size": 4},
     "bon": {},
+    "simpo": {"batch_size": 4},
+    "orpo": {"batch_size": 4},
+    "kto": {"batch_size": 4},
+    "rdpo": {"batch_size": 4},
+    "cdpo": {"batch_size": 4},
+    "online-dpo": {"prompts_per_step": 2},
+    "reinforce-pp": {"prompts_per_step": 2, "num_mini_batches": 2},
+    "gspo": {"prompts_per_step": 2, "num_generations": 2, "num_mini_batches": 2},
 }
 """Small configs: the check is of placement, not of learning."""
 
@@ -74,11 +82,11 @@ def test_every_algorithm_and_evaluator_keeps_the_run_on_its_device(task_name):
         with stand_in_device() as trace:
             task = make_task(task_name, STAND_IN)
             prefs = (simulate_preferences(task, BradleyTerry(1.0), num_pairs=16, seed=0)
-                     if "preferences" in cls.needs else None)
+                     if {"preferences", "unpaired"} & cls.needs else None)
             # r̂ as the runner gives it: the task's reward model (an LM with a scalar head on
             # tiny-lm), copied to the device by build_context
             ctx = build_context(task, cls, seed=0, preferences=prefs,
-                                reward_model=task.make_reward_model())
+                                reward_model=task.make_reward_model(), label_noise=0.1)
             assert trace.on_device(next(ctx.policy.parameters())), name
             algo = make_algorithm(cls, SMALL.get(name, {}), ctx)
             for _ in range(2):

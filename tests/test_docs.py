@@ -195,7 +195,7 @@ def test_the_tutorial_names_every_step_s_command():
         "rlhf-harness run docs/example-plugin/suite.yaml",
         "rlhf-harness report runs/reinforce-tutorial", "reports/reinforce-tutorial/index.md",
         "rlhf-harness new-plugin", "pip install -e docs/example-offline-plugin",
-        "rlhf-harness show simpo", "pytest docs/example-offline-plugin/tests",
+        "rlhf-harness show my-simpo", "pytest docs/example-offline-plugin/tests",
         "rlhf-harness run docs/example-offline-plugin/suite.yaml",
         "rlhf-harness report runs/simpo-tutorial", "--offline",
     ]:
@@ -307,13 +307,13 @@ def test_the_example_s_config_check_is_reported_by_validate(installed, tmp_path)
 
 
 def test_the_offline_example_is_found_and_shown(installed_offline):
-    registration = get_plugin_host().registration("algorithm", "simpo")
-    assert registration.plugin.distribution == installed_offline["name"] == "rlhf-harness-simpo"
+    registration = get_plugin_host().registration("algorithm", "my-simpo")
+    assert registration.plugin.distribution == installed_offline["name"] == "rlhf-harness-my-simpo"
     assert registration.obj.needs == frozenset({"preferences"})
-    result = CliRunner().invoke(cli, ["show", "simpo", "--format", "json"])
+    result = CliRunner().invoke(cli, ["show", "my-simpo", "--format", "json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["plugin"]["distribution"] == "rlhf-harness-simpo"
+    assert info["plugin"]["distribution"] == "rlhf-harness-my-simpo"
     assert info["suggested"] == {"tabular": {"learning_rate": 0.05, "batch_size": 64}}
     assert [s["name"] for s in info["settings"]] == ["beta", "gamma", "learning_rate",
                                                      "batch_size", "max_grad_norm"]
@@ -323,15 +323,15 @@ def test_the_offline_example_is_found_and_shown(installed_offline):
 
 
 def test_the_offline_example_conforms(installed_offline):
-    from rlhf_harness_simpo import SimPO
+    from rlhf_harness_my_simpo import SimPO
 
-    check_conformance("simpo", SimPO.suggested["tabular"])
+    check_conformance("my-simpo", SimPO.suggested["tabular"])
 
 
 def test_a_draft_reporting_per_token_means_as_logp_chosen_fails_as_the_tutorial_shows(
     installed_offline,
 ):
-    from rlhf_harness_simpo import SimPO
+    from rlhf_harness_my_simpo import SimPO
 
     class DraftSimPO(SimPO):
         def step(self) -> dict[str, float]:
@@ -361,15 +361,15 @@ def test_the_offline_suite_runs_with_progress_lines_and_namespaces_clashing_metr
     # Not a terminal: one line per finished run on stderr, with what is left.
     lines = [row for row in result.stderr.splitlines() if row.startswith("[")]
     assert len(lines) == 4, result.stderr
-    assert re.fullmatch(r"\[1/4\] done in [0-9.]+ s: simpo · bandit · seed 0; 3 left, ETA .+ s",
+    assert re.fullmatch(r"\[1/4\] done in [0-9.]+ s: my-simpo · bandit · seed 0; 3 left, ETA .+ s",
                         lines[0]), lines[0]
     assert lines[-1].startswith("[4/4] done in ") and lines[-1].endswith("; 0 left")
     report = (tmp_path / "reports" / "simpo-tutorial" / "index.md").read_text()
-    assert "simpo" in report and "dpo" in report
+    assert "my-simpo" in report and "dpo" in report
     # Both document a reward_chosen, with different meanings: the report keeps them apart.
     data = load_store(tmp_path / "runs" / "simpo-tutorial")
     names = set(data.metrics.loc[data.metrics["source"] == "train", "metric"])
-    assert {"simpo:reward_chosen", "dpo:reward_chosen", "simpo:reward_margin",
+    assert {"my-simpo:reward_chosen", "dpo:reward_chosen", "my-simpo:reward_margin",
             "dpo:reward_margin"} <= names
     assert "reward_chosen" not in names
     assert {"logp_chosen", "reward_accuracy", "loss"} <= names  # shared: one meaning, one name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rlhf_harness_simpo import SimPO, simpo_loss
+from rlhf_harness_my_simpo import SimPO, simpo_loss
 
 from harness.testing import bandit_algorithm, conformance_tests
 
@@ -13,7 +13,7 @@ TABULAR = SimPO.suggested["tabular"]
 
 # One test per check: config, metrics, vocabulary, accounting, determinism, finite, improves,
 # devices, lora.
-test_conformance = conformance_tests("simpo", config=TABULAR)
+test_conformance = conformance_tests("my-simpo", config=TABULAR)
 
 
 def test_the_loss_is_eq_6_on_length_normalised_log_probs():
@@ -26,6 +26,6 @@ def test_the_loss_is_eq_6_on_length_normalised_log_probs():
 
 
 def test_it_never_reads_the_reference_policy():
-    algo = bandit_algorithm("simpo", TABULAR)
+    algo = bandit_algorithm("my-simpo", TABULAR)
     algo.ctx.reference = None  # type: ignore[assignment]  # any use of it would raise
     assert algo.step()["response_length"] == 1.0

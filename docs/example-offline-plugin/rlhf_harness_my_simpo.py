@@ -81,14 +81,14 @@ def simpo_loss(
 class SimPO(Algorithm):
     """SimPO: one minibatch of preference pairs per step, no reference model."""
 
-    name = "simpo"
+    name = "my-simpo"
     Config = Config
     needs = frozenset({"preferences"})  # offline: ctx.preferences holds the suite's pairs
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "batch_size": 64},
     }
     """Settings that learn on a table of logits (the bandit), where the paper's step is far too
-    small; `rlhf-harness show simpo` prints them."""
+    small; `rlhf-harness show my-simpo` prints them."""
     metrics: ClassVar[dict[str, str]] = {
         "avg_logp_chosen": "mean per-token log π(y⁺|x), i.e. log π(y⁺|x) / |y⁺|",
         "avg_logp_rejected": "mean per-token log π(y⁻|x), i.e. log π(y⁻|x) / |y⁻|",
