@@ -943,6 +943,7 @@ def expand(
     if count_runs(suite) > MAX_RUNS and not allow_large:
         raise ConfigError(f"suite '{suite.name}': more than {MAX_RUNS:,} runs need allow_large")
     tuned_set = set(tuned_labels(suite))
+    preferences = run_preferences(suite)
     runs = []
     for task, seed, replicate, alg in itertools.product(
             suite.tasks, suite.instances, range(suite.replicates), suite.algorithms):
@@ -961,8 +962,18 @@ def expand(
             if point:
                 shown += "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
             runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point), info,
-                                  replicate=replicate))
+                                  replicate=replicate, preferences=preferences))
     return runs
+
+
+def run_preferences(suite: Suite) -> dict[str, Any]:
+    """The preference spec a run records: the suite's, with a data file's content hash."""
+    preferences = suite.preferences.model_dump()
+    if not preferences["unpaired"]:  # the default leaves run ids as they were before the key
+        del preferences["unpaired"]
+    if suite.preferences.file is not None:  # the data, not its path, shape the results
+        preferences["file_sha256"] = file_digest(suite.preferences.file)
+    return preferences
 
 
 def make_spec(
@@ -977,14 +988,13 @@ def make_spec(
     tuning: dict[str, Any] | None = None,
     *,
     replicate: int = 0,
+    preferences: dict[str, Any] | None = None,
 ) -> RunSpec:
     """One run of ``alg`` on ``task``, instance ``seed`` and replicate ``replicate``, its config
-    updated with ``extra``."""
-    preferences = suite.preferences.model_dump()
-    if not preferences["unpaired"]:  # the default leaves run ids as they were before the key
-        del preferences["unpaired"]
-    if suite.preferences.file is not None:  # the data, not its path, shape the results
-        preferences["file_sha256"] = file_digest(suite.preferences.file)
+    updated with ``extra``; ``preferences`` is :func:`run_preferences` of the suite, given by
+    callers that make many specs so that a data file is hashed once."""
+    if preferences is None:
+        preferences = run_preferences(suite)
     task_cls = host.task(task.name)
     params = config_dict(build_config(task_cls.Params, task.params))
     budget = task.budget or suite.budget

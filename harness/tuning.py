@@ -324,17 +324,19 @@ def tune(
 def suite_studies(suite: Any, host: Any) -> list[Study]:
     """One study per task and tuned label of ``suite`` (a :class:`harness.suite.Suite`)."""
     from harness.config import config_hash
-    from harness.suite import make_spec, tuned_labels, tuning_space
+    from harness.suite import make_spec, run_preferences, tuned_labels, tuning_space
 
     tuning = suite.tuning
     assert tuning is not None
     algorithms = {a.label or a.name: a for a in suite.algorithms}
+    preferences = run_preferences(suite)  # a data file hashed once, not per trial run
     studies = []
     for task in suite.tasks:
         for label in tuned_labels(suite):
             alg = algorithms[label]
             space = tuning_space(suite, host, label, task.name)
-            template = make_spec(suite, host, task, alg, tuning.instances[0], {}, label, {})
+            template = make_spec(suite, host, task, alg, tuning.instances[0], {}, label, {},
+                                 preferences=preferences)
             identity = {**template.identity, "seed": None,
                         "tuning": {**tuning.model_dump(), "space": space}}
             name = f"{task.name}/{label}/{config_hash(identity, 12)}"
@@ -345,7 +347,7 @@ def suite_studies(suite: Any, host: Any) -> list[Study]:
                         "params": dict(params), "study": name,
                         "objective": tuning.objective, "kl_budget": tuning.kl_budget}
                 return [make_spec(suite, host, task, alg, seed, dict(params),
-                                  f"{label}#t{number}", {}, info)
+                                  f"{label}#t{number}", {}, info, preferences=preferences)
                         for seed in tuning.instances]
 
             studies.append(Study(task=task.name, label=label, name=name, space=space,
