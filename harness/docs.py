@@ -57,6 +57,7 @@ API_CLASSES: tuple[str, ...] = (
     "harness.policy.ResponseBatch",
     "harness.data.PreferenceBatches",
     "harness.algorithm.ShuffledPasses",
+    "harness.algorithm.LazyRows",
     "harness.compute.ComputeMeter",
 )
 """The classes ``docs/api.md`` documents, in its order (then :mod:`harness.rl`)."""
@@ -393,7 +394,8 @@ def api_markdown() -> str:
         "An algorithm's `step()` works on what the runner hands it in `self.ctx`, a `RunContext`:"
         " the trainable policy and the frozen reference (`Policy`), batches of prompts and "
         "responses (`PromptBatch`, `ResponseBatch`), the preference pairs of offline methods "
-        "(`PreferenceBatches`, minibatches drawn with `ShuffledPasses`), the compute meter "
+        "(`PreferenceBatches`, minibatches drawn with `ShuffledPasses`, per-pair reference values "
+        "kept by `LazyRows`), the compute meter "
         "(`ComputeMeter`) and the shared toolkit `harness.rl`. The metrics it returns use the "
         "[vocabulary](#metric-vocabulary) below. The tutorial `docs/writing-a-plugin.md` uses "
         "them all; `docs/hooks.md` lists the hooks and the algorithm interface.",

@@ -83,22 +83,29 @@ def test_large_beta_stays_close_to_the_reference(dpo):
     assert exact.kl_ref(logp) < 0.02
 
 
-def test_reference_log_probs_are_computed_once(dpo):
+def test_reference_log_probs_are_computed_once_per_pair(dpo):
+    """π_ref scores a pair's two responses the first time a batch holds the pair, never again:
+    1000 pairs in batches of 64 are all seen by step 16; steps 17–30 compute nothing."""
     task = BanditTask(BanditTask.Params(num_prompts=2, num_arms=4), seed=0)
     data = simulate_preferences(task, BradleyTerry(), num_pairs=1000, seed=0)
     context = build_context(task, dpo, seed=0, preferences=data)
-    calls = []
+    rows: list[int] = []
     original = context.reference.logits
 
     def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
+        out = original(*args, **kwargs)
+        rows.append(out.shape[0])
+        return out
 
     context.reference.logits = counting
     algo = make_algorithm(dpo, {**BANDIT_CONFIG, "batch_size": 64}, context)
-    after_init = len(calls)
-    train(algo, 20)
-    assert after_init > 0 and len(calls) == after_init
+    assert rows == []  # nothing up front
+    train(algo, 1)
+    assert sum(rows) == 2 * 64
+    train(algo, 15)
+    assert sum(rows) == 2 * 1000
+    train(algo, 14)
+    assert sum(rows) == 2 * 1000
 
 
 def test_same_seed_same_metrics_bit_for_bit(dpo):

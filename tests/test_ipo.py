@@ -157,22 +157,27 @@ def test_ipo_margin_converges_to_its_target_while_dpo_grows(ipo, seed):
 # --- reference, determinism, other tasks ---------------------------------------------------------
 
 
-def test_reference_log_probs_are_computed_once(ipo):
+def test_reference_log_probs_are_computed_once_per_pair(ipo):
+    """π_ref scores a pair the first time a batch holds it, never again (batches of 64: all
+    1000 pairs are seen by step 16; steps 17–20 compute nothing)."""
     task = BanditTask(BanditTask.Params(num_prompts=2, num_arms=4), seed=0)
     data = simulate_preferences(task, BradleyTerry(), num_pairs=1000, seed=0)
     context = build_context(task, ipo, seed=0, preferences=data)
-    calls = []
+    rows: list[int] = []
     original = context.reference.logits
 
     def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
+        out = original(*args, **kwargs)
+        rows.append(out.shape[0])
+        return out
 
     context.reference.logits = counting  # type: ignore[method-assign]
-    algo = make_algorithm(ipo, {"learning_rate": 0.05}, context)
-    after_init = len(calls)
-    train(algo, 20)
-    assert after_init > 0 and len(calls) == after_init
+    algo = make_algorithm(ipo, {"learning_rate": 0.05, "batch_size": 64}, context)
+    assert rows == []
+    train(algo, 16)
+    assert sum(rows) == 2 * 1000
+    train(algo, 4)
+    assert sum(rows) == 2 * 1000
 
 
 def test_same_seed_same_metrics_bit_for_bit(ipo):

@@ -161,7 +161,15 @@ def test_bad_tuning_sections_are_one_line_errors(tmp_path, change, message):
     assert str(err.value).startswith(f"{tmp_path / 'suite.yaml'}:")
 
 
-def test_an_algorithm_without_a_search_space_must_be_given_one(tmp_path):
+def test_an_algorithm_without_a_search_space_must_be_given_one(tmp_path, monkeypatch):
+    from rlhf_harness_bon import BestOfN
+
+    from harness.algorithm import Algorithm
+
+    # best-of-n declares a space for n; without it, it stands for any plugin that declares none
+    assert BestOfN.tuning_space("tabular") == {"n": {"low": 1, "high": 256, "log": True,
+                                                      "int": True}}
+    monkeypatch.setattr(BestOfN, "tuning_space", Algorithm.tuning_space)
     text = SUITE.replace("  - name: ipo\n", "  - name: bon\n    config: {n: 2}\n  - name: ipo\n")
     with pytest.raises(ConfigError, match=r"plugin 'bon' declares no search space for tabular "
                        r"policies: give tuning\.space\.bon"):

@@ -376,6 +376,12 @@ class BestOfN(Algorithm):
         "neural": {"prompts_per_step": 16},
     }
     """From suites/reproductions/gao_overoptimisation.yaml (tiny-lm, n swept 1 to 256)."""
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """n, log-uniform over the integers 1–256, the range Gao et al. 2023 sweep (Fig. 1: KL up
+        to log 256 − 255/256 ≈ 4.5 nats); the same on every policy kind, as BoN trains nothing."""
+        return {"n": {"low": 1, "high": 256, "log": True, "int": True}}
+
     metrics: ClassVar[dict[str, str]] = {
         "reward": "mean r̂ of the chosen (best of n) responses",
         "reward_ref": "mean r̂ of all candidates: π_ref's",

@@ -9,7 +9,7 @@ r_θ(x, y) = β · log(π_θ(y|x) / π_ref(y|x)) (Eq. 7 of the paper):
 
 Under the Bradley-Terry model with infinite data, its minimiser is the KL-regularised optimum
 π*_β ∝ π_ref · exp(r*/β) (the paper's Eq. 4). The reference log-probs log π_ref(y|x) do not
-change during training, so they are computed once per dataset, when the algorithm is built.
+change during training, so each pair's are computed once, the first time a batch holds it.
 
 Metrics (besides the shared ``loss``, ``grad_norm``, ``entropy``, ``response_length``):
 ``reward_chosen`` / ``reward_rejected`` (mean implicit rewards), ``reward_margin`` (their mean
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -115,21 +115,22 @@ class DPO(Algorithm):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
-        # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once, a training batch at a time
-        # (so the pass needs no more memory than a step).
-        with context.meter.phase("score"):
-            self.ref_chosen, self.ref_rejected = self.data.sequence_logprobs(
-                context.reference, chunk=config.batch_size
-            )
-        context.meter.forward(
-            context.reference, int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
-        )
+        # log π_ref(y⁺|x) and log π_ref(y⁻|x) of a pair, computed the first time a batch holds it
+        self.ref = LazyRows(len(self.data), self._ref_logprobs)
         self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
+
+    def _ref_logprobs(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx, part = self.ctx, self.data.select(rows)
+        with ctx.meter.phase("score"):
+            out = part.sequence_logprobs(ctx.reference, chunk=len(part))
+        ctx.meter.forward(ctx.reference, int(part.chosen.mask.sum() + part.rejected.mask.sum()))
+        return out
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
         rows = self._rows.take(cfg.batch_size)
         batch = self.data.select(rows)
+        ref_chosen, ref_rejected = self.ref(rows)
         with meter.phase("train"):
             self.policy.train()
             both = ResponseBatch.cat([batch.chosen, batch.rejected])
@@ -139,7 +140,7 @@ class DPO(Algorithm):
             n = len(batch)
             logp_chosen, logp_rejected = logp[:n], logp[n:]
             loss, chosen_rewards, rejected_rewards = dpo_loss(
-                logp_chosen, logp_rejected, self.ref_chosen[rows], self.ref_rejected[rows], cfg.beta
+                logp_chosen, logp_rejected, ref_chosen, ref_rejected, cfg.beta
             )
             logits = chosen_rewards - rejected_rewards
 

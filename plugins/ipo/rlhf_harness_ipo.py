@@ -22,8 +22,8 @@ log π(y_t | x, y_<t), and so does this plugin by default. TRL's ``DPOTrainer`` 
 IPO authors confirmed their reported results use this normalised form). ``length_normalize``
 selects that variant; on one-token responses (the bandit) the two coincide.
 
-The reference log-probs log π_ref(y|x) do not change during training, so they are computed once
-per dataset, when the algorithm is built (as the dpo plugin does).
+The reference log-probs log π_ref(y|x) do not change during training, so each pair's are
+computed once, the first time a batch holds it (as the dpo plugin does).
 
 Metrics (besides the shared ``loss``, ``grad_norm``, ``entropy``, ``response_length``):
 ``logratio_chosen`` / ``logratio_rejected`` (mean log π/π_ref of y⁺ and y⁻, as they enter h:
@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
 from harness.errors import ConfigError
 from harness.policy import PromptBatch, ResponseBatch
 
@@ -153,22 +153,25 @@ class IPO(Algorithm):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
-        # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once.
-        with context.meter.phase("score"):
-            self.ref_chosen, self.ref_rejected = self.data.sequence_logprobs(context.reference)
-        context.meter.forward(
-            context.reference, int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
-        )
+        # log π_ref(y⁺|x) and log π_ref(y⁻|x) of a pair, computed the first time a batch holds it
+        self.ref = LazyRows(len(self.data), self._ref_logprobs)
         self.len_chosen = self.data.chosen.mask.sum(-1).clamp(min=1)
         self.len_rejected = self.data.rejected.mask.sum(-1).clamp(min=1)
         self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
+
+    def _ref_logprobs(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx, part = self.ctx, self.data.select(rows)
+        with ctx.meter.phase("score"):
+            out = part.sequence_logprobs(ctx.reference, chunk=len(part))
+        ctx.meter.forward(ctx.reference, int(part.chosen.mask.sum() + part.rejected.mask.sum()))
+        return out
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
         rows = self._rows.take(cfg.batch_size)
         batch = self.data.select(rows)
         n = len(batch)
-        ref_chosen, ref_rejected = self.ref_chosen[rows], self.ref_rejected[rows]
+        ref_chosen, ref_rejected = self.ref(rows)
         with meter.phase("train"):
             self.policy.train()
             both = ResponseBatch.cat([batch.chosen, batch.rejected])

@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
 
 
 @dataclass
@@ -164,16 +164,22 @@ class KTO(Algorithm):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
-        # log π_ref(y|x) of every example, once.
-        with context.meter.phase("score"):
-            self.ref_logp = self.data.sequence_logprobs(context.reference)
-        context.meter.forward(context.reference, int(self.data.responses.mask.sum()))
+        # log π_ref(y|x) of an example, computed the first time a batch holds it
+        self.ref = LazyRows(len(self.data), self._ref_logprobs)
         self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
+
+    def _ref_logprobs(self, rows: torch.Tensor) -> tuple[torch.Tensor]:
+        ctx, part = self.ctx, self.data.select(rows)
+        with ctx.meter.phase("score"):
+            out = part.sequence_logprobs(ctx.reference, chunk=len(part))
+        ctx.meter.forward(ctx.reference, int(part.responses.mask.sum()))
+        return (out,)
 
     def step(self) -> dict[str, float]:
         cfg, ctx, meter = self.config, self.ctx, self.ctx.meter
         rows = self._rows.take(cfg.batch_size)
         batch = self.data.select(rows)
+        (ref_logp,) = self.ref(rows)
         desirable = batch.desirable
         # z₀ from mismatched pairs: prompt i with response i − 1.
         shifted = batch.responses.select(torch.roll(torch.arange(len(batch)), 1).to(ctx.device))
@@ -189,7 +195,7 @@ class KTO(Algorithm):
             logp_tok, entropy = self.policy.token_logprobs_and_entropy(batch.prompts,
                                                                       batch.responses)
             logp = logp_tok.sum(-1)
-            loss, r = kto_loss(logp, self.ref_logp[rows], desirable, z0, cfg.beta,
+            loss, r = kto_loss(logp, ref_logp, desirable, z0, cfg.beta,
                                cfg.desirable_weight, cfg.undesirable_weight)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
 from harness.errors import ConfigError
 from harness.policy import PromptBatch, ResponseBatch
 
@@ -189,21 +189,23 @@ class RobustDPO(Algorithm):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
-        # log π_ref(y⁺|x) and log π_ref(y⁻|x) for every pair, once.
-        with context.meter.phase("score"):
-            self.ref_chosen, self.ref_rejected = self.data.sequence_logprobs(
-                context.reference, chunk=config.batch_size
-            )
-        context.meter.forward(
-            context.reference, int(self.data.chosen.mask.sum() + self.data.rejected.mask.sum())
-        )
+        # log π_ref(y⁺|x) and log π_ref(y⁻|x) of a pair, computed the first time a batch holds it
+        self.ref = LazyRows(len(self.data), self._ref_logprobs)
         self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
+
+    def _ref_logprobs(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx, part = self.ctx, self.data.select(rows)
+        with ctx.meter.phase("score"):
+            out = part.sequence_logprobs(ctx.reference, chunk=len(part))
+        ctx.meter.forward(ctx.reference, int(part.chosen.mask.sum() + part.rejected.mask.sum()))
+        return out
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
         rows = self._rows.take(cfg.batch_size)
         batch = self.data.select(rows)
         n = len(batch)
+        ref_chosen, ref_rejected = self.ref(rows)
         with meter.phase("train"):
             self.policy.train()
             both = ResponseBatch.cat([batch.chosen, batch.rejected])
@@ -212,7 +214,7 @@ class RobustDPO(Algorithm):
             logp = logp_tok.sum(-1)
             logp_chosen, logp_rejected = logp[:n], logp[n:]
             loss, chosen, rejected = self.loss(
-                logp_chosen, logp_rejected, self.ref_chosen[rows], self.ref_rejected[rows],
+                logp_chosen, logp_rejected, ref_chosen, ref_rejected,
                 cfg.beta, self.epsilon,
             )
             self.optimizer.zero_grad(set_to_none=True)
