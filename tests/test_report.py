@@ -295,6 +295,19 @@ def test_cli_report_two_tasks_without_dpo(tmp_path: Path, capsys: pytest.Capture
     assert set(sens["task"]) == {"bandit", "lm"}
     iqm = pd.read_csv(out / "tables" / "ranking_iqm.csv")
     assert (iqm["tasks"] == 2).all()
+    # per task: every label ranked, ranks follow the means (and the IQMs), and, as every
+    # instance has both tasks, the overall mean is the mean of the two tasks' means
+    per_task = pd.read_csv(out / "tables" / "ranking_per_task.csv")
+    assert set(per_task["task"]) == {"bandit", "lm"}
+    for _, sub in per_task.groupby("task"):
+        assert set(sub["label"]) == set(iqm["label"])
+        assert list(sub["rank"]) == list(sub["mean"].rank(ascending=False, method="min"))
+        assert list(sub["rank_iqm"]) == list(sub["iqm"].rank(ascending=False, method="min"))
+        assert sub["mean"].is_monotonic_decreasing
+    overall = iqm.set_index("label")["mean"]
+    by_task = per_task.groupby("label")["mean"].mean()
+    assert np.allclose(overall.sort_index(), by_task.sort_index(), rtol=0, atol=1e-12)
+    assert "The same ranking on each task alone" in md
 
 
 def test_cli_report_errors_on_a_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
