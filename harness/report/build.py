@@ -109,7 +109,8 @@ class Report:
         """Compute what several sections share: per-run stability, scores, instances,
         comparisons, claims, the configurations that did not learn, and the colours."""
         runs = self.data.runs
-        algorithms = (dict(zip(runs["label"], runs["algorithm"], strict=True))
+        algorithms = ({lab: alg for lab, alg in zip(runs["label"], runs["algorithm"],
+                                                       strict=True) if isinstance(alg, str)}
                       if {"label", "algorithm"} <= set(runs.columns) else {})
         self.colours = label_palette(self.data.labels, algorithms)
         self.per_run = _run_stability(self.data, self.opts.spike_k)
@@ -451,7 +452,8 @@ def frontier_section(rep: Report) -> None:
         return
     points, curves, matched, comparisons = fr.frontier_tables(finals)
     families = list(dict.fromkeys(finals["family"]))
-    family_algorithm = dict(zip(finals["family"], u.loc[finals.index, "algorithm"], strict=True))
+    family_algorithm = {fam: alg for fam, alg in zip(
+        finals["family"], u.loc[finals.index, "algorithm"], strict=True) if isinstance(alg, str)}
     colours = label_palette(families, family_algorithm)
     rep.add(Heading("Reward–KL frontiers"))
     rep.text("Each swept algorithm is a curve, not a point: its sweep points' final (KL, gold), "
