@@ -22,6 +22,8 @@ from harness.errors import ConfigError, HarnessError
 from harness.report import compare as cmp
 from harness.report import figures as fig
 from harness.report import stats as st
+from harness.report.colours import RGB
+from harness.report.colours import palette as label_palette
 from harness.report.data import PHASES, X_AXES, StoreData, eval_series, load_store, on_grid
 from harness.report.render import Block, Figure, Heading, Table, Text, to_html, to_markdown
 from harness.store import atomic_write_bytes
@@ -100,10 +102,17 @@ class Report:
     """(task, label) of configurations that did not learn."""
     claim_steps: pd.DataFrame = field(default_factory=pd.DataFrame)
     claim_overall: pd.DataFrame = field(default_factory=pd.DataFrame)
+    colours: dict[str, RGB] = field(default_factory=dict)
+    """Each label's colour in every figure (:mod:`harness.report.colours`)."""
 
     def prepare(self) -> None:
         """Compute what several sections share: per-run stability, scores, instances,
-        comparisons, claims, and the configurations that did not learn."""
+        comparisons, claims, the configurations that did not learn, and the colours."""
+        runs = self.data.runs
+        algorithms = ({lab: alg for lab, alg in zip(runs["label"], runs["algorithm"],
+                                                       strict=True) if isinstance(alg, str)}
+                      if {"label", "algorithm"} <= set(runs.columns) else {})
+        self.colours = label_palette(self.data.labels, algorithms)
         self.per_run = _run_stability(self.data, self.opts.spike_k)
         self.scores = cmp.run_scores(self.data)
         self.inst = cmp.instance_table(self.data, self.per_run)
@@ -443,6 +452,9 @@ def frontier_section(rep: Report) -> None:
         return
     points, curves, matched, comparisons = fr.frontier_tables(finals)
     families = list(dict.fromkeys(finals["family"]))
+    family_algorithm = {fam: alg for fam, alg in zip(
+        finals["family"], u.loc[finals.index, "algorithm"], strict=True) if isinstance(alg, str)}
+    colours = label_palette(families, family_algorithm)
     rep.add(Heading("Reward–KL frontiers"))
     rep.text("Each swept algorithm is a curve, not a point: its sweep points' final (KL, gold), "
              "their upper envelope per instance, and gold compared at KL values both compared "
@@ -451,7 +463,7 @@ def frontier_section(rep: Report) -> None:
                "mean over instances with 95% t intervals; lines and bands: the frontier's gold "
                "(mean and 95% t interval over instances) over the KL range all its instances "
                "reach (dotted where they share none).",
-               lambda p: fig.frontiers(points, curves, rep.data.tasks, families, p))
+               lambda p: fig.frontiers(points, curves, rep.data.tasks, families, p, colours))
     rep.table(points.round(6), "Sweep points: mean final KL and gold over instances (95% t "
               "intervals).", "frontier_points")
     if len(matched):
@@ -501,7 +513,7 @@ def tuning_section(rep: Report) -> None:
     rep.figure("tuning", "Top: expected best objective of n trials (Dodge et al. 2019), ± one "
                "standard deviation. Below: each trial's objective against each tuned "
                "hyperparameter.",
-               lambda p: fig.tuning(trials, curves_df, params, families, p))
+               lambda p: fig.tuning(trials, curves_df, params, families, p, rep.colours))
     runs = rep.data.runs
     if "tuned_params" in runs:
         chosen = (runs.dropna(subset=["tuned_params"])
@@ -529,7 +541,7 @@ def reward_section(rep: Report) -> None:
         f"Gold reward, proxy reward and KL(π‖π_ref) against {fig.X_NAMES[opts.x]}: mean over "
         f"task instances (an instance's replicates averaged first) with a Student-t 95% band; "
         f"runs interpolated onto a common grid of at most {opts.max_points} points.",
-        lambda p: fig.learning_curves(curves, opts.x, d.tasks, d.labels, p),
+        lambda p: fig.learning_curves(curves, opts.x, d.tasks, d.labels, p, rep.colours),
     )
 
     u = d.usable
@@ -590,22 +602,27 @@ def reward_section(rep: Report) -> None:
                    "trajectory per configuration (○ start, ● end), small dots: each run's final "
                    "evaluation.",
                    lambda p: fig.trajectories(evals, "kl_ref", "gold_reward", d.tasks,
-                                              d.labels, p))
+                                              d.labels, p, rep.colours))
     if {"proxy_reward", "gold_reward"} <= set(evals.columns):
         rep.figure("overoptimisation", "Proxy reward r̂ against gold reward r* along training "
                    "(seed means; ○ start, ● end). Proxy rising while gold falls is "
                    "over-optimisation of r̂.",
                    lambda p: fig.trajectories(evals, "gold_reward", "proxy_reward", d.tasks,
-                                              d.labels, p))
+                                              d.labels, p, rep.colours))
         _overoptimisation_table(rep, evals)
 
     if "regret" in set(d.metrics["metric"]):
         series = eval_series(d, "regret")
         regret = {"regret": on_grid(series, opts.x, max_points=opts.max_points)}
+        without = [t for t in d.tasks if not (series["task"] == t).any()]
         rep.figure(f"regret_{opts.x}",
                    f"Regret J_β(π*_β) − J_β(π) against {fig.X_NAMES[opts.x]} (mean over "
-                   "instances, Student-t 95% band).",
-                   lambda p: fig.learning_curves(regret, opts.x, d.tasks, d.labels, p))
+                   "instances, Student-t 95% band)." + (
+                       f" Not drawn for {_join(without)}: no exact optimum for "
+                       f"{'this task' if len(without) == 1 else 'these tasks'}, so no regret."
+                       if without else ""),
+                   lambda p: fig.learning_curves(regret, opts.x, d.tasks, d.labels, p,
+                                                 rep.colours))
     _regret_split(rep)
     _reward_model_table(rep)
 
@@ -743,13 +760,15 @@ def compute_section(rep: Report) -> None:
     cols = ["train_cpu_seconds", "flops", "model_state_mb", "peak_above_baseline_mb",
             "models_resident", *(f"seconds_{p}" for p in PHASES)]
     per_instance = done.groupby(["task", "label", "seed"], as_index=False)[cols].mean()
-    rep.figure("compute_time", "Wall seconds per run by phase (mean over instances, Student-t "
-               "95% interval). Wall time is reported, not judged: it grows with machine load.",
-               lambda p: fig.time_split(per_instance, d.tasks, d.labels, p))
+    rep.figure("compute_time", "Wall seconds per run by phase, a panel per task on its own "
+               "scale (mean over instances, Student-t 95% interval). Wall time is reported, not "
+               "judged: it grows with machine load.",
+               lambda p: fig.time_split(per_instance, d.tasks, d.labels, p, rep.colours))
     rep.figure("compute_resources", "Training CPU seconds, FLOPs (neural policies only), "
-               "model state, peak memory above the run's baseline and models resident (mean "
-               "over instances, Student-t 95% interval).",
-               lambda p: fig.resources(per_instance, d.labels, p))
+               "model state, peak memory above the run's baseline and models resident: "
+               + ("a row per task, " if rep.multi_task else "") + "each panel on its own scale "
+               "(mean over instances, Student-t 95% interval).",
+               lambda p: fig.resources(per_instance, d.labels, p, d.tasks, rep.colours))
     rows, shown = [], []
     for task, label, sub in _groups(rep, done):
         cpu = rep.instance_ci(sub, "train_cpu_seconds")
@@ -932,7 +951,8 @@ def stability_section(rep: Report) -> pd.DataFrame:
                      "measures it with seeds: {instances: [...], replicates: 3}.")
     rep.figure("final_gold", "Final gold reward of every counted run (violin per "
                "configuration; dots coloured by status).",
-               lambda p: fig.final_distribution(d.usable, d.tasks, d.labels, p))
+               lambda p: fig.final_distribution(d.usable, d.tasks, d.labels, p,
+                                                colours=rep.colours))
     _sensitivity(rep)
     rep.csv("per_run_stability", per_run)
     return numbers
@@ -1075,7 +1095,7 @@ def ranking_section(rep: Report) -> None:
                "(Mann-Whitney U / nm over instance scores, averaged over tasks; a description, "
                "not a test).",
                lambda p: fig.ranking(fig_frame, poi.assign(low=math.nan, high=math.nan), d.labels,
-                                     p, "normalised score"))
+                                     p, "normalised score", rep.colours))
     top = table.iloc[0]
     rep.text("Highest mean score: {label} ({value}); whether it is better than the others is "
              "the paired comparisons' decision (summary above).", label=top["label"],

@@ -135,7 +135,9 @@ nav a { margin-right: 1em; }
 
 
 def to_html(blocks: list[Block], title: str) -> str:
-    """One page with inline CSS and figures embedded as base64 PNG: no external resource."""
+    """One page with inline CSS and figures embedded as base64 PNG: no external resource. The
+    only links out of the page are to the report's own CSV files (``tables/NAME.csv``, relative,
+    so they follow the folder wherever it is copied)."""
     body: list[str] = []
     toc = [b for b in blocks if isinstance(b, Heading) and b.level == 2]
     for b in blocks:
@@ -155,7 +157,8 @@ def to_html(blocks: list[Block], title: str) -> str:
                 body.append(f'<p class="caption">{html_escape(b.caption)}</p>')
             body.append(_html_table(b.frame))
             if b.csv:
-                body.append(f'<p class="caption">CSV: {html_escape(b.csv)}</p>')
+                body.append(f'<p class="caption">CSV: <a href="{html_escape(b.csv)}">'
+                            f"{html_escape(b.csv)}</a></p>")
         elif isinstance(b, Figure):
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
             body.append(
