@@ -347,3 +347,25 @@ def test_cli_report_on_a_folder_of_stores_lists_its_suites(
         f"azar_noisy, quickstart. Report one, e.g. rlhf-harness report {root / 'azar_noisy'}\n"
     )
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_label_scored_on_some_tasks_only_is_ranked_per_task_not_overall(tmp_path: Path):
+    """An average over fewer tasks is not comparable with an average over all of them: dpo,
+    run on the bandit only, is named and left out of the overall ranking, kept in the bandit's."""
+    store = RunStore(tmp_path / "runs", "partial")
+    for task in ("bandit", "lm"):
+        for cfg in CONFIGS[:3]:
+            alg, label = cfg[:2]
+            if alg == "dpo" and task == "lm":
+                continue
+            for seed in (0, 1, 2):
+                _run(store, task, alg, label, seed, cfg)
+    out = write_report(store.path, tmp_path / "out")
+    overall = pd.read_csv(out / "tables" / "ranking_iqm.csv")
+    assert set(overall["label"]) == {"ppo", "grpo"} and (overall["tasks"] == 2).all()
+    per_task = pd.read_csv(out / "tables" / "ranking_per_task.csv")
+    assert set(per_task.loc[per_task["task"] == "bandit", "label"]) == {"ppo", "grpo", "dpo"}
+    assert set(per_task.loc[per_task["task"] == "lm", "label"]) == {"ppo", "grpo"}
+    md = (out / "index.md").read_text()
+    assert "Not ranked over all tasks, as they have a score on only some of them" in md
+    assert "dpo (1 of 2)" in md

@@ -177,3 +177,22 @@ def test_regret_splits_into_the_objectives_part_and_the_rest(design: Path):
     assert row["optimisation_regret"] == pytest.approx((final - target).mean())
     md = (design / "index.md").read_text()
     assert "forward KL(π\\_ref‖π)" in md or "forward KL(π_ref‖π)" in md
+
+
+def test_a_policy_that_moved_without_gain_is_not_called_still():
+    """Not learning means no gold gain *and* no movement: a configuration whose KL is large in
+    some instances and near 0 in others (a collapse, say) moved, though the t interval of its
+    KL reaches below 0; one with mean KL below NOT_LEARNED_KL did not."""
+    from harness.report import compare as cmp
+
+    rows = []
+    for i, kl in enumerate([7.0, 37.5, 76.9, 4.7, 0.0]):
+        rows.append({"task": "lm", "label": "collapsed", "instance": i,
+                     "gold_gain": [0.1, -0.2, 0.05, -0.1, 0.0][i], "final_kl_ref": kl})
+        rows.append({"task": "lm", "label": "still", "instance": i,
+                     "gold_gain": [0.01, -0.02, 0.0, 0.01, -0.01][i],
+                     "final_kl_ref": [1e-5, 0.0, 2e-4, 0.0, 1e-6][i]})
+    inst = pd.DataFrame(rows)
+    kl = inst[inst["label"] == "collapsed"]["final_kl_ref"]
+    assert kl.mean() - 2.776 * kl.std() / 5**0.5 < 0  # its KL interval does hold 0
+    assert cmp.not_learned(inst) == [("lm", "still")]

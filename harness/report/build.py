@@ -1038,25 +1038,36 @@ def ranking_section(rep: Report) -> None:
         return
     rows = []
     by_label: dict[str, dict[str, np.ndarray]] = {}
+    all_tasks = kept["task"].nunique()
+    partial = []
     for label in d.labels:
         sub = kept[kept["label"] == label]
         if sub.empty:
             continue
         by_label[label] = {t: g["score"].to_numpy() for t, g in sub.groupby("task")}
+        if sub["task"].nunique() < all_tasks:
+            # an average over fewer tasks is not comparable with the others'
+            partial.append(f"{label} ({sub['task'].nunique()} of {all_tasks})")
+            continue
         # one value per (task, instance): the mean over tasks of each instance's score
         e = st.t_interval(sub["score"]) if sub["task"].nunique() == 1 else st.t_interval(
             sub.groupby("instance")["score"].mean())
         rows.append({"label": label, "instances": len(sub), "tasks": sub["task"].nunique(),
                      "iqm": st.iqm(sub["score"]), "mean": e.value, "low": e.low,
                      "high": e.high, "median": float(sub["score"].median())})
-    table = _ranked(pd.DataFrame(rows))
-    rep.table(_ranking_shown(table), "Configurations by mean normalised score over instances (an "
-              "instance's replicates averaged first; across tasks, an instance's scores averaged "
-              "over tasks), with a Student-t 95% interval, and their rank by IQM (the mean of "
-              "the middle half of the instance scores, Agarwal et al. 2021), shown without an "
-              "interval: at a handful of instances no bootstrap interval of it holds its level. "
-              "Decisions between configurations are the paired comparisons'.",
-              "ranking_iqm", table)
+    if partial:
+        rep.text("Not ranked over all tasks, as they have a score on only some of them (ranked "
+                 "per task below): {labels}.", labels=_join(partial))
+    table = _ranked(pd.DataFrame(rows)) if rows else pd.DataFrame()
+    if rows:
+        rep.table(_ranking_shown(table), "Configurations by mean normalised score over "
+                  "instances (an instance's replicates averaged first; across tasks, an "
+                  "instance's scores averaged over tasks), with a Student-t 95% interval, and "
+                  "their rank by IQM (the mean "
+                  "of the middle half of the instance scores, Agarwal et al. 2021), shown without "
+                  "an interval: at a handful of instances no bootstrap interval of it holds its "
+                  "level. Decisions between configurations are the paired comparisons'.",
+                  "ranking_iqm", table)
     if rep.multi_task:
         per_task = []
         for task, sub in kept.groupby("task", sort=False):
@@ -1089,6 +1100,8 @@ def ranking_section(rep: Report) -> None:
     poi = pd.DataFrame(pairs, columns=["x", "y", "p", "tasks"])
     if len(poi):
         rep.csv("probability_of_improvement", poi)
+    if not rows:
+        return
     fig_frame = table.assign(iqm=table["mean"])
     rep.figure("ranking", "Mean normalised score over instances (Student-t 95% interval) and "
                "the probability of improvement P(X > Y) of each row over each column "
@@ -1130,7 +1143,7 @@ def method_section(rep: Report) -> None:
              "their p-value of 0 or 1 and stay out of the family.", m=cmp.family_size(comp),
              a=fmt(cmp.family_alpha(comp), 2) if len(comp) else "0.05")
     rep.text("Did not learn: the t interval of the per-instance gold gain over π_ref holds 0 "
-             "and the final KL(π‖π_ref) is below {kl} nats or its t interval holds 0.",
+             "and the mean final KL(π‖π_ref) is below {kl} nats.",
              kl=fmt(cmp.NOT_LEARNED_KL))
 
 
