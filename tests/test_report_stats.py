@@ -576,6 +576,10 @@ def test_paired_difference_no_spread_threshold_is_relative_to_the_mean():
     big = st.paired_difference([1e12, 1e12 + 2.0**-13, 1e12], [0.0, 0.0, 0.0])
     assert (big.n, big.sd, big.p_value) == (3, 0.0, 0.0)
     assert big.low == big.high == big.mean_diff
+    # The threshold itself counts as no spread: an sd of exactly 1e-12 around a mean of 0.
+    edge = st.paired_difference([-1e-12, 0.0, 1e-12], [0.0, 0.0, 0.0])
+    assert float(np.std([-1e-12, 0.0, 1e-12], ddof=1)) == 1e-12
+    assert (edge.low, edge.high, edge.p_value, edge.sd) == (0.0, 0.0, 1.0, 0.0)
     # Around a mean of 1 the threshold is 1e-12 itself: an sd of 1.6e-12 is a spread.
     eps = 2.0**-40  # 9.1e-13
     d = np.array([1.0, 1.0 + 2 * eps, 1.0 + 4 * eps])
@@ -627,9 +631,14 @@ def test_power_integral_where_scipy_gives_nan(monkeypatch):
     expected = [st.paired_power(*c) for c in cases]  # = scipy's tails (test above)
     monkeypatch.setattr(st.stats.nct, "sf", lambda *args: math.nan)
     got = [st.paired_power(*c) for c in cases]
-    assert got == pytest.approx(expected, rel=1e-10)
-    # at no effect the power is the level itself, however small
-    assert st.paired_power(0.0, 2, 1e-6) == pytest.approx(1e-6, rel=1e-9)
+    assert got == pytest.approx(expected, rel=1e-10, abs=0)
+    # at no effect the power is P(|T| > crit) of the central t (the level), however small
+    for n, alpha in ((2, 1e-6), (100_000, 1e-14)):
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        assert st.paired_power(0.0, n, alpha) == pytest.approx(2 * stats.t.sf(crit, n - 1),
+                                                               rel=1e-9, abs=0)
+    # an effect whose peak is far from 0 (nc = 40·√100000 = 12,649): power 1
+    assert st.paired_power(40.0, 100_000) == 1.0
     # and never above 1 (the integral rounds to 1 + 2⁻⁵² here)
     assert st.paired_power(4.0, 100, 1e-6) == 1.0
 
@@ -640,7 +649,7 @@ def test_power_lower_tail_nan_but_not_negligible(monkeypatch):
     expected = st.paired_power(0.4, 5)
     assert _two_tails(0.4, 5, 0.05)[1] > 1e-3
     monkeypatch.setattr(st.stats.nct, "cdf", lambda *args: math.nan)
-    assert st.paired_power(0.4, 5) == pytest.approx(expected, rel=1e-10)
+    assert st.paired_power(0.4, 5) == pytest.approx(expected, rel=1e-10, abs=0)
 
 
 def test_seeds_needed_is_the_first_n_with_the_power():

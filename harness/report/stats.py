@@ -276,6 +276,7 @@ def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
         return float((stats.norm.pdf(u - nc) + stats.norm.pdf(u + nc))
                      * stats.chi.cdf(slope * u, df))
 
+    # Split at the peak of φ(u − nc), which is below 1e-300 more than 40 from it.
     opts = {"epsabs": 0.0, "epsrel": 1e-12}
     total = quad(integrand, 0.0, nc, **opts)[0] + quad(integrand, nc, nc + 40.0, **opts)[0]
     return min(max(float(total), 0.0), 1.0)
