@@ -169,6 +169,8 @@ def test_prompts_other_than_the_eval_prompts(problem: ExactProblem) -> None:
     # The same float32 policy on the same pairs, renormalised the same way: identical.
     assert torch.equal(sub.ref_logp, problem.ref_logp[[2, 0]])
     assert torch.equal(sub.reward, problem.reward[[2, 0]])
+    # It keeps those prompts and the task's responses: a policy is tabulated on the same pairs.
+    assert torch.equal(sub.policy_logprobs(task.reference_policy()), sub.ref_logp)
 
 
 def test_errors_name_the_task_and_the_beta(problem: ExactProblem) -> None:

@@ -474,3 +474,197 @@ def test_minimum_detectable_at_other_levels_and_sizes():
         assert st.paired_power(mde / sd, n, alpha) == pytest.approx(0.8, abs=1e-8), (sd, n)
     assert math.isnan(st.minimum_detectable(math.nan, 5))
     assert st.seeds_needed(1.0, 0.0) == 2.0  # no spread: two instances show it
+
+
+# --- the survivors of a mutation run (docs/mutation.md): inputs that tell each apart -----------
+
+
+def test_none_is_a_missing_value_like_nan():
+    # A missing entry read from JSON is None: dropped as NaN is, not an error and not an object
+    # array that numpy cannot test for finiteness.
+    assert st.t_interval([1.0, None, 3.0]).value == 2.0
+    assert st.iqm([None, 1.0, 2.0, 3.0, 4.0]) == pytest.approx(2.5)
+    full = st.paired_difference([1.0, 3.0, 4.0], [0.5, 2.0, 3.5])
+    for a, b in (([1.0, None, 3.0, 4.0], [0.5, 2.0, 2.0, 3.5]),
+                 ([1.0, 2.0, 3.0, 4.0], [0.5, None, 2.0, 3.5])):
+        p = st.paired_difference(a, b)
+        assert (p.n, p.mean_diff, p.p_value) == (3, full.mean_diff, full.p_value)
+    adjusted = st.holm([0.01, None, 0.5])
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == 0.5
+
+
+def test_two_values_give_t_and_chi_square_intervals_and_a_std():
+    # n = 2 is the smallest sample with a spread: df = 1. Bonett's interval needs 5 values, but
+    # the std itself is given.
+    x = np.array([1.0, 3.0])
+    e = st.t_interval(x)
+    low, high = stats.t.interval(0.95, 1, loc=2.0, scale=stats.sem(x))
+    assert (e.value, e.low, e.high) == (2.0, pytest.approx(low, rel=1e-12),
+                                        pytest.approx(high, rel=1e-12))
+    s = math.sqrt(2.0)
+    chi = st.chi2_std_interval(x)
+    assert chi.value == pytest.approx(s, rel=1e-15)
+    assert chi.low == pytest.approx(s * math.sqrt(1 / stats.chi2.ppf(0.975, 1)), rel=1e-12)
+    assert chi.high == pytest.approx(s * math.sqrt(1 / stats.chi2.ppf(0.025, 1)), rel=1e-12)
+    b = st.std_interval(x)
+    assert b.value == pytest.approx(s, rel=1e-15) and not b.has_interval
+    # five equal values: the spread is known to be 0, as for six
+    assert astuple(st.std_interval([2.0] * 5)) == (0.0, 0.0, 0.0)
+
+
+def astuple(e: st.Estimate) -> tuple[float, float, float]:
+    return (e.value, e.low, e.high)
+
+
+def _bonett_by_hand(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    n, z = len(x), stats.norm.ppf(0.5 + confidence / 2)
+    m = stats.trim_mean(x, 1 / (2 * math.sqrt(n - 4)))
+    kurt = n * np.sum((x - m) ** 4) / np.sum((x - x.mean()) ** 2) ** 2
+    c = n / (n - z)
+    se = c * math.sqrt((kurt - (n - 3) / n) / (n - 1))
+    var = np.var(x, ddof=1)
+    return math.sqrt(c * var * math.exp(-z * se)), math.sqrt(c * var * math.exp(z * se))
+
+
+def test_bonett_interval_of_a_two_point_sample():
+    # Three 0s and three 1s: the kurtosis estimate is 1 (its least), so γ̂₄ − (n − 3)/n = 0.5,
+    # a term below 1 that the formula uses as it is.
+    x = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    e = st.std_interval(x)
+    low, high = _bonett_by_hand(x)
+    assert (e.low, e.high) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+
+
+def test_rates_of_a_single_trial():
+    # n = 1: Clopper-Pearson's [0, 0.975] for 0 of 1 and [0.025, 1] for 1 of 1; Wilson's
+    # [0, z²/(1 + z²)] and [1/(1 + z²), 1].
+    z2 = stats.norm.ppf(0.975) ** 2
+    assert astuple(st.rate_interval(0, 1)) == (0.0, 0.0, pytest.approx(0.975, rel=1e-12))
+    assert astuple(st.rate_interval(1, 1)) == (1.0, pytest.approx(0.025, rel=1e-12), 1.0)
+    assert astuple(st.wilson_interval(0, 1)) == (0.0, 0.0, pytest.approx(z2 / (1 + z2)))
+    assert astuple(st.wilson_interval(1, 1)) == (1.0, pytest.approx(1 / (1 + z2)), 1.0)
+
+
+def test_wilson_upper_bound_of_all_successes_is_one():
+    # k = n: centre + half is 1 exactly, but rounds to 1 ± 2⁻⁵² for some n (1 + 2⁻⁵² at 16 of
+    # 16): the bound is never above 1.
+    for n in range(1, 80):
+        assert 1.0 - 1e-15 <= st.wilson_interval(n, n).high <= 1.0, n
+    assert st.wilson_interval(16, 16).high == 1.0
+
+
+def test_odd_length_median_and_large_integers():
+    assert st.median_with_inf([5.0, 1.0, 4.0, 2.0, 3.0]) == 3.0  # the middle of five
+    assert st.median_with_inf([5.0, math.inf, 4.0, math.inf, 3.0]) == 5.0
+    # integers are taken as floats: the mean of two 2⁶² is not an int64 overflow
+    assert st.median_with_inf([2**62, 2**62]) == 2.0**62
+
+
+def test_paired_difference_without_pairs_or_with_one():
+    for a, b in (([], []), ([math.nan], [1.0]), ([1.0, 2.0], [math.inf, math.nan])):
+        p = st.paired_difference(a, b)
+        assert p.n == 0
+        assert all(math.isnan(v) for v in (p.mean_diff, p.low, p.high, p.p_value, p.sd))
+    one = st.paired_difference([1.0, math.nan], [0.25, 2.0])
+    assert (one.n, one.mean_diff) == (1, 0.75)
+    assert all(math.isnan(v) for v in (one.low, one.high, one.p_value, one.sd))
+
+
+def test_paired_difference_no_spread_threshold_is_relative_to_the_mean():
+    # A deterministic difference of 1e12 (a FLOP count) that float rounding moves by its last
+    # bit (2⁻¹³ at 1e12, an sd of 7e-5, i.e. 7e-17 of it) has no spread: decided with p = 0.
+    big = st.paired_difference([1e12, 1e12 + 2.0**-13, 1e12], [0.0, 0.0, 0.0])
+    assert (big.n, big.sd, big.p_value) == (3, 0.0, 0.0)
+    assert big.low == big.high == big.mean_diff
+    # The threshold itself counts as no spread: an sd of exactly 1e-12 around a mean of 0.
+    edge = st.paired_difference([-1e-12, 0.0, 1e-12], [0.0, 0.0, 0.0])
+    assert float(np.std([-1e-12, 0.0, 1e-12], ddof=1)) == 1e-12
+    assert (edge.low, edge.high, edge.p_value, edge.sd) == (0.0, 0.0, 1.0, 0.0)
+    # Around a mean of 1 the threshold is 1e-12 itself: an sd of 1.6e-12 is a spread.
+    eps = 2.0**-40  # 9.1e-13
+    d = np.array([1.0, 1.0 + 2 * eps, 1.0 + 4 * eps])
+    small = st.paired_difference(d, np.zeros(3))
+    assert small.sd == pytest.approx(2 * eps, rel=1e-3) and small.sd > 1e-12
+    assert small.low < small.mean_diff < small.high and small.p_value < 1e-9
+
+
+def test_count_spikes_at_the_ends_of_a_series_and_with_skewed_noise():
+    # A spike at the first step of a series at a level of 100: its window is truncated, not
+    # padded with zeros (which would make the level and spread there wrong).
+    x = 100 + np.random.default_rng(2).normal(0, 1, 40)
+    x[0] += 10
+    x[-1] += 10
+    assert st.count_spikes(x) == _spikes_by_hand(list(x)) == st.count_spikes(x - 100) == 1
+    # Exponential noise: the residuals' median is not 0, so their MAD is taken about it.
+    y = np.random.default_rng(216).exponential(1.0, 40)
+    assert st.count_spikes(y) == _spikes_by_hand(list(y)) == 2
+    # "more than k spreads": a value exactly k spreads above its level is no spike
+    k = 99 / 1.4826
+    assert k * 1.4826 == 99  # level 1, spread 1.4826 · 1 (test_edges_of_the_descriptive_...)
+    assert st.count_spikes([0.0, 1.0, 100.0], k=k) == 0
+    assert st.count_spikes([0.0, 1.0, 100.0], k=k * (1 - 1e-12)) == 1
+
+
+def _two_tails(effect: float, n: int, alpha: float) -> tuple[float, float]:
+    df, nc = n - 1, abs(effect) * math.sqrt(n)
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(crit, df, nc)), float(stats.nct.cdf(-crit, df, nc))
+
+
+def test_power_is_the_sum_of_both_tails():
+    # At 2 instances and d = 5 the lower tail is 7e-15 of a power of 0.42: it is still added.
+    upper, lower = _two_tails(5.0, 2, 0.05)
+    assert 0 < lower < 1e-14 and upper + lower != upper
+    assert st.paired_power(5.0, 2) == upper + lower
+    # Where scipy's lower tail is NaN and Φ(−nc) < 1e-12 it is negligible: the power is the
+    # upper tail (the example of test_power_mde_and_seeds_needed_from_the_noncentral_t).
+    upper, lower = _two_tails(8.0, 2, 0.05 / 42)
+    assert math.isnan(lower)
+    assert st.paired_power(8.0, 2, 0.05 / 42) == upper
+
+
+def test_power_integral_where_scipy_gives_nan(monkeypatch):
+    # Where the noncentral t gives NaN the power is an integral; checked here by switching
+    # scipy's tails off, against their values where scipy gives them (rel 1e-10, no absolute
+    # tolerance: the integral agrees with them to about 4e-13 relative over a grid of cases).
+    cases = [(0.5, 2, 0.001), (40.0, 3, 1e-6), (1.0, 10, 0.05), (0.4, 5, 0.05)]
+    expected = [st.paired_power(*c) for c in cases]  # = scipy's tails (test above)
+    monkeypatch.setattr(st.stats.nct, "sf", lambda *args: math.nan)
+    got = [st.paired_power(*c) for c in cases]
+    assert got == pytest.approx(expected, rel=1e-10, abs=0)
+    # at no effect the power is P(|T| > crit) of the central t (the level), however small
+    for n, alpha in ((2, 1e-6), (100_000, 1e-14)):
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        assert st.paired_power(0.0, n, alpha) == pytest.approx(2 * stats.t.sf(crit, n - 1),
+                                                               rel=1e-9, abs=0)
+    # an effect whose peak is far from 0 (nc = 40·√100000 = 12,649): power 1
+    assert st.paired_power(40.0, 100_000) == 1.0
+    # and never above 1 (the integral rounds to 1 + 2⁻⁵² here)
+    assert st.paired_power(4.0, 100, 1e-6) == 1.0
+
+
+def test_power_lower_tail_nan_but_not_negligible(monkeypatch):
+    # d = 0.4 at 5 instances: the lower tail is 4e-3 of the power; if scipy gave NaN for it, it
+    # is not dropped but computed with the rest by the integral.
+    expected = st.paired_power(0.4, 5)
+    assert _two_tails(0.4, 5, 0.05)[1] > 1e-3
+    monkeypatch.setattr(st.stats.nct, "cdf", lambda *args: math.nan)
+    assert st.paired_power(0.4, 5) == pytest.approx(expected, rel=1e-10, abs=0)
+
+
+def test_seeds_needed_is_the_first_n_with_the_power():
+    # For each effect and level: the power reaches 80% at the returned n and not at n − 1 (an
+    # integer n ≥ 2); α = 0.001 needs more instances than the bracket found at 0.05 (16).
+    for effect, alpha in ((1.0, 0.001), (0.5, 0.05), (0.3, 0.01), (0.8, 0.005), (2.0, 0.05),
+                          (0.45, 0.05), (0.7, 0.02)):
+        n = st.seeds_needed(effect, 1.0, alpha=alpha)
+        assert n == int(n) >= 2
+        assert st.paired_power(effect, int(n), alpha) >= 0.8 > st.paired_power(
+            effect, int(n) - 1, alpha), (effect, alpha)
+    assert st.seeds_needed(1.0, 1.0, alpha=0.001) == 23
+    # a huge effect: 2 instances are enough (the least with a spread)
+    assert st.paired_power(100.0, 2) >= 0.8
+    assert st.seeds_needed(100.0, 1.0) == 2.0
+    # MAX_SEEDS at the level asked for: 78,491 instances at α = 0.05, more than 100,000 at 1e-4
+    assert st.seeds_needed(0.01, 1.0) == 78491
+    assert st.seeds_needed(0.01, 1.0, alpha=1e-4) == math.inf

@@ -263,18 +263,22 @@ def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     if math.isfinite(upper) and math.isfinite(lower):
         return min(max(upper + lower, 0.0), 1.0)
     # scipy's nct can give NaN far in its tails (tiny α at 1-2 df): the same power as an
-    # integral over W = √V (chi-distributed, no singularity at 0), T = (Z + nc)/(W/√df), split
-    # where crit·w/√df = nc (where the integrand changes fastest).
+    # integral over U = Z + nc, the numerator of T = U/(W/√df) (W chi-distributed with df
+    # degrees of freedom): |T| > crit where W < |U|·√df/crit, so the power is
+    # ∫_0^∞ [φ(u − nc) + φ(u + nc)] F_χ(u·√df/crit) du. The integrand is smooth (over W the mass
+    # sits in a spike near 0 when crit is large, which quadrature steps over), and the tolerance
+    # is relative only: a power far below quad's default absolute tolerance (1.5e-8) is common.
     from scipy.integrate import quad
 
-    def integrand(w: float) -> float:
-        scale = crit * w / math.sqrt(df)
-        return float((stats.norm.cdf(nc - scale) + stats.norm.cdf(-nc - scale))
-                     * stats.chi.pdf(w, df))
+    slope = math.sqrt(df) / crit
 
-    top = float(stats.chi.isf(1e-15, df))
-    turn = min(nc * math.sqrt(df) / crit, top)
-    total = quad(integrand, 0, turn, limit=200)[0] + quad(integrand, turn, top, limit=200)[0]
+    def integrand(u: float) -> float:
+        return float((stats.norm.pdf(u - nc) + stats.norm.pdf(u + nc))
+                     * stats.chi.cdf(slope * u, df))
+
+    # Split at the peak of φ(u − nc), which is below 1e-300 more than 40 from it.
+    opts = {"epsabs": 0.0, "epsrel": 1e-12}
+    total = quad(integrand, 0.0, nc, **opts)[0] + quad(integrand, nc, nc + 40.0, **opts)[0]
     return min(max(float(total), 0.0), 1.0)
 
 
