@@ -7,11 +7,12 @@ constant learning rate 1e-6, gradient norm clipped at 1.0, the sigmoid loss. TRL
 evaluation and saving off, ``report_to=[]``, ``use_cpu`` on the CPU. Each side's step is its
 whole update; TRL's is one iteration of ``trainer.train()`` (see ``common.py``).
 
-Reference log-probs: ours computes log π_ref of every pair once, when the algorithm is built (a
-one-off pass over the data, not in the step); TRL by default runs the reference model in every
-step. ``--trl-precompute-ref`` gives TRL its own once-per-dataset precomputation
-(``precompute_ref_log_probs=True``) instead; the result also reports our samples/s with our
-one-off pass charged to one epoch over the data (``--pairs`` pairs).
+Reference log-probs: ours computes log π_ref of a pair in the first step that holds it and keeps
+it (``harness.algorithm.LazyRows``), so every timed step of the first epoch runs the reference
+model, as TRL does by default in every step. ``--trl-precompute-ref`` gives TRL its
+once-per-dataset precomputation (``precompute_ref_log_probs=True``) instead, a pass at set-up
+and none in its steps; the result also reports both sides' samples/s over one epoch of the data
+(``--pairs`` pairs) with their set-up charged to it.
 
 Numerics: steps 0 and 1 of ours are checked against the plain formula
 −log σ(β((log π(y⁺) − log π_ref(y⁺)) − (log π(y⁻) − log π_ref(y⁻)))) with log-probs from a plain
@@ -207,7 +208,7 @@ def main() -> None:
     extra = {}
     if args.only != "trl":
         algo, ours_setup = build_ours(args, device, model.to(device), tokenizer, data)
-        extra["ours_setup_seconds (incl. reference pass)"] = round(ours_setup, 3)
+        extra["ours_setup_seconds"] = round(ours_setup, 3)
         with autocast:
             checks = [checked_step(algo, device, data) for _ in range(2)]
         for i, (ours, plain) in enumerate(checks):
@@ -236,13 +237,14 @@ def main() -> None:
     if not args.no_memory:
         memory = common.measure_memory(__file__, sys.argv[1:], list(sides))
 
-    # The policy's forward and backward over both responses of every pair; log π_ref is
-    # once-per-dataset work (ours: at set-up; TRL: every step unless --trl-precompute-ref).
+    # The policy's forward and backward over both responses of every pair (the reference
+    # forward is not counted: ours runs it in the first epoch's steps, TRL in every step unless
+    # --trl-precompute-ref).
     flops = common.model_flops(model, rows=2 * args.batch, lm_train=1)
     common.add_mfu(extra, times, model, args, device, flops)
-    # One epoch over the data with each side's setup charged to it (ours: the reference pass;
-    # TRL: tokenising, and its reference pass with --trl-precompute-ref).
-    setup = {"ours": extra.get("ours_setup_seconds (incl. reference pass)"),
+    # One epoch over the data with each side's setup charged to it (TRL: tokenising, and its
+    # reference pass with --trl-precompute-ref).
+    setup = {"ours": extra.get("ours_setup_seconds"),
              "trl": extra.get("trl_setup_seconds")}
     epoch = {k: args.pairs / (setup[k] + args.pairs / args.batch * statistics.median(v))
              for k, v in times.items()}
