@@ -48,6 +48,32 @@ CORE: dict[str, list[str]] = {
         "plugins.bon.rlhf_harness_bon.x_analytic_kl__mutmut_*",
         "plugins.bon.rlhf_harness_bon.x_best_of_n_logprobs__mutmut_*",
     ],
+    "plugins/simpo (simpo_loss)": ["plugins.simpo.rlhf_harness_simpo.x_simpo_loss__mutmut_*"],
+    "plugins/kto (kto_loss, reference_point)": [
+        "plugins.kto.rlhf_harness_kto.x_kto_loss__mutmut_*",
+        "plugins.kto.rlhf_harness_kto.x_reference_point__mutmut_*",
+    ],
+    "plugins/orpo (log1mexp, orpo_loss)": [
+        "plugins.orpo.rlhf_harness_orpo.x_log1mexp__mutmut_*",
+        "plugins.orpo.rlhf_harness_orpo.x_orpo_loss__mutmut_*",
+    ],
+    "plugins/online_dpo (label_pairs, online_dpo_loss)": [
+        "plugins.online_dpo.rlhf_harness_online_dpo.x_label_pairs__mutmut_*",
+        "plugins.online_dpo.rlhf_harness_online_dpo.x_online_dpo_loss__mutmut_*",
+    ],
+    "plugins/reinforce_pp (token_returns, reinforce_pp_loss)": [
+        "plugins.reinforce_pp.rlhf_harness_reinforce_pp.x_token_returns__mutmut_*",
+        "plugins.reinforce_pp.rlhf_harness_reinforce_pp.x_reinforce_pp_loss__mutmut_*",
+    ],
+    "plugins/gspo (sequence_ratio, gspo_loss)": [
+        "plugins.gspo.rlhf_harness_gspo.x_sequence_ratio__mutmut_*",
+        "plugins.gspo.rlhf_harness_gspo.x_gspo_loss__mutmut_*",
+    ],
+    "plugins/rdpo (_dpo_margin, rdpo_loss, cdpo_loss)": [
+        "plugins.rdpo.rlhf_harness_rdpo.x__dpo_margin__mutmut_*",
+        "plugins.rdpo.rlhf_harness_rdpo.x_rdpo_loss__mutmut_*",
+        "plugins.rdpo.rlhf_harness_rdpo.x_cdpo_loss__mutmut_*",
+    ],
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), reduced to what a score needs.

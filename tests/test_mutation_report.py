@@ -56,5 +56,17 @@ def test_patterns_cover_each_module_of_the_numeric_core(capsys):
     assert report.main(["--patterns"]) == 0
     patterns = capsys.readouterr().out.split()
     for module in ("harness.rl.", "harness.exact.", "harness.preference.", "harness.report.stats.",
-                   "plugins.dpo.rlhf_harness_dpo.x_dpo_loss__"):
+                   "plugins.dpo.rlhf_harness_dpo.x_dpo_loss__",
+                   "plugins.simpo.rlhf_harness_simpo.x_simpo_loss__",
+                   "plugins.kto.rlhf_harness_kto.x_kto_loss__",
+                   "plugins.kto.rlhf_harness_kto.x_reference_point__",
+                   "plugins.orpo.rlhf_harness_orpo.x_orpo_loss__",
+                   "plugins.online_dpo.rlhf_harness_online_dpo.x_label_pairs__",
+                   "plugins.online_dpo.rlhf_harness_online_dpo.x_online_dpo_loss__",
+                   "plugins.reinforce_pp.rlhf_harness_reinforce_pp.x_token_returns__",
+                   "plugins.reinforce_pp.rlhf_harness_reinforce_pp.x_reinforce_pp_loss__",
+                   "plugins.gspo.rlhf_harness_gspo.x_sequence_ratio__",
+                   "plugins.gspo.rlhf_harness_gspo.x_gspo_loss__",
+                   "plugins.rdpo.rlhf_harness_rdpo.x_rdpo_loss__",
+                   "plugins.rdpo.rlhf_harness_rdpo.x_cdpo_loss__"):
         assert any(p.startswith(module) for p in patterns), module

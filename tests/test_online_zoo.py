@@ -56,6 +56,31 @@ def test_btl_labels_follow_the_preference_model():
     assert abs(float(first.double().mean()) - 1 / (1 + math.exp(-0.5))) < 0.015
 
 
+def test_btl_labels_are_a_uniform_below_sigma_of_the_scaled_difference():
+    """"btl": first preferred where u < σ((r̂¹ − r̂²)/τ), u the float64 uniforms of the given
+    generator (or torch's default one), τ = 1 unless given."""
+    rng = random.Random(5)
+    n = 200
+    first_scores = [rng.gauss(0, 2) for _ in range(n)]
+    second_scores = [rng.gauss(0, 2) for _ in range(n)]
+
+    def expected(u: torch.Tensor, scale: float) -> list[bool]:
+        return [ui < 1 / (1 + math.exp(-(a - b) / scale))
+                for ui, a, b in zip(u.tolist(), first_scores, second_scores, strict=True)]
+
+    g = torch.Generator().manual_seed(5)
+    first = online_dpo.label_pairs(t64(first_scores), t64(second_scores), "btl", 0.5, g)
+    u = torch.rand(n, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert first.tolist() == expected(u, 0.5)
+    with torch.random.fork_rng():
+        torch.manual_seed(6)
+        first = online_dpo.label_pairs(t64(first_scores), t64(second_scores), "btl")
+        torch.manual_seed(6)
+        u = torch.rand(n, dtype=torch.float64)
+    assert first.tolist() == expected(u, 1.0)
+    assert 0 < sum(first.tolist()) < n
+
+
 def test_reinforce_pp_returns_and_loss_are_the_papers():
     rng = random.Random(1)
     beta, gamma, eps = 0.1, 0.9, 0.2
@@ -120,6 +145,20 @@ def test_gspo_clips_whole_sequences():
     assert s[0].item() == pytest.approx(math.exp(0.01)) and s[1].item() == 1.0
     assert clipped.tolist() == [True, False]
     assert logp.grad[0].abs().max() == 0 and logp.grad[1].abs().min() > 0
+
+
+def test_gspo_clips_below_for_negative_advantages_and_needs_ref_logp_for_its_kl():
+    """s = e^−0.01 < 1 − ε_low with Â = −1: the clipped term −(1 − ε_low) is the smaller, so
+    the loss is 1 − ε_low and the sequence gets no gradient."""
+    logp = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    old = torch.full((1, 3), 0.01, dtype=torch.float64)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    loss, _, clipped = gspo.gspo_loss(logp, old, t64([-1.0]), mask, 3e-4, 4e-4)
+    loss.backward()
+    assert loss.item() == pytest.approx(1 - 3e-4, rel=0, abs=1e-15)
+    assert clipped.tolist() == [True] and logp.grad.abs().max() == 0
+    with pytest.raises(ValueError, match=r"^gspo_loss: ref_logp is needed when beta != 0$"):
+        gspo.gspo_loss(logp, old, t64([-1.0]), mask, 0.2, 0.2, beta=0.1)
 
 
 # --- the bandit -----------------------------------------------------------------------------------

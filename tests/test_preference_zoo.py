@@ -136,6 +136,57 @@ def test_rdpo_expected_loss_under_flips_is_the_clean_loss():
     assert torch.allclose(expected.squeeze(), clean, atol=1e-12)
 
 
+def test_simpo_and_kto_default_to_no_smoothing_and_unit_weights():
+    """Called without them, SimPO's ε is 0 and KTO's λ_D and λ_U are 1 (the papers' plain
+    losses): L = mean −log σ(u), and L = mean (1 − σ(±β(r − z₀)))."""
+    beta, gamma = 2.0, 0.5
+    rows, (lw, ll, nw, nl, rw, _) = random_pairs(3, n=8)
+    simpo_expected = sum(-logsig(beta / m * a - beta / k * b - gamma)
+                         for a, b, m, k, _, _ in rows) / len(rows)
+    assert abs(simpo.simpo_loss(lw, ll, nw, nl, beta, gamma)[0].item() - simpo_expected) <= 1e-12
+    good = [i % 3 == 0 for i in range(len(rows))]
+    z0, kto_beta = 0.25, 0.5
+    kto_expected = 0.0
+    for (a, _, _, _, c, _), d in zip(rows, good, strict=True):
+        z = kto_beta * ((a - c) - z0 if d else z0 - (a - c))
+        kto_expected += 1 - 1 / (1 + math.exp(-z))
+    loss, r = kto.kto_loss(lw, rw, torch.tensor(good), torch.tensor(z0, dtype=torch.float64),
+                           kto_beta)
+    assert abs(loss.item() - kto_expected / len(rows)) <= 1e-12
+    assert torch.equal(r, lw - rw)
+
+
+def test_log1mexp_takes_the_branch_its_docstring_names():
+    """Mächler's rule, bit for bit: log(−expm1(x)) above −log 2, log1p(−eˣ) at and below it
+    (the other branch is the less accurate one there); and the relative accuracy of each at
+    the ends, where the wrong one would give log(0) or lose every digit."""
+    x = -torch.linspace(1e-3, 3.0, 3001, dtype=torch.float64)
+    near = x > -math.log(2.0)
+    expected = torch.where(near, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    assert torch.equal(orpo.log1mexp(x), expected)
+    ends = torch.tensor([-1e-20, -50.0], dtype=torch.float64)
+    got = orpo.log1mexp(ends).tolist()
+    assert got[0] == pytest.approx(math.log(1e-20), rel=1e-15)
+    assert got[1] == pytest.approx(-math.exp(-50.0), rel=1e-15)
+
+
+@pytest.mark.parametrize("name", ["rdpo", "cdpo"])
+def test_rdpo_and_cdpo_take_epsilon_in_zero_to_one_half(name):
+    """ε = 0 is DPO's loss, with the rewards β log π/π_ref of each side; 0.5 (where rDPO's
+    1 − 2ε is 0) and below 0 are refused with the range in the message."""
+    loss_fn = getattr(rdpo, f"{name}_loss")
+    beta = 0.3
+    rows, (lw, ll, _, _, rw, rl) = random_pairs(4, n=8)
+    dpo = sum(-logsig(beta * ((a - c) - (b - d))) for a, b, _, _, c, d in rows) / len(rows)
+    loss, chosen, rejected = loss_fn(lw, ll, rw, rl, beta, 0.0)
+    assert abs(loss.item() - dpo) <= 1e-12
+    assert torch.allclose(chosen, beta * (lw - rw), rtol=0, atol=1e-15)
+    assert torch.allclose(rejected, beta * (ll - rl), rtol=0, atol=1e-15)
+    for eps in (0.5, -0.01):
+        with pytest.raises(ValueError, match=rf"^{name} needs 0 <= epsilon < 0\.5, got {eps}$"):
+            loss_fn(lw, ll, rw, rl, beta, eps)
+
+
 # --- the bandit -----------------------------------------------------------------------------------
 
 ADAM = {"learning_rate": 0.05, "optimizer": "adam", "batch_size": 512, "warmup_steps": 0}
