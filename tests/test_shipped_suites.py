@@ -1,0 +1,47 @@
+"""The suites shipped under ``suites/`` are valid, and the zoo compares every shipped algorithm
+on equal terms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.plugins import get_plugin_host
+from harness.suite import check_suite, count_runs, load_suite, tuned_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+# hf-example.yaml reads models saved by its own script (tests/test_hf_example.py runs it)
+SUITES = sorted(p for p in (ROOT / "suites").glob("*.yaml") if p.stem != "hf-example")
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_shipped_suite_is_valid(path: Path) -> None:
+    suite = load_suite(path)
+    assert check_suite(suite, path, get_plugin_host())
+    assert suite.name == path.stem  # its report lands in reports/<file stem>/
+
+
+def test_the_zoo_runs_every_shipped_algorithm_tuned_equally_on_three_tasks() -> None:
+    path = ROOT / "suites" / "zoo.yaml"
+    suite = load_suite(path)
+    host = get_plugin_host()
+    # every algorithm of the plugins shipped under plugins/ (13 distributions, 14 algorithms)
+    shipped = {r.name for r in host.registrations("algorithm")
+               if (ROOT / "plugins" / r.plugin.name).is_dir()}
+    assert len({r.plugin.distribution for r in host.registrations("algorithm")
+                if r.name in shipped}) == 13
+    names = [a.name for a in suite.algorithms]
+    assert len(names) == len(set(names)) == 14
+    assert set(names) == shipped
+    assert [t.name for t in suite.tasks] == ["bandit", "token", "tiny-lm"]
+    # equal tuning: every algorithm tuned, the same number of trials each, on instances the
+    # comparison never sees
+    assert suite.tuning is not None and set(tuned_labels(suite)) == set(names)
+    assert not set(suite.tuning.instances) & set(suite.instances)
+    assert suite.instances == list(range(10)) and suite.replicates == 2
+    # equal data: one preference set and r̂ per instance for all, with the flip rate rDPO and
+    # cDPO are told
+    assert suite.preferences.flip_rate == 0.1
+    assert count_runs(suite) == 14 * 3 * 10 * 2 + 14 * (8 + 8 + 6)
+    assert len(check_suite(suite, path, host)) == 14 * 3 * 10 * 2
