@@ -417,8 +417,12 @@ def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: P
         fig, ax1 = plt.subplots(1, 1, figsize=(5.5, height))
         ax2 = None
     else:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, height),
-                                       gridspec_kw={"width_ratios": [1, 1.1]})
+        # the heatmap grows with the number of configurations, so that its cells hold their
+        # two-decimal numbers (about 0.7 inch a cell)
+        m = len(set(poi["x"]) | set(poi["y"]))
+        heat = max(5.5, 0.7 * m + 1.5)
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(5.5 + heat, max(height, 0.5 * m + 2)),
+                                       gridspec_kw={"width_ratios": [5.5, heat]})
     ys = np.arange(n)
     for y, row in zip(ys, iqm.itertuples(index=False), strict=True):
         lo = row.iqm - row.low if math.isfinite(row.low) else 0.0
@@ -433,7 +437,7 @@ def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: P
         order = [lab for lab in labels if lab in set(poi["x"]) | set(poi["y"])]
         mat = poi.pivot(index="x", columns="y", values="p").reindex(index=order, columns=order)
         sns.heatmap(mat, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="RdBu_r", ax=ax2,
-                    cbar_kws={"label": "P(row > column)"})
+                    annot_kws={"size": 8 if m <= 8 else 7}, cbar_kws={"label": "P(row > column)"})
         ax2.set_xlabel("")
         ax2.set_ylabel("")
         ax2.set_title("probability of improvement")
