@@ -369,3 +369,18 @@ def test_a_label_scored_on_some_tasks_only_is_ranked_per_task_not_overall(tmp_pa
     md = (out / "index.md").read_text()
     assert "Not ranked over all tasks, as they have a score on only some of them" in md
     assert "dpo (1 of 2)" in md
+
+
+@pytest.mark.parametrize("lm_regret", [False, True])
+def test_an_overall_ranking_over_two_kinds_of_score_says_so(tmp_path: Path, lm_regret: bool):
+    store = RunStore(tmp_path / "runs", "kinds")
+    for task in ("bandit", "lm"):
+        for cfg in CONFIGS[:2]:
+            for seed in (0, 1, 2):
+                _run(store, task, cfg[0], cfg[1], seed, cfg,
+                     regret=lm_regret or task == "bandit")
+    md = (write_report(store.path, tmp_path / "out") / "index.md").read_text()
+    said = "The overall ranking averages scores of two kinds" in md
+    assert said == (not lm_regret)
+    if said:
+        assert "charges KL(π‖π\\_ref), on bandit, and gold gain relative to the largest" in md

@@ -1059,6 +1059,14 @@ def ranking_section(rep: Report) -> None:
         rep.text("Not ranked over all tasks, as they have a score on only some of them (ranked "
                  "per task below): {labels}.", labels=_join(partial))
     table = _ranked(pd.DataFrame(rows)) if rows else pd.DataFrame()
+    kinds = {t: cmp.score_kind(d.runs, t) for t in kept["task"].unique()}
+    if rows and len(set(kinds.values())) > 1:
+        rep.text("The overall ranking averages scores of two kinds: gap closure in J_β, which "
+                 "charges KL(π‖π_ref), on {closure}, and gold gain relative to the largest, "
+                 "which does not, on {gain}. A configuration that buys gold with KL ranks higher "
+                 "on the second kind; the per-task ranking keeps them apart.",
+                 closure=_join(t for t, k in kinds.items() if k == "gap closure"),
+                 gain=_join(t for t, k in kinds.items() if k != "gap closure"))
     if rows:
         rep.table(_ranking_shown(table), "Configurations by mean normalised score over "
                   "instances (an instance's replicates averaged first; across tasks, an "
