@@ -164,6 +164,26 @@ class LazyRows:
         self._known: torch.Tensor | None = None
         self._values: tuple[torch.Tensor, ...] = ()
 
+    @classmethod
+    def reference(cls, data: PreferenceBatches | UnpairedExamples, ctx: RunContext) -> LazyRows:
+        """π_ref's sequence log-probs of ``data``'s rows — (log π_ref(y⁺|x), log π_ref(y⁻|x)) of
+        pairs, (log π_ref(y|x),) of unpaired examples — each computed in the meter's ``"score"``
+        phase and counted as a forward pass of π_ref."""
+        from harness.data import PreferenceBatches
+
+        def compute(rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            part = data.select(rows)
+            with ctx.meter.phase("score"):
+                out = part.sequence_logprobs(ctx.reference, chunk=len(part))
+            if isinstance(part, PreferenceBatches):
+                tokens = part.chosen.mask.sum() + part.rejected.mask.sum()
+            else:
+                tokens = part.responses.mask.sum()
+            ctx.meter.forward(ctx.reference, int(tokens))
+            return out if isinstance(out, tuple) else (out,)
+
+        return cls(len(data), compute)
+
     @property
     def computed(self) -> int:
         """How many rows have been computed so far."""

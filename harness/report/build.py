@@ -1009,6 +1009,14 @@ def _ranked(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _rank_row(label: str, scores: pd.Series, e: st.Estimate,
+              **extra: Any) -> dict[str, Any]:
+    """A ranking row: the label's instance scores summarised (``extra`` columns after the
+    count), ``e`` the interval of its mean."""
+    return {"label": label, "instances": len(scores), **extra, "iqm": st.iqm(scores),
+            "mean": e.value, "low": e.low, "high": e.high, "median": float(scores.median())}
+
+
 def _ranking_shown(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "rank": table["rank"], "label": table["label"], "instances": table["instances"],
@@ -1050,44 +1058,36 @@ def ranking_section(rep: Report) -> None:
             partial.append(f"{label} ({sub['task'].nunique()} of {all_tasks})")
             continue
         # one value per (task, instance): the mean over tasks of each instance's score
-        e = st.t_interval(sub["score"]) if sub["task"].nunique() == 1 else st.t_interval(
-            sub.groupby("instance")["score"].mean())
-        rows.append({"label": label, "instances": len(sub), "tasks": sub["task"].nunique(),
-                     "iqm": st.iqm(sub["score"]), "mean": e.value, "low": e.low,
-                     "high": e.high, "median": float(sub["score"].median())})
+        means = sub["score"] if sub["task"].nunique() == 1 else \
+            sub.groupby("instance")["score"].mean()
+        rows.append(_rank_row(label, sub["score"], st.t_interval(means),
+                              tasks=sub["task"].nunique()))
     if partial:
         rep.text("Not ranked over all tasks, as they have a score on only some of them (ranked "
                  "per task below): {labels}.", labels=_join(partial))
     table = _ranked(pd.DataFrame(rows)) if rows else pd.DataFrame()
-    kinds = {t: cmp.score_kind(d.runs, t) for t in kept["task"].unique()}
-    if rows and len(set(kinds.values())) > 1:
-        rep.text("The overall ranking averages scores of two kinds: gap closure in J_β, which "
-                 "charges KL(π‖π_ref), on {closure}, and gold gain relative to the largest, "
-                 "which does not, on {gain}. A configuration that buys gold with KL ranks higher "
-                 "on the second kind; the per-task ranking keeps them apart.",
-                 closure=_join(t for t, k in kinds.items() if k == "gap closure"),
-                 gain=_join(t for t, k in kinds.items() if k != "gap closure"))
     if rows:
+        kinds = {t: cmp.score_kind(d.runs, t) for t in kept["task"].unique()}
+        if len(set(kinds.values())) > 1:
+            rep.text("The overall ranking averages scores of two kinds: gap closure in J_β, "
+                     "which charges KL(π‖π_ref), on {closure}, and gold gain relative to the "
+                     "largest, which does not, on {gain}. A configuration that buys gold with KL "
+                     "ranks higher on the second kind; the per-task ranking keeps them apart.",
+                     closure=_join(t for t, k in kinds.items() if k == "gap closure"),
+                     gain=_join(t for t, k in kinds.items() if k != "gap closure"))
         rep.table(_ranking_shown(table), "Configurations by mean normalised score over "
                   "instances (an instance's replicates averaged first; across tasks, an "
                   "instance's scores averaged over tasks), with a Student-t 95% interval, and "
-                  "their rank by IQM (the mean "
-                  "of the middle half of the instance scores, Agarwal et al. 2021), shown without "
-                  "an interval: at a handful of instances no bootstrap interval of it holds its "
-                  "level. Decisions between configurations are the paired comparisons'.",
-                  "ranking_iqm", table)
+                  "their rank by IQM (the mean of the middle half of the instance scores, "
+                  "Agarwal et al. 2021), shown without an interval: at a handful of instances no "
+                  "bootstrap interval of it holds its level. Decisions between configurations "
+                  "are the paired comparisons'.", "ranking_iqm", table)
     if rep.multi_task:
         per_task = []
         for task, sub in kept.groupby("task", sort=False):
-            task_rows = []
-            for label in d.labels:
-                scores = sub.loc[sub["label"] == label, "score"]
-                if scores.empty:
-                    continue
-                e = st.t_interval(scores)
-                task_rows.append({"task": task, "label": label, "instances": len(scores),
-                                  "iqm": st.iqm(scores), "mean": e.value, "low": e.low,
-                                  "high": e.high, "median": float(scores.median())})
+            task_rows = [{"task": task, **_rank_row(label, g["score"], st.t_interval(g["score"]))}
+                         for label in d.labels
+                         if not (g := sub[sub["label"] == label]).empty]
             per_task.append(_ranked(pd.DataFrame(task_rows)))
         by_task = pd.concat(per_task, ignore_index=True)
         rep.table(pd.concat([by_task[["task"]], _ranking_shown(by_task)], axis=1),

@@ -165,15 +165,8 @@ class KTO(Algorithm):
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
         # log π_ref(y|x) of an example, computed the first time a batch holds it
-        self.ref = LazyRows(len(self.data), self._ref_logprobs)
+        self.ref = LazyRows.reference(self.data, context)
         self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
-
-    def _ref_logprobs(self, rows: torch.Tensor) -> tuple[torch.Tensor]:
-        ctx, part = self.ctx, self.data.select(rows)
-        with ctx.meter.phase("score"):
-            out = part.sequence_logprobs(ctx.reference, chunk=len(part))
-        ctx.meter.forward(ctx.reference, int(part.responses.mask.sum()))
-        return (out,)
 
     def step(self) -> dict[str, float]:
         cfg, ctx, meter = self.config, self.ctx, self.ctx.meter
