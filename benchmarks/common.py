@@ -191,6 +191,10 @@ def setup(args: argparse.Namespace) -> torch.device:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_DISABLED", "true")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # TRL loads π_ref with from_pretrained, which in transformers >= 5 swaps layers for kernels
+    # fetched from the Hub unless told not to: both sides run transformers' own layers, as the
+    # harness does (harness/hub.py), and nothing is fetched on a host without Hub access.
+    os.environ.setdefault("USE_HUB_KERNELS", "NO")
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -50,9 +50,13 @@ class ClassifierReward(GoldReward):
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from harness.hub import pretrained_kwargs
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, **from_pretrained)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, **from_pretrained)
+            # no Hub kernels unless the parameters ask (use_kernels: true); see harness.hub
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                path, **{**pretrained_kwargs(), **from_pretrained})
         except Exception as exc:
             raise ConfigError(f"gold reward 'classifier': cannot load '{path}': "
                               f"{' '.join(str(exc).split())}") from None

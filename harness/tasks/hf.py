@@ -64,6 +64,11 @@ class HFParams:
     """Weights' dtype when loading π_ref."""
     trust_remote_code: bool = False
     """Passed to ``from_pretrained``; only for models whose code you trust."""
+    hub_kernels: bool = False
+    """Let transformers replace layers of π_ref by kernels fetched from the Hugging Face Hub
+    (``from_pretrained(use_kernels=True)``, transformers >= 4.54). Off by default: with it a run
+    needs Hub access, and sampling (eval mode) and training may run different kernels for the
+    same layer (see :mod:`harness.hub`)."""
 
     def __post_init__(self) -> None:
         # Local folders are read now (their config.json only), so that ``validate`` names a
@@ -188,11 +193,15 @@ class HFTask(LMTask):
     def load_assets(self) -> tuple[nn.Module, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from harness.hub import pretrained_kwargs
+
         p: HFParams = self.params
         kwargs = {"trust_remote_code": p.trust_remote_code}
         try:
             tokenizer = AutoTokenizer.from_pretrained(p.model, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(p.model, dtype=_DTYPES[p.dtype], **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                p.model, dtype=_DTYPES[p.dtype], **kwargs,
+                **pretrained_kwargs(hub_kernels=p.hub_kernels))
         except Exception as exc:
             raise ConfigError(f"hf task: cannot load model '{p.model}': "
                               f"{' '.join(str(exc).split())}") from None

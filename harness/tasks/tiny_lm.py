@@ -495,11 +495,14 @@ def load_assets(params: TinyLMParams, device: str = "cpu") -> tuple[nn.Module, A
     """
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+    from harness.hub import pretrained_kwargs
+
     path = cache_path(params)
     if not is_complete(path):
         with atomic_dir(path) as tmp:
             build_assets(params, tmp, device)
-    model = AutoModelForCausalLM.from_pretrained(path / "model", dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path / "model", dtype=torch.float32,
+                                                 **pretrained_kwargs())  # no Hub kernels
     model.eval()
     model.requires_grad_(False)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
