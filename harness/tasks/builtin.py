@@ -5,6 +5,7 @@ from __future__ import annotations
 from harness.hookspecs import Register, hookimpl
 from harness.tasks.bandit import BanditTask
 from harness.tasks.hf import HFTask
+from harness.tasks.sentiment import SentimentTask
 from harness.tasks.tiny_lm import TinyLMTask
 from harness.tasks.token import TokenTask
 
@@ -15,3 +16,4 @@ def register_tasks(register: Register) -> None:
     register(TokenTask.name, TokenTask)
     register(TinyLMTask.name, TinyLMTask)
     register(HFTask.name, HFTask)
+    register(SentimentTask.name, SentimentTask)
