@@ -50,6 +50,10 @@ class HFParams:
     """The split of ``dataset`` to read."""
     prompt_column: str = "prompt"
     """The column holding the prompts."""
+    prompt_words: list[int] | None = None
+    """``[min, max]``: take each prompt's first k words (whitespace-separated), k drawn uniformly
+    from ``min`` … ``max`` per prompt with the instance's seed, as the DPO paper's and TRL's
+    sentiment experiments take a short prefix of each review; None: the whole text."""
     num_eval_prompts: int = 64
     """Prompts held out for evaluation (taken after a seeded shuffle)."""
     max_prompts: int | None = None
@@ -71,6 +75,11 @@ class HFParams:
     same layer (see :mod:`harness.hub`)."""
 
     def __post_init__(self) -> None:
+        if self.prompt_words is not None:
+            words = self.prompt_words
+            if len(words) != 2 or not 1 <= words[0] <= words[1]:
+                raise ValueError(f"prompt_words must be [min, max] with 1 <= min <= max, "
+                                 f"got {words}")
         # Local folders are read now (their config.json only), so that ``validate`` names a
         # wrong one; a hub name is left to the run, which loads it.
         archs = _architectures(self.model)
@@ -137,9 +146,13 @@ class HFTask(LMTask):
         if params.max_new_tokens < 1 or params.num_eval_prompts < 1:
             raise ConfigError("hf task: max_new_tokens and num_eval_prompts must be >= 1")
         texts = self._read_prompts()
-        random.Random(seed).shuffle(texts)
+        rng = random.Random(seed)
+        rng.shuffle(texts)
         if params.max_prompts is not None:
             texts = texts[: params.max_prompts]
+        if params.prompt_words is not None:
+            low, high = params.prompt_words
+            texts = [" ".join(t.split()[: rng.randint(low, high)]) for t in texts]
         if len(texts) <= params.num_eval_prompts:
             raise ConfigError(
                 f"hf task: {len(texts)} prompts, not more than num_eval_prompts="

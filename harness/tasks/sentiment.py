@@ -33,7 +33,7 @@ back unchanged).
 :func:`harness.tasks.tiny_lm.pretrain` (AdamW, warm-up then cosine, length-bucketed batches) on
 ``<bos> sentence <eos>`` documents; cached like tiny-lm's (``cache_dir()/sentiment/<hash>``, built
 in :func:`~harness.cache.atomic_dir`, loaded with ``from_pretrained``). At the defaults the model
-has 1.07M parameters (Llama, 4 layers of width 128, vocabulary 2,004). Pre-training time on the
+has 1.04M parameters (Llama, 4 layers of width 128, vocabulary 3,004). Pre-training time on the
 2-core machine is printed by ``python -m harness.tasks.sentiment`` (measured: see
 ``build.json``'s ``build_seconds`` in the cache entry; about 2 minutes of CPU on one thread).
 
@@ -103,7 +103,7 @@ _SENTENCE_END = frozenset(".!?")
 
 @dataclass
 class SentimentParams:
-    """Parameters of the ``sentiment`` task (defaults: a 1.07M-parameter Llama)."""
+    """Parameters of the ``sentiment`` task (defaults: a 1.04M-parameter Llama)."""
 
     arch: Literal["llama", "gpt2"] = "llama"
     """Model family of π_ref (see ``tiny-lm``'s ``arch``)."""
