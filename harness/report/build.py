@@ -49,8 +49,9 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with every text cell, and every column name, made :func:`_cell`-safe."""
     out = frame.copy()
     for column in out.columns:
-        if out[column].dtype == object:
-            out[column] = out[column].map(_cell)
+        if not (pd.api.types.is_numeric_dtype(out[column])
+                or pd.api.types.is_datetime64_any_dtype(out[column])):
+            out[column] = out[column].astype(object).map(_cell)
     if not isinstance(out.columns, pd.MultiIndex):
         out.columns = [_cell(c) for c in out.columns]
     return out
