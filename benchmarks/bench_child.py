@@ -44,6 +44,8 @@ def suite_specs(seeds: int) -> list:
     suite = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())
     suite["name"] = "bench-child"
     suite["tasks"] = [t for t in suite["tasks"] if t["name"] == "bandit"]
+    for algorithm in suite["algorithms"]:
+        algorithm["per_task"] = {"bandit": algorithm["per_task"]["bandit"]}
     suite["seeds"] = list(range(seeds))
     suite["device"] = "cpu"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:

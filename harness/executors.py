@@ -384,8 +384,8 @@ def _warm_up() -> None:
     import psutil  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import harness.evaluators  # noqa: F401
-    import harness.exact  # noqa: F401
+    import harness.evaluators
+    import harness.exact
     import harness.tracking  # noqa: F401
     from harness.plugins import get_plugin_host
 

@@ -832,7 +832,8 @@ def test_a_suite_killed_at_random_points_reports_no_failure(tmp_path, rogue_site
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = attempts_now()
         try:
-            started = wait_for(lambda: attempts_now() - before, proc, "no run started")
+            started = wait_for(lambda before=before: attempts_now() - before, proc,
+                               "no run started")
             # the first kills land in the first run (twice or more); the others anywhere
             time.sleep(rng.uniform(0.0, 0.3) if k < 3 else rng.uniform(0.0, 1.5))
             if started and proc.poll() is None:
