@@ -255,6 +255,13 @@ def check_fits(specs: list, host: object, memory: int) -> None:
             )
 
 
+ALLOW_MIXED = click.option(
+    "--allow-mixed-versions", is_flag=True,
+    help="Report runs made by different versions of the harness (or its source) or of torch "
+    "side by side (refused otherwise, naming them).",
+)
+
+
 @cli.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--root", default="runs", show_default=True, help="Run store folder.")
@@ -274,12 +281,17 @@ def check_fits(specs: list, host: object, memory: int) -> None:
 @click.option("--wait", is_flag=True,
               help="If another process is running into the same store, wait for it to finish "
               "instead of exiting.")
+@click.option("--redo-other-versions", is_flag=True,
+              help="Run again the finished runs made by another version of the harness (or "
+              "of its source) or of torch.")
+@ALLOW_MIXED
 @GPU_MEMORY
 @ALLOW_LARGE
 def run(
     suite_file: str, root: str, executor: str, workers: int, address: str | None,
     retry_failed: bool, no_wandb: bool, no_progress: bool, report_dir: str, no_report: bool,
-    wait: bool, gpu_memory: str | None, allow_large: bool,
+    wait: bool, redo_other_versions: bool, allow_mixed_versions: bool, gpu_memory: str | None,
+    allow_large: bool,
 ) -> None:
     """Run every algorithm × task × seed of a suite into the run store, then write its report.
 
@@ -315,10 +327,13 @@ def run(
         memory = _gpu_memory(gpu_memory)
         if memory is not None:  # a run that cannot fit is refused before any starts
             check_fits(specs, host, memory)
+    # Absolute from here on: a plugin that changes folders moves neither store nor report.
+    root, report_dir = os.path.abspath(root), os.path.abspath(report_dir)
     store = RunStore(root, suite.name)
     options = dict(executor=executor, workers=workers, address=address,
                    retry_failed=retry_failed, wandb=wandb_enabled(not no_wandb),
-                   progress="off" if no_progress else "bars" if sys.stderr.isatty() else "lines")
+                   progress="off" if no_progress else "bars" if sys.stderr.isatty() else "lines",
+                   redo_other_versions=redo_other_versions)
     with store.lock(wait=wait):
         atomic_write_bytes(store.path / "suite.yaml", Path(suite_file).read_bytes())
         trial_specs: list = []
@@ -327,8 +342,14 @@ def run(
             from harness.tuning import run_tuning
 
             tuned: Counter = Counter()
+            # Until tuning ends, the manifest keeps the suite's runs as last listed and adds
+            # each batch of trials before it runs: gc after a kill mid-tuning deletes no
+            # finished trial of this suite (nor a run the last full listing kept).
+            keep = set(store.manifest() or ())
 
             def run_trials(batch: list) -> None:
+                keep.update(s.run_id for s in batch)
+                store.write_manifest(keep)
                 result = run_specs(batch, root, **options)
                 tuned.update(result.statuses)
                 tuned["runs"] += result.total
@@ -354,7 +375,8 @@ def run(
         if not no_report:
             from harness.report import write_report
 
-            out = write_report(store.path, Path(report_dir) / suite.name)
+            out = write_report(store.path, Path(report_dir) / suite.name,
+                               allow_mixed_versions=allow_mixed_versions)
             click.echo(f"report: {out / 'index.md'}")
     if outcome.failed:
         click.echo(f"{outcome.failed} runs failed: see traceback.txt in their folders", err=True)
@@ -373,8 +395,9 @@ def run(
               "best final one.")
 @click.option("--include-stale", is_flag=True,
               help="Count runs of older versions of the suite too (listed as stale otherwise).")
+@ALLOW_MIXED
 def report(store: str, out_dir: str | None, x_axis: str, threshold: float,
-           include_stale: bool) -> None:
+           include_stale: bool, allow_mixed_versions: bool) -> None:
     """Write the report of a run store (runs/<suite>): Markdown, HTML, PNG figures, CSV tables.
 
     Reads the store alone; failed and diverged runs are counted, not dropped. It covers the runs
@@ -385,7 +408,7 @@ def report(store: str, out_dir: str | None, x_axis: str, threshold: float,
     from harness.report import write_report
 
     out = write_report(store, out_dir, x=x_axis, threshold=threshold,
-                       include_stale=include_stale)
+                       include_stale=include_stale, allow_mixed_versions=allow_mixed_versions)
     click.echo(f"report: {out / 'index.md'} and {out / 'index.html'}")
 
 

@@ -186,6 +186,9 @@ class PreferenceDataset:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: preference file not found")
+        if not path.is_file():  # a FIFO would block the read, /dev/zero never end it
+            raise ConfigError(f"{path}: not a regular file (a FIFO, a device or a folder); "
+                              f"preference data is a .parquet, .jsonl or .json file")
         try:
             if path.suffix == ".parquet":
                 frame = pd.read_parquet(path)

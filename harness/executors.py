@@ -1,4 +1,4 @@
-"""Executors: where a suite's runs execute — this process, local worker processes, or Ray.
+"""Executors: where a suite's runs execute — supervised local child processes, or Ray.
 
 Every executor runs :func:`harness.runner.run_one` on each pending spec and writes to the same
 run store, so their results are interchangeable, within what the hardware makes reproducible: on
@@ -11,20 +11,24 @@ failures are captured by ``run_one``; an executor only has to handle runs that c
 (a worker process that died, a Ray task lost with its node), which it marks ``failed``.
 
 The process that runs a suite holds the store's writer lock for the whole suite (a second one is
-refused, or waits), cleans what killed writers left, and marks ``failed`` (crashed) a run found
-``running`` for the second time: its process died during it twice (see :mod:`harness.store`).
+refused, or waits) and cleans what killed writers left. A run found ``running`` when the suite
+starts was interrupted (the suite was killed from outside): it is redone, however often that
+happens (see :mod:`harness.store`).
 
-- ``local`` with ``workers=1`` (the default): sequentially, in this process, with a progress bar
-  for the suite and one for the current run.
-- ``local`` with ``workers=N``: N worker processes (``spawn``), each running one run at a time;
-  shared preference data and reward models are built first, in one child process (so that this
-  process never holds a CUDA context, nor models on GPU 0), so that workers never duplicate
-  them. When the runs are on CUDA, each worker is given a GPU of its own
-  (``CUDA_VISIBLE_DEVICES``) and N may not exceed the visible GPUs: runs sharing a GPU would slow
-  each other down, and the report compares their wall times. A worker that dies (killed for
-  memory, ``os._exit``) takes only its own run with it: the run is retried once in a new worker
-  (on the same GPU), then marked ``failed`` (crashed); its neighbours go on. Workers exit when
-  the suite's process dies.
+- ``local`` (``workers=N``, default 1): each run executes in one of N child processes
+  (``spawn``) that this process supervises; a child runs one run at a time, many in turn. The
+  first child builds the shared preference data and reward models before any run starts (so
+  that this process never holds a CUDA context, nor models on GPU 0, and children never
+  duplicate them). When the runs are on CUDA, each child is given a GPU of its own
+  (``CUDA_VISIBLE_DEVICES``) and N may not exceed the visible GPUs: runs sharing a GPU would
+  slow each other down, and the report compares their wall times. This process keeps the
+  time limits (``limits.seconds``, and ``limits.stall_seconds`` without a finished step): it
+  stops a child past one and records its run ``failed``, so no timer fires inside a run's
+  process and a plugin cannot switch the limits off. A child that dies by itself (killed for
+  memory, ``os._exit``) takes only its own run with it: the death is counted against the run,
+  which is retried in a new child, and marked ``failed`` (crashed) at its second; a child
+  stopped from outside (SIGTERM, SIGINT, SIGHUP) is not counted, and its run is redone.
+  Children exit when the suite's process dies.
 - ``ray``: each run is a Ray task requesting ``gpus_per_run`` GPUs (and one CPU); ``address``
   joins an existing cluster, otherwise a local instance is started. The store must be on a
   filesystem every node sees. ``ray.get`` always has a timeout: a task asking for GPUs that no
@@ -33,7 +37,8 @@ refused, or waits), cleans what killed writers left, and marks ``failed`` (crash
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -192,11 +197,14 @@ def run_specs(
     progress: bool | str = True,
     ray_timeout: float = 24 * 3600.0,
     wait: bool = False,
+    redo_other_versions: bool = False,
 ) -> SuiteOutcome:
     """Run every spec not already finished in the store; see the module docstring.
 
     Holds the store's lock throughout; another process holding it raises
-    :class:`~harness.errors.StoreError` naming its PID, unless ``wait``.
+    :class:`~harness.errors.StoreError` naming its PID, unless ``wait``. With
+    ``redo_other_versions``, a finished run made by another version of the harness (or its
+    source) or of torch is run again.
     """
     if workers < 1:
         raise ConfigError(f"workers: {workers}; give 1 (sequential) or more worker processes")
@@ -210,17 +218,29 @@ def run_specs(
         )
     if not specs:
         return SuiteOutcome(0, 0)
+    root = os.path.abspath(root)  # a run that changes folders must not move the store
     store = RunStore(root, specs[0].suite)
     with store.lock(wait=wait):
         store.clean_temporaries()
         pending = []
         crashed = Counter()
+        current = None
+        if redo_other_versions:
+            from harness.suite import CORE_VERSION_KEYS, core_versions
+
+            current = core_versions()
         for s in specs:
             if store.is_finished(s.run_id, retry_failed=retry_failed):
-                continue
-            if store.crashes(s.run_id) >= MAX_CRASHES:
-                store.mark_failed(s.run_id, s.as_dict(), CRASHED.format(how="found running "
-                                  "when the suite started"))
+                if current is None:
+                    continue
+                record = store.record(s.run_id)
+                made = ((record.summary if record is not None else None) or {}).get("versions")
+                if isinstance(made, dict) and all(made.get(k) == current[k]
+                                                  for k in CORE_VERSION_KEYS):
+                    continue
+            if store.crashes(s.run_id) >= MAX_CRASHES:  # its last crash seen, not yet marked
+                how = str((store.read_status(s.run_id) or {}).get("crash") or "no exit status")
+                store.mark_failed(s.run_id, s.as_dict(), CRASHED.format(how=how))
                 crashed["failed"] += 1
                 continue
             pending.append(s)
@@ -229,24 +249,16 @@ def run_specs(
         title = f"{specs[0].suite}: {len(pending)} to run, {outcome.skipped} already finished"
         bar = _Progress(progress, len(pending), title)
         try:
-            if executor == "local" and workers <= 1:
-                _sequential(pending, root, wandb, bar)
+            if not pending:
+                pass
             elif executor == "local":
-                _pool(pending, root, wandb, workers, bar)
+                _supervised(pending, root, wandb, workers, bar)
             else:
                 _ray(pending, root, wandb, address, ray_timeout, bar)
         finally:
             bar.close()
         outcome.statuses = bar.counts + crashed
         return outcome
-
-
-def _sequential(pending: list[RunSpec], root: str, wandb: bool, bar: _Progress) -> None:
-    from harness.runner import run_one
-
-    for spec in pending:
-        bar.run_started(_label(spec))
-        bar.run_finished(run_one(spec.as_dict(), root, wandb=wandb, on_step=bar.run_step))
 
 
 def _label(spec: RunSpec) -> str:
@@ -319,33 +331,65 @@ def _use_gpu(gpu: str | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
-def _preparer(gpu: str | None, parent: int) -> None:
-    """Initializer of the process that prepares the shared artifacts: like a worker, its own
-    GPU, and it exits with the suite's process."""
-    _use_gpu(gpu)
-    _die_with_parent(parent)
-
-
 def _worker(conn: Any, root: str, wandb: bool, parent: int, gpu: str | None = None) -> None:
-    """A worker's loop: receive a spec, run it, send back its status; stop at ``None``/EOF."""
+    """A worker's loop: receive a request, do it, answer; stop at ``None``/EOF.
+
+    ``("run", spec)`` runs one spec, sending ``("step", fraction)`` after each step (the
+    supervisor's sign of progress) and ``("status", status)`` at its end; ``("prepare",
+    specs)`` builds their shared data and answers ``("prepared", None)``. A run's failures are
+    its own (:func:`~harness.runner.run_one` records them); a store that cannot be written is
+    the suite's: ``("stop", message)``. After each run the worker goes back to its starting
+    folder, so a run that changed folders moves no other.
+    """
     _use_gpu(gpu)
+    from harness.errors import StoreError
     from harness.runner import run_one
 
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the suite's process's to handle
+    _warm_up()
+    conn.send(("ready", None))  # a run's clock starts after this child's own start-up
+    home = os.getcwd()
     while True:
         try:
-            spec = conn.recv()
+            request = conn.recv()
         except (EOFError, OSError):
             return
-        if spec is None:
+        if request is None:
             return
+        kind, payload = request
         try:
-            status = run_one(spec, root, wandb=wandb)
+            if kind == "prepare":
+                _prepare_shared([RunSpec(**spec) for spec in payload], root)
+                answer: tuple[str, Any] = ("prepared", None)
+            else:
+                answer = ("status", run_one(payload, root, wandb=wandb,
+                                            on_step=lambda f: conn.send(("step", f))))
+        except StoreError as exc:
+            answer = ("stop", str(exc))
         except BaseException:  # run_one reports its run's failures itself; this is the store
-            conn.send(("error", traceback.format_exc()))
-            continue
-        conn.send(("status", status))
+            answer = ("error", traceback.format_exc())
+        finally:
+            try:
+                os.chdir(home)
+            except OSError:
+                pass
+        conn.send(answer)
+
+
+def _warm_up() -> None:
+    """What every run of a fresh child would otherwise import on its clock: the plugins, and
+    the libraries :func:`~harness.runner.run_one` imports as it starts."""
+    import pandas  # noqa: F401
+    import psutil  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    import harness.evaluators
+    import harness.exact
+    import harness.tracking  # noqa: F401
+    from harness.plugins import get_plugin_host
+
+    get_plugin_host()
 
 
 def _describe_exit(code: int | None) -> str:
@@ -361,25 +405,92 @@ def _describe_exit(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Progress) -> None:
+INTERRUPTING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+"""Signals that stop a process from outside (a scheduler, ``timeout``, a logout): a child
+they end was interrupted, and its run is redone rather than held against it."""
+MAX_INTERRUPTS = 10
+"""Interruptions of one run within one suite after which its process is taken to be stopping
+itself (a run that signals its own process), and the death counts as a crash."""
+GRACE_SECONDS = 5.0
+"""How long past ``limits.seconds`` the supervisor waits for a run to stop itself at a step's
+end (with its metrics) before it stops the run's process."""
+
+
+@dataclass
+class _Child:
+    """A worker process, and the run it is busy with."""
+
+    process: Any
+    conn: Any
+    gpu: str | None
+    spec: RunSpec | None = None
+    ready: bool = False
+    """Started up (it has said so): runs are sent only to a ready child."""
+    preparing: bool = False
+    sent: float = 0.0
+    """When the current request was sent (monotonic)."""
+    progress: float = 0.0
+    """When the run last finished a step (or started)."""
+    steps: int = 0
+
+
+def _limit_passed(child: _Child, now: float) -> str | None:
+    """The reason to stop ``child``'s run now, if it is past one of its time limits."""
+    if child.spec is None:
+        return None
+    limits = child.spec.limits or {}
+    seconds = float(limits.get("seconds") or math.inf)
+    stall = float(limits.get("stall_seconds") or math.inf)
+    if now - child.sent > seconds + min(GRACE_SECONDS, 0.2 * seconds):
+        return f"limit: the run took more than limits.seconds = {seconds:g} s"
+    if now - child.progress > stall:
+        where = f"step {child.steps + 1}" if child.steps else "its first step"
+        return (f"limit: {where} took more than limits.stall_seconds = {stall:g} s; the run "
+                f"was stopped")
+    return None
+
+
+def _deadline(child: _Child) -> float:
+    if child.spec is None:
+        return math.inf
+    limits = child.spec.limits or {}
+    seconds = float(limits.get("seconds") or math.inf)
+    stall = float(limits.get("stall_seconds") or math.inf)
+    return min(child.sent + seconds + min(GRACE_SECONDS, 0.2 * seconds),
+               child.progress + stall)
+
+
+def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
+                bar: _Progress) -> None:
+    """Run ``pending`` in ``workers`` child processes that this process supervises.
+
+    The first child builds the shared data of every pending run (no clock), then the children
+    take runs one at a time. This process keeps each run's time limits and stops (SIGKILL) a
+    child past one, recording the run ``failed`` (``limit: ...``); it tells a child stopped
+    from outside (:data:`INTERRUPTING`), whose run is redone, from one that died by itself
+    (the out-of-memory killer, ``os._exit``, a signal it sent itself), whose death is counted
+    against its run (:meth:`RunStore.record_crash`) and fails it at :data:`MAX_CRASHES`. A
+    replacement child is started whenever one ends and runs remain.
+    """
     from multiprocessing.connection import wait
+
+    from harness.errors import StoreError
 
     gpus: list[str | None] = list(_worker_gpus(pending, workers))
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_preparer,
-                                initargs=(gpus[0] if gpus else None, os.getpid())) as prepare:
-        prepare.submit(_prepare_shared, pending, root).result()
     store = RunStore(root, pending[0].suite)
     queue = list(pending)
-    deaths: Counter = Counter()
-    busy: dict[Any, tuple[Any, Any, RunSpec | None]] = {}  # sentinel → (process, conn, spec)
+    children: list[_Child] = []
     free = gpus or [None] * workers  # a worker's GPU returns here when it exits
-    gpu_of: dict[Any, str | None] = {}
-    started: dict[str, float] = {}  # run id → when it was sent to a worker
+    interrupts: Counter = Counter()
+    one_at_a_time = workers == 1
+    prepared = False
 
-    def finished(status: str, spec: RunSpec) -> None:
-        begun = started.pop(spec.run_id, None)
-        bar.run_finished(status, _label(spec), None if begun is None else time.monotonic() - begun)
+    def finished(status: str, child: _Child) -> None:
+        spec = child.spec
+        assert spec is not None
+        child.spec = None
+        bar.run_finished(status, _label(spec), time.monotonic() - child.sent)
 
     def start_worker() -> None:
         gpu = free.pop(0)
@@ -388,70 +499,132 @@ def _pool(pending: list[RunSpec], root: str, wandb: bool, workers: int, bar: _Pr
                            daemon=True)
         proc.start()
         child_conn.close()
-        busy[proc.sentinel] = (proc, parent_conn, None)
-        gpu_of[proc.sentinel] = gpu
+        children.append(_Child(proc, parent_conn, gpu))
+
+    def retire(child: _Child, *, kill: bool) -> None:
+        if kill:
+            child.process.kill()
+        child.process.join(timeout=5 if not kill else None)
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join()
+        child.conn.close()
+        children.remove(child)
+        free.append(child.gpu)
+
+    def died(child: _Child) -> None:
+        """``child`` ended by itself (or was killed) while this process lives."""
+        retire(child, kill=False)
+        spec = child.spec
+        if child.preparing:
+            return  # the runs build what is missing themselves, each under its own limits
+        if spec is None:
+            return
+        state = store.status(spec.run_id)
+        if store.is_finished(spec.run_id):  # it died after writing its results
+            finished(str(state), child)
+            return
+        code = child.process.exitcode
+        how = _describe_exit(code)
+        outside = code is not None and code < 0 and -code in INTERRUPTING
+        if outside and interrupts[spec.run_id] < MAX_INTERRUPTS:
+            interrupts[spec.run_id] += 1
+            store.interrupted(spec.run_id)
+            queue.insert(0, spec)
+            return
+        if store.record_crash(spec.run_id, how) >= MAX_CRASHES:
+            finished(_mark_lost(root, spec, CRASHED.format(how=how)), child)
+        else:
+            queue.insert(0, spec)  # once more, in a new worker
 
     try:
-        for _ in range(min(workers, len(queue))):
+        start_worker()
+        children[0].conn.send(("prepare", [s.as_dict() for s in pending]))  # after its start
+        children[0].preparing = True
+        for _ in range(min(workers, len(queue)) - 1):
             start_worker()
-        while any(entry[2] is not None for entry in busy.values()) or queue:
-            for key, (proc, conn, spec) in list(busy.items()):
-                if spec is None and queue:
-                    nxt = queue.pop(0)
-                    conn.send(nxt.as_dict())
-                    started[nxt.run_id] = time.monotonic()
-                    busy[key] = (proc, conn, nxt)
-                elif spec is None:
-                    conn.send(None)
-                    proc.join(timeout=5)
-                    del busy[key]
-                    free.append(gpu_of.pop(key))
-            if not busy:
-                break
-            ready = wait([*busy, *(entry[1] for entry in busy.values())], timeout=1.0)
-            for key, (proc, conn, spec) in list(busy.items()):
-                if conn in ready:
+        while queue or any(c.spec is not None or c.preparing for c in children):
+            now = time.monotonic()
+            prepared = prepared or not any(c.preparing for c in children)
+            for child in list(children):
+                if child.spec is not None or child.preparing or not prepared or \
+                        not child.ready:
+                    continue
+                if queue:
+                    spec = queue.pop(0)
+                    child.spec, child.sent, child.progress, child.steps = spec, now, now, 0
+                    child.conn.send(("run", spec.as_dict()))
+                    if one_at_a_time:
+                        bar.run_started(_label(spec))
+                else:
+                    child.conn.send(None)
+                    retire(child, kill=False)
+            if not children:
+                if queue:
+                    start_worker()
+                continue
+            timeout = min([1.0, *(_deadline(c) - now for c in children)])
+            ready = wait([*(c.process.sentinel for c in children), *(c.conn for c in children)],
+                         timeout=max(timeout, 0.0))
+            for child in list(children):
+                dead = child.process.sentinel in ready
+                while child.conn in ready:
                     try:
-                        kind, value = conn.recv()
+                        if not child.conn.poll():
+                            break
+                        kind, value = child.conn.recv()
                     except (EOFError, OSError):
-                        kind, value = "dead", None
-                    if kind == "status":
-                        assert spec is not None
-                        finished(value, spec)
-                        busy[key] = (proc, conn, None)
-                        continue
-                    if kind == "error":
-                        assert spec is not None
-                        finished(_mark_lost(root, spec, value), spec)
-                        busy[key] = (proc, conn, None)
-                        continue
-                if key in ready or (conn in ready and not proc.is_alive()):
-                    proc.join(timeout=5)
-                    del busy[key]
-                    free.append(gpu_of.pop(key))
-                    if spec is not None and not store.is_finished(spec.run_id):
-                        deaths[spec.run_id] += 1
-                        how = _describe_exit(proc.exitcode)
-                        if deaths[spec.run_id] >= MAX_CRASHES:
-                            finished(_mark_lost(root, spec, CRASHED.format(how=how)), spec)
-                        else:
-                            queue.insert(0, spec)  # once more, in a new worker
-                    if queue:
+                        dead = True
+                        break
+                    if kind == "ready":
+                        child.ready = True
+                    elif kind == "step":
+                        child.steps += 1
+                        child.progress = time.monotonic()
+                        if one_at_a_time:
+                            bar.run_step(value)
+                    elif kind == "prepared" or (kind == "error" and child.preparing):
+                        child.preparing = False  # a run meets a preparation error itself
+                    elif kind == "status":
+                        finished(value, child)
+                    elif kind == "error":
+                        assert child.spec is not None
+                        finished(_mark_lost(root, child.spec, value), child)
+                    elif kind == "stop":
+                        raise StoreError(value)
+                if dead or not child.process.is_alive():
+                    died(child)
+                    if queue and len(children) < workers:
                         start_worker()
+                    continue
+                reason = _limit_passed(child, time.monotonic())
+                if reason is not None:
+                    spec = child.spec
+                    assert spec is not None
+                    retire(child, kill=True)
+                    if not store.is_finished(spec.run_id):
+                        store.mark_failed(spec.run_id, spec.as_dict(), reason,
+                                          steps=child.steps)
+                    finished(str(store.status(spec.run_id)), child)
+                    if queue and len(children) < workers:
+                        start_worker()
+    except BaseException:
+        # Ctrl-C, or the store failing: stop every child now; their runs are redone next time.
+        for child in list(children):
+            if child.spec is not None:
+                with contextlib.suppress(OSError):
+                    store.interrupted(child.spec.run_id)
+            retire(child, kill=True)
+        raise
     finally:
-        for _proc, conn, _ in busy.values():
-            try:
-                conn.send(None)
-            except (OSError, ValueError):
-                pass
-        for proc, _, _ in busy.values():
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
+        for child in list(children):
+            with contextlib.suppress(OSError, ValueError):
+                child.conn.send(None)
+            retire(child, kill=False)
 
 
 def _prepare_shared(pending: list[RunSpec], root: str) -> None:
-    """Build each (task, seed)'s preference data and reward model once, before the workers."""
+    """Build each (task, seed)'s preference data and reward model once, before the runs."""
     from harness.config import config_hash
     from harness.plugins import get_plugin_host
     from harness.runner import build_task, resolve_device, shared_artifacts

@@ -66,6 +66,23 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return list(names)
 
 
+def adapted_width(model: nn.Module, targets: list[str] | None) -> int | None:
+    """The smallest input or output width among the linear layers LoRA would adapt (``targets``
+    by last name; None: all but the output head); None when there is none. A rank above it
+    adds parameters and no expressiveness: ``BA`` of a d×k layer has rank at most min(d, k)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    widths = []
+    for name, module in model.named_modules():
+        if module is head or not name or (targets is not None
+                                          and name.rsplit(".", 1)[-1] not in targets):
+            continue
+        if isinstance(module, nn.Linear):
+            widths += [module.in_features, module.out_features]
+        elif type(module).__name__ == "Conv1D":
+            widths += [int(d) for d in module.weight.shape]
+    return min(widths) if widths else None
+
+
 def has_lora(policy: nn.Module) -> bool:
     """Whether ``policy`` (an :class:`~harness.lm.LMPolicy`) carries LoRA adapters."""
     return getattr(policy, "_peft_model", None) is not None
@@ -80,7 +97,8 @@ def apply_lora(policy: Any, lora: dict[str, Any], *, seed: int = 0) -> Any:
     :param seed: seeds the adapters' initialisation (A random, B zero, as peft initialises
         them), inside a forked RNG: the global generators are left as they were.
     :raises ConfigError: one line naming ``policy.lora.target_modules`` when a target matches
-        no module of the model.
+        no module of the model, or ``policy.lora.r`` when the rank exceeds the narrowest
+        adapted layer (:func:`adapted_width`).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -101,8 +119,15 @@ def apply_lora(policy: Any, lora: dict[str, Any], *, seed: int = 0) -> Any:
                 f"policy.lora.target_modules: {', '.join(repr(t) for t in missing)} matches no "
                 f"module of {type(model).__name__}; its linear layers: {', '.join(available)}"
             )
+    rank = int(lora.get("r", 8))
+    width = adapted_width(model, list(targets) if targets is not None else None)
+    if width is not None and rank > width:  # refused before peft allocates the adapters
+        raise ConfigError(
+            f"policy.lora.r: {rank} is above {width}, the narrowest adapted layer of "
+            f"{type(model).__name__}; an adapter's rank is at most its layer's width"
+        )
     config = LoraConfig(
-        r=int(lora.get("r", 8)),
+        r=rank,
         lora_alpha=float(lora.get("alpha", 16)),
         lora_dropout=float(lora.get("dropout", 0.0)),
         target_modules=list(targets) if targets is not None else "all-linear",

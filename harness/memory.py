@@ -157,13 +157,24 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
+MAX_BYTES = 2**60
+"""The largest size ``--gpu-memory`` accepts (1 EiB)."""
+
+
 def parse_bytes(text: str) -> int:
     """``"80GiB"``, ``"141GB"``, ``"1.5e9"``: a number of bytes (GB = 10⁹, GiB = 2³⁰)."""
     match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNITS:
         raise ConfigError(f"--gpu-memory: cannot read {text!r} as a size (e.g. 80GiB, 141GB)")
-    return int(float(match.group(1)) * _UNITS[unit])
+    try:
+        size = float(match.group(1)) * _UNITS[unit]
+    except ValueError:  # "1.2.3"
+        raise ConfigError(f"--gpu-memory: cannot read {text!r} as a size (e.g. 80GiB, 141GB)")\
+            from None
+    if not math.isfinite(size) or size > MAX_BYTES:
+        raise ConfigError(f"--gpu-memory: {text!r} is more than any machine has (at most 1 EiB)")
+    return int(size)
 
 
 def format_bytes(n: int) -> str:

@@ -360,12 +360,14 @@ class RunLimit(BaseException):
 
 
 class _Watch:
-    """A run's limits and the signals it answers while it runs in the main thread.
+    """A run's between-step limits, and the SIGINT it answers while it runs in the main thread.
 
-    ``limits.seconds`` is enforced by an interval timer whose handler raises :class:`RunLimit`
-    wherever the run is (inside a hung step too); off the main thread it is checked between
-    steps. SIGINT is tagged, so that a user's Ctrl-C stops the suite while a plugin raising
-    ``KeyboardInterrupt`` only fails its run.
+    No timer runs inside the run's process: a signal raising wherever the run is (inside an
+    import, say) would leave half-initialised modules behind. ``limits.seconds`` is checked
+    between steps here, and kept by the suite's process, which stops the child process a run
+    executes in once it is past its time (:mod:`harness.executors`). SIGINT is tagged, so that a
+    user's Ctrl-C stops the suite while a plugin raising ``KeyboardInterrupt`` only fails its
+    run; a process that ignores SIGINT (an executor's child) keeps ignoring it.
     """
 
     def __init__(self, limits: dict[str, Any]) -> None:
@@ -381,22 +383,16 @@ class _Watch:
         self._signal = signal
         self._main = threading.current_thread() is threading.main_thread()
         self._saved: dict[int, Any] = {}
-        if not self._main:
+        if not self._main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             return
         self._saved[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
-        if math.isfinite(self.seconds):
-            self._saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.user_interrupt = True
         raise KeyboardInterrupt
 
-    def _on_alarm(self, signum: int, frame: Any) -> None:
-        raise RunLimit(f"limit: the run took more than limits.seconds = {self.seconds:g} s")
-
     def check(self, step: int, progress_steps: int) -> None:
-        """Between steps: the limits that a timer does not watch."""
+        """Between steps: the run's limits."""
         import time
 
         if time.monotonic() - self.start > self.seconds:
@@ -412,13 +408,9 @@ class _Watch:
             )
 
     def close(self) -> None:
-        if not self._main:
-            return
-        signal = self._signal
-        if signal.SIGALRM in self._saved:
-            signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
+            self._signal.signal(signum, handler)
+        self._saved.clear()
 
 
 def nonfinite_parameters(*models: Any) -> list[str]:
@@ -443,7 +435,8 @@ def run_one(
 
     Never raises for what happens inside the run: an exception — ``SystemExit`` and a
     ``KeyboardInterrupt`` raised by a plugin included — marks it ``failed`` (traceback saved), so
-    does a limit (``spec["limits"]``: wall seconds, steps, steps without progress); a NaN/inf
+    does a limit checked between steps (``spec["limits"]``: wall seconds, steps, steps without
+    progress; the executor keeps the time limits of a hung step); a NaN/inf
     metric or parameter, or a KL beyond ``divergence.max_kl``, marks it ``diverged``. A user's
     Ctrl-C (SIGINT) and a full disk leave the run pending and propagate (the latter as a
     :class:`~harness.errors.StoreError`), so the suite stops.
@@ -457,14 +450,13 @@ def run_one(
     import pandas as pd
     import psutil
 
-    from harness import __version__
     from harness.config import config_hash
     from harness.errors import StoreError
     from harness.evaluators import EvalContext
     from harness.exact import ExactProblem
     from harness.plugins import get_plugin_host
     from harness.store import METRIC_COLUMNS, RunStore, describe_os_error
-    from harness.suite import RunSpec, algorithm_seed
+    from harness.suite import RunSpec, algorithm_seed, core_versions
     from harness.tracking import Tracker
 
     store = RunStore(root, spec["suite"])
@@ -495,7 +487,7 @@ def run_one(
     models_resident = None
     memory_plan: dict[str, Any] | None = None
     metric_meanings: dict[str, str] = {}
-    versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
+    versions: dict[str, str] = core_versions()
     process = psutil.Process()
     run_device, task_kind = None, None
     start = time.perf_counter()

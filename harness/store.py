@@ -3,7 +3,8 @@
 Layout::
 
     runs/<suite>/
-      .lock                      held (fcntl) by the one process writing to the store
+      .lock                      the PID of the one process writing to the store (which holds
+                                 an fcntl lock on the folder itself)
       suite.yaml                 the suite file as run
       runs.json                  the run ids of the suite as last run (the others are stale)
       shared/<key>/              preference data and reward model, per (task, params, seed, ...)
@@ -21,14 +22,18 @@ half-written file. A run is *finished* when its status is done, failed or diverg
 read back; running a suite again skips finished runs (failed ones too, unless asked to retry) and
 restarts the rest, including a finished run whose files are corrupt.
 
-**One writer.** A process that writes runs holds an exclusive lock on ``.lock`` (:meth:`RunStore.
-lock`); a second one is refused at once, naming the holder's PID, or waits when asked to. The lock
-dies with its holder, so a killed suite never leaves the store locked.
+**One writer.** A process that writes runs holds an exclusive lock on the store folder
+(:meth:`RunStore.lock`; its PID is written to ``.lock``, and deleting that file lets no second
+writer in); a second one is refused at once, naming the holder's PID, or waits when asked to.
+The lock dies with its holder, so a killed suite never leaves the store locked.
 
-**Crashed runs.** ``status.json`` of a running run counts its attempts. A run found ``running``
-when its suite starts was interrupted: its process died. It is restarted once; found running a
-second time it is marked ``failed`` with the reason ``crashed`` (its process dies, e.g. killed for
-memory, every time it runs), so one such run never stops a suite for good.
+**Interrupted and crashed runs.** Every run executes in a child process that the suite's
+process supervises (:mod:`harness.executors`). A run found ``running`` when its suite starts was
+interrupted from outside (the suite was killed, preempted, the machine rebooted): it is redone,
+however often that happens. Only a child that the supervisor sees die during its run (killed for
+memory, ``os._exit``, a signal it sent itself) is counted in ``status.json``'s ``crashes``;
+at :data:`MAX_CRASHES` the run is marked ``failed`` with the reason ``crashed``, so one such run
+never stops a suite for good.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ FINISHED = ("done", "failed", "diverged")
 CORRUPT = "corrupt"
 """The state of a run folder whose files do not read back (reported, skipped, redone)."""
 MAX_CRASHES = 2
-"""A run found ``running`` from a dead process this many times is marked failed (crashed)."""
+"""A run whose process the supervisor saw die this many times is marked failed (crashed)."""
 MANIFEST = "runs.json"
 LOCK = ".lock"
 SLUG_LENGTH = 48
@@ -202,7 +207,7 @@ class RunStore:
 
         self.ensure()
         path = self.path / LOCK
-        key = str(path.resolve())
+        key = str(self.path.resolve())
         if key in _HELD:  # this process holds it already (the CLI, then the executor)
             _HELD[key] += 1
             try:
@@ -210,7 +215,9 @@ class RunStore:
             finally:
                 _HELD[key] -= 1
             return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, _file_mode())
+        # The lock is on the store folder itself, not on a file in it: deleting ``.lock`` by
+        # hand cannot let a second writer in. ``.lock`` only tells who holds it.
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             while True:
                 try:
@@ -224,8 +231,7 @@ class RunStore:
                             f"wait for it to finish, or pass --wait"
                         ) from None
                     time.sleep(poll)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            atomic_write_bytes(path, f"{os.getpid()}\n".encode())
             _HELD[key] = 1
             try:
                 yield
@@ -294,27 +300,50 @@ class RunStore:
         return _problem(self.run_dir(run_id), summary=True) is None
 
     def crashes(self, run_id: str) -> int:
-        """How many attempts of this run died without finishing (0 for a finished run)."""
+        """How many attempts of this run were seen to crash their own process (0 for a finished
+        run); an attempt interrupted from outside is not one."""
         status = self.read_status(run_id)
         if not status or status.get("status") != "running":
             return 0
-        return int(status.get("attempt", 1)) - int(status.get("interrupted", 0))
+        try:
+            return max(int(status.get("crashes", 0)), 0)
+        except (TypeError, ValueError):
+            return 0
 
     def start(self, run_id: str, spec: dict[str, Any]) -> Path:
-        """Begin (or restart) a run: clear an interrupted attempt's files, write spec and status."""
+        """Begin (or restart) a run: clear an interrupted attempt's files, write spec and status.
+
+        The crashes recorded against earlier attempts carry over; the attempts that ended
+        without one were interrupted (counted in ``interrupted``)."""
         d = self.run_dir(run_id)
         previous = self.read_status(run_id) or {}
-        attempt = int(previous.get("attempt", 0)) + 1 if previous.get("status") == "running" else 1
-        interrupted = int(previous.get("interrupted", 0)) if attempt > 1 else 0
+        again = previous.get("status") == "running"
+        attempt = int(previous.get("attempt", 0)) + 1 if again else 1
+        crashes = self.crashes(run_id) if again else 0
+        interrupted = max(attempt - 1 - crashes, 0)
         d.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.parquet", "summary.json", "traceback.txt", "log.txt"):
             (d / stale).unlink(missing_ok=True)
         for tmp in d.glob(".*.tmp"):  # left by a write that was killed mid-way
             tmp.unlink(missing_ok=True)
         atomic_write_json(d / "spec.json", spec)
-        atomic_write_json(d / "status.json", {"status": "running", "pid": os.getpid(),
-                                              "attempt": attempt, "interrupted": interrupted})
+        status: dict[str, Any] = {"status": "running", "pid": os.getpid(), "attempt": attempt,
+                                  "interrupted": interrupted, "crashes": crashes}
+        if crashes and previous.get("crash"):
+            status["crash"] = previous["crash"]
+        atomic_write_json(d / "status.json", status)
         return d
+
+    def record_crash(self, run_id: str, how: str) -> int:
+        """The supervisor saw this run's process die during the run (``how``); returns the
+        run's crashes so far."""
+        status = self.read_status(run_id)
+        if not status or status.get("status") != "running":
+            return 0
+        status["crashes"] = self.crashes(run_id) + 1
+        status["crash"] = how
+        atomic_write_json(self.run_dir(run_id) / "status.json", status)
+        return int(status["crashes"])
 
     def interrupted(self, run_id: str) -> None:
         """The user stopped the suite during this run: it is pending again, not a crash."""
@@ -344,14 +373,15 @@ class RunStore:
         atomic_write_json(d / "status.json", {"status": status, "reason": reason})
 
     def mark_failed(self, run_id: str, spec: dict[str, Any], reason: str,
-                    traceback: str | None = None) -> None:
-        """Record a run that could not report its own end (its process died) as failed."""
+                    traceback: str | None = None, *, steps: int | None = None) -> None:
+        """Record a run that could not report its own end (its process died, or was stopped at
+        a limit after ``steps`` steps) as failed."""
         if self.read_status(run_id) is None:
             self.start(run_id, spec)
         self.finish(
             run_id, "failed", metrics=pd.DataFrame(columns=list(METRIC_COLUMNS)),
             summary={"run_id": run_id, "status": "failed", "reason": reason,
-                     "seed": spec.get("seed")},
+                     "seed": spec.get("seed"), "steps": steps},
             traceback=traceback or reason, reason=reason,
         )
 
@@ -433,13 +463,20 @@ def collect_garbage(store: RunStore, *, dry_run: bool = False, wait: bool = Fals
     uses, and what killed writers left; returns what was (or, dry, would be) removed."""
     if not store.path.is_dir():
         raise StoreError(f"{store.path}: no run store there (expected runs/<suite>)")
-    with store.lock(wait=wait):
+
+    def current_runs() -> set[str]:
         current = store.manifest()
         if current is None:
             raise StoreError(
                 f"{store.path}: no {MANIFEST} (the list of the suite's runs, written by "
-                f"'rlhf-harness run'); run the suite once so that stale runs can be told apart"
+                f"'rlhf-harness run'); not a run store, or run the suite once so that stale "
+                f"runs can be told apart"
             )
+        return current
+
+    current_runs()  # before the lock: a folder that is no store is left as it was
+    with store.lock(wait=wait):
+        current = current_runs()
         doomed: list[Path] = []
         keys = set()
         for rec in store.records():

@@ -49,6 +49,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -79,8 +80,17 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
+def _finite(value: float) -> float:
+    """``.inf`` and ``.nan`` are no setting a suite can mean (an endless budget, a limit)."""
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, not {value}")
+    return value
+
+
 Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_finite)]
+MAX_LIMIT_SECONDS = 30 * 24 * 3600.0
+"""The longest a run's time limits may be set to (30 days)."""
 
 
 def displayable(text: str, what: str, limit: int = MAX_LABEL_LENGTH) -> str:
@@ -251,12 +261,19 @@ class EvaluationSpec(_Strict):
 class LimitsSpec(_Strict):
     """Per-run limits: a run beyond one ends ``failed`` with the reason ``limit: ...``.
 
-    They guard a suite against a plugin that hangs or never spends its budget; the defaults are
-    far beyond any shipped suite. ``seconds`` interrupts a step in progress (the run's Python
-    code; a step stuck inside native code is ended when it returns).
+    They guard a suite against a plugin that hangs or never spends its budget. ``seconds`` and
+    ``stall_seconds`` are kept by the suite's process, which runs each run in a child process
+    and stops the child when it is past one (a hung step, native code included); the run's
+    own code cannot switch them off. ``steps`` and ``stall_steps`` are checked between steps.
     """
 
-    seconds: Float = Field(12 * 3600.0, gt=0, description="Wall seconds per run.")
+    seconds: Float = Field(12 * 3600.0, ge=0.1, le=MAX_LIMIT_SECONDS,
+                           description="Wall seconds per run.")
+    stall_seconds: Float = Field(
+        600.0, ge=0.1, le=MAX_LIMIT_SECONDS,
+        description="Wall seconds a run may go without finishing a step (its first step "
+        "counts from its start): a hung plugin ends in minutes.",
+    )
     steps: Int = Field(1_000_000, ge=1, description="Algorithm steps per run.")
     stall_steps: Int = Field(
         1000, ge=1, description="Steps in a row without progress in the budget's unit."
@@ -540,7 +557,14 @@ class RunSpec:
 
 def load_suite(path: str | Path) -> Suite:
     """Parse and validate a suite file (structure only; see :func:`check_suite` for plugins)."""
-    path = Path(path)
+    try:
+        return _load_suite(Path(path))
+    except RecursionError:  # the YAML reader and the checks recurse once per level
+        raise ConfigError(f"{path}: nested too deeply to read (a suite is a few levels "
+                          f"deep)") from None
+
+
+def _load_suite(path: Path) -> Suite:
     if not path.exists():
         raise ConfigError(f"{path}: suite file not found")
     if not path.is_file():
@@ -719,7 +743,7 @@ def check_suite(
     """
     try:
         lines = _line_index(Path(path).read_text())
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError):
         lines = {}
 
     def where(*keys: Any) -> str:
@@ -810,6 +834,7 @@ def check_suite(
             f"{_nearest_line(lines, ('preferences', 'unpaired')) or '?'}); use kind: gold or "
             f"paired data"
         )
+    _check_shown_labels(suite, where)
     _check_policy(suite, host, where)
     if suite.tuning is not None:
         _check_tuning(suite, host, where)
@@ -958,12 +983,36 @@ def expand(
                 info = {"phase": "chosen", "label": label, "trial": choice["trial"],
                         "params": dict(choice["params"]), "value": choice["value"],
                         "trials": suite.tuning.trials, "objective": suite.tuning.objective}
-            shown = label
-            if point:
-                shown += "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
+            shown = shown_label(label, point)
             runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point), info,
                                   replicate=replicate, preferences=preferences))
     return runs
+
+
+def shown_label(label: str, point: dict[str, Any]) -> str:
+    """How reports name a configuration: its label, with its sweep point as ``[k=v,...]``."""
+    if not point:
+        return label
+    return label + "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]"
+
+
+def _check_shown_labels(suite: Suite, where: Callable[..., str]) -> None:
+    """Refuse two configurations that reports would show, and so count, as one: a label that
+    reads like another algorithm's sweep point (``x[beta=0.1]``), or two sweep values that
+    print alike (``0.1`` and ``"0.1"``)."""
+    seen: dict[str, tuple[int, dict[str, Any]]] = {}
+    for i, alg in enumerate(suite.algorithms):
+        for point in _sweep_points(alg.sweep):
+            name = shown_label(alg.label or alg.name, point)
+            if name in seen:
+                j = seen[name][0]
+                other = f"algorithms.{j}" if j != i else "another of its sweep points"
+                raise ConfigError(
+                    f"{where('algorithms', i)}: algorithms.{i}: a configuration shown as "
+                    f"{name!r} is also {other}'s; reports would merge the two; give each a "
+                    f"distinct 'label' (or distinct sweep values)"
+                )
+            seen[name] = (i, point)
 
 
 def run_preferences(suite: Suite) -> dict[str, Any]:
@@ -1193,12 +1242,27 @@ def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
                 if name not in names:
                     raise ConfigError(f"{where(*at)}: tuning.space.{label}.{name}: not a field "
                                       f"of {alg.name}'s Config")
+                dist = space[name]
+                values = dist["choices"] if "choices" in dist else [dist["low"], dist["high"]]
+                base = {**alg.config, **alg.per_task.get(task.name, {})}
+                for value in values:  # each value the search may give must make a Config
+                    build_config(cls.Config, {**base, name: value},
+                                 where=f"{where(*at)}: tuning.space.{label}.{name} "
+                                 f"({alg.name}, value {value!r})")
 
 
 def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's content."""
+    """SHA-256 of a file's content; an OSError for what is not a regular file (a FIFO would
+    block the read, a device such as ``/dev/zero`` never end it)."""
+    import errno
+    import os
+    import stat
+
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device or a folder)",
+                          str(path))
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -1229,6 +1293,32 @@ def source_hash(obj: Any) -> str | None:
             files = []
         _SOURCE_HASHES[name] = digest.hexdigest()[:16] if files else None
     return _SOURCE_HASHES[name]
+
+
+CORE_VERSION_KEYS = ("rlhf-harness", "rlhf-harness-source", "torch")
+"""What a run's summary records of the code under every plugin (``versions``): the harness's
+version and a hash of its source, and torch's version. A report refuses to mix runs whose
+records differ (:func:`harness.report.data.load_store`)."""
+
+
+def core_versions() -> dict[str, str]:
+    """This process's :data:`CORE_VERSION_KEYS`: the harness's version and source hash
+    (the ``harness`` package's ``.py`` files), and torch's version."""
+    import torch
+
+    from harness import __version__
+
+    return {"rlhf-harness": __version__,
+            "rlhf-harness-source": source_hash(core_versions) or "?",
+            "torch": str(torch.__version__)}
+
+
+def describe_versions(versions: dict[str, Any]) -> str:
+    """``rlhf-harness 0.4.0 (source 1a2b…), torch 2.5.1``; ``?`` for what a run did not
+    record (runs made before the source was recorded)."""
+    core = {k: versions.get(k) or "?" for k in CORE_VERSION_KEYS}
+    return (f"rlhf-harness {core['rlhf-harness']} (source {core['rlhf-harness-source']}), "
+            f"torch {core['torch']}")
 
 
 def code_identity(host: Any, algorithm: str, task: str) -> dict[str, Any]:

@@ -215,7 +215,41 @@ def open_storage(store_path: Path) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = store_path / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_journal(path)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def check_journal(path: Path) -> None:
+    """Make the journal at ``path`` readable, or refuse it in one line naming it.
+
+    A last line without its newline is the write of a process killed mid-line: the operation
+    never took effect, and is cut off (the tuning proposes that trial again, with the same
+    seed). Any other line that is not a JSON record means the file is damaged.
+    """
+    import json
+
+    from harness.errors import StoreError
+
+    if not path.is_file():
+        if path.exists():
+            raise StoreError(f"{path}: not a file (the tuning journal is one)")
+        return
+    data = path.read_bytes()
+    complete = data.rsplit(b"\n", 1)[0] + b"\n" if b"\n" in data else b""
+    if complete != data:
+        with open(path, "r+b") as f:
+            f.truncate(len(complete))
+    for number, line in enumerate(complete.splitlines(), start=1):
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            record = None
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise StoreError(
+                f"{path}: line {number} is not a tuning record: the journal is damaged; delete "
+                f"it to tune again (the same trials are proposed, and their finished runs are "
+                f"reused)"
+            )
 
 
 def trial_seed(seed: int, number: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -25,7 +26,7 @@ import pytest
 
 import harness.suite
 from harness.cli import main
-from harness.errors import ConfigError, StoreError
+from harness.errors import ConfigError, HarnessError, StoreError
 from harness.executors import run_specs
 from harness.plugins import get_plugin_host
 from harness.report.data import load_store
@@ -53,7 +54,10 @@ from harness.algorithm import Algorithm
 @dataclass
 class Config:
     mode: str = "ok"
-    """ok | hang | exit | interrupt | kill | idle | nan_params (from step ``at`` on)."""
+    """ok | hang | exit | interrupt | kill | idle | nan_params | deaf (hangs, swallowing every
+    exception) | no_alarm (ignores SIGALRM, cancels timers, hangs) | chdir (to ``where``)
+    (from step ``at`` on)."""
+    where: str = ""
     at: int = 1
     sleep: float = 0.0
     """Seconds each step sleeps."""
@@ -84,6 +88,18 @@ class Rogue(Algorithm):
             raise KeyboardInterrupt
         elif mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        elif mode == "deaf":
+            while True:
+                try:
+                    time.sleep(0.05)
+                except BaseException:
+                    pass
+        elif mode == "no_alarm":
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            time.sleep(3600)
+        elif mode == "chdir":
+            os.chdir(self.config.where)
         elif mode == "nan_params":
             with torch.no_grad():
                 for p in self.ctx.policy.parameters():
@@ -373,7 +389,7 @@ def test_limits_fail_the_run_alone(tmp_path, rogue_plugin):
     records = by_label(tmp_path / "runs", "limits")
     hung = records["hangs"]
     assert hung.status["reason"] == "limit: the run took more than limits.seconds = 1.5 s"
-    assert hung.summary["steps"] == 2  # interrupted inside its second step
+    assert hung.summary["steps"] == 1  # stopped inside its second step
     assert records["idle"].status["reason"].startswith(
         "limit: 3 steps in a row spent nothing of the budget (limits.stall_steps = 3)")
     assert records["endless"].status["reason"].startswith("limit: the run reached limits.steps")
@@ -404,18 +420,14 @@ def test_a_run_whose_process_dies_fails_after_its_second_death(tmp_path, rogue_s
                                       + rogue("z-fine")))
     env = subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0")
     args = ["run", str(path), "--root", str(tmp_path / "runs"), "--no-progress", "--no-report"]
-    store = RunStore(tmp_path / "runs", "dies")
-    for attempt in (1, 2):  # the suite's own process is killed with the run, twice
-        result = cli(*args, env=env, cwd=tmp_path)
-        assert result.returncode == -signal.SIGKILL, result.stderr
-        killed = by_label(tmp_path / "runs", "dies")["killed"]
-        assert killed.state == "running" and killed.status["attempt"] == attempt
-        assert store.crashes(killed.run_id) == attempt
-    result = cli(*args, env=env, cwd=tmp_path)
+    result = cli(*args, env=env, cwd=tmp_path)  # the suite's process outlives its run's
     assert result.returncode == 1, result.stderr
+    assert "dies: 3 runs: done 2, failed 1" in result.stdout
     records = by_label(tmp_path / "runs", "dies")
     assert records["killed"].state == "failed"
-    assert records["killed"].status["reason"].startswith("crashed: its process died")
+    assert records["killed"].status["reason"] == (
+        "crashed: its process died during the run (killed by SIGKILL; e.g. the out-of-memory "
+        "killer), twice")
     assert {records["a-fine"].state, records["z-fine"].state} == {"done"}
 
 
@@ -780,3 +792,426 @@ def test_every_torch_load_is_weights_only_and_the_floor_makes_it_the_default():
     text = (ROOT / "pyproject.toml").read_text()
     floor = re.search(r'"torch>=(\d+)\.(\d+)"', text)
     assert floor and (int(floor.group(1)), int(floor.group(2))) >= (2, 6)
+
+
+# --- 9. kills from outside are interruptions, not failures -----------------------------------
+
+
+def wait_for(condition, proc: subprocess.Popen, what: str) -> bool:
+    """Poll ``condition`` until true (True), or until ``proc`` exits (False)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not condition():
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+    return True
+
+
+def test_a_suite_killed_at_random_points_reports_no_failure(tmp_path, rogue_site,
+                                                            subprocess_env):
+    """SIGKILL and SIGTERM, to the suite's process or its whole process group, at random
+    moments: every run ends done, however often its process was killed from outside."""
+    rng = random.Random(31)
+    algorithms = "".join(rogue(f"r{i}", sleep=0.15) for i in range(3))  # ≥ 0.6 s a run
+    path = write(tmp_path, suite_text("kills", algorithms))
+    env = subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0")
+    command = [sys.executable, "-m", "harness.cli", "run", str(path), "--root", "runs",
+               "--no-progress", "--report-dir", "reports"]
+    store = RunStore(tmp_path / "runs", "kills")
+    kills = [(signal.SIGKILL, False), (signal.SIGTERM, True), (signal.SIGKILL, True),
+             (signal.SIGTERM, False), (signal.SIGKILL, False)]
+    landed, most = 0, 0
+
+    def attempts_now() -> set[tuple[str, int]]:
+        return {(r.run_id, int(r.status.get("attempt", 1))) for r in store.records()
+                if r.state == "running"}
+
+    for k, (signum, group) in enumerate(kills):
+        proc = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        before = attempts_now()
+        try:
+            started = wait_for(lambda before=before: attempts_now() - before, proc,
+                               "no run started")
+            # the first kills land in the first run (twice or more); the others anywhere
+            time.sleep(rng.uniform(0.0, 0.3) if k < 3 else rng.uniform(0.0, 1.5))
+            if started and proc.poll() is None:
+                os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
+                landed += 1
+        finally:
+            proc.wait(timeout=TIMEOUT_S)
+        most = max([most, *(attempt for _, attempt in attempts_now())])
+    assert landed >= 3 and most >= 3  # one run was killed at least twice
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=TIMEOUT_S, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "failed" not in result.stdout
+    data = load_store(store.path)
+    assert data.runs["status"].tolist() == ["done"] * 3
+    assert not any(r.status.get("reason") for r in store.records())
+
+
+def test_a_run_found_running_is_redone_however_often(tmp_path, rogue_plugin):
+    """The store's part of it: an attempt that no supervisor saw crash is an interruption."""
+    specs = specs_of(write(tmp_path, suite_text("often", rogue("r"))))
+    store = RunStore(tmp_path / "runs", "often")
+    store.ensure()
+    for _ in range(5):  # five suites killed during this run
+        store.start(specs[0].run_id, specs[0].as_dict())
+    assert store.crashes(specs[0].run_id) == 0
+    assert store.read_status(specs[0].run_id)["interrupted"] == 4
+    outcome = run_specs(specs, str(tmp_path / "runs"), wandb=False, progress=False)
+    assert outcome.statuses == {"done": 1}
+
+
+# --- 10. limits kept outside the run ----------------------------------------------------------
+
+
+def test_a_plugin_cannot_switch_the_time_limits_off(tmp_path, rogue_plugin):
+    algorithms = (rogue("deaf", mode="deaf", at=2) + rogue("no-alarm", mode="no_alarm", at=2)
+                  + rogue("stalled", mode="hang", at=3) + rogue("fine"))
+    text = suite_text("unstoppable", algorithms,
+                      "limits: {seconds: 2, stall_seconds: 30}\n")
+    specs = specs_of(write(tmp_path, text))
+    stall = specs_of(write(tmp_path / "b", text.replace("seconds: 2, stall_seconds: 30",
+                                                        "seconds: 1000, stall_seconds: 1.5")))
+    specs = [s for s in specs if s.label != "stalled"] + [s for s in stall
+                                                            if s.label == "stalled"]
+    started = time.monotonic()
+    outcome = run_specs(specs, str(tmp_path / "runs"), wandb=False, progress=False)
+    assert time.monotonic() - started < 90
+    assert outcome.statuses == {"failed": 3, "done": 1}
+    records = by_label(tmp_path / "runs", "unstoppable")
+    for label in ("deaf", "no-alarm"):
+        assert records[label].status["reason"] == \
+            "limit: the run took more than limits.seconds = 2 s"
+        assert records[label].summary["steps"] == 1
+    assert records["stalled"].status["reason"] == (
+        "limit: step 3 took more than limits.stall_seconds = 1.5 s; the run was stopped")
+    assert records["fine"].state == "done"
+
+
+SLOW_MODULE = "import time\ntime.sleep(float(__import__('os').environ['RLHF_TEST_SLOW']))\n" \
+    "VALUE = 42\n"
+
+
+def test_a_limit_inside_an_import_does_not_poison_the_next_runs(tmp_path, dist_info_path,
+                                                               monkeypatch):
+    """A run stopped while its step imports a module: the next runs import it whole."""
+    plugin = ROGUE_PLUGIN.replace(
+        '        if mode != "idle":',
+        '        if self.config.tag == "import":\n'
+        '            import rlhf_test_slow\n'
+        '            assert rlhf_test_slow.VALUE == 42\n'
+        '        if mode != "idle":')
+    dist_info_path("rlhf-harness-test-rogue", "0.1", {"rogue": "rlhf_test_rogue"},
+                   {"rlhf_test_rogue": plugin, "rlhf_test_slow": SLOW_MODULE})
+    monkeypatch.setenv("RLHF_TEST_SLOW", "3")
+    text = suite_text("imports", rogue("a-slow", tag="import") + rogue("b-after", tag="import")
+                      + rogue("c-after", tag="import"), "limits: {seconds: 1}\n")
+    specs = specs_of(write(tmp_path, text))
+    outcome = run_specs(specs[:1], str(tmp_path / "runs"), wandb=False, progress=False)
+    assert outcome.statuses == {"failed": 1}  # stopped inside the import
+    monkeypatch.setenv("RLHF_TEST_SLOW", "0")
+    outcome = run_specs(specs, str(tmp_path / "runs"), wandb=False, progress=False)
+    assert outcome.statuses == {"done": 2}
+    records = by_label(tmp_path / "runs", "imports")
+    assert records["a-slow"].status["reason"].startswith("limit: the run took more than")
+
+
+def test_a_plugin_that_changes_folders_moves_neither_store_nor_report(tmp_path, rogue_site,
+                                                                      subprocess_env):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    work = tmp_path / "work"
+    path = write(work, suite_text("moved", rogue("a-mover", mode="chdir", where=str(elsewhere))
+                                  + rogue("b-next") + rogue("c-mover", mode="chdir",
+                                                             where=str(elsewhere))))
+    result = cli("run", str(path), "--no-progress", env=subprocess_env(
+        rogue_site, RLHF_HARNESS_WANDB="0"), cwd=work)  # the default, relative root and report
+    assert result.returncode == 0, result.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(r.state for r in RunStore(work / "runs", "moved").records()) == ["done"] * 3
+    assert (work / "reports" / "moved" / "index.md").exists()
+
+
+# --- 11. the core's versions ------------------------------------------------------------------
+
+
+def test_runs_of_another_core_are_named_not_mixed(tmp_path, rogue_plugin, capsys):
+    runs = tmp_path / "runs"
+    args = ["--root", str(runs), "--no-progress", "--no-wandb", "--report-dir",
+            str(tmp_path / "reports")]
+    path = write(tmp_path, suite_text("cores", rogue("a") + rogue("b")))
+    main(["run", str(path), *args])
+    records = by_label(runs, "cores")
+    versions = records["a"].summary["versions"]
+    assert {"rlhf-harness", "rlhf-harness-source", "torch"} <= set(versions)
+    old = dict(records["b"].summary, versions={**versions, "rlhf-harness-source": "0ld5ource",
+                                               "torch": "1.0"})
+    (records["b"].path / "summary.json").write_text(json.dumps(old))
+    with pytest.raises(HarnessError) as err:
+        load_store(runs / "cores")
+    message = str(err.value)
+    assert "\n" not in message and "different versions" in message
+    assert "source 0ld5ource), torch 1.0: 1 runs" in message and records["b"].run_id in message
+    assert "--allow-mixed-versions" in message
+    assert len(load_store(runs / "cores", allow_mixed_versions=True).runs) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # reused as finished; the report refuses
+        main(["run", str(path), *args])
+    assert exit_.value.code == 2
+    assert "different versions" in one_error_line(capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main(["report", str(runs / "cores"), "--out", str(tmp_path / "r2")])
+    assert "different versions" in one_error_line(capsys.readouterr().err)
+    main(["report", str(runs / "cores"), "--out", str(tmp_path / "r2"),
+          "--allow-mixed-versions"])
+    capsys.readouterr()
+    main(["run", str(path), *args, "--redo-other-versions"])
+    assert "cores: 2 runs: done 1; 1 already finished" in capsys.readouterr().out
+    assert by_label(runs, "cores")["b"].summary["versions"] == versions
+
+
+def test_the_core_source_hash_follows_the_harness_code(monkeypatch):
+    from harness.suite import core_versions, source_hash
+
+    first = core_versions()
+    assert first["rlhf-harness-source"] == source_hash(core_versions)
+    assert re.fullmatch(r"[0-9a-f]{16}", first["rlhf-harness-source"])
+    monkeypatch.setattr(harness.suite, "_SOURCE_HASHES", {"harness": "edited"})
+    assert core_versions()["rlhf-harness-source"] == "edited"
+
+
+# --- 12. labels, journals, manifests, hostile inputs ------------------------------------------
+
+
+def test_two_configurations_shown_alike_are_refused(tmp_path, rogue_plugin):
+    algorithms = (rogue("x[tag=a]") + "  - name: rogue\n    label: x\n    sweep: {tag: [a, b]}\n")
+    text = suite_text("shown", algorithms)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        specs_of(path)
+    line = line_of(text, "- name: rogue", 1)
+    assert str(err.value) == (
+        f"{path}:{line}: algorithms.1: a configuration shown as 'x[tag=a]' is also "
+        f"algorithms.0's; reports would merge the two; give each a distinct 'label' (or "
+        f"distinct sweep values)")
+
+
+def journal_with_a_trial(store_path: Path) -> Path:
+    import optuna
+
+    from harness.tuning import JOURNAL, open_storage
+
+    study = optuna.create_study(study_name="s", storage=open_storage(store_path),
+                                direction="maximize")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, 0.5)
+    return store_path / JOURNAL
+
+
+def test_a_torn_journal_line_is_cut_and_garbage_is_one_line(tmp_path):
+    import optuna
+
+    from harness.tuning import open_storage
+
+    journal = journal_with_a_trial(tmp_path)
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code": 4, "worker_id": "a", "trial_id"')  # killed
+    study = optuna.load_study(study_name="s", storage=open_storage(tmp_path))
+    assert [t.value for t in study.get_trials()] == [0.5]
+    assert journal.read_bytes() == whole
+    for garbage in (b"\xff\xfe\x00garbage\n", b"not json at all\n", b"[1, 2]\n"):
+        journal.write_bytes(whole + garbage)
+        with pytest.raises(StoreError) as err:
+            open_storage(tmp_path)
+        lines = whole.count(b"\n") + 1
+        assert str(err.value).startswith(f"{journal}: line {lines} is not a tuning record")
+
+
+TUNED = """\
+name: tunedgc
+tasks:
+  - name: bandit
+    params: {num_prompts: 2, num_arms: 4}
+preferences: {num_pairs: 100}
+reward_model: {epochs: 3}
+algorithms:
+  - name: dpo
+    config: {optimizer: adam, batch_size: 16, warmup_steps: 0}
+seeds: [0]
+budget: {samples: 64}
+evaluation: {every: 2, evaluators: [gold_reward, kl_ref]}
+tuning:
+  trials: 2
+  instances: [100]
+  objective: j_beta
+"""
+
+
+def test_gc_keeps_the_trials_of_a_tuning_killed_midway(tmp_path, monkeypatch, capsys):
+    import harness.executors
+
+    runs = tmp_path / "runs"
+    args = ["--root", str(runs), "--no-progress", "--no-report", "--no-wandb"]
+    path = write(tmp_path, TUNED)
+    main(["run", str(path), *args])
+    path.write_text(TUNED.replace("budget: {samples: 64}", "budget: {samples: 48}"))
+    real = harness.executors.run_specs
+    batches: list[set[str]] = []
+
+    def killed_after_one_batch(specs, *a, **k):
+        if batches:
+            raise KeyboardInterrupt  # the suite is killed during its second batch of trials
+        batches.append({s.run_id for s in specs})
+        return real(specs, *a, **k)
+
+    monkeypatch.setattr(harness.executors, "run_specs", killed_after_one_batch)
+    with pytest.raises(SystemExit):
+        main(["run", str(path), *args])
+    [trials] = batches
+    assert {r.run_id for r in RunStore(runs, "tunedgc").records()} >= trials
+    main(["gc", str(runs / "tunedgc")])
+    kept = {r.run_id for r in RunStore(runs, "tunedgc").records()}
+    assert trials <= kept  # this suite's finished trials survive gc
+
+
+def test_validation_refuses_hostile_values_in_one_line(tmp_path, rogue_plugin):
+    cases = {
+        "limits: {seconds: 1.0e+300}\n": "limits.seconds",
+        "limits: {seconds: 1.0e-9}\n": "limits.seconds",
+        "limits: {stall_seconds: .inf}\n": "limits.stall_seconds",
+    }
+    for extra, key in cases.items():
+        path = write(tmp_path / str(len(key)), suite_text("hostile", rogue("r"), extra))
+        with pytest.raises(ConfigError) as err:
+            load_suite(path)
+        assert key in str(err.value) and "\n" not in str(err.value)
+    for budget in ("{seconds: .inf}", "{flops: .nan}"):
+        path = write(tmp_path / "b", suite_text("hostile", rogue("r")).replace(
+            "budget: {samples: 32}", f"budget: {budget}"))
+        with pytest.raises(ConfigError, match=r"budget\.(seconds|flops): expected a finite"):
+            load_suite(path)
+
+
+def test_a_deeply_nested_suite_is_one_line(tmp_path):
+    path = write(tmp_path, "name: deep\ntasks: " + "[" * 500 + "]" * 500 + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert str(err.value) == f"{path}: nested too deeply to read (a suite is a few levels deep)"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_preference_file_that_is_no_file_is_refused_at_once(tmp_path, kind, rogue_site,
+                                                              subprocess_env):
+    if kind == "fifo":
+        source = tmp_path / "prefs.jsonl"
+        os.mkfifo(source)
+    else:
+        source = Path("/dev/zero")
+    text = suite_text("fifo", rogue("r")).replace(
+        "preferences: {num_pairs: 50}", f"preferences: {{file: {json.dumps(str(source))}}}")
+    path = write(tmp_path, text)
+    result = cli("validate", str(path), env=subprocess_env(rogue_site), cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert f"preferences.file: cannot read {str(source)!r} (not a regular file" in line
+
+
+def test_a_huge_gpu_memory_is_one_line(tmp_path, capsys):
+    from harness.memory import parse_bytes
+
+    for text in ("1e400GiB", "1e30GB"):
+        with pytest.raises(ConfigError, match="more than any machine has"):
+            parse_bytes(text)
+    assert parse_bytes("80GiB") == 80 * 2**30
+
+
+def test_a_lora_rank_beyond_the_layers_is_refused_before_allocating(tmp_path):
+    text = """\
+name: lora
+tasks:
+  - name: tiny-lm
+preferences: {num_pairs: 16}
+algorithms:
+  - name: dpo
+policy: {lora: {r: 1000000000}}
+seeds: [0]
+budget: {samples: 16}
+"""
+    path = write(tmp_path, text)
+    before = psutil.Process().memory_info().rss
+    with pytest.raises(SystemExit) as exit_:
+        main(["plan", str(path), "--gpu-memory", "80GiB"])
+    assert exit_.value.code == 2
+    assert psutil.Process().memory_info().rss - before < 2**30  # nothing near 1e9 × width
+
+
+def test_tuning_choices_are_checked_against_the_config(tmp_path):
+    text = TUNED + "  space:\n    dpo:\n      batch_size: {choices: [16, large]}\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        check_suite(load_suite(path), path, get_plugin_host())
+    assert "tuning.space.dpo.batch_size (dpo, value 'large')" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_report_on_a_store_with_no_finished_run_is_one_line(tmp_path, rogue_plugin):
+    specs = specs_of(write(tmp_path, suite_text("early", rogue("a") + rogue("b"))))
+    store = RunStore(tmp_path / "runs", "early")
+    store.ensure()
+    store.write_manifest(s.run_id for s in specs)
+    for spec in specs:  # a suite killed in its first minute
+        store.start(spec.run_id, spec.as_dict())
+    from harness.report import write_report
+
+    with pytest.raises(HarnessError) as err:
+        write_report(store.path, tmp_path / "report")
+    assert str(err.value) == f"{store.path}: no run has finished yet (2 running)"
+
+
+def test_gc_leaves_a_folder_that_is_no_store_untouched(tmp_path):
+    folder = tmp_path / "not-a-store"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a run store"):
+        collect_garbage(RunStore(tmp_path, "not-a-store"))
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+
+
+def test_deleting_the_lock_file_lets_no_second_writer_in(tmp_path):
+    store = RunStore(tmp_path, "held")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from harness.store import RunStore\n"
+         f"with RunStore({str(tmp_path)!r}, 'held').lock():\n"
+         "    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (store.path / ".lock").unlink()  # by hand
+        with pytest.raises(StoreError, match="in use by another rlhf-harness process"), \
+                store.lock():
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_labels_that_read_as_formulas_reach_the_csv_tables_as_text(tmp_path, rogue_plugin):
+    from harness.report import write_report
+
+    labels = ["=HYPERLINK(\"http://x\")", "+1+1", "-cmd", "@SUM(A1)", "plain"]
+    text = suite_text("formulas", "".join(rogue(label) for label in labels))
+    run_specs(specs_of(write(tmp_path, text)), str(tmp_path / "runs"), wandb=False,
+              progress=False)
+    out = write_report(tmp_path / "runs" / "formulas", tmp_path / "report")
+    tables = list((out / "tables").glob("*.csv"))
+    assert tables
+    cells = [str(v) for t in tables for v in pd.read_csv(t, dtype=str).to_numpy().ravel()]
+    shown = [c for c in cells if c.lstrip("'") in labels]
+    assert {c.lstrip("'") for c in shown} == set(labels)
+    for cell in shown:
+        assert not cell.startswith(("=", "+", "-", "@")), cell
+    assert "plain" in shown

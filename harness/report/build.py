@@ -28,6 +28,34 @@ from harness.report.data import PHASES, X_AXES, StoreData, eval_series, load_sto
 from harness.report.render import Block, Figure, Heading, Table, Text, to_html, to_markdown
 from harness.store import atomic_write_bytes
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula in a CSV cell."""
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that starts like a formula (a label
+    ``=HYPERLINK(...)``, ``@SUM(...)``) gets a leading ``'``; numbers, and text that reads as a
+    number (``-0.5``), are left as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell, and every column name, made :func:`_cell`-safe."""
+    out = frame.copy()
+    for column in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[column])
+                or pd.api.types.is_datetime64_any_dtype(out[column])):
+            out[column] = out[column].astype(object).map(_cell)
+    if not isinstance(out.columns, pd.MultiIndex):
+        out.columns = [_cell(c) for c in out.columns]
+    return out
+
 
 def _write(path: Path, data: bytes) -> None:
     """Atomically, and readable by all (reports are published; mkstemp makes files 0600)."""
@@ -143,7 +171,7 @@ class Report:
         rel = f"tables/{name}.csv"
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write(path, frame.to_csv(index=False).encode())
+        _write(path, csv_safe(frame).to_csv(index=False).encode())
         self.tables[name] = frame
         return rel
 
@@ -1162,6 +1190,7 @@ def write_report(
     x: str = "step",
     threshold: float = 0.9,
     include_stale: bool = False,
+    allow_mixed_versions: bool = False,
 ) -> Path:
     """Write the report of the run store ``store_path`` (``runs/<suite>``) into ``out_dir``.
 
@@ -1170,8 +1199,9 @@ def write_report(
     ``out_dir``. ``x`` picks the learning curves' x-axis (step, samples, wall_seconds, flops);
     ``threshold`` the fraction of the way from π_ref's gold reward to the best final one that
     time-to-target measures; ``include_stale`` counts the runs of older versions of the suite
-    too. Every interval is computed in closed form (Student t, Bonett, Clopper-Pearson): a report
-    has no random element.
+    too; ``allow_mixed_versions`` accepts runs made by different versions of the harness or
+    torch (refused otherwise, naming them). Every interval is computed in closed form (Student
+    t, Bonett, Clopper-Pearson): a report has no random element.
     """
     import matplotlib.pyplot as plt
 
@@ -1180,12 +1210,15 @@ def write_report(
     store = Path(store_path)
     if not store.is_dir():
         raise ConfigError(f"{store}: no run store there (expected runs/<suite>)")
-    data = load_store(store, include_stale=include_stale)
+    data = load_store(store, include_stale=include_stale,
+                      allow_mixed_versions=allow_mixed_versions)
     if data.runs.empty:
         stale = 0 if data.stale is None else len(data.stale)
         hint = (f" of the suite as last run ({stale} stale; --include-stale counts them)"
                 if stale else "")
         raise HarnessError(f"{store}: the run store holds no runs{hint}")
+    if (data.runs["status"] == "running").all():  # a suite killed in its first run, say
+        raise HarnessError(f"{store}: no run has finished yet ({len(data.runs)} running)")
     out = Path(out_dir) if out_dir is not None else Path("reports") / store.name
     out.mkdir(parents=True, exist_ok=True)
     for sub, pattern in (("figures", "*.png"), ("tables", "*.csv")):

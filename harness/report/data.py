@@ -12,7 +12,9 @@ status joined on.
 Only the runs of the suite as last run are read (the store's manifest lists them): the others
 are *stale* — runs of an older version of the suite — and are listed in ``stale``, not counted,
 unless ``include_stale``. A run folder whose files do not read back is listed in ``corrupt`` and
-skipped.
+skipped. Runs made under different cores (the harness's version and source, torch's version)
+are refused, naming them, unless ``allow_mixed_versions``: a harness edited or upgraded between
+two runs of a suite would otherwise put old results beside new ones without a word.
 
 An algorithm's own metric (not in :data:`harness.metrics.VOCABULARY`) that two algorithms of the
 store document with different meanings (each run records its algorithm's
@@ -31,10 +33,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.metrics import clashing, namespaced
 from harness.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
-from harness.suite import ClaimSpec, default_claims
+from harness.suite import ClaimSpec, default_claims, describe_versions
 
 PHASES = ("generate", "score", "train", "eval")
 X_AXES = ("step", "samples", "wall_seconds", "flops")
@@ -197,14 +199,20 @@ def _claims(path: Path) -> list[ClaimSpec]:
         return default_claims()
 
 
-def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreData:
+def load_store(store_path: str | Path, *, include_stale: bool = False,
+               allow_mixed_versions: bool = False) -> StoreData:
     """Read the runs of the store folder ``store_path`` (``runs/<suite>``); see the module
-    docstring for stale and corrupt runs."""
+    docstring for stale and corrupt runs.
+
+    Runs made under different cores (harness version or source, torch version: their
+    summaries' ``versions``) are refused with a :class:`~harness.errors.HarnessError` naming
+    them, unless ``allow_mixed_versions``."""
     path = Path(store_path)
     store = RunStore(path.parent, path.name)
     current = store.manifest()
     rows, frames, suites, stale, corrupt, trials = [], [], [], [], [], []
     declared: dict[str, dict[str, str]] = {}
+    cores: dict[str, list[str]] = {}  # the core a run was made under → its run ids
     for rec in store.records():
         if rec.problem is None:
             try:
@@ -220,6 +228,9 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
                           "status": rec.state})
             if not include_stale:
                 continue
+        versions = (rec.summary or {}).get("versions")
+        if isinstance(versions, dict):
+            cores.setdefault(describe_versions(versions), []).append(rec.run_id)
         tuning = rec.spec.get("tuning") or {}
         if tuning.get("phase") == "trial":
             trials.append(_trial_row(rec, tuning, float(rec.spec.get("evaluation", {})
@@ -238,6 +249,14 @@ def load_store(store_path: str | Path, *, include_stale: bool = False) -> StoreD
             m = m.copy()
             m["run_id"] = rec.run_id
             frames.append(m)
+    if len(cores) > 1 and not allow_mixed_versions:
+        listed = "; ".join(f"{core}: {len(ids)} runs (e.g. {ids[0]})"
+                           for core, ids in sorted(cores.items(), key=lambda kv: -len(kv[1])))
+        raise HarnessError(
+            f"{path}: runs made by different versions of the harness or torch: {listed}; "
+            f"rerun the older ones (rlhf-harness run --redo-other-versions) or pass "
+            f"--allow-mixed-versions"
+        )
     runs = pd.DataFrame(rows)
     if runs.empty:
         runs = pd.DataFrame(columns=["run_id", "label", "algorithm", "task", "seed", "sweep",
