@@ -485,9 +485,8 @@ def _ray(
         raise ConfigError(
             "the ray executor needs Ray: pip install 'rlhf-harness[ray]'"
         ) from None
-    from harness.runner import run_one
-
     from harness.cache import CACHE_ENV, cache_dir
+    from harness.runner import run_one
 
     started = False
     if not ray.is_initialized():
