@@ -31,8 +31,8 @@ explicit device, ``.to``, mixing) and :class:`torch.utils._python_dispatch.Torch
 for every tensor the ops make (autocast's casts and autograd's buffers included): an op's
 outputs are on the device when the call that made them runs there. A storage leaves the
 device's count when it is freed. ``torch.Generator`` (so that ``Generator("cuda")`` gives a CPU
-generator whose ``.device`` reads ``cuda``) and ``torch.cuda``'s functions above are replaced
-for the duration. The tracer is for short runs, tests.
+generator whose ``.device`` reads ``cuda``), ``torch.cuda``'s functions above and its global
+generator's state (the CPU's stands for it) are replaced for the duration. The tracer is for short runs, tests.
 """
 
 from __future__ import annotations
@@ -318,6 +318,9 @@ def stand_in_device() -> Iterator[DeviceTracer]:
                          ("cpu" if device_type == STAND_IN else device_type,)), **kw))
         _patch(patches, torch.cuda, "synchronize", lambda device=None: None)
         _patch(patches, torch.cuda, "empty_cache", lambda: None)
+        # the device's global generator: the CPU's stands for it (fork_rng saves and restores it)
+        _patch(patches, torch.cuda, "get_rng_state", lambda device="cuda": torch.get_rng_state())
+        _patch(patches, torch.cuda, "set_rng_state", lambda state, device="cuda": None)
         _patch(patches, torch.cuda, "is_available", lambda: True)
         _patch(patches, torch.cuda, "device_count", lambda: 1)
         _patch(patches, torch.cuda, "get_device_name", lambda device=None: "stand-in")

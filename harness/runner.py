@@ -369,7 +369,8 @@ def shared_artifacts(
     with built_on(task, where):
         model = task.make_reward_model()
     model.load_state_dict(
-        torch.load(path / "reward_model.pt", map_location=where, weights_only=True)
+        # read into host memory and copied into the model's tensors: no second copy on the device
+        torch.load(path / "reward_model.pt", map_location="cpu", weights_only=True)
     )
     model.eval()
     return data, model, json.loads((path / "fit_report.json").read_text())
@@ -545,7 +546,7 @@ def run_spec(
     step = 0
     meter: ComputeMeter | None = None
     peak_rss = 0
-    baseline = 0
+    baseline = prepare_peak = 0
     peak_above = 0
     state_bytes = total_state_bytes = None
     resident_detail: dict[str, int] | None = None
@@ -568,6 +569,8 @@ def run_spec(
         device = resolve_device(spec["device"])
         run_device = device
         check_precision(device, spec["precision"])
+        if device == "cuda":  # the preparation's peak (r̂'s fit, the models' build) from here
+            torch.cuda.reset_peak_memory_stats()
         task = build_task(host, spec, device)
         task_kind = task.kind
         algo_cls = host.algorithm(spec["algorithm"])
@@ -640,6 +643,7 @@ def run_spec(
         # The per-run memory baseline: everything built, nothing run yet.
         if device == "cuda":
             torch.cuda.synchronize()
+            prepare_peak = int(torch.cuda.max_memory_allocated())
             torch.cuda.reset_peak_memory_stats()
             baseline = torch.cuda.memory_allocated()
         else:
@@ -724,6 +728,7 @@ def run_spec(
         logger.info("finished after %d steps: %s", step, status)
         if device == "cuda":  # what the plan's total estimates, beside it
             memory_plan["peak_device_bytes"] = int(torch.cuda.max_memory_allocated())
+            memory_plan["peak_prepare_bytes"] = prepare_peak
         if (spec.get("policy") or {}).get("offload_frozen"):
             from harness.offload import offload_totals
 
