@@ -32,7 +32,8 @@ for every tensor the ops make (autocast's casts and autograd's buffers included)
 outputs are on the device when the call that made them runs there. A storage leaves the
 device's count when it is freed. ``torch.Generator`` (so that ``Generator("cuda")`` gives a CPU
 generator whose ``.device`` reads ``cuda``), ``torch.cuda``'s functions above and its global
-generator's state (the CPU's stands for it) are replaced for the duration. The tracer is for short runs, tests.
+generator's state (the CPU's stands for it) are replaced for the duration. The tracer is for
+short runs, tests.
 """
 
 from __future__ import annotations
