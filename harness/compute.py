@@ -7,11 +7,12 @@ on a GPU is measured after synchronising the device, so a phase is charged for i
 **FLOPs** follow the standard estimate for dense transformers (Kaplan et al. 2020, "Scaling Laws
 for Neural Language Models", §2.1): a forward pass costs 2·N FLOPs per token and a forward plus
 backward pass 6·N, where N is the number of parameters of the model involved, embeddings
-excluded (4·N + 2·N_trainable when only some weights train, as with LoRA: no weight gradient
-of the frozen base). Tabular models count their parameters the same way, which overstates them
-(a table lookup reads one row), but keeps one formula for all tasks. Attention's quadratic term
-is left out: at the sequence lengths of these tasks it is a few percent. Runs of tabular tasks report no
-FLOPs (``None`` in their summary): a lookup table's "parameters" are not multiplied by anything.
+excluded (4·N + 2·N_trainable when only some weights train, as with LoRA: no weight gradient of
+the frozen base). Tabular models count their parameters the same way, which overstates them (a
+table lookup reads one row), but keeps one formula for all tasks. Attention's quadratic term is
+left out: at the sequence lengths of these tasks it is a few percent. Runs of tabular tasks
+report no FLOPs (``None`` in their summary): a lookup table's "parameters" are not multiplied by
+anything.
 
 **CPU seconds.** Each phase is also charged the process's CPU time (user + system, all threads:
 ``time.process_time``). Unlike wall time it does not grow when other processes compete for the
