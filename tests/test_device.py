@@ -478,7 +478,7 @@ device: cpu
 def test_lora_dropout_is_refused_in_one_line(tmp_path, capsys):
     text = PLACEMENT.replace("bandit", "tiny-lm").replace(
         "params: {num_prompts: 2, num_arms: 4}", "params: {}")
-    code, _, err, path = validate(tmp_path, capsys, text + "policy:\n  lora: {dropout: 0.05}\n")
+    code, _, err, _ = validate(tmp_path, capsys, text + "policy:\n  lora: {dropout: 0.05}\n")
     assert code == 2 and err.count("\n") == 1
     assert "policy.lora.dropout" in err and "0.05 is not supported" in err and "use 0" in err
 

@@ -73,7 +73,7 @@ def test_a_call_copies_the_frozen_weights_one_way_and_frees_them_after():
     policy = LMPolicy(tiny_lm("llama"), pad_id=PAD, eos_id=EOS).eval()
     size = sum(t.numel() * t.element_size() for t in [*policy.parameters(), *policy.buffers()])
     host = [t.data_ptr() for t in policy.parameters()]
-    with stand_in_device() as trace, torch.no_grad():
+    with stand_in_device(), torch.no_grad():
         ref = OffloadedPolicy(policy, STAND_IN)
         p = prompt_batch(SHARED_PROMPTS).to(STAND_IN)
         r = response_batch(SHARED_RESPONSES).to(STAND_IN)
