@@ -7,10 +7,12 @@ on a GPU is measured after synchronising the device, so a phase is charged for i
 **FLOPs** follow the standard estimate for dense transformers (Kaplan et al. 2020, "Scaling Laws
 for Neural Language Models", §2.1): a forward pass costs 2·N FLOPs per token and a forward plus
 backward pass 6·N, where N is the number of parameters of the model involved, embeddings
-excluded. Tabular models count their parameters the same way, which overstates them (a table
-lookup reads one row), but keeps one formula for all tasks. Attention's quadratic term is left
-out: at the sequence lengths of these tasks it is a few percent. Runs of tabular tasks report no
-FLOPs (``None`` in their summary): a lookup table's "parameters" are not multiplied by anything.
+excluded (4·N + 2·N_trainable when only some weights train, as with LoRA: no weight gradient of
+the frozen base). Tabular models count their parameters the same way, which overstates them (a
+table lookup reads one row), but keeps one formula for all tasks. Attention's quadratic term is
+left out: at the sequence lengths of these tasks it is a few percent. Runs of tabular tasks
+report no FLOPs (``None`` in their summary): a lookup table's "parameters" are not multiplied by
+anything.
 
 **CPU seconds.** Each phase is also charged the process's CPU time (user + system, all threads:
 ``time.process_time``). Unlike wall time it does not grow when other processes compete for the
@@ -92,12 +94,17 @@ class ComputeMeter:
         self.flops += 2.0 * self._params(model) * tokens
 
     def train(self, model: nn.Module, tokens: int, *, count_tokens: bool = True) -> None:
-        """``model`` ran forward and backward over ``tokens`` tokens: 6·N·tokens FLOPs.
+        """``model`` ran forward and backward over ``tokens`` tokens: 6·N·tokens FLOPs when every
+        weight trains — 2N forward, 2N for the gradients of the activations, 2N for those of the
+        weights — and (4N + 2·N_trainable)·tokens when only some do (LoRA adapters on a frozen
+        base: the base's weight gradients are never computed).
 
         ``tokens_trained`` counts response tokens through a backward pass once per pass; when a
         second model (e.g. a critic) trains on the same tokens, pass ``count_tokens=False``.
         """
-        self.flops += 6.0 * self._params(model) * tokens
+        n = self._params(model)
+        trainable = self._trainable(model)
+        self.flops += (4.0 * n + 2.0 * min(trainable, n)) * tokens
         if count_tokens:
             self.tokens_trained += tokens
 
@@ -116,6 +123,13 @@ class ComputeMeter:
         key = id(model)
         if key not in self._n_params:
             self._n_params[key] = flop_parameters(model)
+        return self._n_params[key]
+
+    def _trainable(self, model: nn.Module) -> int:
+        key = -id(model)
+        if key not in self._n_params:
+            model = getattr(model, "compute_module", model)
+            self._n_params[key] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return self._n_params[key]
 
     def _sync(self) -> None:

@@ -10,28 +10,42 @@ runs code that asks for ``cuda`` on the CPU and remembers which tensors would be
   ``.device`` reads ``cuda`` and its ``.is_cuda`` ``True``, so code that follows ``x.device``
   behaves as on a GPU. ``.cpu()`` and ``.to("cpu")`` give a copy that is *not* on the device;
 - an op whose tensor arguments are on different devices raises :class:`DeviceMixError` at that
-  op, as CUDA would (a zero-dimensional CPU tensor may join device tensors, as on CUDA; index
-  tensors may be on the CPU, as CUDA allows; ``copy_`` and assigning ``.data`` may cross);
+  op, as CUDA would (a zero-dimensional CPU tensor may join device tensors, as on CUDA;
+  ``copy_`` and assigning ``.data`` may cross). Indexing follows CUDA's rules: a device tensor
+  may be indexed (``t[i]``, ``t[i] = v``, ``index_put_``) by CPU indices, but ``gather``,
+  ``index_select``, ``take_along_dim`` and the ``scatter`` family need their index on the
+  tensor's device, and a CPU tensor cannot be indexed by a device index;
 - a random op drawing from a ``torch.Generator(device="cuda")`` must produce a device tensor, and
   a CPU generator a CPU tensor; ``.numpy()`` of a device tensor raises.
 
+- ``torch.autocast("cuda", ...)`` runs as CPU autocast (bf16 casts happen as they would on the
+  GPU), and ``torch.cuda``'s memory counters (``memory_allocated``, ``max_memory_allocated``,
+  ``reset_peak_memory_stats``) read the stand-in's: the bytes of the storages on the device now
+  and at their peak, counted from every op, autocast's weight casts and the backward pass
+  included. ``torch.cuda.is_available`` reads True, so ``device: auto`` and ``run_one`` take
+  their GPU path.
+
 Placement is recorded per storage (views share their base's placement, gradients their
-parameter's), with :class:`torch.overrides.TorchFunctionMode`; ``torch.Generator`` (so that
-``Generator("cuda")`` gives a CPU generator whose ``.device`` reads ``cuda``) and
-``torch.cuda.synchronize`` are replaced for the duration. What runs in C++ without passing
-through Python (autograd's internal buffers) is invisible to it, which the gradient rule covers.
-Every device storage is kept until the block ends (so that no CPU tensor is given its address
-meanwhile): the tracer is for short runs, tests.
+parameter's), with :class:`torch.overrides.TorchFunctionMode` for what Python code asks (an
+explicit device, ``.to``, mixing) and :class:`torch.utils._python_dispatch.TorchDispatchMode`
+for every tensor the ops make (autocast's casts and autograd's buffers included): an op's
+outputs are on the device when the call that made them runs there. A storage leaves the
+device's count when it is freed. ``torch.Generator`` (so that ``Generator("cuda")`` gives a CPU
+generator whose ``.device`` reads ``cuda``), ``torch.cuda``'s functions above and its global
+generator's state (the CPU's stands for it) are replaced for the duration. The tracer is for
+short runs, tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["STAND_IN", "DeviceMixError", "DeviceTracer", "stand_in_device"]
 
@@ -47,8 +61,9 @@ def _name(func: Any) -> str:
     return getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
 
 
-_INDEXING = {"__getitem__", "__setitem__", "index_select", "index_put_", "index_put",
-             "gather", "take_along_dim"}
+_INDEXING = {"__getitem__", "__setitem__", "index_put_", "index_put"}
+"""Ops whose indices may be on the CPU when the indexed tensor is on the device (not the
+reverse)."""
 _CROSSING = {"copy_", "__set__", "_has_compatible_shallow_copy_type", "set_"}
 
 
@@ -57,7 +72,13 @@ class DeviceTracer(TorchFunctionMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self._storages: dict[int, torch.UntypedStorage] = {}
+        self._storages: dict[int, int] = {}
+        """Device storages alive now: key → bytes."""
+        self.allocated = 0
+        """Bytes of the storages on the device now."""
+        self.peak = 0
+        """The most :attr:`allocated` has been since the start or :meth:`reset_peak`."""
+        self._target: bool | None = None
         self.ops = 0
         """Ops traced (a check that the trace saw the code at all)."""
         self.device_ops = 0
@@ -79,9 +100,24 @@ class DeviceTracer(TorchFunctionMode):
 
     def _mark(self, t: torch.Tensor) -> None:
         key = self._key(t)
-        if key is not None and key not in self._storages:
-            # Kept until the block ends, so that no CPU tensor is given its address meanwhile.
-            self._storages[key] = t.untyped_storage()
+        if key is None or key in self._storages:
+            return
+        storage = t.untyped_storage()
+        size = storage.nbytes()
+        self._storages[key] = size
+        self.allocated += size
+        self.peak = max(self.peak, self.allocated)
+        # When the storage is freed its address may be given to a CPU tensor: forget it then.
+        weakref.finalize(storage, self._free, key, size)
+
+    def _free(self, key: int, size: int) -> None:
+        if self._storages.get(key) == size:
+            del self._storages[key]
+            self.allocated -= size
+
+    def reset_peak(self) -> None:
+        """Start a new peak from the bytes on the device now."""
+        self.peak = self.allocated
 
     # --- the mode ---------------------------------------------------------------------------
 
@@ -122,7 +158,11 @@ class DeviceTracer(TorchFunctionMode):
                 f"{_name(func)}: a generator on {where} draws a tensor on "
                 f"{'the device' if target else 'the CPU'}"
             )
-        result = func(*args, **kwargs)
+        outer, self._target = self._target, bool(target)
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            self._target = outer
         if target:
             self.device_ops += 1
             for t in _tensors(result):
@@ -169,11 +209,14 @@ class DeviceTracer(TorchFunctionMode):
     def _tensor_args(self, name: str, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         if name in _CROSSING:
             return []
-        if name in _INDEXING:  # indices may be on the CPU; self and values may not
+        if name in _INDEXING:  # CPU indices into a device tensor; never the reverse
+            indexed = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            value = None
             if name in ("__setitem__", "index_put_", "index_put"):
                 value = args[2] if len(args) > 2 else kwargs.get("values")
-                return [t for t in (args[0], value) if isinstance(t, torch.Tensor)]
-            return [args[0]] if args and isinstance(args[0], torch.Tensor) else []
+            if indexed is not None and not self.on_device(indexed):
+                return list(_tensors((args, kwargs)))
+            return [t for t in (indexed, value) if isinstance(t, torch.Tensor)]
         return list(_tensors((args, kwargs)))
 
     def _check_same(self, func: Any, tensors: list[torch.Tensor]) -> bool:
@@ -188,6 +231,28 @@ class DeviceTracer(TorchFunctionMode):
                 f"CPU tensor (shape {tuple(off[0].shape)})"
             )
         return True
+
+
+class _Allocations(TorchDispatchMode):
+    """Marks the outputs of every op (autocast's and autograd's too) that runs on the device:
+    inside a traced call whose target is the device, or, outside one (the backward pass), an op
+    with an input on the device."""
+
+    def __init__(self, tracer: DeviceTracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        tracer = self.tracer
+        target = tracer._target
+        if target is None:
+            target = any(tracer.on_device(t) for t in _tensors((args, kwargs)))
+        if target:
+            for t in _tensors(result):
+                tracer._mark(t)
+        return result
 
 
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -238,10 +303,34 @@ def stand_in_device() -> Iterator[DeviceTracer]:
     yields the tracer (:meth:`DeviceTracer.on_device` tells a tensor's placement)."""
     tracer = DeviceTracer()
     patches = contextlib.ExitStack()
+    real_autocast = torch.autocast
+
+    def autocast(device_type: str, *args: Any, **kwargs: Any) -> Any:
+        return real_autocast("cpu" if device_type == STAND_IN else device_type, *args, **kwargs)
+
     with patches:
         _patch(patches, torch, "Generator", _Generator)
+        _patch(patches, torch, "autocast", autocast)
+        for name in ("is_autocast_enabled", "get_autocast_dtype"):
+            real = getattr(torch, name)
+            _patch(patches, torch, name,
+                   lambda device_type=None, _real=real, **kw: _real(
+                       *(() if device_type is None else
+                         ("cpu" if device_type == STAND_IN else device_type,)), **kw))
         _patch(patches, torch.cuda, "synchronize", lambda device=None: None)
-        with tracer:
+        _patch(patches, torch.cuda, "empty_cache", lambda: None)
+        # the device's global generator: the CPU's stands for it (fork_rng saves and restores it)
+        _patch(patches, torch.cuda, "get_rng_state", lambda device="cuda": torch.get_rng_state())
+        _patch(patches, torch.cuda, "set_rng_state", lambda state, device="cuda": None)
+        _patch(patches, torch.cuda, "is_available", lambda: True)
+        _patch(patches, torch.cuda, "device_count", lambda: 1)
+        _patch(patches, torch.cuda, "get_device_name", lambda device=None: "stand-in")
+        _patch(patches, torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+        _patch(patches, torch.cuda, "memory_allocated", lambda device=None: tracer.allocated)
+        _patch(patches, torch.cuda, "max_memory_allocated", lambda device=None: tracer.peak)
+        _patch(patches, torch.cuda, "reset_peak_memory_stats",
+               lambda device=None: tracer.reset_peak())
+        with tracer, _Allocations(tracer):
             yield tracer
 
 

@@ -658,17 +658,26 @@ def _ray(
         raise ConfigError(
             "the ray executor needs Ray: pip install 'rlhf-harness[ray]'"
         ) from None
+    from harness.cache import CACHE_ENV, cache_dir
     from harness.runner import run_one
 
     started = False
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         started = True
+    # Every run reads the artefacts one task prepared: the preference data and r̂ in the store,
+    # and tiny-lm's pre-trained π_ref in the driver's cache folder (on a cluster of several
+    # machines, a shared filesystem, as the store root is), so that no run pre-trains a π_ref
+    # of its own (on a GPU that pre-training is not bit-for-bit repeatable).
+    runtime_env = {"env_vars": {CACHE_ENV: str(cache_dir().resolve())}}
     try:
+        prepare = ray.remote(_prepare_shared).options(
+            num_cpus=1, num_gpus=max(s.gpus for s in pending), runtime_env=runtime_env)
+        ray.get(prepare.remote(pending, os.path.abspath(root)), timeout=timeout)
         remote = ray.remote(run_one)
         refs = {}
         for spec in pending:
-            task = remote.options(num_cpus=1, num_gpus=spec.gpus)
+            task = remote.options(num_cpus=1, num_gpus=spec.gpus, runtime_env=runtime_env)
             refs[task.remote(spec.as_dict(), os.path.abspath(root), wandb=wandb)] = spec
         waiting = list(refs)
         while waiting:

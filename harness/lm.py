@@ -31,10 +31,11 @@ the same logits as the same prompt unpadded (up to float rounding).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -57,6 +58,25 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _decode_cast_cache(device_type: str) -> Iterator[None]:
+    """Under autocast (a run's ``precision: bf16``, whose regions keep the weight-cast cache off
+    for training), generation with the cache on: each trainable fp32 weight is cast to bf16 once
+    per call rather than at every generated token (for a 7B fp32 policy ≈ 13.5 GB of memory
+    traffic per token instead of ≈ 54 GB). The cache is dropped when the call ends, so that no
+    later forward (with an optimiser step between) computes with these weights; generation
+    needs no gradient, so casts made under ``no_grad`` are harmless here."""
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    dtype = torch.get_autocast_dtype(device_type)
+    try:
+        with torch.autocast(device_type, dtype=dtype, cache_enabled=True):
+            yield
+    finally:
+        torch.clear_autocast_cache()
 
 
 def _position_ids(mask: torch.Tensor) -> torch.Tensor:
@@ -382,7 +402,8 @@ class LMPolicy(Policy):
         was_training = self.training
         self.eval()
         try:
-            return self._sample(prompts, max_new_tokens, temperature, generator)
+            with _decode_cast_cache(prompts.ids.device.type):
+                return self._sample(prompts, max_new_tokens, temperature, generator)
         finally:
             self.train(was_training)
 

@@ -3,7 +3,7 @@
 A suite's ``policy`` section switches them on for neural policies (``tiny-lm``, ``hf``)::
 
     policy:
-      lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, v_proj]}
+      lora: {r: 16, alpha: 32, target_modules: [q_proj, v_proj]}
       activation_checkpointing: true
 
 **LoRA** (Hu et al. 2021, arXiv:2106.09685) is injected with ``peft`` (the library TRL uses)

@@ -2,12 +2,14 @@
 
 A suite's ``policy: {offload_frozen: true}`` wraps a run's frozen π_ref (its own copy; a LoRA
 policy's π_ref is the policy itself and holds nothing to offload) and its r̂ so that their weights
-stay in host memory: each forward (``logits``, ``sample``, scoring) moves the model to the run's
-device, runs it there, and moves it back. The device then holds them only while they compute —
-the score phase of an online step, DPO's reference log-probs once at the start — at the price of
-two copies of their weights across the host link per call, which :class:`Offloaded` counts
-(``bytes_moved``, ``seconds``; in the run's summary under ``model_memory.offload``). On a CPU run
-the switch does nothing: the models are on the CPU already.
+stay in host memory: each forward (``logits``, ``sample``, scoring) copies the weights to the
+run's device, runs the model there, and drops the device copy (the host weights are frozen, so
+nothing is copied back). The device then holds them only while they compute — the score phase
+of an online step, DPO's reference log-probs — at the price of one copy of their weights across
+the host link per call, which :class:`Offloaded` counts (``bytes_moved``, ``seconds``; in the
+run's summary under ``memory_plan.offload``). The frozen copies are built in host memory
+(:func:`harness.runner.build_context`): they never sit on the device beside the policy. On a CPU
+run the switch does nothing: the models are on the CPU already.
 
 The gold reward is the task's business: the ``classifier`` gold reward runs on its own
 ``device`` (``gold_reward_params.device``, the CPU unless set).
@@ -33,7 +35,7 @@ class Offloaded:
     """A frozen module kept on the CPU and moved to ``device`` for the duration of a call."""
 
     def __init__(self, module: nn.Module, device: torch.device | str) -> None:
-        self.module = module.to("cpu")
+        self.module = module.to("cpu")  # a no-op for a module built in host memory
         self.device = torch.device(device)
         self.bytes_moved = 0
         """Bytes copied between host and device so far (both directions)."""
@@ -49,15 +51,17 @@ class Offloaded:
             yield self.module
             return
         start = time.perf_counter()
-        self.module.to(self.device)
-        self.seconds += time.perf_counter() - start
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        host = [t.data for t in tensors]
         try:
+            for t in tensors:
+                t.data = t.data.to(self.device)
+            self.seconds += time.perf_counter() - start
+            self.bytes_moved += self._size
             yield self.module
         finally:
-            start = time.perf_counter()
-            self.module.to("cpu")
-            self.seconds += time.perf_counter() - start
-            self.bytes_moved += 2 * self._size
+            for t, data in zip(tensors, host, strict=True):  # the frozen host weights, unchanged
+                t.data = data
 
 
 class OffloadedPolicy(Policy):

@@ -255,11 +255,16 @@ class Policy(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
-        """Where its parameters (or buffers) are."""
+        """Where its parameters (or buffers) are; for a policy without either, where the first
+        policy among its submodules runs (best-of-n over an offloaded π_ref: the run's device,
+        not the host memory the weights wait in); the CPU when there is none."""
         for p in self.parameters():
             return p.device
         for b in self.buffers():
             return b.device
+        for module in self.modules():
+            if module is not self and isinstance(module, Policy):
+                return module.device
         return torch.device("cpu")
 
 

@@ -65,7 +65,16 @@ def build_context(
         )
     device = torch.device(task.device)
     options = policy_options or {}
-    policy = task.reference_policy().to(device)
+    offload = bool(options.get("offload_frozen")) and device.type != "cpu"
+    if offload and not options.get("lora"):
+        # π_ref's frozen copy is made in host memory, before the policy moves to the device
+        with built_on(task, "cpu"):
+            policy = task.reference_policy()
+        reference_copy: Policy | None = policy.frozen_copy()
+        policy = policy.to(device)
+    else:
+        policy = task.reference_policy().to(device)
+        reference_copy = None
     if options.get("lora"):
         from harness.lora import AdapterOffReference, apply_lora
 
@@ -75,7 +84,7 @@ def build_context(
         apply_lora(policy, options["lora"], seed=seed)
         reference: Policy = AdapterOffReference(policy)
     else:
-        reference = policy.frozen_copy()
+        reference = reference_copy if reference_copy is not None else policy.frozen_copy()
     if options.get("activation_checkpointing"):
         from harness.lora import enable_activation_checkpointing
 
@@ -108,18 +117,44 @@ def build_context(
     if "reward" in algorithm.needs:
         if reward_model is None:
             raise ConfigError(f"algorithm '{algorithm.name}' needs a reward model")
-        frozen = copy.deepcopy(reward_model).to(device)
+        frozen = copy_to(reward_model, "cpu" if offload else device)
         frozen.requires_grad_(False)
         frozen.eval()
         context.reward_model = frozen
     if options.get("offload_frozen"):
         from harness.offload import OffloadedPolicy, OffloadedReward
 
+
         if not options.get("lora"):  # with LoRA π_ref is the policy: nothing to offload
             context.reference = OffloadedPolicy(context.reference, device)
         if context.reward_model is not None:
             context.reward_model = OffloadedReward(context.reward_model, device)
     return context
+
+
+@contextlib.contextmanager
+def built_on(task: Task, device: str | torch.device) -> Any:
+    """For the block, ``task`` builds its models (``reference_policy``, ``make_reward_model``)
+    on ``device`` instead of its own: how frozen copies meant for host memory are made without
+    a first copy on the run's device."""
+    own = task.device
+    task.device = str(device)
+    try:
+        yield task
+    finally:
+        task.device = own
+
+
+def copy_to(module: torch.nn.Module, device: str | torch.device) -> Any:
+    """A deep copy of ``module`` whose parameters and buffers are made on ``device`` directly
+    (no copy of the weights where ``module`` is, as ``deepcopy(module).to(device)`` makes)."""
+    memo: dict[int, Any] = {}
+    for p in module.parameters():
+        memo[id(p)] = torch.nn.Parameter(p.detach().to(device, copy=True),
+                                         requires_grad=p.requires_grad)
+    for b in module.buffers():
+        memo[id(b)] = b.detach().to(device, copy=True)
+    return copy.deepcopy(module, memo)
 
 
 def known_label_noise(preferences: dict[str, Any]) -> float | None:
@@ -278,9 +313,12 @@ def spent(meter: ComputeMeter, step: int, kind: str) -> float:
 
 
 def shared_artifacts(
-    task: Task, spec: dict[str, Any], store: Any, host: Any, *, need_prefs: bool, need_reward: bool
+    task: Task, spec: dict[str, Any], store: Any, host: Any, *, need_prefs: bool, need_reward: bool,
+    host_memory: bool = False,
 ) -> tuple[PreferenceDataset | None, RewardModel | None, dict[str, Any] | None]:
-    """The preference data and reward model of ``spec``'s (task, params, seed), built once.
+    """The preference data and reward model of ``spec``'s (task, params, seed), built once;
+    r̂ is loaded in host memory with ``host_memory`` (for a run that offloads it), else on the
+    task's device.
 
     Both are cached in the store's ``shared/<key>/`` folder, built atomically: every algorithm of
     the suite on this task and seed — in this process or another — reads the same files.
@@ -327,9 +365,12 @@ def shared_artifacts(
         (tmp / "fit_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
 
     path, _ = cached_dir(store.shared_dir(f"{key}-reward-{rm_key}"), build_reward)
-    model = task.make_reward_model()
+    where = "cpu" if host_memory else task.device
+    with built_on(task, where):
+        model = task.make_reward_model()
     model.load_state_dict(
-        torch.load(path / "reward_model.pt", map_location=task.device, weights_only=True)
+        # read into host memory and copied into the model's tensors: no second copy on the device
+        torch.load(path / "reward_model.pt", map_location="cpu", weights_only=True)
     )
     model.eval()
     return data, model, json.loads((path / "fit_report.json").read_text())
@@ -431,6 +472,26 @@ def run_one(
     wandb: bool = False,
     on_step: Callable[[float], None] | None = None,
 ) -> str:
+    """:func:`run_spec`, then the run's objects freed: its models sit in reference cycles
+    (modules, hooks, closures) that only the cycle collector frees, and on CUDA they would hold
+    device memory into the next run of the process."""
+    import gc
+
+    try:
+        return run_spec(spec, root, wandb=wandb, on_step=on_step)
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def run_spec(
+    spec: dict[str, Any],
+    root: str,
+    *,
+    wandb: bool = False,
+    on_step: Callable[[float], None] | None = None,
+) -> str:
     """Run one spec of a suite into the store at ``root``; returns its final status.
 
     Never raises for what happens inside the run: an exception — ``SystemExit`` and a
@@ -477,7 +538,7 @@ def run_one(
     step = 0
     meter: ComputeMeter | None = None
     peak_rss = 0
-    baseline = 0
+    baseline = prepare_peak = 0
     peak_above = 0
     state_bytes = total_state_bytes = None
     resident_detail: dict[str, int] | None = None
@@ -500,6 +561,8 @@ def run_one(
         device = resolve_device(spec["device"])
         run_device = device
         check_precision(device, spec["precision"])
+        if device == "cuda":  # the preparation's peak (r̂'s fit, the models' build) from here
+            torch.cuda.reset_peak_memory_stats()
         task = build_task(host, spec, device)
         task_kind = task.kind
         algo_cls = host.algorithm(spec["algorithm"])
@@ -515,6 +578,7 @@ def run_one(
             task, spec, store, host,
             need_prefs=bool({"preferences", "unpaired"} & algo_cls.needs),
             need_reward=need_reward,
+            host_memory=bool((spec.get("policy") or {}).get("offload_frozen")),
         )
         seed = algorithm_seed(spec["seed"], spec.get("replicate", 0))
         prefs_spec = spec["preferences"]
@@ -548,6 +612,10 @@ def run_one(
         # then dropped rather than kept resident beside it.
         if context.reward_model is not None:
             eval_reward = context.reward_model
+        elif reward_model is not None and (spec.get("policy") or {}).get("offload_frozen"):
+            from harness.offload import OffloadedReward
+
+            eval_reward = OffloadedReward(reward_model.requires_grad_(False).eval(), device)
         else:
             eval_reward = reward_model.to(device) if reward_model is not None else None
         reward_model = None
@@ -567,6 +635,7 @@ def run_one(
         # The per-run memory baseline: everything built, nothing run yet.
         if device == "cuda":
             torch.cuda.synchronize()
+            prepare_peak = int(torch.cuda.max_memory_allocated())
             torch.cuda.reset_peak_memory_stats()
             baseline = torch.cuda.memory_allocated()
         else:
@@ -651,6 +720,7 @@ def run_one(
         logger.info("finished after %d steps: %s", step, status)
         if device == "cuda":  # what the plan's total estimates, beside it
             memory_plan["peak_device_bytes"] = int(torch.cuda.max_memory_allocated())
+            memory_plan["peak_prepare_bytes"] = prepare_peak
         if (spec.get("policy") or {}).get("offload_frozen"):
             from harness.offload import offload_totals
 

@@ -147,11 +147,23 @@ class LoRASpec(_Strict):
 
     r: Int = Field(8, ge=1, description="Rank of each adapter.")
     alpha: Float = Field(16.0, gt=0, description="Scale numerator: an update is (alpha/r)·BA.")
-    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    dropout: Float = Field(0.0, description="Dropout on the adapters' input: 0 only.")
     target_modules: list[str] | None = Field(
         None, min_length=1, description="Last names of the linear layers to adapt (e.g. "
         "[q_proj, v_proj]); default: every linear layer but the output head.",
     )
+
+
+    @field_validator("dropout")
+    @classmethod
+    def _no_dropout(cls, value: float) -> float:
+        if value != 0:
+            raise ValueError(
+                f"{value:g} is not supported: dropout makes every training forward stochastic "
+                f"while π_old and π_ref (the same model in eval mode) are not, so a ratio or a "
+                f"reward margin differs from 1 or 0 by noise alone; use 0"
+            )
+        return value
 
 
 class PolicySpec(_Strict):
@@ -910,6 +922,13 @@ def check_placement(
             f"{place}: warning: {key}: 0 with device auto under the ray executor: Ray hides the "
             f"GPUs from a run that requests none, so every run is on the CPU"
         )
+    if executor == "ray" and suite.gpus_per_run % 1:
+        place, key = at("gpus_per_run")
+        warnings.append(
+            f"{place}: warning: {key}: {suite.gpus_per_run:g} is a fraction of a GPU: Ray "
+            f"packs runs onto one GPU, where they share its memory (each run's memory plan is "
+            f"its own) and its time, so their timings are not comparable"
+        )
     if suite.precision == "bf16" and executor != "ray":
         cuda = torch.cuda.is_available()
         if suite.device == "auto" and not cuda:
@@ -930,6 +949,14 @@ def check_placement(
             continue
         for j, alg in enumerate(suite.algorithms):
             cls = host.algorithm(alg.name)
+            # With LoRA the policy trains float32 adapters (peft keeps them in float32 over a
+            # low-precision base): only a full-weight critic trains weights of the base's dtype.
+            critic = bool(getattr(cls, "trains_critic", False))
+            policy = alg.policy if alg.policy is not None else suite.policy
+            lora = policy is not None and policy.lora is not None
+            if lora and not critic:
+                continue
+            trained = "a critic of" if lora else "weights trained by"
             rates = []
             for point in _sweep_points(alg.sweep):
                 values = {**alg.config, **alg.per_task.get(task.name, {}), **point}
@@ -943,7 +970,7 @@ def check_placement(
                 warnings.append(
                     f"{where('tasks', i, 'params', 'dtype')}: warning: tasks.{i}.params.dtype: "
                     f"{dtype} "
-                    f"weights trained by algorithms.{j} ({alg.name}) with Adam at learning_rate "
+                    f"{trained} algorithms.{j} ({alg.name}) with Adam at learning_rate "
                     f"{min(rates):g}: an update below half an ulp (2^-9·|w|) rounds away, so no "
                     f"weight larger than {min(rates) * 2**9:.2g} in magnitude ever changes; "
                     f"load float32 weights and set precision: bf16 instead"

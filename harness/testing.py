@@ -45,8 +45,14 @@ that names the algorithm and the check:
     With the task on a GPU — a stand-in on the CPU (:func:`harness.device_trace.stand_in_device`)
     — building the algorithm, two steps, and every built-in evaluator on its ``eval_policy()``
     keep the run's tensors on that device: an op that combines a tensor on the device with one
-    on the CPU (a ``.cpu()`` result, a tensor made without ``device=``), or a draw from a device
-    generator into a CPU tensor, fails the check, naming the line, as it would fail on a GPU.
+    on the CPU (a ``.cpu()`` result, a tensor made without ``device=``, an index on the other
+    side of a ``gather``), or a draw from a device generator into a CPU tensor, fails the check,
+    naming the line, as it would fail on a GPU. So do the policy options: on the ``bandit``
+    task with ``offload_frozen``, and on the ``lora`` check's language model under bf16
+    autocast with ``offload_frozen``, and with ``lora`` and ``activation_checkpointing`` (unless
+    the algorithm declares ``supports_lora = False``). An algorithm checked by its registered
+    name also runs once through :func:`harness.runner.run_one` on the device (bf16, a fitted
+    r̂, ``offload_frozen``), and must end ``done``.
 ``lora``
     With a LoRA policy (a suite's ``policy.lora``, :mod:`harness.lora`) on a tiny untrained
     Llama (2 layers, width 32; ``tiny-lm``'s language, built in memory), ``LORA_STEPS`` steps
@@ -158,6 +164,13 @@ LORA_STEPS = 2
 
 LORA_SETTINGS: dict[str, Any] = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": None}
 """The adapters of the ``lora`` check: rank 4 on every linear layer but the output head."""
+
+LM_SMALL: dict[str, Any] = {
+    "learning_rate": 1e-3, "rollout_batch_size": 4, "num_mini_batches": 1, "prompts_per_step": 2,
+    "batch_size": 4,
+}
+"""The config fields the ``devices`` check sets, where an algorithm has them, on its language
+model: a learning rate that suits one, and small batches (the check is of placement)."""
 
 _GLOBAL_SEEDS = (12345, 67890)
 """Seeds of the global generators in the two runs of the determinism check (they differ)."""
@@ -350,10 +363,11 @@ class Conformance:
             error.failures = found  # type: ignore[attr-defined]
             raise error
 
-    def build(self, *, device: str = "cpu") -> Algorithm:
+    def build(self, *, device: str = "cpu", policy_options: dict[str, Any] | None = None
+              ) -> Algorithm:
         """A fresh instance of the algorithm, set up as the checks set it up: on the ``bandit``
         task (on ``device``), with the gold reward as r̂ and/or simulated preference pairs, for
-        the seed.
+        the seed; ``policy_options`` as a suite's ``policy`` section.
 
         For an author's own tests of the algorithm's behaviour; raises what building raises.
         """
@@ -370,6 +384,7 @@ class Conformance:
         context = build_context(
             task, cls, seed=self.seed, preferences=preferences, label_noise=0.0,
             reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
+            policy_options=policy_options,
         )
         return make_algorithm(cls, self.config, context)
 
@@ -709,23 +724,70 @@ class Conformance:
     # --- running ---------------------------------------------------------------------------------
 
     def _check_devices(self, cls: type[Algorithm]) -> str | None:
-        from harness.device_trace import STAND_IN, stand_in_device
+        from harness.device_trace import stand_in_device
+
+        variants: list[tuple[str, bool, dict[str, Any], str]] = [
+            ("", False, {}, "fp32"),
+            (" with offload_frozen", False, {"offload_frozen": True}, "fp32"),
+        ]
+        if getattr(cls, "supports_lora", True):
+            variants.append((" on a language model with lora, activation_checkpointing and "
+                             "offload_frozen under bf16 autocast", True,
+                             {"lora": LORA_SETTINGS, "activation_checkpointing": True,
+                              "offload_frozen": True}, "bf16"))
+        else:
+            variants.append((" on a language model with offload_frozen under bf16 autocast",
+                             True, {"offload_frozen": True}, "bf16"))
+        for where, lm, options, precision in variants:
+            with _global_rng(self.seed), _one_thread(), stand_in_device():
+                found = self._on_device(cls, where, lm, options, precision)
+            if found:
+                return found
+        if isinstance(self.algorithm, str):
+            with _global_rng(self.seed), _one_thread(), stand_in_device():
+                return self._run_one_on_device()
+        return None
+
+    def _on_device(self, cls: type[Algorithm], where: str, lm: bool, options: dict[str, Any],
+                   precision: str) -> str | None:
+        """Build, step twice and evaluate on the stand-in device; what failed, or None."""
+        from harness.device_trace import STAND_IN
         from harness.evaluators import EvalContext, register_evaluators
         from harness.exact import ExactProblem
         from harness.reward import GoldRewardModel
+        from harness.runner import build_context, make_algorithm, precision_context
 
         evaluators: list[tuple[str, Any]] = []
         register_evaluators(lambda name, ev: evaluators.append((name, ev)))
-        with _global_rng(self.seed), _one_thread(), stand_in_device():
+        autocast = precision_context(STAND_IN, precision)
+        with autocast:
             try:
-                algo = self.build(device=STAND_IN)
+                if lm:
+                    task = _kit_lm_task(STAND_IN)
+                    preferences = None
+                    if {"preferences", "unpaired"} & cls.needs:
+                        from harness.annotator import simulate_preferences
+                        from harness.preference import BradleyTerry
+
+                        preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=16,
+                                                           seed=self.seed)
+                    fields = {f.name for f in dataclasses.fields(cls.Config)}
+                    config = {**self.config, **{k: v for k, v in LM_SMALL.items() if k in fields}}
+                    context = build_context(
+                        task, cls, seed=self.seed, preferences=preferences, label_noise=0.0,
+                        reward_model=task.make_reward_model() if "reward" in cls.needs else None,
+                        policy_options=options,
+                    )
+                    algo = make_algorithm(cls, config, context)
+                else:
+                    algo = self.build(device=STAND_IN, policy_options=options)
             except Exception as exc:
-                return f"building it with the task on a device {_raised(exc)}"
+                return f"building it with the task on a device{where} {_raised(exc)}"
             for number in (1, 2):
                 try:
                     algo.step()
                 except Exception as exc:
-                    return f"step {number} on a device {_raised(exc)}"
+                    return f"step {number} on a device{where} {_raised(exc)}"
                 if algo.finished:
                     break
             task = algo.ctx.task
@@ -734,16 +796,55 @@ class Conformance:
                 ctx = EvalContext(
                     task=task, policy=policy, reference=algo.ctx.reference,
                     reward_model=GoldRewardModel(task), beta=self.beta, samples_per_prompt=2,
-                    seed=self.seed, exact=ExactProblem.from_task(task),
+                    seed=self.seed, exact=ExactProblem.from_task(task) if not lm else None,
                 )
             except Exception as exc:
-                return f"eval_policy() on a device {_raised(exc)}"
+                return f"eval_policy() on a device{where} {_raised(exc)}"
             for name, evaluator in evaluators:
                 try:
                     with torch.no_grad():
                         evaluator().evaluate(ctx)
                 except Exception as exc:
-                    return f"evaluator '{name}' of its eval_policy() on a device {_raised(exc)}"
+                    return (f"evaluator '{name}' of its eval_policy() on a device{where} "
+                            f"{_raised(exc)}")
+        return None
+
+    def _run_one_on_device(self) -> str | None:
+        """One run of a one-run suite through :func:`harness.runner.run_one` (the store, the
+        memory counters, bf16 autocast, r̂ fitted on the device): what failed."""
+        import tempfile
+        from pathlib import Path
+
+        import yaml
+
+        from harness.plugins import get_plugin_host
+        from harness.runner import run_one
+        from harness.store import RunStore
+        from harness.suite import check_suite, load_suite
+
+        suite = {
+            "name": "conformance-devices",
+            "tasks": [{"name": "bandit", "params": dict(self.task_params)}],
+            "preferences": {"num_pairs": min(self.num_pairs, 64)},
+            "reward_model": {"kind": "fitted"},
+            "algorithms": [{"name": self.algorithm, "config": dict(self.config)}],
+            "seeds": [self.seed], "budget": {"steps": 2},
+            "evaluation": {"every": 1, "samples_per_prompt": 2,
+                           "evaluators": ["gold_reward", "proxy_reward", "kl_ref"]},
+            "device": "cuda", "precision": "bf16",
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "suite.yaml"
+            path.write_text(yaml.safe_dump(suite, allow_unicode=True))
+            try:
+                [spec] = check_suite(load_suite(path), path, get_plugin_host())
+                status = run_one(spec.as_dict(), str(Path(tmp) / "runs"))
+            except Exception as exc:
+                return f"run_one of a run on a device {_raised(exc)}"
+            if status != "done":
+                [record] = list(RunStore(Path(tmp) / "runs", suite["name"]).records())
+                reason = record.status.get("reason") or status
+                return f"run_one of a run on a device (bf16) ended {status}: {reason}"
         return None
 
     def _resolve(self) -> type[Algorithm]:
@@ -850,8 +951,9 @@ class Conformance:
         return self._preferences
 
 
-def _kit_lm_task() -> Any:
-    """The ``lora`` check's task (its class defined on first use: it imports transformers)."""
+def _kit_lm_task(device: str = "cpu") -> Any:
+    """The ``lora`` check's task (its class defined on first use: it imports transformers), on
+    ``device``."""
     from harness.lm import build_causal_lm
     from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask, make_corpus, make_tokenizer
 
@@ -863,7 +965,7 @@ def _kit_lm_task() -> Any:
             params = TinyLMParams(hidden_size=32, num_layers=2, num_heads=2,
                                   intermediate_size=64, corpus_size=400, num_train_prompts=16,
                                   num_eval_prompts=4, max_new_tokens=4)
-            super().__init__(params, seed=0, device="cpu")
+            super().__init__(params, seed=0, device=device)
 
         def load_assets(self) -> tuple[Any, Any]:
             p = self.params

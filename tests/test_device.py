@@ -349,3 +349,182 @@ def test_a_deterministic_suite_runs_with_deterministic_kernels(tmp_path, monkeyp
     assert run_one(plain.as_dict(), str(tmp_path / "runs")) == "done"
     assert seen[1] == (False, None)
     assert len(list(RunStore(tmp_path / "runs", "placement").records())) == 2
+
+
+# --- the stand-in's stricter rules and its memory counters ----------------------------------------
+
+
+def test_the_stand_in_follows_cudas_indexing_rules():
+    with stand_in_device() as trace:
+        x = torch.arange(6.0, device=STAND_IN).view(2, 3)
+        cpu_index = torch.tensor([[0], [1]])
+        for op in (lambda i: torch.gather(x, 1, i), lambda i: torch.take_along_dim(x, i, 1),
+                   lambda i: x.index_select(0, i.view(-1)),
+                   lambda i: torch.zeros_like(x).scatter_(1, i, 1.0)):
+            with pytest.raises(DeviceMixError, match="meets a CPU tensor"):
+                op(cpu_index)
+            assert trace.on_device(op(cpu_index.to(STAND_IN)))
+        with pytest.raises(DeviceMixError, match="meets a CPU tensor"):
+            torch.arange(3.0)[torch.tensor([0], device=STAND_IN)]  # a CPU tensor, device index
+        assert trace.on_device(x[torch.tensor([0])])  # what CUDA allows: CPU indices
+        x[torch.tensor([1])] = 0.0
+
+
+def test_the_stand_in_counts_device_memory_as_cudas_counters_do():
+    with stand_in_device():
+        assert torch.cuda.memory_allocated() == 0
+        a = torch.zeros(1000, device=STAND_IN)
+        b = a.cpu()
+        assert torch.cuda.memory_allocated() == 4000 and b.numel() == 1000
+        del a
+        assert torch.cuda.memory_allocated() == 0 and torch.cuda.max_memory_allocated() == 4000
+        torch.cuda.reset_peak_memory_stats()
+        assert torch.cuda.max_memory_allocated() == 0
+        layer = torch.nn.Linear(100, 100, bias=False).to(STAND_IN)
+        x = torch.ones(1, 100, device=STAND_IN, requires_grad=True)  # as a hidden state
+        weights = torch.cuda.memory_allocated()
+        assert weights == 100 * 100 * 4 + 400
+        with torch.autocast(STAND_IN, dtype=torch.bfloat16, cache_enabled=False):
+            y = layer(x)
+        assert y.dtype == torch.bfloat16  # autocast ran, as on the GPU
+        # kept for the backward pass: the bf16 copy of the weight (autograd's, never in Python)
+        assert torch.cuda.memory_allocated() - weights >= 100 * 100 * 2
+        y.float().sum().backward()
+        assert layer.weight.grad is not None
+        assert torch.cuda.max_memory_allocated() >= weights + 3 * 100 * 100 * 2
+
+
+def test_generation_under_bf16_casts_each_weight_once_per_call_not_per_token():
+    """The run's autocast keeps the weight-cast cache off (training); generation turns it on
+    for its call: the casts of an 8-token sample are those of one forward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from harness.runner import precision_context
+    from harness.testing import _kit_lm_task
+
+    task = _kit_lm_task()
+    policy = task.reference_policy()
+    shapes = {tuple(p.shape) for p in policy.parameters() if p.dim() == 2}
+    casts = [0]
+
+    class Casts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if (func is torch.ops.aten._to_copy.default and args[0].dtype == torch.float32
+                    and out.dtype == torch.bfloat16 and tuple(args[0].shape) in shapes):
+                casts[0] += 1
+            return out
+
+    prompts = task.train_prompts.select(slice(0, 4))
+    linear = sum(1 for m in policy.modules() if isinstance(m, torch.nn.Linear))
+    with precision_context("cpu", "bf16"), Casts():
+        responses = policy.sample(prompts, max_new_tokens=8,
+                                  generator=torch.Generator().manual_seed(0))
+    assert responses.tokens.shape[1] > 2  # several tokens, several forwards
+    assert 0 < casts[0] <= linear
+    casts[0] = 0  # the cache is dropped after the call: a training forward casts afresh
+    with precision_context("cpu", "bf16"), Casts():
+        policy.token_logprobs(prompts, responses)
+    assert 0 < casts[0] <= linear
+
+
+def test_a_run_frees_its_models_without_waiting_for_the_cycle_collector(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    import harness.runner
+    from harness.plugins import get_plugin_host
+    from harness.runner import run_one
+    from harness.suite import check_suite, load_suite
+
+    monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
+    monkeypatch.setenv("RLHF_HARNESS_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "suite.yaml"
+    path.write_text(TINY_LM_SUITE)
+    [spec] = check_suite(load_suite(path), path, get_plugin_host())
+    alive = []
+    build = harness.runner.build_context
+
+    def keeping(*args, **kwargs):
+        context = build(*args, **kwargs)
+        alive.append(weakref.ref(context.policy))
+        return context
+
+    monkeypatch.setattr(harness.runner, "build_context", keeping)
+    gc.disable()
+    try:
+        assert run_one(spec.as_dict(), str(tmp_path / "runs")) == "done"
+        assert alive and alive[0]() is None
+    finally:
+        gc.enable()
+
+
+TINY_LM_SUITE = """\
+name: tiny-free
+tasks:
+  - name: tiny-lm
+    params: {hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64,
+             max_positions: 32, corpus_size: 400, pretrain_steps: 2, num_train_prompts: 8,
+             num_eval_prompts: 4, max_new_tokens: 4}
+algorithms:
+  - {name: grpo, config: {prompts_per_step: 2, num_generations: 2, learning_rate: 0.001}}
+reward_model: {kind: gold}
+seeds: [0]
+budget: {steps: 1}
+device: cpu
+"""
+
+
+def test_lora_dropout_is_refused_in_one_line(tmp_path, capsys):
+    text = PLACEMENT.replace("bandit", "tiny-lm").replace(
+        "params: {num_prompts: 2, num_arms: 4}", "params: {}")
+    code, _, err, _ = validate(tmp_path, capsys, text + "policy:\n  lora: {dropout: 0.05}\n")
+    assert code == 2 and err.count("\n") == 1
+    assert "policy.lora.dropout" in err and "0.05 is not supported" in err and "use 0" in err
+
+
+def test_pure_bf16_warning_is_for_the_weights_adam_trains(tmp_path, capsys):
+    """With LoRA the policy trains float32 adapters (no warning), but PPO's critic is a full
+    copy in the base's dtype (a warning naming it)."""
+    text = HF_BF16.format(dtype="bfloat16") + "policy:\n  lora: {r: 4}\n"
+    code, _, err, path = validate(tmp_path, capsys, text)
+    assert code == 0
+    mine = [line for line in err.splitlines() if "params.dtype" in line]
+    assert mine == [
+        f"{path}:4: warning: tasks.0.params.dtype: bfloat16 a critic of algorithms.0 (ppo) with "
+        f"Adam at learning_rate 3e-06: an update below half an ulp (2^-9·|w|) rounds away, so "
+        f"no weight larger than 0.0015 in magnitude ever changes; load float32 weights and set "
+        f"precision: bf16 instead"
+    ]
+    grpo = HF_BF16.replace("  - name: ppo\n", "  - name: grpo\n").format(dtype="bfloat16")
+    assert "params.dtype" in validate(tmp_path, capsys, grpo)[2]  # full weights: warned
+    assert "params.dtype" not in validate(tmp_path, capsys, grpo + "policy:\n  lora: {r: 4}\n")[2]
+
+
+def test_a_fraction_of_a_gpu_per_ray_run_is_said(tmp_path, capsys):
+    code, out, err, path = validate(tmp_path, capsys, PLACEMENT + "gpus_per_run: 0.5\n",
+                                    "--executor", "ray")
+    assert code == 0 and "ok: 1 runs" in out
+    assert err.strip() == (
+        f"{path}:9: warning: gpus_per_run: 0.5 is a fraction of a GPU: Ray packs runs onto one "
+        f"GPU, where they share its memory (each run's memory plan is its own) and its time, so "
+        f"their timings are not comparable"
+    )
+
+
+def test_lora_training_is_counted_without_the_bases_weight_gradients():
+    from harness.compute import ComputeMeter, flop_parameters
+    from harness.lora import apply_lora
+    from harness.testing import LORA_SETTINGS, _kit_lm_task
+
+    policy = _kit_lm_task().reference_policy()
+    full = ComputeMeter()
+    full.train(policy, 10)
+    n = flop_parameters(policy)
+    assert full.flops == 6 * n * 10
+    apply_lora(policy, LORA_SETTINGS)
+    adapters = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    lora = ComputeMeter()
+    lora.train(policy, 10)
+    assert lora.flops == (4 * flop_parameters(policy) + 2 * adapters) * 10
+    assert lora.flops < 0.8 * 6 * flop_parameters(policy) * 10

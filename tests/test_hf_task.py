@@ -147,3 +147,34 @@ def test_bad_settings_are_named(saved):
     task = make_task(saved, gold_reward_params={"path": str(saved[0] / "rm"), "labl": 1})
     with pytest.raises(ConfigError, match="gold reward 'classifier'"):
         _ = task.gold
+
+
+def test_the_task_keeps_its_model_in_host_memory_and_lora_puts_one_base_on_the_device(
+        saved, monkeypatch):
+    """π_ref's model as loaded stays on the CPU: with LoRA the device holds the policy's base
+    (and its adapters) once, not a second copy for the task."""
+    monkeypatch.setenv("USE_HUB_KERNELS", "0")  # no Hub kernels for a model read on a "GPU"
+    from harness.device_trace import STAND_IN, stand_in_device
+    from harness.plugins import get_plugin_host
+    from harness.runner import build_context
+
+    root = saved[0]
+    params = HFParams(model=str(root / "lm"), prompts=str(root / "prompts.jsonl"),
+                      num_eval_prompts=8, max_new_tokens=8, gold_reward="classifier",
+                      gold_reward_params={"path": str(root / "rm"), "label": 1})
+    with stand_in_device() as trace:
+        task = HFTask(params, seed=0, device=STAND_IN)
+        base = sum(p.numel() * p.element_size() for p in task.model.parameters())
+        assert not any(trace.on_device(p) for p in task.model.parameters())
+        context = build_context(task, get_plugin_host().algorithm("dpo"), seed=0,
+                                preferences=_pairs(task),
+                                policy_options={"lora": {"r": 4}})
+        assert trace.on_device(next(context.policy.parameters()))
+        assert base <= torch.cuda.memory_allocated() < 1.3 * base
+
+
+def _pairs(task):
+    from harness.annotator import simulate_preferences
+    from harness.preference import BradleyTerry
+
+    return simulate_preferences(task, BradleyTerry(1.0), num_pairs=4, seed=0)

@@ -219,7 +219,9 @@ class HFTask(LMTask):
             raise ConfigError(f"hf task: cannot load model '{p.model}': "
                               f"{' '.join(str(exc).split())}") from None
         model.requires_grad_(False).eval()
-        return model.to(self.device), tokenizer
+        # Kept in host memory: the run's device holds the copies made from it (the policy, r̂,
+        # a critic), not this one as well.
+        return model, tokenizer
 
     def prompt_texts(self, split: str) -> list[str]:
         return self._texts[split]

@@ -36,7 +36,9 @@ class LMTask(Task):
 
     @abstractmethod
     def load_assets(self) -> tuple[nn.Module, Any]:
-        """``(model, tokenizer)``: π_ref's causal LM (not trained in place) and its tokenizer."""
+        """``(model, tokenizer)``: π_ref's causal LM (not trained in place), in host memory, and
+        its tokenizer. The task copies it to its device for the run's models; kept on the CPU,
+        it adds nothing to the device's memory."""
 
     @abstractmethod
     def prompt_texts(self, split: str) -> list[str]:
@@ -70,7 +72,7 @@ class LMTask(Task):
 
     @property
     def model(self) -> nn.Module:
-        """π_ref's causal LM as loaded (shared: copy it before training)."""
+        """π_ref's causal LM as loaded, in host memory (shared: copy it before training)."""
         return self._loaded()[0]
 
     @property
