@@ -542,7 +542,8 @@ def run_one(
             algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         memory_plan = _planned_memory(spec, host)
         meter = context.meter
-        exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
+        exact = (ExactProblem.from_task(task, beta=spec["evaluation"]["beta"])
+                 if task.enumerate_responses() is not None else None)
         if exact is not None:
             # Where the algorithm's own fixed point is not π*_β, its regret: the part of the
             # run's regret that its objective causes (the rest is the optimisation's).
