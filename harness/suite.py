@@ -1462,8 +1462,9 @@ def _belongs(loc: tuple[Any, ...], parent: type[BaseModel] | None, data: dict) -
     name = str(loc[-1])
     tasks = [t.get("name") for t in data.get("tasks") or [] if isinstance(t, dict)]
     if parent is BudgetSpec and (name == "per_task" or name in tasks):
-        return ("; a task's own budget goes in its entry of tasks, e.g. tasks: [{name: "
-                f"{tasks[0] if tasks else 'bandit'}, budget: {{samples: 1000}}]}} (see "
+        task = tasks[0] if tasks else "bandit"
+        example = "tasks: [{name: " + str(task) + ", budget: {samples: 1000}}]"
+        return (f"; a task's own budget goes in its entry of tasks, e.g. {example} (see "
                 "docs/suite-reference.md)")
     places = _key_places().get(name)
     if not places:
