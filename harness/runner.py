@@ -432,6 +432,40 @@ def nonfinite_parameters(*models: Any) -> list[str]:
     return bad
 
 
+def reset_host_peak() -> bool:
+    """Start measuring this process's peak resident memory afresh: free heap memory goes back
+    to the system (glibc's ``malloc_trim``) and the kernel's high-water mark is reset to the
+    current RSS (Linux ``/proc/self/clear_refs``, 5). Without both, a run that follows a larger
+    one in the same process reuses memory that process already holds and its peak above the
+    baseline reads about 0, and RSS read after each step misses a step's transient tensors.
+    Returns whether the mark was reset (False off Linux: then only the per-step RSS counts)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return host_peak() is not None
+
+
+def host_peak() -> int | None:
+    """This process's peak resident memory since :func:`reset_host_peak` (or its start), in
+    bytes: ``VmHWM`` of ``/proc/self/status``; None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def run_one(
     spec: dict[str, Any],
     root: str,
@@ -497,6 +531,7 @@ def run_one(
     metric_meanings: dict[str, str] = {}
     versions: dict[str, str] = {"rlhf-harness": __version__, "torch": torch.__version__}
     process = psutil.Process()
+    host_mark = False
     run_device, task_kind = None, None
     start = time.perf_counter()
     watch = _Watch(spec.get("limits") or {})
@@ -579,6 +614,7 @@ def run_one(
             torch.cuda.reset_peak_memory_stats()
             baseline = torch.cuda.memory_allocated()
         else:
+            host_mark = reset_host_peak()
             baseline = process.memory_info().rss
         budget_kind, budget = next(iter(spec["budget"].items()))
         every = spec["evaluation"]["every"]
@@ -707,7 +743,8 @@ def run_one(
     tabular = task_kind == "tabular"
     on_cuda = run_device == "cuda"
     if baseline:  # the run's models were built: its peak above that baseline, whatever the end
-        peak_now = torch.cuda.max_memory_allocated() if on_cuda else peak_rss
+        peak_now = torch.cuda.max_memory_allocated() if on_cuda else max(
+            peak_rss, (host_peak() or 0) if host_mark else 0)
         peak_above = max(peak_now - baseline, 0)
     summary = {
         "run_id": run_id,

@@ -963,7 +963,10 @@ def compute_section(rep: Report) -> None:
                   "the run holds besides (r̂ kept for evaluation only, a task's own model). "
                   "Peak above "
                   "baseline: CUDA max_memory_allocated, or on the CPU the process's peak RSS "
-                  "sampled after each step, minus the value once the run's models were built.",
+                  "(the kernel's high-water mark, reset with the heap trimmed when the run's "
+                  "models were built; RSS sampled after each step where there is none), minus "
+                  "the RSS at that point. Runs made before the mark was reset may read about 0 "
+                  "when an earlier, larger run of the same process left memory to reuse.",
                   "compute", pd.DataFrame(rows))
     if len(u) and u["memory_kind"].eq("").all():
         rep.text("These runs predate CPU-second and model-state accounting: their compute rows "
