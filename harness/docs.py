@@ -249,8 +249,8 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
         kind = ""
         if isinstance(value, classmethod):
             value = value.__func__
-            kind = (" **(class method**: an override is decorated with `@classmethod` and "
-                    "takes `cls`; an instance method there raises `TypeError`**)**")
+            kind = (" (**class method**: an override is decorated with `@classmethod` and "
+                    "takes `cls`; an instance method there raises `TypeError`)")
         if inspect.isfunction(value):
             signature = hook_signature(value).replace("(self, ", "(").replace("(self)", "()")
             signature = signature.replace("(cls, ", "(")

@@ -161,9 +161,9 @@ def test_hooks_page_marks_class_methods_and_api_page_documents_exact_problem():
     says so. fixed_point's argument, ExactProblem, is in api.md with the evaluation's β."""
     hooks = (ROOT / HOOKS_PAGE).read_text(encoding="utf-8")
     line = next(row for row in hooks.splitlines() if row.startswith("- `tuning_space("))
-    assert "(class method" in line and "@classmethod" in line
+    assert "(**class method**" in line and "@classmethod" in line
     fixed = next(row for row in hooks.splitlines() if row.startswith("- `fixed_point("))
-    assert "(class method" not in fixed and "exact.beta" in fixed
+    assert "class method" not in fixed and "exact.beta" in fixed
     api = (ROOT / API_PAGE).read_text(encoding="utf-8")
     assert "### `harness.exact.ExactProblem`" in api
     assert "- `beta: float | None`" in api and "- `optimal_logprobs(beta: float)" in api
