@@ -25,8 +25,8 @@ that distribution.
 ratio, with ``beta`` = λ. Its SFT term differs: it is one token-mean over all tokens of the
 batch's chosen sequences *prompt tokens included*, on purpose (huggingface/trl#1516; the revert
 in #2527 kept it), where this plugin's is the paper's per-response mean over the response tokens
-only, then the mean over pairs; so the SFT terms differ whenever prompts have tokens (by 27%
-with 4-token prompts), equal lengths or not. ``tests/test_against_trl.py`` compares the
+only, then the mean over pairs; so the SFT terms differ whenever prompts have tokens, equal
+response lengths or not. ``tests/test_against_trl.py`` compares the
 odds-ratio term with TRL's ``odds_ratio_loss``. TRL computes log(1 − P) as
 ``log1p(−exp(·))``, which is the same function (and −∞ at P = 1).
 
