@@ -198,3 +198,16 @@ def test_trl_sigmoid_dpo_ignores_label_smoothing_so_cdpo_is_not_it():
     assert plain.item() == pytest.approx(0.47408, abs=1e-5)
     assert cdpo.item() == pytest.approx(0.52408, abs=1e-5)
     assert rdpo.cdpo_loss(h, zero, zero, zero, 1.0, 0.0)[0].item() == pytest.approx(plain.item())
+
+
+def test_trl_grpo_defaults_to_the_length_weighted_dapo_loss():
+    """The gspo plugin's docstring: its per-sequence mean is TRL's loss_type="grpo", not TRL's
+    default "dapo" (which divides by the batch's token count)."""
+    import dataclasses
+
+    import rlhf_harness_gspo as gspo
+    from trl import GRPOConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}["loss_type"]
+    assert default == "dapo"
+    assert 'set ``loss_type="grpo"`` there' in " ".join(gspo.__doc__.split())
