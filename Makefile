@@ -1,6 +1,8 @@
-# The two commands of the README. Both set everything up first (scripts/setup.sh).
+# The commands of the README. Each sets everything up first (scripts/setup.sh).
 #   make quickstart   run suites/quickstart.yaml and write its report
 #   make test         run the linter and the tests
+#   make setup        set up ./.venv only (scripts/setup.sh); runs nothing
+#   make setup-dev    the same with the test tools (pytest, ruff: the conformance kit needs them)
 #   make mutation     mutation testing of the numeric core (docs/mutation.md; not part of `make test`)
 # PYTHON=/path/to/python uses that interpreter's environment instead of ./.venv.
 

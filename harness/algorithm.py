@@ -259,9 +259,13 @@ class Algorithm(ABC):
         """On a task whose responses can be enumerated, the ``[P, N]`` log-probs of the policy
         this algorithm's expected update converges to (with the gold reward r* as its reward),
         when that is not the Gibbs policy π*_β of the KL-regularised objective J_β; ``None``
-        (the default) when it is, or is not known. The runner records the regret of this
-        policy, and reports split an algorithm's regret into the part its objective causes and
-        the part its optimisation leaves."""
+        (the default) when it is, or is not known. ``exact`` (an
+        :class:`~harness.exact.ExactProblem`) holds π_ref's log-probs and r* for every prompt ×
+        response, and ``exact.beta``, the evaluation's β: an algorithm whose target is π*_γ for
+        its own γ returns None when γ equals ``exact.beta`` and ``exact.optimal_logprobs(γ)``
+        otherwise. The runner records the regret of this policy, and reports split an
+        algorithm's regret into the part its objective causes and the part its optimisation
+        leaves."""
         del exact
         return None
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections import Counter
+from typing import Any
 
 import click
 
@@ -178,6 +179,61 @@ GPU_MEMORY = click.option(
 )
 
 
+SUITE_SOURCE = "suite-file.txt"
+"""In a run store: the path of the suite file last run into it."""
+
+
+def store_clash(store_path: Any, suite_file: str) -> str | None:
+    """A warning when the store a suite runs into was last written by another suite file
+    that gave the same ``name`` (a copied suite): the two share the store, the other's runs
+    become stale and ``gc`` would remove them. None for the same file, or a new store."""
+    from pathlib import Path
+
+    try:
+        other = (Path(store_path) / SUITE_SOURCE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    mine = Path(suite_file).resolve()
+    if not other or Path(other) == mine:
+        return None
+    if Path(other).exists() and Path(other).read_bytes() == mine.read_bytes():
+        return None  # a copy with the same content: the same runs, nothing goes stale
+    return (f"{suite_file}: warning: name: the store {store_path} holds the runs of the suite "
+            f"file {other}, which has the same name; this suite's runs join them, the other's "
+            f"become stale and 'rlhf-harness gc' would remove them: give this suite a name "
+            f"of its own")
+
+
+def trial_stage(suite: Any, batch: list) -> str:
+    """``tuning trial 3/16`` (``tuning trial 3/16 on bandit, 3/6 on tiny-lm`` for several
+    tasks): which trial of each task a batch of tuning runs holds, of how many."""
+    trials: dict[str, int] = {}
+    for spec in batch:
+        number = int((spec.tuning or {}).get("trial", 0)) + 1
+        trials[spec.task] = max(trials.get(spec.task, 0), number)
+    parts = [f"{n}/{suite.tuning.trials_for(task)}" + (f" on {task}" if len(trials) > 1 else "")
+             for task, n in trials.items()]
+    return "tuning trial " + ", ".join(parts) if parts else "tuning"
+
+
+def unequal_spaces(suite: Any, chosen: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """A warning per task whose tuned configurations' search spaces differ in dimensions: the
+    same trials then search a larger space less densely (trials^(1/d) values per dimension)."""
+    sizes: dict[str, dict[str, int]] = {}
+    for (task, label), choice in sorted(chosen.items()):
+        sizes.setdefault(task, {})[label] = len(choice["params"])
+    out = []
+    for task, by_label in sizes.items():
+        if len(set(by_label.values())) > 1:
+            n = suite.tuning.trials_for(task)
+            parts = ", ".join(f"{label} {d} (≈{n ** (1 / d):.2g} values per dimension)"
+                              for label, d in by_label.items() if d)
+            out.append(f"{suite.name}: warning: tuning on {task}: search spaces of unequal "
+                       f"dimension ({parts}): {n} trials each are not equal effort per "
+                       f"dimension")
+    return out
+
+
 def _gpu_memory(option: str | None) -> int | None:
     """``--gpu-memory`` in bytes; else the visible CUDA device's total memory; else None."""
     from harness.memory import parse_bytes
@@ -335,7 +391,11 @@ def run(
                    progress="off" if no_progress else "bars" if sys.stderr.isatty() else "lines",
                    redo_other_versions=redo_other_versions)
     with store.lock(wait=wait):
+        clash = store_clash(store.path, suite_file)
+        if clash:
+            click.echo(clash, err=True)
         atomic_write_bytes(store.path / "suite.yaml", Path(suite_file).read_bytes())
+        atomic_write_bytes(store.path / SUITE_SOURCE, str(Path(suite_file).resolve()).encode())
         trial_specs: list = []
         if suite.tuning is not None:
             from harness.suite import expand
@@ -350,7 +410,7 @@ def run(
             def run_trials(batch: list) -> None:
                 keep.update(s.run_id for s in batch)
                 store.write_manifest(keep)
-                result = run_specs(batch, root, **options)
+                result = run_specs(batch, root, stage=trial_stage(suite, batch), **options)
                 tuned.update(result.statuses)
                 tuned["runs"] += result.total
 
@@ -366,6 +426,8 @@ def run(
                                    for k, v in choice["params"].items())
                 click.echo(f"  {task} · {label}: trial {choice['trial']}, {params} "
                            f"({suite.tuning.objective} {choice['value']:.4g})")
+            for warning in unequal_spaces(suite, chosen):
+                click.echo(warning, err=True)
         store.write_manifest(s.run_id for s in [*trial_specs, *specs])
         outcome = run_specs(specs, root, **options)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())) or \

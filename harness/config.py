@@ -61,11 +61,14 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None, *, where: str =
 
 
 def _named_field(cls: type, values: Mapping[str, Any], message: str) -> str | None:
-    """The field a ``__post_init__`` message names: first one given in ``values``, else any."""
+    """The field a ``__post_init__`` message names: the first it names (in the message's
+    order) among those given in ``values``, else the first it names."""
     import re
 
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    named = [n for n in names if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", message)]
+    found = {n: m.start() for n in names
+             if (m := re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", message))}
+    named = sorted(found, key=found.__getitem__)
     given = [n for n in named if n in values]
     return (given or named or [None])[0]
 

@@ -1,6 +1,6 @@
 """Documentation generated from the code, so that it cannot drift from it.
 
-``python -m harness.docs`` (in a source checkout) does three things:
+``python -m harness.docs`` (in a source checkout) does four things:
 
 - writes ``docs/hooks.md``, the reference of every extension point, from the hook
   specifications in :mod:`harness.hookspecs` (their signatures, docstrings and section comments)
@@ -8,6 +8,9 @@
 - writes ``docs/api.md``, the reference of what an algorithm's ``step()`` touches
   (:data:`API_CLASSES`, :mod:`harness.rl`) and the metric vocabulary of :mod:`harness.metrics`,
   from their signatures and docstrings;
+- writes ``docs/suite-reference.md``, the reference of every key of a suite file, from the
+  schema in :mod:`harness.suite` (each key's type, default, description, example and the places
+  it may appear), with the example suite ``docs/examples/tiny-lm.yaml``;
 - refreshes, in every ``docs/*.md``, each fenced code block announced by a marker line
   ``<!-- include: PATH -->`` (``PATH`` relative to the Markdown file) with that file's text, so
   that a tutorial shows its example files verbatim.
@@ -31,6 +34,8 @@ __all__ = [
     "API_CLASSES",
     "API_PAGE",
     "HOOKS_PAGE",
+    "SUITE_EXAMPLE",
+    "SUITE_PAGE",
     "api_markdown",
     "hook_signature",
     "hooks_markdown",
@@ -39,6 +44,8 @@ __all__ = [
     "main",
     "rst_to_markdown",
     "stale_files",
+    "suite_reference_markdown",
+    "suite_sections",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +57,12 @@ HOOKS_PAGE = "docs/hooks.md"
 API_PAGE = "docs/api.md"
 """The reference of what a ``step()`` touches, relative to the root of the checkout."""
 
+SUITE_PAGE = "docs/suite-reference.md"
+"""The reference of a suite file's keys, relative to the root of the checkout."""
+
+SUITE_EXAMPLE = "docs/examples/tiny-lm.yaml"
+"""The example suite the suite reference shows (relative to the root of the checkout)."""
+
 API_CLASSES: tuple[str, ...] = (
     "harness.algorithm.RunContext",
     "harness.policy.Policy",
@@ -59,6 +72,7 @@ API_CLASSES: tuple[str, ...] = (
     "harness.algorithm.ShuffledPasses",
     "harness.algorithm.LazyRows",
     "harness.compute.ComputeMeter",
+    "harness.exact.ExactProblem",
 )
 """The classes ``docs/api.md`` documents, in its order (then :mod:`harness.rl`)."""
 
@@ -232,13 +246,16 @@ def _algorithm_interface(module: Any) -> Iterator[str]:
     }
     for member in members:
         value = inspect.getattr_static(cls, member, None)
+        kind = ""
         if isinstance(value, classmethod):
             value = value.__func__
+            kind = (" (**class method**: an override is decorated with `@classmethod` and "
+                    "takes `cls`; an instance method there raises `TypeError`)")
         if inspect.isfunction(value):
             signature = hook_signature(value).replace("(self, ", "(").replace("(self)", "()")
             signature = signature.replace("(cls, ", "(")
             text = " ".join(rst_to_markdown(value.__doc__ or "").split())
-            yield f"- `{signature}` — {text}"
+            yield f"- `{signature}`{kind} — {text}"
         else:
             yield f"- `{member}` — {' '.join(rst_to_markdown(docs[member]).split())}"
     context = module.RunContext
@@ -411,6 +428,197 @@ def api_markdown() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+# --- suite reference -----------------------------------------------------------------------------
+
+
+def _where(path: str) -> str:
+    """Which runs a section at ``path`` applies to: the suite's, one task's, one algorithm's."""
+    if path.startswith("tasks[]"):
+        return "per task"
+    if path.startswith("algorithms[]"):
+        return "per algorithm"
+    return "suite-wide"
+
+
+def suite_sections() -> dict[type, list[str]]:
+    """The sections of the suite schema with their key paths (:func:`harness.suite.sections`)."""
+    from harness.suite import sections
+
+    return sections()
+
+
+def _type_text(annotation: Any, metadata: list[Any]) -> str:
+    """A key's type in words: ``integer ≥ 1``, ``one of fp32, bf16``, ``list of strings``."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_text(args[0], [*metadata, *args[1:]])
+    bounds = []
+    for item in metadata:
+        for attr, symbol in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            value = getattr(item, attr, None)
+            if value is not None:
+                bounds.append(f"{symbol} {value:g}")
+        if getattr(item, "min_length", None):
+            bounds.append(f"at least {item.min_length}")
+    suffix = (" " + ", ".join(bounds)) if bounds else ""
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in args)
+    if origin is typing.Union or isinstance(annotation, types.UnionType):
+        parts = [_type_text(a, metadata) for a in args if a is not type(None)]
+        text = " or ".join(parts)
+        return text + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_plural(_type_text(args[0], []))}{suffix}"
+    if origin is dict:
+        return f"mapping to {_type_text(args[1], [])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping (below)"
+    names = {int: "integer", float: "number", str: "string", bool: "boolean"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation))) + suffix
+
+
+def _plural(text: str) -> str:
+    first, _, rest = text.partition(" ")
+    plural = {"integer": "integers", "number": "numbers", "string": "strings",
+              "boolean": "booleans", "mapping": "mappings"}.get(first, first)
+    return f"{plural} {rest}".strip()
+
+
+def _default_text(info: Any) -> str:
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    if info.is_required():
+        return "required"
+    value = info.default_factory() if info.default_factory is not None else info.default
+    if isinstance(value, BaseModel):
+        return "its keys' defaults"
+    if value is PydanticUndefined or value is None:
+        return "none"
+    return f"`{_flow(value)}`"
+
+
+def _flow(value: Any) -> str:
+    """A value as YAML flow style on one line (``{a: 1}``, ``[0, 1]``)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10_000)
+    return text.strip().removesuffix("...").strip()
+
+
+def _example(name: str, info: Any) -> str:
+    from pydantic import BaseModel
+
+    examples = info.examples or []
+    if examples:
+        value = examples[0]
+    elif info.default_factory is not None:
+        value = info.default_factory()
+    else:
+        value = info.default
+    if isinstance(value, BaseModel):
+        return ""
+    return f"`{_flow({name: value})[1:-1]}`"
+
+
+def suite_reference_markdown(root: Path = ROOT) -> str:
+    """The text of ``docs/suite-reference.md``."""
+    import textwrap
+
+    from harness import suite as module
+
+    example = (root / SUITE_EXAMPLE).read_text(encoding="utf-8")
+    parts = [
+        "# Suite file reference",
+        "",
+        "<!-- Generated by `python -m harness.docs` from the schema in harness/suite.py: edit "
+        "its field descriptions, then regenerate. A test fails when this page differs from what "
+        "it generates. -->",
+        "",
+        "A suite file is YAML: the tasks, how preference data are simulated and r̂ is fitted, "
+        "the algorithms with their settings, the seeds, the budget and the evaluation. "
+        "`rlhf-harness validate FILE` checks one (a mistake is one line naming the file, the "
+        "line and the key; a key in the wrong place names where it belongs); "
+        "`rlhf-harness show NAME` lists an algorithm's or a task's own settings, which go under "
+        "`config` (or `per_task`, `sweep`) and `params`.",
+        "",
+        "Where a key may appear: **suite-wide** (the file's top level and its sections, for "
+        "every run), **per task** (in an entry of `tasks`, for that task's runs) and **per "
+        "algorithm** (in an entry of `algorithms`). Three things may be set in two places, "
+        "the narrower winning: the budget (`budget`, or a task's `tasks[].budget`), the "
+        "policy section (`policy`, or an algorithm's `algorithms[].policy`) and an algorithm's "
+        "settings (`algorithms[].config`, or for one task `algorithms[].per_task.TASK`).",
+        "",
+        f"An example, [`{Path(SUITE_EXAMPLE).relative_to('docs')}`]"
+        f"({Path(SUITE_EXAMPLE).relative_to('docs')}), on the tiny language model:",
+        "",
+        "```yaml",
+        example.rstrip("\n"),
+        "```",
+    ]
+    sections = suite_sections()
+    parts += ["", "## Sections", ""]
+    for paths in sections.values():
+        parts.append(f"- [{_title(paths)}](#{_anchor(paths)}) — "
+                     + ", ".join(dict.fromkeys(_where(p) for p in paths)))
+    for model, paths in sections.items():
+        parts += ["", f"## {_title(paths)}", ""]
+        places = "; ".join(f"`{p}`: {_where(p)}" for p in paths) if paths != [""] else \
+            "suite-wide"
+        parts.append(f"Where: {places}.")
+        doc = inspect.getdoc(model) or ""
+        if doc and not doc.startswith(("Usage docs:", "!!! abstract")):
+            parts += ["", rst_to_markdown(doc)]
+        parts += ["", "| key | type | default | meaning | example |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+            kind = _type_text(info.annotation, list(info.metadata))
+            inner = _models(info.annotation)
+            if inner:
+                link = f"[{_title(sections[inner[0]])}](#{_anchor(sections[inner[0]])})"
+                kind = kind.replace("(below)", f"({link})")
+            example = _example(name, info) or f"see {link}"
+            cells = [f"`{name}`", kind, _default_text(info),
+                     " ".join((info.description or "").split()), example]
+            parts.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    parts += ["", textwrap.dedent("""\
+        ## Default claims
+
+        Without a `claims` key, a suite that has `ppo`, `grpo` and `dpo` tests the lecture's two
+        claims (from PPO to GRPO to DPO, stability increases and computation decreases); any
+        other suite tests none, and its report says so once. `claims: []` tests none;
+        a list replaces the default. Each names labels (or algorithm names: the best
+        configuration of that algorithm on a task) in the claimed order.""").rstrip()]
+    del module
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _title(paths: list[str]) -> str:
+    """The heading of the section found at ``paths``."""
+    return " and ".join(f"`{p}`" for p in paths) if paths != [""] else "The top level"
+
+
+def _anchor(paths: list[str]) -> str:
+    """GitHub's anchor of the section heading of ``paths``."""
+    return re.sub(r"[^\w\- ]", "", _title(paths).lower()).replace(" ", "-")
+
+
+def _models(annotation: Any) -> list[type]:
+    """The pydantic models inside a type annotation (``X | None``, ``list[X]``)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
+
+
 # --- included files ------------------------------------------------------------------------------
 
 
@@ -454,7 +662,8 @@ def included_blocks(markdown: str) -> list[tuple[str, str | None]]:
 
 def generated(root: Path = ROOT) -> dict[Path, str]:
     """Every generated file's path and the text it should have."""
-    files = {root / HOOKS_PAGE: hooks_markdown(), root / API_PAGE: api_markdown()}
+    files = {root / HOOKS_PAGE: hooks_markdown(), root / API_PAGE: api_markdown(),
+             root / SUITE_PAGE: suite_reference_markdown(root)}
     for page in sorted((root / "docs").glob("*.md")):
         if page in files:
             continue

@@ -31,15 +31,24 @@ class ExactProblem:
     """[P, N] tables of a tabular task: π_ref's log-probs and r* for every prompt × response."""
 
     prompts: PromptBatch
+    """The P prompts (the task's eval prompts, unless given)."""
     responses: ResponseBatch
+    """All N responses the task can give, in the order of the tables' columns."""
     ref_logp: torch.Tensor
     """[P, N] float64, on the CPU: log π_ref(y_n | x_p)."""
     reward: torch.Tensor
     """[P, N] float64, on the CPU: r*(x_p, y_n)."""
+    beta: float | None = None
+    """The evaluation's β (the suite's ``evaluation.beta``: the J_β that reports score and the
+    π*_β that regret is measured against), set by the runner; None outside a run. An
+    algorithm's :meth:`~harness.algorithm.Algorithm.fixed_point` compares its own target with
+    it to decide whether that target is π*_β (and then returns None)."""
 
     @classmethod
-    def from_task(cls, task: Task, prompts: PromptBatch | None = None) -> ExactProblem:
-        """Enumerate ``task``'s responses for ``prompts`` (default: its eval prompts)."""
+    def from_task(cls, task: Task, prompts: PromptBatch | None = None, *,
+                  beta: float | None = None) -> ExactProblem:
+        """Enumerate ``task``'s responses for ``prompts`` (default: its eval prompts);
+        ``beta``: the evaluation's β (:attr:`beta`)."""
         responses = task.enumerate_responses()
         if responses is None:
             raise ConfigError(
@@ -55,7 +64,7 @@ class ExactProblem:
         # The enumeration is complete, so π_ref sums to 1 over it: renormalising in float64 removes
         # the rounding of a float32 policy (≈1e-7) from every exact quantity.
         ref_logp = torch.log_softmax(ref_logp.view(shape), dim=-1)
-        return cls(prompts, responses, ref_logp, reward.view(shape))
+        return cls(prompts, responses, ref_logp, reward.view(shape), beta=beta)
 
     def policy_logprobs(self, policy: Policy) -> torch.Tensor:
         """[P, N] float64, on the CPU: log π(y_n | x_p) for every enumerated pair (renormalised

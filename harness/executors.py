@@ -46,6 +46,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,11 +93,19 @@ class _Progress:
     ``bars``: a rich bar for the suite (done / failed / diverged, time left) and one for the
     current run, narrow enough for an 80-column terminal. ``lines``: when stderr is not a
     terminal, one line per finished run — its place, status, label, seconds, the runs left and
-    the time left at the suite's pace so far. ``off``: nothing.
+    the time left. ``off``: nothing.
+
+    The time left is estimated per task (``groups``: the task of each run to come): the suite's
+    pace so far (wall seconds per finished run, which accounts for parallel workers), times
+    each task's runs left, weighted by how long that task's runs took relative to the mean run
+    (a task none of whose runs has finished yet counts as a mean run). A suite of fast bandit
+    runs and slow language-model runs is then not estimated at the bandit's pace; with more
+    than one task left, the lines give each task's share.
     """
 
     def __init__(self, mode: bool | str, total: int, title: str, *, console: Any = None,
-                 stream: Any = None, clock: Any = time.monotonic) -> None:
+                 stream: Any = None, clock: Any = time.monotonic,
+                 groups: Sequence[str] | None = None) -> None:
         if isinstance(mode, bool):
             mode = "bars" if mode else "off"
         if mode not in PROGRESS_MODES:
@@ -104,6 +113,11 @@ class _Progress:
         self.mode = mode
         self.total = total
         self.counts: Counter = Counter()
+        self.pending: Counter = Counter(groups or ())
+        """Runs to come per task, as given (emptied as they finish)."""
+        self.durations: dict[str | None, list[float]] = {}
+        """Seconds of the finished runs whose time is known, per task."""
+        self._group: str | None = None
         self.bar = None
         self.current = None
         self.clock = clock
@@ -116,13 +130,7 @@ class _Progress:
         if mode != "bars":
             return
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
         from rich.table import Column
 
         console = console or Console(stderr=True)
@@ -133,52 +141,74 @@ class _Progress:
             BarColumn(bar_width=12),
             MofNCompleteColumn(),
             TextColumn("{task.fields[counts]}", table_column=Column(no_wrap=True)),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}", table_column=Column(no_wrap=True)),
             console=console,
         )
         self.bar.start()
-        self.suite = self.bar.add_task("suite", total=total, counts="")
+        self.suite = self.bar.add_task("suite", total=total, counts="", eta="-")
 
     def _print(self, text: str) -> None:
         import sys
 
         print(text, file=self.stream or sys.stderr, flush=True)
 
-    def run_started(self, label: str) -> None:
-        self._run_started, self._label = self.clock(), label
+    def run_started(self, label: str, group: str | None = None) -> None:
+        self._run_started, self._label, self._group = self.clock(), label, group
         if self.bar is not None:
             if self.current is not None:
                 self.bar.remove_task(self.current)
             from rich.markup import escape  # a sweep label's [k=v] is text, not markup
 
-            self.current = self.bar.add_task(f"  {escape(label)}", total=1.0, counts="")
+            self.current = self.bar.add_task(f"  {escape(label)}", total=1.0, counts="", eta="")
 
     def run_step(self, fraction: float) -> None:
         if self.bar is not None and self.current is not None:
             self.bar.update(self.current, completed=fraction)
 
     def run_finished(self, status: str, label: str | None = None,
-                     seconds: float | None = None) -> None:
-        """A run ended with ``status``; ``label`` and ``seconds`` default to those of the run
-        :meth:`run_started` announced (executors that run several at once pass their own)."""
+                     seconds: float | None = None, group: str | None = None) -> None:
+        """A run ended with ``status``; ``label``, ``seconds`` and ``group`` (its task) default
+        to those of the run :meth:`run_started` announced (executors that run several at once
+        pass their own)."""
         self.counts[status] += 1
         now = self.clock()
         if seconds is None and label is None and self._run_started is not None:
-            seconds, label = now - self._run_started, self._label
+            seconds, label, group = now - self._run_started, self._label, self._group
         self._run_started = None
+        if self.pending[group] > 0:
+            self.pending[group] -= 1
+        if seconds is not None:
+            self.durations.setdefault(group, []).append(seconds)
+        finished = sum(self.counts.values())
+        left = max(self.total - finished, 0)
+        total, shares = self.eta((now - self.started) / finished, left)
         if self.bar is not None:
             text = " ".join(f"{k} {self.counts[k]}" for k in ("done", "failed", "diverged")
                             if k == "done" or self.counts[k])
-            self.bar.update(self.suite, advance=1, counts=text)
+            self.bar.update(self.suite, advance=1, counts=text,
+                            eta=_duration(total) if left else "0 s")
         elif self.mode == "lines":
-            finished = sum(self.counts.values())
-            left = max(self.total - finished, 0)
-            pace = (now - self.started) / finished
             took = f" in {_duration(seconds)}" if seconds is not None else ""
-            eta = f", ETA {_duration(pace * left)}" if left else ""
+            eta = f", ETA {_duration(total)}" if left else ""
+            if left and len(shares) > 1:
+                eta += " (" + ", ".join(f"{g} {_duration(s)}" for g, s in shares.items()) + ")"
             self._print(f"[{finished}/{self.total}] {status}{took}: {label or 'a run'}; "
                         f"{left} left{eta}")
+
+    def eta(self, pace: float, left: int) -> tuple[float, dict[str, float]]:
+        """Seconds left in all, and per task with runs left (see the class docstring), at
+        ``pace`` wall seconds per run so far, with ``left`` runs to come."""
+        known = [s for runs in self.durations.values() for s in runs]
+        remaining = {g: n for g, n in self.pending.items() if n > 0 and g is not None}
+        if not known or not remaining or sum(remaining.values()) != left:
+            return pace * left, {}
+        mean = sum(known) / len(known)
+        shares = {}
+        for group, n in remaining.items():
+            own = self.durations.get(group)
+            weight = (sum(own) / len(own)) / mean if own and mean > 0 else 1.0
+            shares[group] = pace * n * weight
+        return sum(shares.values()), shares
 
     def close(self) -> None:
         if self.bar is not None:
@@ -198,8 +228,11 @@ def run_specs(
     ray_timeout: float = 24 * 3600.0,
     wait: bool = False,
     redo_other_versions: bool = False,
+    stage: str = "",
 ) -> SuiteOutcome:
     """Run every spec not already finished in the store; see the module docstring.
+
+    ``stage`` follows the suite's name in the progress title (e.g. ``tuning trial 3/16``).
 
     Holds the store's lock throughout; another process holding it raises
     :class:`~harness.errors.StoreError` naming its PID, unless ``wait``. With
@@ -246,8 +279,9 @@ def run_specs(
             pending.append(s)
         outcome = SuiteOutcome(total=len(specs), skipped=len(specs) - len(pending))
         outcome.skipped -= crashed["failed"]
-        title = f"{specs[0].suite}: {len(pending)} to run, {outcome.skipped} already finished"
-        bar = _Progress(progress, len(pending), title)
+        title = (f"{specs[0].suite}{': ' + stage if stage else ''}: {len(pending)} to run, "
+                 f"{outcome.skipped} already finished")
+        bar = _Progress(progress, len(pending), title, groups=[s.task for s in pending])
         try:
             if not pending:
                 pass
@@ -490,7 +524,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
         spec = child.spec
         assert spec is not None
         child.spec = None
-        bar.run_finished(status, _label(spec), time.monotonic() - child.sent)
+        bar.run_finished(status, _label(spec), time.monotonic() - child.sent, spec.task)
 
     def start_worker() -> None:
         gpu = free.pop(0)
@@ -555,7 +589,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
                     child.spec, child.sent, child.progress, child.steps = spec, now, now, 0
                     child.conn.send(("run", spec.as_dict()))
                     if one_at_a_time:
-                        bar.run_started(_label(spec))
+                        bar.run_started(_label(spec), spec.task)
                 else:
                     child.conn.send(None)
                     retire(child, kill=False)
@@ -686,14 +720,15 @@ def _ray(
                 for ref in waiting:
                     ray.cancel(ref, force=True)
                     bar.run_finished(_mark_lost(root, refs[ref], f"no result after {timeout} s"),
-                                     _label(refs[ref]))
+                                     _label(refs[ref]), group=refs[ref].task)
                 break
             ref = ready[0]
             try:
-                bar.run_finished(ray.get(ref, timeout=timeout), _label(refs[ref]))
+                bar.run_finished(ray.get(ref, timeout=timeout), _label(refs[ref]),
+                                 group=refs[ref].task)
             except Exception:
                 bar.run_finished(_mark_lost(root, refs[ref], traceback.format_exc()),
-                                 _label(refs[ref]))
+                                 _label(refs[ref]), group=refs[ref].task)
     finally:
         if started:
             ray.shutdown()

@@ -89,7 +89,12 @@ class ResponseBatch:
     mask: torch.Tensor
     """[B, T] bool: True on response tokens (EOS included when it was generated)."""
     logprobs: torch.Tensor | None = None
-    """[B, T] float: per-token log-probs under the sampling policy (0 on padding), if known."""
+    """[B, T] float: per-token log-probs under the sampling policy (0 on padding), if known.
+    :meth:`Policy.sample` of the built-in tabular and language-model policies fills it (the
+    distribution sampled from, temperature applied, without gradient); responses not sampled by a
+    policy — preference pairs, ``Task.enumerate_responses()``, a ``cat`` of batches one of which
+    lacks it — have None. An algorithm that needs them under π_θ recomputes them
+    (:meth:`Policy.token_logprobs`)."""
     finished: torch.Tensor | None = None
     """[B] bool: the response ended with EOS (False when cut at the maximum length)."""
 

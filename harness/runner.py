@@ -465,6 +465,40 @@ def nonfinite_parameters(*models: Any) -> list[str]:
     return bad
 
 
+def reset_host_peak() -> bool:
+    """Start measuring this process's peak resident memory afresh: free heap memory goes back
+    to the system (glibc's ``malloc_trim``) and the kernel's high-water mark is reset to the
+    current RSS (Linux ``/proc/self/clear_refs``, 5). Without both, a run that follows a larger
+    one in the same process reuses memory that process already holds and its peak above the
+    baseline reads about 0, and RSS read after each step misses a step's transient tensors.
+    Returns whether the mark was reset (False off Linux: then only the per-step RSS counts)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return host_peak() is not None
+
+
+def host_peak() -> int | None:
+    """This process's peak resident memory since :func:`reset_host_peak` (or its start), in
+    bytes: ``VmHWM`` of ``/proc/self/status``; None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def run_one(
     spec: dict[str, Any],
     root: str,
@@ -550,6 +584,7 @@ def run_spec(
     metric_meanings: dict[str, str] = {}
     versions: dict[str, str] = core_versions()
     process = psutil.Process()
+    host_mark = False
     run_device, task_kind = None, None
     start = time.perf_counter()
     watch = _Watch(spec.get("limits") or {})
@@ -598,7 +633,8 @@ def run_spec(
             algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
         memory_plan = _planned_memory(spec, host)
         meter = context.meter
-        exact = ExactProblem.from_task(task) if task.enumerate_responses() is not None else None
+        exact = (ExactProblem.from_task(task, beta=spec["evaluation"]["beta"])
+                 if task.enumerate_responses() is not None else None)
         if exact is not None:
             # Where the algorithm's own fixed point is not π*_β, its regret: the part of the
             # run's regret that its objective causes (the rest is the optimisation's).
@@ -639,6 +675,7 @@ def run_spec(
             torch.cuda.reset_peak_memory_stats()
             baseline = torch.cuda.memory_allocated()
         else:
+            host_mark = reset_host_peak()
             baseline = process.memory_info().rss
         budget_kind, budget = next(iter(spec["budget"].items()))
         every = spec["evaluation"]["every"]
@@ -768,7 +805,8 @@ def run_spec(
     tabular = task_kind == "tabular"
     on_cuda = run_device == "cuda"
     if baseline:  # the run's models were built: its peak above that baseline, whatever the end
-        peak_now = torch.cuda.max_memory_allocated() if on_cuda else peak_rss
+        peak_now = torch.cuda.max_memory_allocated() if on_cuda else max(
+            peak_rss, (host_peak() or 0) if host_mark else 0)
         peak_above = max(peak_now - baseline, 0)
     summary = {
         "run_id": run_id,

@@ -178,6 +178,15 @@ class Config:
     kl_coef: float = 0.05
     """β, the weight of the KL penalty in the shaped reward."""
 
+    def __post_init__(self) -> None:
+        # Checks of values belong here: `rlhf-harness validate` reports them with their line.
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.kl_coef >= 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+
 
 class __CLASS__(Algorithm):
     """The __NAME__ algorithm (see the module docstring)."""
@@ -278,6 +287,15 @@ class Config:
     """Preference pairs per step, in shuffled passes over the data."""
     beta: float = 0.1
     """β, the scale of the log-ratio margin (the strength of the pull towards π_ref)."""
+
+    def __post_init__(self) -> None:
+        # Checks of values belong here: `rlhf-harness validate` reports them with their line.
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
 
 
 class __CLASS__(Algorithm):

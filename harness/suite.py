@@ -42,8 +42,9 @@ import itertools
 import math
 import re
 import sys
+import typing
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -117,7 +118,8 @@ class PreferenceSpec(_Strict):
     scale: Float = Field(1.0, gt=0, description="Its noise scale (τ or σ).")
     flip_rate: Float = Field(0.0, ge=0, le=1, description="Fraction of labels flipped.")
     temperature: Float = Field(1.0, gt=0, description="π_ref's sampling temperature.")
-    file: str | None = Field(None, description="Load D from this file instead of simulating.")
+    file: str | None = Field(None, description="Load D from this file instead of simulating.",
+                             examples=["data/pairs.parquet"])
     unpaired: bool = Field(
         False,
         description="Treat D as unpaired feedback: each pair gives one example, its chosen "
@@ -133,12 +135,18 @@ class RewardModelSpec(_Strict):
         "fitted", description="'fitted' from D; 'gold' gives the algorithms r* itself (an oracle)."
     )
     preference_model: str = Field("btl", description="The likelihood r̂ is fitted with.")
-    scale: Float = Field(1.0, gt=0)
-    epochs: Int | None = Field(None, ge=1)
-    learning_rate: Float | None = Field(None, gt=0)
-    batch_size: Int | None = Field(None, ge=1)
-    weight_decay: Float = Field(0.0, ge=0)
-    holdout_fraction: Float = Field(0.1, gt=0, lt=1)
+    scale: Float = Field(1.0, gt=0, description="That likelihood's scale (τ or σ): it fixes "
+                         "the units of r̂ (r̂ ≈ r*·scale/preferences.scale), not its ranking.",
+                         examples=[0.25])
+    epochs: Int | None = Field(None, ge=1, description="Passes over D (default: 50 on tabular "
+                               "tasks, 2 on language-model tasks).", examples=[3])
+    learning_rate: Float | None = Field(None, gt=0, description="AdamW step size (default: 0.1 "
+                                        "tabular, 1e-4 language model).", examples=[3e-4])
+    batch_size: Int | None = Field(None, ge=1, description="Pairs per step (default: 512 "
+                                   "tabular, 32 language model).", examples=[64])
+    weight_decay: Float = Field(0.0, ge=0, description="AdamW weight decay.")
+    holdout_fraction: Float = Field(0.1, gt=0, lt=1, description="Share of D held out to "
+                                    "measure r̂'s accuracy.")
 
 
 class LoRASpec(_Strict):
@@ -151,6 +159,7 @@ class LoRASpec(_Strict):
     target_modules: list[str] | None = Field(
         None, min_length=1, description="Last names of the linear layers to adapt (e.g. "
         "[q_proj, v_proj]); default: every linear layer but the output head.",
+        examples=[["q_proj", "v_proj"]],
     )
 
 
@@ -170,7 +179,8 @@ class PolicySpec(_Strict):
     """How a neural policy is trained and held in memory (no effect on tabular tasks' runs:
     a suite that sets one of these with a tabular task is refused)."""
 
-    lora: LoRASpec | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    lora: LoRASpec | None = Field(None, description="Train LoRA adapters instead of all weights.",
+                                  examples=[{"r": 8, "alpha": 16}])
     activation_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass instead of keeping them."
     )
@@ -185,20 +195,30 @@ class PolicySpec(_Strict):
 
 
 class AlgorithmSpec(_Strict):
-    name: str = Field(description="A registered algorithm.")
-    label: str | None = Field(None, description="How reports name it (default: its name).")
-    config: dict[str, Any] = Field(default_factory=dict, description="Its Config fields.")
+    """One algorithm of the comparison, with its settings (an entry of ``algorithms``)."""
+
+    name: str = Field(description="A registered algorithm (rlhf-harness plugins lists them).",
+                      examples=["dpo"])
+    label: str | None = Field(None, description="How reports name it (default: its name); "
+                              "two entries of one algorithm need distinct labels.",
+                              examples=["dpo-beta0.4"])
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Its Config fields (rlhf-harness show NAME lists "
+        "them, with their defaults and checks).", examples=[{"beta": 0.4,
+                                                             "learning_rate": 0.05}])
     per_task: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Config fields for one task only, by task name (e.g. learning rates that "
         "suit a table of logits and a language model differently); they override 'config'.",
+        examples=[{"tiny-lm": {"learning_rate": 1e-3}}],
     )
     sweep: dict[str, list[Any]] = Field(
-        default_factory=dict, description="Config fields to sweep: every combination runs."
+        default_factory=dict, description="Config fields to sweep: every combination runs.",
+        examples=[{"learning_rate": [0.01, 0.05]}],
     )
     policy: PolicySpec | None = Field(
         None, description="This algorithm's policy section, if not the suite's (e.g. one LoRA "
-        "variant beside full fine-tuning).",
+        "variant beside full fine-tuning).", examples=[{"lora": {"r": 8}}],
     )
 
     @field_validator("sweep")
@@ -224,11 +244,15 @@ class AlgorithmSpec(_Strict):
 class BudgetSpec(_Strict):
     """One budget for every run: exactly one of these."""
 
-    steps: Int | None = Field(None, ge=1)
-    samples: Int | None = Field(None, ge=1)
-    tokens: Int | None = Field(None, ge=1)
-    flops: Float | None = Field(None, gt=0)
-    seconds: Float | None = Field(None, gt=0)
+    steps: Int | None = Field(None, ge=1, description="Algorithm steps.", examples=[200])
+    samples: Int | None = Field(None, ge=1, description="Responses sampled, or pairs trained "
+                                "on (offline).", examples=[50000])
+    tokens: Int | None = Field(None, ge=1, description="Tokens generated plus tokens trained "
+                               "on.", examples=[2000000])
+    flops: Float | None = Field(None, gt=0, description="Estimated floating-point operations.",
+                                examples=[1e12])
+    seconds: Float | None = Field(None, gt=0, description="Wall seconds of training "
+                                  "(evaluation excluded).", examples=[600])
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BudgetSpec:
@@ -250,14 +274,22 @@ class BudgetSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    name: str = Field(description="A registered task (rlhf-harness plugins lists them).")
-    params: dict[str, Any] = Field(default_factory=dict, description="The task's Params.")
+    """One task of the suite (an entry of ``tasks``)."""
+
+    name: str = Field(description="A registered task (rlhf-harness plugins lists them).",
+                      examples=["tiny-lm"])
+    params: dict[str, Any] = Field(default_factory=dict, description="The task's Params "
+                                   "(rlhf-harness show TASK lists them).",
+                                   examples=[{"num_prompts": 8, "num_arms": 16}])
     budget: BudgetSpec | None = Field(
-        None, description="This task's budget, if not the suite's (the same for all algorithms)."
+        None, description="This task's budget, if not the suite's (the same for all "
+        "algorithms).", examples=[{"steps": 100}],
     )
 
 
 class EvaluationSpec(_Strict):
+    """How every run is evaluated (the same for all algorithms)."""
+
     every: Int = Field(10, ge=1, description="Evaluate every k steps (and at the end).")
     evaluators: list[str] = Field(
         default_factory=lambda: [
@@ -267,7 +299,8 @@ class EvaluationSpec(_Strict):
         description="Registered evaluators to run.",
     )
     samples_per_prompt: Int = Field(4, ge=1, description="Policy samples per eval prompt.")
-    beta: Float = Field(0.1, gt=0, description="β of the objective J_β used for regret.")
+    beta: Float = Field(0.1, gt=0, description="β of the objective J_β used for regret "
+                        "(and handed to Algorithm.fixed_point as ExactProblem.beta).")
 
 
 class LimitsSpec(_Strict):
@@ -299,7 +332,8 @@ class SeedsSpec(_Strict):
     algorithm); a *replicate* varies only the algorithm's own randomness on that instance.
     """
 
-    instances: list[Int] = Field(min_length=1, description="Instance seeds (distinct).")
+    instances: list[Int] = Field(min_length=1, description="Instance seeds (distinct).",
+                                 examples=[[0, 1, 2, 3, 4]])
     replicates: Int = Field(1, ge=1, description="Training replicates per instance.")
 
     @field_validator("instances")
@@ -325,16 +359,22 @@ class ClaimSpec(_Strict):
     reward means a larger per-instance normalised score.
     """
 
-    aspect: Literal["stability", "reward", "computation"]
-    order: list[str] = Field(min_length=2, description="Labels (or algorithm names), in order.")
+    aspect: Literal["stability", "reward", "computation"] = Field(
+        description="What the order claims to increase or decrease.", examples=["stability"])
+    order: list[str] = Field(min_length=2, description="Labels (or algorithm names), in order.",
+                             examples=[["ppo", "grpo", "dpo"]])
     trend: Literal["increases", "decreases"] = Field(
         "increases", description="Whether the aspect increases or decreases along the order.")
-    source: str = Field("", description="Where the claim comes from (shown in the report).")
+    source: str = Field("", description="Where the claim comes from (shown in the report).",
+                        examples=["Ouyang et al. 2022"])
 
 
 class DivergenceSpec(_Strict):
+    """When a run counts as diverged (besides NaN or infinite metrics, which always do)."""
+
     max_kl: Float | None = Field(
-        None, gt=0, description="A run whose evaluated KL(π‖π_ref) exceeds this is 'diverged'."
+        None, gt=0, description="A run whose evaluated KL(π‖π_ref) exceeds this is 'diverged'.",
+        examples=[20.0],
     )
 
 
@@ -342,11 +382,12 @@ class TuningSpec(_Strict):
     """Equal tuning effort (see :mod:`harness.tuning`): the same number of trials for every
     tuned algorithm, on tuning instances distinct from the suite's seeds."""
 
-    trials: Int = Field(ge=1, description="Trials per algorithm and task (the same for all).")
+    trials: Int = Field(ge=1, description="Trials per algorithm and task (the same for all).",
+                        examples=[16])
     trials_per_task: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict,
         description="Trials on a task, if not 'trials' (e.g. fewer where a run is costly); "
-        "still the same for every algorithm.",
+        "still the same for every algorithm.", examples=[{"tiny-lm": 6}],
     )
     sampler: Literal["random", "tpe"] = Field(
         "random", description="Optuna's sampler; 'random' keeps the expected-maximum curve exact."
@@ -356,15 +397,18 @@ class TuningSpec(_Strict):
         "final_gold", description="What a trial maximises (see harness.tuning)."
     )
     kl_budget: Float | None = Field(None, gt=0, validate_default=True,
-                                    description="The KL budget of 'gold_at_kl'.")
-    instances: list[Int] = Field(min_length=1, description="Tuning instances (seeds).")
+                                    description="The KL budget of 'gold_at_kl'.", examples=[2.0])
+    instances: list[Int] = Field(min_length=1, description="Tuning instances (seeds), distinct "
+                                 "from the suite's seeds.", examples=[[100, 101]])
     algorithms: list[str] | None = Field(
-        None, description="Labels to tune (default: every algorithm of the suite)."
+        None, description="Labels to tune (default: every algorithm of the suite).",
+        examples=[["ppo", "dpo"]],
     )
     space: dict[str, dict[str, dict[str, Any]]] = Field(
         default_factory=dict,
         description="Search space per label, {field: {low, high, log, int} | {choices}}; "
         "replaces the plugin's own (Algorithm.tuning_space).",
+        examples=[{"dpo": {"beta": {"low": 0.05, "high": 1.0, "log": True}}}],
     )
 
     def trials_for(self, task: str) -> int:
@@ -387,24 +431,42 @@ class TuningSpec(_Strict):
 
 
 class Suite(_Strict):
-    name: str
-    description: str = ""
-    tasks: list[TaskSpec] = Field(min_length=1)
-    preferences: PreferenceSpec = Field(default_factory=PreferenceSpec)
-    reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
-    algorithms: list[AlgorithmSpec] = Field(min_length=1)
+    """A suite file: its top-level keys."""
+
+    name: str = Field(description="Names the run store (runs/NAME) and the report: a copied "
+                      "suite needs a name of its own, or it shares the original's store.",
+                      examples=["my-comparison"])
+    description: str = Field("", description="Free text, shown in the report.",
+                             examples=["PPO vs DPO on the bandit"])
+    tasks: list[TaskSpec] = Field(min_length=1, description="The tasks (at least one).",
+                                  examples=[[{"name": "bandit"}]])
+    preferences: PreferenceSpec = Field(default_factory=PreferenceSpec,
+                                        description="How the preference data D are made.")
+    reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec,
+                                          description="How r̂ is fitted from D.")
+    algorithms: list[AlgorithmSpec] = Field(min_length=1, description="The algorithms "
+                                            "compared (at least one).",
+                                            examples=[[{"name": "dpo"}, {"name": "ppo"}]])
     seeds: list[Int] | SeedsSpec = Field(
         union_mode="left_to_right",
-        description="Instance seeds (one replicate each), or {instances: [...], replicates: n}.")
+        description="Instance seeds (one replicate each), or {instances: [...], replicates: n}.",
+        examples=[[0, 1, 2]])
     claims: list[ClaimSpec] | None = Field(
-        None, description="Claimed orderings to test; default: the lecture's "
-        "(from PPO to GRPO to DPO, stability increases and computation decreases).")
-    budget: BudgetSpec
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
-    limits: LimitsSpec = Field(default_factory=LimitsSpec)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+        None, description="Claimed orderings to test; [] for none. Default: the lecture's "
+        "(from PPO to GRPO to DPO, stability increases and computation decreases), when the "
+        "suite has all three algorithms.",
+        examples=[[{"aspect": "reward", "order": ["dpo", "ppo"]}]])
+    budget: BudgetSpec = Field(description="One budget for every run (a task's own budget "
+                               "goes in its entry of tasks).", examples=[{"samples": 50000}])
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec,
+                                       description="How every run is evaluated.")
+    divergence: DivergenceSpec = Field(default_factory=DivergenceSpec,
+                                       description="When a run counts as diverged.")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec, description="Per-run limits.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where runs train: auto takes a GPU when there is one.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Arithmetic of the neural policies (bf16 needs a CUDA device).")
     gpus_per_run: Float = Field(0.0, ge=0, description="GPUs a Ray task requests per run.")
     deterministic: bool = Field(
         False,
@@ -413,7 +475,8 @@ class Suite(_Strict):
         "more slowly; without it, GPU reductions may differ by an ulp from run to run, which "
         "changes sampled tokens.",
     )
-    tuning: TuningSpec | None = Field(None, description="Equal tuning effort before comparing.")
+    tuning: TuningSpec | None = Field(None, description="Equal tuning effort before comparing.",
+                                      examples=[{"trials": 16, "instances": [100, 101]}])
     policy: PolicySpec = Field(default_factory=PolicySpec,
                                description="LoRA, activation checkpointing, offloading.")
 
@@ -453,10 +516,11 @@ class Suite(_Strict):
         return 1 if isinstance(self.seeds, list) else self.seeds.replicates
 
     def resolved_claims(self) -> list[ClaimSpec]:
-        """The suite's claims, or the lecture's two when it lists none."""
+        """The suite's claims, or when it lists none the lecture's two if it has their
+        algorithms (:func:`default_claims`)."""
         if self.claims is not None:
             return list(self.claims)
-        return default_claims()
+        return default_claims([a.name for a in self.algorithms])
 
     @field_validator("name")
     @classmethod
@@ -469,15 +533,27 @@ class Suite(_Strict):
         return v
 
 
-def default_claims() -> list[ClaimSpec]:
+def default_claims(algorithms: Iterable[str] | None = None) -> list[ClaimSpec]:
     """The lecture's claim: from PPO to GRPO to DPO, stability increases and computation
-    decreases (algorithm names; each represented by its best configuration on a task)."""
+    decreases (algorithm names; each represented by its best configuration on a task).
+
+    :param algorithms: the names of a suite's algorithms: the claims apply only to a suite that
+        has all three (:func:`missing_lecture_algorithms`), else there are none; None: always.
+    """
+    if algorithms is not None and missing_lecture_algorithms(algorithms):
+        return []
     return [
         ClaimSpec(aspect="stability", order=list(LECTURE_CLAIM), trend="increases",
                   source=LECTURE_SOURCE),
         ClaimSpec(aspect="computation", order=list(LECTURE_CLAIM), trend="decreases",
                   source=LECTURE_SOURCE),
     ]
+
+
+def missing_lecture_algorithms(algorithms: Iterable[str]) -> list[str]:
+    """The algorithms of the lecture's claim (:data:`LECTURE_CLAIM`) that ``algorithms`` lacks."""
+    have = set(algorithms)
+    return [name for name in LECTURE_CLAIM if name not in have]
 
 
 def algorithm_seed(seed: int, replicate: int) -> int:
@@ -1442,13 +1518,75 @@ def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
         hint = difflib.get_close_matches(str(loc[-1]), fields, n=1)
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
         allowed = f"; allowed here: {', '.join(fields)}" if fields else ""
-        return f"{where}: unknown key '{key}'{suggestion}{allowed}"
+        belongs = "" if hint else _belongs(loc, parent, data)
+        return f"{where}: unknown key '{key}'{suggestion}{allowed}{belongs}"
     if err["type"] == "missing":
         return f"{where}: missing required key '{key}'"
     message = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
     return f"{where}: {key}: {message}{shown}"
+
+
+def sections() -> dict[type[BaseModel], list[str]]:
+    """Every pydantic model of the suite schema, in the order a suite file meets them, with the
+    key paths where it appears (``tasks[].budget``: the ``budget`` of an entry of ``tasks``)."""
+    found: dict[type[BaseModel], list[str]] = {Suite: [""]}
+
+    def walk(model: type, path: str) -> None:
+        for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+            for inner in _models(info.annotation, BaseModel):
+                here = f"{path}.{name}" if path else name
+                if _is_list_of(info.annotation, inner):
+                    here += "[]"
+                places = found.setdefault(inner, [])
+                if here not in places:
+                    places.append(here)
+                    walk(inner, here)
+
+    walk(Suite, "")
+    return {model: sorted(paths, key=lambda p: (p.count("."), p)) for model, paths in
+            found.items()}
+
+
+def _models(annotation: Any, base: type) -> list[type]:
+    """The subclasses of ``base`` inside a type annotation (``X | None``, ``list[X]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, base):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg, base)]
+
+
+def _is_list_of(annotation: Any, model: type) -> bool:
+    if typing.get_origin(annotation) is list:
+        return model in typing.get_args(annotation)
+    return any(_is_list_of(a, model) for a in typing.get_args(annotation))
+
+
+def _key_places() -> dict[str, list[str]]:
+    """Every key of the suite schema, with the paths of the sections that have it
+    (``tasks[].budget``: the budget of an entry of ``tasks``)."""
+    places: dict[str, list[str]] = {}
+    for model, paths in sections().items():
+        for name in model.model_fields:  # type: ignore[attr-defined]
+            for path in paths:
+                places.setdefault(name, []).append(f"{path}.{name}" if path else name)
+    return places
+
+
+def _belongs(loc: tuple[Any, ...], parent: type[BaseModel] | None, data: dict) -> str:
+    """``; KEY belongs in ...`` for an unknown key that is a key of another section (or a
+    task's name, or ``per_task``, under ``budget``: a task's own budget goes in its entry)."""
+    name = str(loc[-1])
+    tasks = [t.get("name") for t in data.get("tasks") or [] if isinstance(t, dict)]
+    if parent is BudgetSpec and (name == "per_task" or name in tasks):
+        task = tasks[0] if tasks else "bandit"
+        example = "tasks: [{name: " + str(task) + ", budget: {samples: 1000}}]"
+        return (f"; a task's own budget goes in its entry of tasks, e.g. {example} (see "
+                "docs/suite-reference.md)")
+    places = _key_places().get(name)
+    if not places:
+        return ""
+    return (f"; '{name}' belongs in {' or '.join(places)} (see docs/suite-reference.md)")
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

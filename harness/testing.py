@@ -6,7 +6,12 @@ that names the algorithm and the check:
 
 ``config``
     ``Config`` is a dataclass whose every field has a default and a docstring (a string literal
-    on the line after the field, read from the source) and whose defaults build.
+    on the line after the field, read from the source) and whose defaults build; and every
+    setting it accepts builds the algorithm: each ``int`` or ``float`` field set in turn to
+    each of :data:`SETTING_PROBES` (−1, 0, …), a value the Config accepts — which
+    ``rlhf-harness validate`` then calls ok — must not make the algorithm's ``__init__`` raise.
+    Checks of values belong in ``Config.__post_init__`` (see :mod:`harness.config`), where
+    ``validate`` sees them, not in ``__init__``, where a suite learns of them as a failed run.
 ``metrics``
     Every ``step()`` returns a ``dict`` of Python numbers (floats; not tensors, whose autograd
     graph a kept metric would hold on to, nor numpy scalars) by string name, with the
@@ -123,6 +128,7 @@ __all__ = [
     "DEFAULT_TASK_PARAMS",
     "OPTIONAL_METRICS",
     "RESERVED_METRICS",
+    "SETTING_PROBES",
     "Conformance",
     "ConformanceError",
     "bandit_algorithm",
@@ -171,6 +177,13 @@ LM_SMALL: dict[str, Any] = {
 }
 """The config fields the ``devices`` check sets, where an algorithm has them, on its language
 model: a learning rate that suits one, and small batches (the check is of placement)."""
+
+SETTING_PROBES: dict[type, tuple[Any, ...]] = {
+    int: (-1, 0, 1, 2, 3),
+    float: (-1.0, 0.0, 0.5, 1.0, 1.5),
+}
+"""Values the ``config`` check gives each ``int`` or ``float`` field of ``Config`` in turn: a
+value the Config accepts must build (a value it cannot take is refused in ``__post_init__``)."""
 
 _GLOBAL_SEEDS = (12345, 67890)
 """Seeds of the global generators in the two runs of the determinism check (they differ)."""
@@ -363,11 +376,12 @@ class Conformance:
             error.failures = found  # type: ignore[attr-defined]
             raise error
 
-    def build(self, *, device: str = "cpu", policy_options: dict[str, Any] | None = None
-              ) -> Algorithm:
+    def build(self, *, device: str = "cpu", config: Mapping[str, Any] | None = None,
+              policy_options: dict[str, Any] | None = None) -> Algorithm:
         """A fresh instance of the algorithm, set up as the checks set it up: on the ``bandit``
         task (on ``device``), with the gold reward as r̂ and/or simulated preference pairs, for
-        the seed; ``policy_options`` as a suite's ``policy`` section.
+        the seed; with ``config`` in place of the kit's config if given, ``policy_options`` as a
+        suite's ``policy`` section.
 
         For an author's own tests of the algorithm's behaviour; raises what building raises.
         """
@@ -386,7 +400,7 @@ class Conformance:
             reward_model=GoldRewardModel(task) if "reward" in cls.needs else None,
             policy_options=policy_options,
         )
-        return make_algorithm(cls, self.config, context)
+        return make_algorithm(cls, dict(self.config if config is None else config), context)
 
     # --- the checks: each returns None (pass) or one line saying what is wrong --------------------
 
@@ -424,6 +438,33 @@ class Conformance:
             build_config(config_cls, {}, where="its defaults")
         except HarnessError as exc:
             return f"Config's defaults do not validate: {exc}"
+        return self._settings_problem(cls, config_cls)
+
+    def _settings_problem(self, cls: type[Algorithm], config_cls: type) -> str | None:
+        """The first setting that the Config accepts (so ``rlhf-harness validate`` says ok)
+        and building the algorithm rejects: each numeric field of the kit's config set in
+        turn to each of :data:`SETTING_PROBES` (and ``None`` where the field allows it)."""
+        import typing
+
+        try:
+            hints = typing.get_type_hints(config_cls)
+        except Exception:  # unresolvable annotations: nothing to probe
+            return None
+        for f in dataclasses.fields(config_cls):
+            for value in _probes(hints.get(f.name)):
+                values = {**self.config, f.name: value}
+                try:
+                    build_config(config_cls, values)
+                except Exception:
+                    continue  # refused where validate sees it: as it should be
+                with _global_rng(_GLOBAL_SEEDS[0]), _one_thread():
+                    try:
+                        self.build(config=values)
+                    except Exception as exc:
+                        return (f"Config accepts {f.name}={value!r} (rlhf-harness validate "
+                                f"says ok) but building the algorithm with it {_raised(exc)}: "
+                                f"check the setting in Config.__post_init__ (raise "
+                                f"ValueError), where validate sees it")
         return None
 
     def _check_metrics(self, cls: type[Algorithm]) -> str | None:
@@ -1131,6 +1172,23 @@ def _raised(exc: BaseException) -> str:
               if not f.filename.endswith("device_trace.py")]
     where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
     return f"raised {type(exc).__name__}: {exc}{where}"
+
+
+def _probes(hint: Any) -> tuple[Any, ...]:
+    """:data:`SETTING_PROBES` for a field annotated ``hint`` (``int``, ``float``, or one of them
+    or ``None``); nothing for other fields, whose values may depend on the task."""
+    import types
+    import typing
+
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Annotated:
+        return _probes(args[0])
+    if typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1 and members[0] in SETTING_PROBES and len(args) == 2:
+            return (*SETTING_PROBES[members[0]], None)
+        return ()
+    return SETTING_PROBES.get(hint, ())
 
 
 def _names(names: list[str]) -> str:

@@ -169,3 +169,45 @@ def test_online_dpo_labels_and_loss_equal_trl_training_step():
     assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-12)
     assert (chosen - rejected).mean().item() == pytest.approx(
         trainer.stats["rewards/margins"][-1], abs=1e-12)
+
+
+def _branch(source: str, loss_type: str) -> str:
+    """The body of ``if/elif loss_type == "<loss_type>":`` in TRL's DPO loss code."""
+    start = source.index(f'loss_type == "{loss_type}":')
+    end = source.find("elif loss_type ==", start + 1)
+    return source[start:end]
+
+
+def test_trl_sigmoid_dpo_ignores_label_smoothing_so_cdpo_is_not_it():
+    """The rdpo plugin's docstring: TRL's robust loss reads label_smoothing (rDPO), its sigmoid
+    loss does not, so it is not cDPO; cDPO differs from it at ε > 0 (0.524 against 0.474 at
+    h = 0.5, ε = 0.1) and equals it at ε = 0."""
+    import inspect
+
+    import rlhf_harness_rdpo as rdpo
+    from trl import DPOTrainer
+
+    source = inspect.getsource(DPOTrainer._compute_loss)
+    assert "label_smoothing" in _branch(source, "robust")
+    assert "label_smoothing" not in _branch(source, "sigmoid")
+    assert "-F.logsigmoid(self.beta * delta_score)" in _branch(source, "sigmoid")
+    zero = torch.zeros(1, dtype=torch.float64)
+    h = torch.tensor([0.5], dtype=torch.float64)  # β = 1: the margin is the log-ratio difference
+    cdpo, *_ = rdpo.cdpo_loss(h, zero, zero, zero, 1.0, 0.1)
+    plain = -torch.nn.functional.logsigmoid(h)
+    assert plain.item() == pytest.approx(0.47408, abs=1e-5)
+    assert cdpo.item() == pytest.approx(0.52408, abs=1e-5)
+    assert rdpo.cdpo_loss(h, zero, zero, zero, 1.0, 0.0)[0].item() == pytest.approx(plain.item())
+
+
+def test_trl_grpo_defaults_to_the_length_weighted_dapo_loss():
+    """The gspo plugin's docstring: its per-sequence mean is TRL's loss_type="grpo", not TRL's
+    default "dapo" (which divides by the batch's token count)."""
+    import dataclasses
+
+    import rlhf_harness_gspo as gspo
+    from trl import GRPOConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}["loss_type"]
+    assert default == "dapo"
+    assert 'set ``loss_type="grpo"`` there' in " ".join(gspo.__doc__.split())

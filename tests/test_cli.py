@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -362,3 +363,57 @@ def test_every_shipped_algorithm_suggests_settings_that_its_config_accepts():
         assert cls.suggested and set(cls.suggested) <= set(POLICY_KINDS), name
         for kind, values in cls.suggested.items():
             build_config(cls.Config, values, where=f"{name}.suggested[{kind}]")
+
+
+COPIED = """\
+name: copied
+tasks:
+  - name: bandit
+    params: {num_prompts: 2, num_arms: 4}
+preferences: {num_pairs: 64}
+reward_model: {epochs: 1}
+algorithms:
+  - name: dpo
+    config: {learning_rate: 0.05, optimizer: adam, batch_size: 8, warmup_steps: 0}
+seeds: [0]
+budget: {steps: 2}
+evaluation: {every: 2, evaluators: [gold_reward, kl_ref]}
+device: cpu
+"""
+
+
+def test_a_copied_suite_that_keeps_its_name_is_warned_of_the_shared_store(tmp_path, monkeypatch):
+    """The copy's runs join the original's store, whose runs then go stale (and gc would
+    remove them): run says so, naming both files; the same file again, or an identical copy,
+    is not warned of."""
+    from click.testing import CliRunner
+
+    from harness.cli import SUITE_SOURCE, cli, store_clash
+
+    monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
+    original = tmp_path / "original.yaml"
+    original.write_text(COPIED)
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(COPIED)
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(COPIED.replace("learning_rate: 0.05", "learning_rate: 0.1"))
+    root = tmp_path / "runs"
+    runner = CliRunner()
+
+    def run(path: Path) -> str:
+        result = runner.invoke(cli, ["run", str(path), "--root", str(root), "--no-report",
+                                     "--no-progress", "--no-wandb"])
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    assert "warning" not in run(original)
+    assert (root / "copied" / SUITE_SOURCE).read_text() == str(original.resolve())
+    assert "warning" not in run(original)
+    assert "warning" not in run(twin)  # the same content: nothing goes stale
+    warned = run(copy)
+    assert warned.count("warning: name:") == 1, warned
+    assert f"{copy}: warning: name: the store {root / 'copied'} holds the runs of the suite " \
+           f"file {twin.resolve()}, which has the same name" in warned
+    assert "'rlhf-harness gc' would remove them" in warned
+    assert store_clash(root / "copied", str(copy)) is None  # it is now the copy's store
+    assert store_clash(tmp_path / "new-store", str(copy)) is None

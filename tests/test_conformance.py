@@ -89,6 +89,12 @@ class GoodConfig:
     batch_size: int = 32
     """Responses sampled per step."""
 
+    def __post_init__(self) -> None:
+        if not self.learning_rate >= 0:
+            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
 
 class Good(Algorithm):
     """REINFORCE with the batch mean as baseline; the broken variants override one piece."""
@@ -216,6 +222,17 @@ class HostReward(Good):
         return super().score(prompts, responses).cpu()  # then combined with device tensors
 
 
+class ChecksInInit(Good):
+    """Checks a setting where validate does not see it: in __init__, not Config.__post_init__."""
+
+    name = "broken-checks-in-init"
+
+    def __init__(self, config: GoodConfig, context: RunContext) -> None:
+        if config.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {config.batch_size}")
+        super().__init__(config, context)
+
+
 class Raises(Good):
     name = "broken-raises"
 
@@ -276,6 +293,8 @@ BROKEN = [
     (EntropyInBits, None, "vocabulary", "metric 'entropy' is "),
     (CentredReward, None, "vocabulary", "metric 'reward' is 0 where the shared name means"),
     (Undocumented, None, "config", "Config field(s) 'clip' have no docstring"),
+    (ChecksInInit, None, "config", "Config accepts batch_size=1 (rlhf-harness validate says ok) "
+     "but building the algorithm with it raised ValueError: batch_size must be >= 2, got 1"),
     (NoDefault, {"learning_rate": 0.1}, "config", "'learning_rate' have no default"),
     (Good, {"learning_rate": 0.0}, "improves", "0.0% of the gap"),
     (HostReward, None, "devices", "step 1 on a device raised DeviceMixError: "),

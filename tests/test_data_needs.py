@@ -97,8 +97,10 @@ def test_a_noise_rate_of_one_half_is_refused_where_it_is_set(tmp_path, host):
     assert "'rdpo' needs a label-noise rate ε below 0.5, got 0.5" in message
     text = SUITE.replace("  - name: kto\n", "    sweep: {epsilon: [0.1, 0.6]}\n  - name: kto\n")
     message, path = refusal(tmp_path, host, text)
-    assert message.startswith(f"{path}:{line_of(text, 'sweep')}: algorithms.0.sweep.epsilon: ")
-    assert "got 0.6" in message
+    # a value set in the config is refused by rdpo's Config itself, where it is set
+    assert message.startswith(f"{path}:{line_of(text, 'sweep')}: algorithms.0.sweep.epsilon "
+                              f"(rdpo): ")
+    assert "epsilon must be in [0, 0.5), got 0.6" in message
 
 
 def test_pairs_are_refused_from_data_marked_unpaired(tmp_path, host):

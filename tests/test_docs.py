@@ -31,6 +31,8 @@ from harness.docs import (
     API_CLASSES,
     API_PAGE,
     HOOKS_PAGE,
+    SUITE_EXAMPLE,
+    SUITE_PAGE,
     api_markdown,
     hook_signature,
     hooks_markdown,
@@ -38,6 +40,8 @@ from harness.docs import (
     include_files,
     included_blocks,
     main,
+    suite_reference_markdown,
+    suite_sections,
 )
 from harness.plugins import get_plugin_host
 from harness.store import RunStore
@@ -150,6 +154,131 @@ def test_api_page_documents_what_a_step_touches():
     undocumented = re.findall(r"^- `[^`]+`$", page, re.MULTILINE)
     assert not undocumented, f"entries without documentation: {undocumented}"
     assert "they need not be adjacent" in page  # where repeated prompts are computed once
+
+
+def test_hooks_page_marks_class_methods_and_api_page_documents_exact_problem():
+    """tuning_space is a class method (an instance-method override raises TypeError): the page
+    says so. fixed_point's argument, ExactProblem, is in api.md with the evaluation's β."""
+    hooks = (ROOT / HOOKS_PAGE).read_text(encoding="utf-8")
+    line = next(row for row in hooks.splitlines() if row.startswith("- `tuning_space("))
+    assert "(**class method**" in line and "@classmethod" in line
+    fixed = next(row for row in hooks.splitlines() if row.startswith("- `fixed_point("))
+    assert "class method" not in fixed and "exact.beta" in fixed
+    api = (ROOT / API_PAGE).read_text(encoding="utf-8")
+    assert "### `harness.exact.ExactProblem`" in api
+    assert "- `beta: float | None`" in api and "- `optimal_logprobs(beta: float)" in api
+
+
+# --- docs/suite-reference.md ---------------------------------------------------------------------
+
+
+def test_suite_reference_is_what_the_schema_generates():
+    assert (ROOT / SUITE_PAGE).read_text(encoding="utf-8") == suite_reference_markdown(), (
+        "docs/suite-reference.md is out of date: run python -m harness.docs"
+    )
+
+
+def table_rows(page: str) -> dict[str, dict[str, list[str]]]:
+    """``{section heading: {key: [type, default, meaning, example]}}`` of the reference."""
+    out: dict[str, dict[str, list[str]]] = {}
+    section = None
+    for line in page.splitlines():
+        if line.startswith("## "):
+            section = line[3:]
+            out[section] = {}
+        elif section and line.startswith("| `"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            out[section][cells[0].strip("`")] = cells[1:]
+    return out
+
+
+def test_suite_reference_gives_every_key_its_type_default_place_and_example():
+    from harness.suite import Suite
+
+    page = (ROOT / SUITE_PAGE).read_text(encoding="utf-8")
+    rows = table_rows(page)
+    sections = suite_sections()
+    assert Suite in sections and len(sections) >= 14
+    for model, paths in sections.items():
+        title = " and ".join(f"`{p}`" for p in paths) if paths != [""] else "The top level"
+        assert title in rows, f"no section {title}"
+        assert set(rows[title]) == set(model.model_fields), title
+        for key, (kind, default, meaning, example) in rows[title].items():
+            assert kind and default and meaning, f"{title}.{key}: {kind!r} {meaning!r}"
+            if example.startswith("see [`"):  # a section of its own: a link to it
+                assert kind.startswith("mapping ([`") and "](#" in example, example
+            else:
+                assert example.startswith(f"`{key}: "), f"{title}.{key}: {example!r}"
+    # Where each section may appear: suite-wide, per task, per algorithm.
+    assert "Where: `budget`: suite-wide; `tasks[].budget`: per task." in page
+    assert "Where: `policy`: suite-wide; `algorithms[].policy`: per algorithm." in page
+    assert rows["`tuning`"]["instances"][0] == "list of integers at least 1"
+    assert rows["The top level"]["preferences"][0] == "mapping ([`preferences`](#preferences))"
+    assert rows["`seeds`"]["replicates"][1] == "`1`"
+    assert rows["The top level"]["precision"][0] == "one of `fp32`, `bf16`"
+    assert rows["The top level"]["budget"][1] == "required"
+
+
+def test_the_tiny_lm_example_suite_validates_and_is_on_the_reference_page():
+    from harness.plugins import get_plugin_host
+    from harness.suite import check_suite, load_suite
+
+    path = ROOT / SUITE_EXAMPLE
+    suite = load_suite(path)
+    assert [t.name for t in suite.tasks] == ["tiny-lm"]
+    runs = check_suite(suite, path, get_plugin_host())
+    assert len(runs) == 2 * 2 * 2  # 2 algorithms × 2 instances × 2 replicates
+    page = (ROOT / SUITE_PAGE).read_text(encoding="utf-8")
+    assert f"```yaml\n{path.read_text(encoding='utf-8')}```" in page
+
+
+def test_a_stale_suite_reference_is_named_and_regenerated(tmp_path, capsys):
+    shutil.copytree(DOCS, tmp_path / "docs")
+    page = tmp_path / SUITE_PAGE
+    page.write_text(page.read_text().replace("| `num_pairs` |", "| `pairs` |"))
+    assert main(["--check", "--root", str(tmp_path)]) == 1
+    assert f"{page}: out of date" in capsys.readouterr().err
+    assert main(["--root", str(tmp_path)]) == 0
+    assert page.read_text() == (ROOT / SUITE_PAGE).read_text()
+
+
+# --- docstrings cite files that exist ------------------------------------------------------------
+
+CITED = re.compile(r"(?<![\w./-])((?:tests|harness|plugins|docs|suites|scripts|benchmarks|reports)"
+                   r"/[\w./-]*\w\.(?:py|md|yaml|toml|csv|json|sh))")
+
+
+def docstrings(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` of every string that stands as a statement in ``path`` (module, class,
+    function and attribute docstrings)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            yield node.lineno, node.value.value
+
+
+def test_every_path_a_docstring_cites_exists():
+    sources = sorted([*ROOT.glob("harness/**/*.py"), *ROOT.glob("plugins/*/*.py"),
+                      *ROOT.glob("docs/example*/**/*.py")])
+    assert len(sources) > 40
+    cited, missing = 0, []
+    for source in sources:
+        for line, text in docstrings(source):
+            for path in CITED.findall(text):
+                if "MODULE" in path or "<" in path:  # a template's placeholder
+                    continue
+                cited += 1
+                if not (ROOT / path).exists():
+                    missing.append(f"{source.relative_to(ROOT)}:{line}: {path}")
+    assert cited >= 20
+    assert not missing, "docstrings cite files that do not exist:\n" + "\n".join(missing)
+
+
+def test_the_citation_pattern_finds_what_a_docstring_names():
+    text = ("(``tests/test_kto.py`` measures it), see plugins/grpo and suites/quickstart.yaml; "
+            "not a/tests/x.py")
+    assert CITED.findall(text) == ["tests/test_kto.py", "suites/quickstart.yaml"]
 
 
 # --- the tutorial and its files ------------------------------------------------------------------

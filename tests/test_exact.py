@@ -191,3 +191,44 @@ def test_errors_name_the_task_and_the_beta(problem: ExactProblem) -> None:
             problem.optimal_logprobs(beta)
         with pytest.raises(ConfigError, match=message):
             problem.regret(problem.ref_logp, beta)
+
+
+def test_a_run_hands_fixed_point_the_evaluation_s_beta(tmp_path, monkeypatch):
+    """An algorithm whose target is π*_γ for its own γ needs the evaluation's β to say whether
+    that is π*_β: the runner's ExactProblem carries it (exact.beta)."""
+    import json
+
+    from click.testing import CliRunner
+    from rlhf_harness_dpo import DPO
+
+    from harness.cli import cli
+    from harness.store import RunStore
+
+    seen: list[float | None] = []
+
+    def fixed_point(self, exact: ExactProblem) -> torch.Tensor | None:
+        seen.append(exact.beta)
+        gamma = self.config.beta * 0.25  # BTL labels at scale 0.25: DPO aims at π*_{β·τ}
+        return None if gamma == exact.beta else exact.optimal_logprobs(gamma)
+
+    monkeypatch.setattr(DPO, "fixed_point", fixed_point)
+    monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: exact-beta\ntasks:\n  - name: bandit\n    params: {num_prompts: 2, num_arms: 4}\n"
+        "preferences: {num_pairs: 64, scale: 0.25}\nalgorithms:\n  - name: dpo\n"
+        "    sweep: {beta: [0.4, 0.8]}\n    config: {learning_rate: 0.05, optimizer: adam, "
+        "batch_size: 8, warmup_steps: 0}\nseeds: [0]\nbudget: {steps: 2}\n"
+        "evaluation: {every: 2, beta: 0.1, evaluators: [gold_reward, kl_ref, regret]}\n"
+        "device: cpu\n")
+    result = CliRunner().invoke(cli, ["run", str(suite), "--root", str(tmp_path / "runs"),
+                                      "--no-report", "--no-progress", "--no-wandb"])
+    assert result.exit_code == 0, result.output
+    assert seen == [0.1, 0.1]
+    targets = {r.spec["algorithm_config"]["beta"]: json.loads((r.path / "summary.json")
+                                                              .read_text())["target"]
+               for r in RunStore(tmp_path / "runs", "exact-beta").records()}
+    assert targets[0.4] is None  # 0.4 · 0.25 = 0.1: its target is π*_β
+    assert targets[0.8]["regret"] > 0  # π*_0.2 is not π*_0.1
+    problem = ExactProblem.from_task(BanditTask(BanditParams(num_prompts=2, num_arms=4), seed=0))
+    assert problem.beta is None  # outside a run: unknown

@@ -160,3 +160,27 @@ def test_offloaded_models_are_planned_in_host_memory(tmp_path, tiny_cache):
     assert plan.total == sum(m.total for m in plan.models) + largest
     full = plan_run(specs_of(suite_file(tmp_path, False))[0], host)
     assert plan.total == full.total - sum(m.host for m in offloaded) + largest
+
+
+def test_the_host_peak_is_the_run_s_own_after_a_larger_earlier_allocation():
+    """A run after a larger one in the same process, whose tensors live within a step: RSS read
+    afterwards shows nothing above the baseline, the reset high-water mark shows the step."""
+    import psutil
+
+    from harness.runner import host_peak, reset_host_peak
+
+    process = psutil.Process()
+    earlier = torch.ones(256 * 2**20 // 4)  # 256 MB, touched, then freed: the heap may keep it
+    earlier.add_(1)
+    del earlier
+    if not reset_host_peak():
+        pytest.skip("no /proc/self/clear_refs (not Linux)")
+    baseline = process.memory_info().rss
+    step = torch.ones(64 * 2**20 // 4)  # a step's transient 64 MB
+    step.add_(1)
+    del step
+    after = process.memory_info().rss
+    peak = host_peak()
+    assert peak is not None
+    assert (peak - baseline) / 2**20 == pytest.approx(64, abs=8)
+    assert (after - baseline) / 2**20 < 8  # what sampling after the step would have seen

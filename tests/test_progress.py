@@ -69,3 +69,54 @@ def test_bars_fit_80_columns_with_their_counters_whole():
 def test_durations_are_compact():
     assert [_duration(s) for s in (0.04, 9.96, 42.4, 61, 3599.4, 3725)] == [
         "0.0 s", "10.0 s", "42 s", "1 min 01 s", "59 min 59 s", "1 h 02 min"]
+
+
+def test_the_eta_is_per_task_so_fast_runs_do_not_set_the_pace_of_slow_ones():
+    """Bandit runs of 1 s and language-model runs of 30 s: the time left is each task's runs
+    left at that task's own pace (33 s here), not every run at the mean pace (62 s)."""
+    now = [0.0]
+    out = io.StringIO()
+    bar = _Progress("lines", 6, "mixed: 6 to run, 0 already finished", stream=out,
+                    clock=lambda: now[0], groups=["bandit"] * 4 + ["tiny-lm"] * 2)
+    bar.run_started("ppo · bandit · seed 0", "bandit")
+    now[0] = 1.0
+    bar.run_finished("done")
+    bar.run_started("ppo · tiny-lm · seed 0", "tiny-lm")
+    now[0] = 31.0
+    bar.run_finished("done")
+    total, shares = bar.eta(31.0 / 2, 4)
+    assert shares == pytest.approx({"bandit": 3.0, "tiny-lm": 30.0})
+    assert total == pytest.approx(33.0)
+    assert out.getvalue().splitlines()[-1] == (
+        "[2/6] done in 30 s: ppo · tiny-lm · seed 0; 4 left, ETA 33 s (bandit 3.0 s, "
+        "tiny-lm 30 s)")
+    bar.run_finished("done", "grpo · tiny-lm · seed 1", 29.0, "tiny-lm")  # a worker's run
+    last = out.getvalue().splitlines()[-1]  # only bandit runs left: no split, a bandit's pace
+    assert re.fullmatch(r"\[3/6\] done in 29 s: grpo · tiny-lm · seed 1; 3 left, ETA 1\.\d s",
+                        last), last
+
+
+def test_a_task_with_no_finished_run_counts_as_a_mean_run():
+    now = [0.0]
+    bar = _Progress("off", 4, "s", clock=lambda: now[0], groups=["a", "a", "b", "b"])
+    bar.run_started("x · a · seed 0", "a")
+    now[0] = 10.0
+    bar.run_finished("done")
+    assert bar.eta(10.0, 3) == (pytest.approx(30.0), {"a": pytest.approx(10.0),
+                                                      "b": pytest.approx(20.0)})
+
+
+def test_tuning_progress_names_the_trial_of_each_task():
+    from types import SimpleNamespace
+
+    from harness.cli import trial_stage
+
+    trials = {"bandit": 16, "tiny-lm": 6}
+    suite = SimpleNamespace(tuning=SimpleNamespace(trials_for=trials.__getitem__))
+
+    def spec(task: str, trial: int) -> SimpleNamespace:
+        return SimpleNamespace(task=task, tuning={"phase": "trial", "trial": trial})
+
+    assert trial_stage(suite, [spec("bandit", 2), spec("bandit", 2)]) == "tuning trial 3/16"
+    assert trial_stage(suite, [spec("bandit", 4), spec("tiny-lm", 4)]) == (
+        "tuning trial 5/16 on bandit, 5/6 on tiny-lm")

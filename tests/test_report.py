@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -37,7 +38,7 @@ STEPS, EVERY = 40, 5
 
 def _run(store: RunStore, task: str, alg: str, label: str, seed: int, cfg: tuple[Any, ...],
          *, sweep: dict[str, Any] | None = None, regret: bool = True,
-         flops: bool = True) -> None:
+         flops: bool = True, config: dict[str, Any] | None = None) -> None:
     """One synthetic run; ``regret=False`` for a task without an exact optimum, ``flops=False``
     for a tabular policy (no FLOPs counted)."""
     _, _, _, sd, wall_step, flops_step, models, mb = cfg
@@ -45,7 +46,8 @@ def _run(store: RunStore, task: str, alg: str, label: str, seed: int, cfg: tuple
     rng = np.random.default_rng(zlib.crc32(f"{task}/{label}/{seed}".encode()))
     run_id = f"{alg}-{task}-s{seed}-{zlib.crc32(f'{label}/{sweep}'.encode()):08x}"
     spec = {"suite": store.suite, "task": task, "algorithm": alg, "label": label, "seed": seed,
-            "sweep_point": sweep or {}, "budget": {"steps": float(STEPS)}}
+            "sweep_point": sweep or {}, "budget": {"steps": float(STEPS)},
+            "algorithm_config": config or {}}
     store.start(run_id, spec)
     level = {"ppo": 1.2, "grpo": 1.3, "dpo": 1.0}.get(alg, 0.8) + rng.normal(0, sd)
     status, reason, last = "done", None, STEPS
@@ -293,9 +295,12 @@ def test_cli_report_two_tasks_without_dpo(tmp_path: Path, capsys: pytest.Capture
     assert (out / "figures" / "curves_flops.png").exists()
     assert (out / "figures" / "sensitivity.png").exists()
     assert "an instance's scores averaged over tasks" in md
-    assert "no counted runs of dpo" in md
-    claims = pd.read_csv(out / "tables" / "claims.csv")
-    assert set(claims["verdict"]) == {"not tested"}
+    # The lecture's claims need ppo, grpo and dpo: said once, plainly, and none is tested.
+    assert "no counted runs of dpo" not in md
+    assert md.count("do not apply: it has no dpo") == 1
+    assert "claims:" in md and not (out / "tables" / "claims.csv").exists()
+    summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "Claim " not in summary
     sens = pd.read_csv(out / "tables" / "sensitivity.csv")
     assert set(sens["algorithm"]) == {"ppo", "grpo"}
     assert set(sens["task"]) == {"bandit", "lm"}
@@ -384,3 +389,127 @@ def test_an_overall_ranking_over_two_kinds_of_score_says_so(tmp_path: Path, lm_r
     assert said == (not lm_regret)
     if said:
         assert "charges KL(π‖π\\_ref), on bandit, and gold gain relative to the largest" in md
+
+
+# --- the first screen, settings, ranges ----------------------------------------------------------
+
+
+def section(md: str, title: str) -> str:
+    return md.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_summary_lists_every_decided_comparison(report: Path):
+    from harness.report.build import SUMMARY_DECIDED, decided_comparisons
+    from harness.report.render import md_escape
+
+    comp = pd.read_csv(report / "tables" / "comparisons.csv")
+    decided = comp[comp["decision"] != "undecided"]
+    assert len(decided) > SUMMARY_DECIDED  # more than the summary shows: it says where the rest are
+    phrases = decided_comparisons(comp)
+    assert len(phrases) == len(decided)
+    summary = section((report / "index.md").read_text(), "Summary")
+    assert (f"Decided comparisons ({len(decided)} of {len(comp)}, the most certain first; "
+            f"{len(decided) - SUMMARY_DECIDED} more in the section Paired comparisons)") in summary
+    for i, phrase in enumerate(phrases):  # as rendered
+        assert (md_escape(phrase) in summary) == (i < SUMMARY_DECIDED), phrase
+    # the most certain first, and each says which is better in the quantity's direction
+    p = [float(x.rsplit("p = ", 1)[1].rstrip(")")) for x in phrases]
+    assert p == sorted(p)
+    cpu = [x for x in phrases if "training CPU seconds" in x]
+    assert cpu and all(" < " in x for x in cpu)
+
+
+def test_a_summary_with_more_decided_comparisons_than_fit_points_to_the_rest():
+    from harness.report.build import SUMMARY_DECIDED, decided_comparisons
+
+    rows = [{"task": "bandit", "metric": "score", "a": f"x{i}", "b": f"y{i}", "n": 5,
+             "mean_diff": 0.1 + i, "ci_low": 0.05 + i, "ci_high": 0.15 + i, "p_value": 0.001,
+             "p_adjusted": 0.001 * (i + 1), "decision": "a better", "mde": 0.1,
+             "seeds_needed": math.nan} for i in range(SUMMARY_DECIDED + 3)]
+    rows.append({**rows[0], "a": "u", "b": "v", "decision": "b better", "mean_diff": -0.2,
+                 "ci_low": -0.3, "ci_high": -0.1, "p_adjusted": 0.0001})
+    phrases = decided_comparisons(pd.DataFrame(rows))
+    assert len(phrases) == SUMMARY_DECIDED + 4
+    assert phrases[0] == ("bandit, normalised score: v > u by 0.2 [0.1, 0.3] "
+                          "(Holm-adjusted p = 0.0001)")
+
+
+def test_each_label_s_settings_are_in_the_report(tmp_path: Path):
+    """Two versions of dpo differ in β: the report says so, beside the settings the suite sets."""
+    store = RunStore(tmp_path / "runs", "two-dpos")
+    store.path.mkdir(parents=True)
+    (store.path / "suite.yaml").write_text(
+        "name: two-dpos\nalgorithms:\n  - name: dpo\n    config: {learning_rate: 0.05}\n"
+        "  - name: dpo\n    label: dpo-b\n    config: {beta: 0.4, learning_rate: 0.05}\n")
+    base = {"beta": 0.1, "learning_rate": 0.05, "batch_size": 64, "optimizer": "adam"}
+    for label, beta in (("dpo", 0.1), ("dpo-b", 0.4)):
+        for seed in range(3):
+            _run(store, "bandit", "dpo", label, seed, CONFIGS[2], config={**base, "beta": beta})
+    out = write_report(store.path, tmp_path / "report")
+    table = pd.read_csv(out / "tables" / "configurations.csv").set_index("label")
+    assert table.loc["dpo", "settings"] == "beta=0.1, learning_rate=0.05"
+    assert table.loc["dpo-b", "settings"] == "beta=0.4, learning_rate=0.05"
+    assert json.loads(table.loc["dpo-b", "config"]) == {**base, "beta": 0.4}
+    md = section((out / "index.md").read_text(), "Configurations")
+    assert "beta=0.4, learning\\_rate=0.05" in md
+
+
+def test_intervals_of_quantities_that_cannot_be_negative_stay_at_or_above_zero(report: Path):
+    from harness.report.stats import Estimate, quantity_range, t_interval
+
+    wide = t_interval([0.0, 0.0, 0.01, 3.0, 0.0])  # a KL that one instance moved far
+    assert wide.low < 0
+    clipped = wide.clipped(*quantity_range("final_kl_ref"))
+    assert (clipped.value, clipped.low, clipped.high) == (wide.value, 0.0, wide.high)
+    assert quantity_range("final_win_rate_ref") == (0.0, 1.0)
+    assert quantity_range("final_gold_reward") == (-math.inf, math.inf)
+    assert Estimate(0.5, -0.2, 1.3).clipped(0.0, 1.0) == Estimate(0.5, 0.0, 1.0)
+    assert math.isnan(Estimate(1.0).clipped(0.0).low)
+    compute = pd.read_csv(report / "tables" / "compute.csv")
+    for column in ("peak_above_baseline_mb_low", "train_cpu_seconds_low", "flops_low"):
+        assert (compute[column].dropna() >= 0).all(), column
+    final = pd.read_csv(report / "tables" / "final_metrics.csv")
+    lows = [c for c in final.columns if c.startswith("kl_ref") and c.endswith("low")]
+    assert lows and all((final[c].dropna() >= 0).all() for c in lows)
+
+
+def test_curve_bands_are_clipped_to_the_quantity_s_range():
+    from harness.report.figures import curve_bands
+
+    frame = pd.DataFrame({"task": "t", "label": "a", "step": [1.0] * 4, "seed": [0, 1, 2, 3],
+                          "value": [0.0, 0.0, 0.0, 4.0]})
+    free = curve_bands(frame, "step")
+    assert float(free["low"].iloc[0]) < 0
+    kept = curve_bands(frame, "step", (0.0, math.inf))
+    assert float(kept["low"].iloc[0]) == 0.0
+    assert float(kept["high"].iloc[0]) == float(free["high"].iloc[0])
+
+
+def test_the_ranking_heatmap_orders_labels_as_the_ranking_does(tmp_path: Path, monkeypatch):
+    from harness.report import figures
+
+    seen = {}
+    real = figures.sns.heatmap
+
+    def spy(data, **kwargs):
+        seen["rows"], seen["columns"] = list(data.index), list(data.columns)
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(figures.sns, "heatmap", spy)
+    iqm = pd.DataFrame({"label": ["dpo", "ppo", "grpo"], "iqm": [0.9, 0.5, 0.2],
+                        "low": [0.8, 0.4, 0.1], "high": [1.0, 0.6, 0.3]})
+    poi = pd.DataFrame([{"x": x, "y": y, "p": 0.5} for x in ("ppo", "grpo", "dpo")
+                        for y in ("ppo", "grpo", "dpo") if x != y])
+    assert figures.ranking(iqm, poi, ["ppo", "grpo", "dpo"], tmp_path / "r.png", "score")
+    assert seen["rows"] == seen["columns"] == ["dpo", "ppo", "grpo"]
+
+
+def test_spike_columns_are_marked_per_algorithm_and_enter_no_comparison(report: Path):
+    from harness.report import compare as cmp
+
+    md = section((report / "index.md").read_text(), "Stability")
+    assert "loss spikes (runs with any; per algorithm)" in md
+    assert "not comparable across algorithms" in md
+    assert not {m for m in cmp.METRICS if "spike" in m}
+    comp = pd.read_csv(report / "tables" / "comparisons.csv")
+    assert not comp["metric"].str.contains("spike").any()

@@ -42,8 +42,9 @@ def checkout(tmp_path: Path) -> Path:
     return copy
 
 
-def setup(checkout: Path, *flags: str) -> list[str]:
-    """Run setup.sh; return the pip installs it made (one line each)."""
+def setup(checkout: Path, *flags: str, make: str | None = None) -> list[str]:
+    """Run setup.sh (or ``make TARGET`` in the checkout); return the pip installs it made (one
+    line each), after checking that nothing else was run with the interpreter."""
     prefix = checkout.parent / "env"
     prefix.mkdir(exist_ok=True)
     python = checkout.parent / "python"
@@ -53,10 +54,15 @@ def setup(checkout: Path, *flags: str) -> list[str]:
     log.write_text("")
     env = {**os.environ, "PYTHON": str(python), "FAKE_LOG": str(log),
            "FAKE_PREFIX": str(prefix)}
-    result = subprocess.run(["bash", str(checkout / "scripts" / "setup.sh"), *flags],
-                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    command = ["make", "-C", str(checkout), make] if make else [
+        "bash", str(checkout / "scripts" / "setup.sh"), *flags]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60,
+                            check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    return [line for line in log.read_text().splitlines() if " install " in line]
+    calls = log.read_text().splitlines()
+    installs = [line for line in calls if " install " in line]
+    assert [c for c in calls if c not in installs and "pip" not in c.split()[:2]] == [], calls
+    return installs
 
 
 def test_quickstart_and_test_alternate_without_reinstalling(checkout: Path):
@@ -81,3 +87,19 @@ def test_a_changed_pyproject_reinstalls_each_set_once(checkout: Path):
     again = setup(checkout, "--dev")  # test: its stamp is older than the change
     assert len(again) == 1 and "[dev]" in again[0]
     assert setup(checkout, "--dev") == [] and setup(checkout) == []
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_setup_and_setup_dev_set_up_and_run_nothing(checkout: Path):
+    """The README's and the tutorial's set-up-only commands: the installs of setup.sh (plain,
+    then with the test tools), and no linter, test or suite run."""
+    shutil.copy2(ROOT / "Makefile", checkout / "Makefile")
+    first = setup(checkout, make="setup")
+    assert len(first) == 1 and "-e ." in first[0] and "[dev]" not in first[0]
+    dev = setup(checkout, make="setup-dev")
+    assert len(dev) == 1 and "-e .[dev]" in dev[0]
+    assert setup(checkout, make="setup") == [] and setup(checkout, make="setup-dev") == []
+    for page in ("README.md", "docs/writing-a-plugin.md"):
+        text = (ROOT / page).read_text(encoding="utf-8")
+        assert "make setup-dev" in text, page
+    assert "`make setup`" in (ROOT / "README.md").read_text(encoding="utf-8")

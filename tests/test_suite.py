@@ -8,6 +8,7 @@ user would see them (exit status 2, one line on stderr, no traceback).
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import types
@@ -20,7 +21,13 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.plugins import get_plugin_host
-from harness.suite import check_suite, expand, load_suite
+from harness.suite import (
+    check_suite,
+    default_claims,
+    expand,
+    load_suite,
+    missing_lecture_algorithms,
+)
 
 TIMEOUT_S = 120
 
@@ -337,6 +344,38 @@ BAD = [
     Bad("per-task-for-a-task-not-in-the-suite",
         edit("      beta: 0.5\n", "      beta: 0.5\n    per_task:\n      token: {beta: 0.2}\n"),
         "per_task.token", "token: {beta", ("no task 'token' in this suite",)),
+    Bad("per-task-budget-under-budget-says-where-it-belongs",
+        edit("budget:\n  steps: 3\n", "budget:\n  steps: 3\n  per_task: {bandit: {steps: 5}}\n"),
+        "budget.per_task", "per_task:",
+        ("unknown key", "a task's own budget goes in its entry of tasks",
+         "tasks: [{name: bandit, budget: {samples: 1000}}]")),
+    Bad("task-name-under-budget-says-where-it-belongs",
+        edit("budget:\n  steps: 3\n", "budget:\n  steps: 3\n  bandit: {steps: 5}\n"),
+        "budget.bandit", "bandit: {steps", ("a task's own budget goes in its entry of tasks",)),
+    Bad("per-task-in-a-task-entry-belongs-to-an-algorithm",
+        edit("    params: {num_prompts: 4, num_arms: 8}\n",
+             "    params: {num_prompts: 4, num_arms: 8}\n    per_task: {}\n"),
+        "tasks.0.per_task", "per_task: {}", ("'per_task' belongs in algorithms[].per_task",)),
+    Bad("a-tuning-key-at-the-top-level-says-where-it-belongs",
+        lambda text: text + "trials: 8\n", "trials", "trials: 8",
+        ("unknown key 'trials'", "'trials' belongs in tuning.trials")),
+    Bad("dpo-negative-beta-is-refused-by-validate", edit("      beta: 0.5", "      beta: -0.4"),
+        "algorithms.0.config.beta", "beta: -0.4", ("(dpo)", "beta must be > 0", "-0.4")),
+    Bad("dpo-zero-batch-is-refused-by-validate",
+        edit("      beta: 0.5", "      beta: 0.5\n      batch_size: 0"),
+        "algorithms.0.config.batch_size", "batch_size: 0", ("batch_size must be >= 1",)),
+    Bad("dpo-negative-learning-rate-is-refused-by-validate",
+        edit("      beta: 0.5", "      beta: 0.5\n      learning_rate: -0.1"),
+        "algorithms.0.config.learning_rate", "learning_rate: -0.1",
+        ("learning_rate must be > 0",)),
+    Bad("ppo-cliprange-above-one-is-refused-by-validate",
+        edit("  - name: ppo\n", "  - name: ppo\n    config: {cliprange: 1.5}\n"),
+        "algorithms.1.config.cliprange", "cliprange: 1.5", ("cliprange must be in [0, 1)",)),
+    Bad("ppo-mini-batches-not-dividing-the-batch-are-refused-by-validate",
+        edit("  - name: ppo\n", "  - name: ppo\n    config: {rollout_batch_size: 10, "
+             "num_mini_batches: 3}\n"),
+        "algorithms.1.config.num_mini_batches", "num_mini_batches: 3",
+        ("must be >= 1 and divide rollout_batch_size",)),
     Bad("empty-task-list", edit(
         "tasks:\n  - name: bandit\n    params: {num_prompts: 4, num_arms: 8}\n", "tasks: []\n"),
         "tasks", "tasks:", ("at least 1",)),
@@ -519,6 +558,29 @@ def test_instances_times_replicates(tmp_path, host):
     assert suite.instances == [0, 1, 2] and suite.replicates == 1
 
 
+def test_every_shipped_plugin_refuses_an_impossible_setting_in_validate(host):
+    """A value no run can use — a negative step size or KL weight, a batch of none — is
+    refused by the Config (so by validate, in one line), for every built-in algorithm."""
+    from harness.config import build_config
+
+    impossible = {"learning_rate": -0.1, "beta": -0.4, "kl_coef": -0.1, "tau": -1.0,
+                  "batch_size": 0, "num_generations": 1, "prompts_per_step": 0, "k": 1,
+                  "n": 0, "temperature": 0.0, "cliprange": 1.5, "lam": -1.0,
+                  "max_grad_norm": -1.0}
+    names = sorted(host.names("algorithm"))
+    assert {"dpo", "ppo", "grpo", "rdpo", "kto", "bon"} <= set(names)
+    for name in names:
+        cls = host.algorithm(name)
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        tried = [k for k in impossible if k in fields]
+        assert tried, name
+        for key in tried:
+            with pytest.raises(ConfigError) as info:
+                build_config(cls.Config, {key: impossible[key]}, where=f"algorithm '{name}'")
+            message = str(info.value)
+            assert "\n" not in message and f"'{key}'" in message, (name, message)
+
+
 def test_claims_default_to_the_lecture_and_may_be_listed(tmp_path, host):
     suite = load_suite(write(tmp_path, "plain.yaml", GRID))
     claims = suite.resolved_claims()
@@ -534,3 +596,12 @@ def test_claims_default_to_the_lecture_and_may_be_listed(tmp_path, host):
                                                                         ["ppo-kl", "dpo"])]
     none = load_suite(write(tmp_path, "none.yaml", GRID + "claims: []\n"))
     assert none.resolved_claims() == []
+
+
+def test_the_lecture_s_claims_apply_only_to_a_suite_with_its_three_algorithms(tmp_path):
+    without_ppo = GRID.replace("  - name: ppo\n    label: ppo-kl\n", "  - name: rloo\n"
+                               "    label: ppo-kl\n")
+    assert load_suite(write(tmp_path, "no-ppo.yaml", without_ppo)).resolved_claims() == []
+    assert missing_lecture_algorithms(["dpo", "rloo", "grpo"]) == ["ppo"]
+    assert default_claims(["ppo", "grpo", "dpo", "kto"]) == default_claims()
+    assert len(default_claims()) == 2 and default_claims(["grpo", "dpo"]) == []

@@ -268,6 +268,44 @@ def test_tuning_chooses_the_best_trial_and_compares_on_fresh_instances(tmp_path,
     assert (report / "figures" / "tuning.png").exists()
     chosen_csv = pd.read_csv(report / "tables" / "tuning_chosen.csv")
     assert sorted(chosen_csv["label"]) == ["dpo", "ipo"]
+    # each trial with its parameters, as the study drew them
+    per_trial = pd.read_csv(report / "tables" / "tuning_trials.csv")
+    assert {"param_learning_rate", "param_beta", "param_tau"} <= set(per_trial.columns)
+    drawn = data.trials.groupby(["label", "trial"])["param_learning_rate"].first()
+    np.testing.assert_allclose(
+        per_trial.set_index(["label", "trial"])["param_learning_rate"].loc[drawn.index], drawn)
+    assert per_trial.loc[per_trial["label"] == "dpo", "param_tau"].isna().all()
+    dims = pd.read_csv(report / "tables" / "tuning_dimensions.csv").set_index("label")
+    assert dims.loc["dpo", "parameters"] == "learning_rate, beta"
+    assert dims.loc["ipo", "parameters"] == "learning_rate, tau"
+    assert (dims["dimensions"] == 2).all() and (dims["trials"] == 3).all()
+    np.testing.assert_allclose(dims["per_dimension"], 3 ** 0.5)
+    assert "search spaces differ in size" not in text  # two dimensions each: equal effort
+
+
+def test_search_spaces_of_unequal_dimension_are_flagged():
+    from types import SimpleNamespace
+
+    from harness.cli import unequal_spaces
+    from harness.report.build import tuning_dimensions
+
+    per_trial = pd.DataFrame({
+        "task": "bandit", "label": ["ppo"] * 8 + ["rebel"] * 8, "trial": list(range(8)) * 2,
+        "trial_value": 0.0, "param_learning_rate": 0.1, "param_kl_coef": 0.1,
+        "param_eta": [np.nan] * 8 + [1.0] * 8})
+    dims = tuning_dimensions(per_trial, ["param_eta", "param_kl_coef", "param_learning_rate"])
+    assert dims.set_index("label")["dimensions"].to_dict() == {"ppo": 2, "rebel": 3}
+    np.testing.assert_allclose(dims["per_dimension"], [8 ** 0.5, 2.0])
+    suite = SimpleNamespace(name="s", tuning=SimpleNamespace(trials_for=lambda task: 8))
+    chosen = {("bandit", "ppo"): {"params": {"learning_rate": 0.1, "kl_coef": 0.1}},
+              ("bandit", "rebel"): {"params": {"learning_rate": 0.1, "kl_coef": 0.1,
+                                               "eta": 1.0}}}
+    assert unequal_spaces(suite, chosen) == [
+        "s: warning: tuning on bandit: search spaces of unequal dimension (ppo 2 (≈2.8 values "
+        "per dimension), rebel 3 (≈2 values per dimension)): 8 trials each are not equal "
+        "effort per dimension"]
+    chosen[("bandit", "rebel")]["params"].pop("eta")
+    assert unequal_spaces(suite, chosen) == []
 
 
 class Interrupted(Exception):

@@ -59,8 +59,12 @@ class Config:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.gamma < 0:
             raise ValueError(f"gamma must be ≥ 0, got {self.gamma}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 
 
 def simpo_loss(

@@ -54,8 +54,16 @@ class Config:
 
     def __post_init__(self) -> None:
         # Checks of values belong here: `rlhf-harness validate` reports them with their line.
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if not self.kl_coef >= 0:
+            raise ValueError(f"kl_coef must be ≥ 0, got {self.kl_coef}")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 
 
 class Reinforce(Algorithm):

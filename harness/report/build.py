@@ -7,6 +7,7 @@ notes describe how numbers are computed, never what they show.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -155,7 +156,7 @@ class Report:
         if column not in runs or runs.empty:
             return st.Estimate(math.nan)
         per = runs.groupby("seed")[column].mean()
-        return st.t_interval(per.to_numpy(dtype=float))
+        return st.t_interval(per.to_numpy(dtype=float)).clipped(*st.quantity_range(column))
 
     @property
     def multi_task(self) -> bool:
@@ -278,6 +279,7 @@ def summary_section(rep: Report) -> None:
                  diff=diff.format(), n=int(r["n"]), p=fmt(r["p_adjusted"]),
                  need=fmt(r["seeds_needed"]))
         lines.append(task)
+    _decided_summary(rep)
     overall = rep.claim_overall
     for i, claim in enumerate(d.claims):
         sub = overall[overall["claim"] == i] if len(overall) else overall
@@ -311,6 +313,48 @@ def summary_section(rep: Report) -> None:
             rep.text("{task}: no comparison is decided{need}.", task=task,
                      need=(f"; the reward comparisons would need {fmt(score.min())} to "
                            f"{fmt(score.max())} instances" if len(score) else ""))
+
+
+SUMMARY_DECIDED = 12
+"""The most decided comparisons the summary lists (the most certain first); the section
+"Paired comparisons" lists them all."""
+
+
+def decided_comparisons(comp: pd.DataFrame) -> list[str]:
+    """Each decided comparison in one phrase, the most certain first (smallest Holm-adjusted
+    p, then task and quantity): ``bandit, normalised score: grpo > dpo by 0.12 [0.05, 0.19]
+    (Holm-adjusted p = 0.003)``; for a quantity where lower is better, ``<``."""
+    if comp.empty:
+        return []
+    decided = comp[comp["decision"] != st.UNDECIDED].copy()
+    order = {name: i for i, name in enumerate(cmp.METRICS)}
+    decided["_metric"] = decided["metric"].map(order)
+    decided = decided.sort_values(["p_adjusted", "task", "_metric", "a", "b"], kind="stable")
+    out = []
+    for r in decided.itertuples(index=False):
+        metric = cmp.METRICS[r.metric]
+        a_better = r.decision == st.A_BETTER
+        better, worse = (r.a, r.b) if a_better else (r.b, r.a)
+        sign = 1.0 if a_better else -1.0
+        diff = st.Estimate(sign * r.mean_diff, *sorted((sign * r.ci_low, sign * r.ci_high)))
+        if not metric.higher_is_better:
+            diff = st.Estimate(-diff.value, -diff.high, -diff.low)
+        relation = ">" if metric.higher_is_better else "<"
+        out.append(f"{r.task}, {metric.description}: {better} {relation} {worse} by "
+                   f"{diff.format()} (Holm-adjusted p = {fmt(r.p_adjusted)})")
+    return out
+
+
+def _decided_summary(rep: Report) -> None:
+    """Every decided comparison (the :data:`SUMMARY_DECIDED` most certain, when more)."""
+    phrases = decided_comparisons(rep.comp)
+    if not phrases:
+        return
+    shown = phrases[:SUMMARY_DECIDED]
+    more = (f"; {len(phrases) - len(shown)} more in the section Paired comparisons"
+            if len(phrases) > len(shown) else "")
+    rep.text("Decided comparisons ({k} of {m}, the most certain first{more}): {items}.",
+             k=len(phrases), m=len(rep.comp), more=more, items="; ".join(shown))
 
 
 def comparisons_section(rep: Report) -> None:
@@ -356,7 +400,7 @@ def claims_section(rep: Report) -> None:
     d = rep.data
     rep.add(Heading("Claims"))
     if not d.claims:
-        rep.text("The suite lists no claims.")
+        rep.text(d.claims_note or "The suite lists no claims.")
         return
     for claim in d.claims:
         rep.text("Claim: {text}{source}.", text=cmp.claim_text(claim),
@@ -389,6 +433,69 @@ def claims_section(rep: Report) -> None:
                   "any step is, mixed or undecided otherwise (instances needed: for the step "
                   "that needs the most). An algorithm name stands for its configuration with "
                   "the highest mean score on the task.", "claims", overall)
+
+
+def label_settings(data: StoreData) -> pd.DataFrame:
+    """Per task and label, the algorithm's settings in its runs (``task, label, algorithm,
+    settings, config``): ``settings`` shows those the suite file sets, a tuning chose, or that
+    differ between two configurations of one algorithm (``k=v, ...``; all of them when the
+    suite file cannot be read); ``config`` every setting, as JSON."""
+    from harness.report.data import given_settings
+
+    runs = data.runs
+    if runs.empty or "config" not in runs:
+        return pd.DataFrame(columns=["task", "label", "algorithm", "settings", "config"])
+    given = given_settings(data.path)
+    rows = []
+    for task in data.tasks:
+        for label in data.labels:
+            sub = runs[(runs["task"] == task) & (runs["label"] == label)]
+            if sub.empty:
+                continue
+            configs = list(dict.fromkeys(sub["config"]))
+            tuned = set()
+            if "tuned_params" in sub:
+                for text in sub["tuned_params"].dropna():
+                    tuned |= {part.split("=", 1)[0] for part in str(text).split(", ") if part}
+            rows.append({"task": task, "label": label, "algorithm": sub["algorithm"].iloc[0],
+                         "config": configs[0], "_all": [json.loads(c) for c in configs],
+                         "_tuned": tuned})
+    varying: dict[str, set[str]] = {}
+    for algorithm in {r["algorithm"] for r in rows}:
+        values: dict[str, set[str]] = {}
+        for r in rows:
+            if r["algorithm"] == algorithm:
+                for c in r["_all"]:
+                    for k, v in c.items():
+                        values.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+        varying[algorithm] = {k for k, vs in values.items() if len(vs) > 1}
+    for r in rows:
+        base = r["label"].split("[", 1)[0].split("#", 1)[0]
+        config = r["_all"][0]
+        keys = (given.get(base, set(config) if not given else set()) | varying[r["algorithm"]]
+                | r["_tuned"])
+        shown = [k for k in config if k in keys]
+        r["settings"] = ", ".join(f"{k}={_setting(config[k])}" for k in shown) or "defaults"
+        if len(r["_all"]) > 1:
+            r["settings"] += f" (and {len(r['_all']) - 1} other version(s) in its runs)"
+    frame = pd.DataFrame(rows)
+    return frame[["task", "label", "algorithm", "settings", "config"]]
+
+
+def _setting(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def configurations_section(rep: Report) -> None:
+    """Each label's settings, so that two versions of one algorithm are told apart."""
+    table = label_settings(rep.data)
+    if table.empty:
+        return
+    rep.add(Heading("Configurations"))
+    rep.table(table.drop(columns="config"), "Each configuration's settings: those the suite "
+              "file sets, a tuning chose or that differ between configurations of one "
+              "algorithm; the others are the plugin's defaults (rlhf-harness show ALGORITHM). "
+              "The CSV has every setting.", "configurations", table)
 
 
 def status_section(rep: Report) -> None:
@@ -510,6 +617,42 @@ def frontier_section(rep: Report) -> None:
              "adjustment.", k=len(decided), n=len(comparisons))
 
 
+def tuning_dimensions(per_trial: pd.DataFrame, param_cols: list[str]) -> pd.DataFrame:
+    """Per task and tuned label: the dimensions of its search space (the parameters its trials
+    set), the trials, and trials^(1/d), about how many values per dimension the same number of
+    trials covers a d-dimensional space with (``task, label, dimensions, parameters, trials,
+    per_dimension``)."""
+    rows = []
+    for (task, label), g in per_trial.groupby(["task", "label"], sort=False):
+        names = [c.removeprefix("param_") for c in param_cols if g[c].notna().any()]
+        n, d = int(g["trial"].nunique()), len(names)
+        rows.append({"task": task, "label": label, "dimensions": d,
+                     "parameters": ", ".join(names), "trials": n,
+                     "per_dimension": n ** (1 / d) if d else math.nan})
+    return pd.DataFrame(rows, columns=["task", "label", "dimensions", "parameters", "trials",
+                                       "per_dimension"])
+
+
+def _tuning_dimensions(rep: Report, per_trial: pd.DataFrame, param_cols: list[str]) -> None:
+    """State the tuning effort per dimension, and flag search spaces of unequal size."""
+    dims = tuning_dimensions(per_trial, param_cols)
+    if dims.empty:
+        return
+    shown = dims.assign(per_dimension=dims["per_dimension"].map(lambda v: fmt(v, 2)))
+    rep.table(shown, "Search spaces: the hyperparameters each tuned configuration's trials set "
+              "(its dimensions d) and trials^(1/d), about how many values per dimension its "
+              "trials cover: the tuning effort per dimension.", "tuning_dimensions", dims)
+    for task, g in dims.groupby("task", sort=False):
+        if g["dimensions"].nunique() > 1:
+            rep.text("{task}: the search spaces differ in size ({sizes}): equal trials are not "
+                     "equal search effort, since the same trials cover a space of more "
+                     "dimensions less densely; compare the tuned configurations with that in "
+                     "mind, or give the smaller spaces fewer trials or the larger ones more "
+                     "(tuning.space).", task=task, sizes=", ".join(
+                         f"{r.label} {r.dimensions}, ≈{fmt(r.per_dimension, 2)} values per "
+                         f"dimension" for r in g.itertuples()))
+
+
 def tuning_section(rep: Report) -> None:
     """Equal tuning effort: expected best of n trials, sensitivity, chosen configurations."""
     from harness.tuning import expected_max_performance
@@ -517,9 +660,14 @@ def tuning_section(rep: Report) -> None:
     trials = rep.data.trials
     if trials is None or trials.empty:
         return
+    param_cols = [c for c in trials.columns if c.startswith("param_")]
     per_trial = (trials.groupby(["task", "label", "trial"], as_index=False)["value"].mean()
                  .rename(columns={"value": "trial_value"}))
     trials = trials.merge(per_trial, on=["task", "label", "trial"])
+    if param_cols:  # each trial's parameters, the same on all its tuning instances
+        per_trial = per_trial.merge(
+            trials.groupby(["task", "label", "trial"], as_index=False)[param_cols].first(),
+            on=["task", "label", "trial"])
     curves = []
     for (task, label), g in per_trial.groupby(["task", "label"], sort=False):
         emp = expected_max_performance(g["trial_value"].tolist())
@@ -538,6 +686,7 @@ def tuning_section(rep: Report) -> None:
              "comparison uses the best trial's configuration on the suite's own instances, "
              "which the tuning never saw.", effort=effort,
              k=int(trials["seed"].nunique()), objective=objective)
+    _tuning_dimensions(rep, per_trial, param_cols)
     rep.figure("tuning", "Top: expected best objective of n trials (Dodge et al. 2019), ± one "
                "standard deviation. Below: each trial's objective against each tuned "
                "hyperparameter.",
@@ -665,8 +814,8 @@ def _regret_split(rep: Report) -> None:
     for task, label, sub in _groups(rep, u[u["target_regret"].notna()]):
         per = sub.groupby("seed")[["final_regret", "target_regret"]].mean()
         per["optimisation"] = per["final_regret"] - per["target_regret"]
-        total = st.t_interval(per["final_regret"])
-        objective = st.t_interval(per["target_regret"])
+        total = st.t_interval(per["final_regret"]).clipped(0.0)
+        objective = st.t_interval(per["target_regret"]).clipped(0.0)
         rest = st.t_interval(per["optimisation"])
         rows.append({"task": task, "label": label, "instances": len(per),
                      **_est("final_regret", total), **_est("objective_regret", objective),
@@ -842,7 +991,10 @@ def compute_section(rep: Report) -> None:
                   "the run holds besides (r̂ kept for evaluation only, a task's own model). "
                   "Peak above "
                   "baseline: CUDA max_memory_allocated, or on the CPU the process's peak RSS "
-                  "sampled after each step, minus the value once the run's models were built.",
+                  "(the kernel's high-water mark, reset with the heap trimmed when the run's "
+                  "models were built; RSS sampled after each step where there is none), minus "
+                  "the RSS at that point. Runs made before the mark was reset may read about 0 "
+                  "when an earlier, larger run of the same process left memory to reuse.",
                   "compute", pd.DataFrame(rows))
     if len(u) and u["memory_kind"].eq("").all():
         rep.text("These runs predate CPU-second and model-state accounting: their compute rows "
@@ -955,7 +1107,7 @@ def stability_section(rep: Report) -> pd.DataFrame:
             spikes = counted[f"{metric}_spikes"].dropna()
             num[f"{metric}_spikes_total"] = float(spikes.sum()) if len(spikes) else math.nan
             num[f"{metric}_spike_runs"] = int((spikes > 0).sum())
-            row[f"{metric} spikes (runs with any)"] = (
+            row[f"{metric} spikes (runs with any; per algorithm)"] = (
                 f"{fmt(num[f'{metric}_spikes_total'])} ({num[f'{metric}_spike_runs']}/"
                 f"{len(spikes)})" if len(spikes) else "n/a")
         rows.append(num)
@@ -971,7 +1123,12 @@ def stability_section(rep: Report) -> pd.DataFrame:
             "intervals; drawdown: the largest fall of gold reward below its running best "
             f"within a run; spikes: train steps above the run's rolling median (9 steps) by "
             f"more than {fmt(rep.opts.spike_k)} robust sds (1.4826×MAD of the residuals); "
-            f"non-finite values count as spikes."), "stability", numbers)
+            f"non-finite values count as spikes. The spike columns are per algorithm, not "
+            f"comparable across algorithms: each counts spikes of its own loss (a squared "
+            f"regression loss spikes where a log-likelihood does not) and of its own gradient "
+            f"norm, so they enter no comparison and no claim, which rest on the spread across "
+            f"replicates, divergence and drawdown of the gold reward, one quantity for all."),
+            "stability", numbers)
         if (numbers["replicate_df"] == 0).all():
             rep.text("Every instance has one replicate, so the spread of an algorithm's own "
                      "randomness is not measured (the spread across instances is that of the "
@@ -1229,6 +1386,7 @@ def write_report(
     overview(rep)
     summary_section(rep)
     status_section(rep)
+    configurations_section(rep)
     excluded_section(rep)
     reward_section(rep)
     frontier_section(rep)

@@ -24,6 +24,7 @@ that no table or figure compares the two as one quantity.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,13 @@ import yaml
 from harness.errors import ConfigError, HarnessError
 from harness.metrics import clashing, namespaced
 from harness.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
-from harness.suite import ClaimSpec, default_claims, describe_versions
+from harness.suite import (
+    LECTURE_CLAIM,
+    ClaimSpec,
+    default_claims,
+    describe_versions,
+    missing_lecture_algorithms,
+)
 
 PHASES = ("generate", "score", "train", "eval")
 X_AXES = ("step", "samples", "wall_seconds", "flops")
@@ -63,7 +70,10 @@ class StoreData:
     corrupt: pd.DataFrame | None = None
     """Run folders that do not read back (``run_id, problem``), skipped."""
     claims: list[ClaimSpec] = field(default_factory=default_claims)
-    """The suite's claims (from the suite file kept in the store), or the lecture's."""
+    """The suite's claims (from the suite file kept in the store), or the lecture's where the
+    suite lists none and has their algorithms."""
+    claims_note: str = ""
+    """Why no claim is tested, when the suite lists none and lacks the lecture's algorithms."""
     trials: pd.DataFrame | None = None
     """Tuning trials' runs (``task, label, trial, seed, status, value, param_<field>...``), kept
     apart from the comparison: ``value`` is the run's tuning objective."""
@@ -107,6 +117,7 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
         "steps": _finite(summary.get("steps")),
         "budget_kind": budget_kind,
         "budget": _finite(budget_value),
+        "config": json.dumps(spec.get("algorithm_config") or {}, sort_keys=True, default=str),
     }
     tuning = spec.get("tuning") or {}
     if tuning.get("phase") == "chosen":  # a tuned algorithm's comparison run
@@ -186,17 +197,40 @@ def _algorithm_order(path: Path) -> list[str]:
         return []
 
 
-def _claims(path: Path) -> list[ClaimSpec]:
-    """The claims of the suite file kept in the store; the lecture's when it lists none (or
-    cannot be read: ``validate`` is where a suite file's errors are reported)."""
+def given_settings(path: Path) -> dict[str, set[str]]:
+    """Per label, the algorithm settings the suite file kept in the store sets (its ``config``,
+    any task's ``per_task`` and its ``sweep`` keys); empty when it cannot be read."""
+    out: dict[str, set[str]] = {}
+    try:
+        data = yaml.safe_load((path / "suite.yaml").read_text())
+        for entry in data.get("algorithms") or []:
+            keys = set(entry.get("config") or {}) | set(entry.get("sweep") or {})
+            for overrides in (entry.get("per_task") or {}).values():
+                keys |= set(overrides or {})
+            out[str(entry.get("label") or entry["name"])] = {str(k) for k in keys}
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return {}
+    return out
+
+
+def _claims(path: Path, algorithms: list[str]) -> tuple[list[ClaimSpec], str]:
+    """The claims of the suite file kept in the store; when it lists none (or cannot be read:
+    ``validate`` is where a suite file's errors are reported), the lecture's if ``algorithms``
+    (the suite's algorithm names) has theirs. Also the note that says why none is tested."""
     try:
         data = yaml.safe_load((path / "suite.yaml").read_text())
         listed = data.get("claims") if isinstance(data, dict) else None
-        if listed is None:
-            return default_claims()
-        return [ClaimSpec.model_validate(c) for c in listed]
+        if listed is not None:
+            return [ClaimSpec.model_validate(c) for c in listed], ""
     except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError):
-        return default_claims()
+        pass
+    missing = missing_lecture_algorithms(algorithms)
+    if not missing:
+        return default_claims(), ""
+    return [], (f"The suite lists no claims, and the lecture's default ones (from "
+                f"{' to '.join(LECTURE_CLAIM)}, stability increases and computation decreases) "
+                f"do not apply: it has no {' and no '.join(missing)}. A suite states its own "
+                f"under claims: (see docs/suite-reference.md).")
 
 
 def load_store(store_path: str | Path, *, include_stale: bool = False,
@@ -272,7 +306,9 @@ def load_store(store_path: str | Path, *, include_stale: bool = False,
     if "replicate" not in runs:
         runs["replicate"] = 0
     suite = suites[0] if suites else path.name
-    claims = _claims(path)
+    claims, claims_note = _claims(
+        path, _algorithm_order(path) or sorted(runs["algorithm"].dropna().astype(str).unique())
+        if len(runs) else _algorithm_order(path))
     metrics = (pd.concat(frames, ignore_index=True) if frames
                else pd.DataFrame(columns=list(METRIC_COLUMNS)))
     for col in ("step", "samples", "tokens", "wall_seconds", "flops", "value"):
@@ -307,6 +343,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False,
         stale=pd.DataFrame(stale, columns=["run_id", "label", "task", "seed", "status"]),
         corrupt=pd.DataFrame(corrupt, columns=["run_id", "problem"]),
         claims=claims,
+        claims_note=claims_note,
         trials=pd.DataFrame(trials, columns=None if trials else
                             ["run_id", "task", "label", "trial", "seed", "status", "value"]),
     )

@@ -27,6 +27,7 @@ import seaborn as sns
 
 from harness.report.colours import RGB, algorithm_colour, algorithm_of
 from harness.report.colours import palette as label_palette
+from harness.report.stats import quantity_range
 
 DPI = 90
 JITTER_SEED = 0
@@ -148,19 +149,27 @@ def _legend_once(fig: plt.Figure, axes: np.ndarray) -> None:
                    ncol=min(len(labels), 5), frameon=False)
 
 
-def t_errorbar(values: Any) -> tuple[float, float]:
-    """Seaborn ``errorbar``: the Student-t 95% interval of the mean of ``values``."""
+def t_errorbar(values: Any, low: float = -math.inf) -> tuple[float, float]:
+    """Seaborn ``errorbar``: the Student-t 95% interval of the mean of ``values``, clipped at
+    ``low``."""
     from harness.report.stats import t_interval
 
-    e = t_interval(np.asarray(values, dtype=float))
+    e = t_interval(np.asarray(values, dtype=float)).clipped(low)
     return (e.low, e.high) if e.has_interval else (e.value, e.value)
 
 
-def curve_bands(frame: pd.DataFrame, x: str) -> pd.DataFrame:
+def t_errorbar_nonnegative(values: Any) -> tuple[float, float]:
+    """:func:`t_errorbar` of a quantity that is never negative (seconds, memory, FLOPs)."""
+    return t_errorbar(values, 0.0)
+
+
+def curve_bands(frame: pd.DataFrame, x: str,
+                bounds: tuple[float, float] = (-math.inf, math.inf)) -> pd.DataFrame:
     """Mean of ``value`` at each ``x``, per (task, label), with a Student-t 95% band over task
     instances: an instance's replicates are averaged first (the instance is the independent
-    unit), then the t interval of the instance means is taken at each ``x``. ``frame`` is on a
-    shared grid (:func:`harness.report.data.on_grid`)."""
+    unit), then the t interval of the instance means is taken at each ``x``, clipped to
+    ``bounds`` (the quantity's range). ``frame`` is on a shared grid
+    (:func:`harness.report.data.on_grid`)."""
     from scipy import stats
 
     out = []
@@ -177,7 +186,8 @@ def curve_bands(frame: pd.DataFrame, x: str) -> pd.DataFrame:
             half = np.where(n >= 2, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd
                             / np.sqrt(np.maximum(n, 1)), np.nan)
         out.append(pd.DataFrame({"task": task, "label": label, x: xs, "mean": mean,
-                                 "low": mean - half, "high": mean + half}))
+                                 "low": np.clip(mean - half, *bounds),
+                                 "high": np.clip(mean + half, *bounds)}))
     if not out:
         return pd.DataFrame(columns=["task", "label", x, "mean", "low", "high"])
     return pd.concat(out, ignore_index=True)
@@ -198,7 +208,7 @@ def learning_curves(
     labels = _names(labels)
     fig, axes = _grid(len(metrics), len(tasks))
     for i, metric in enumerate(metrics):
-        bands = curve_bands(curves[metric], x)
+        bands = curve_bands(curves[metric], x, quantity_range(metric))
         for j, task in enumerate(tasks):
             ax = axes[i, j]
             title = task if len(metrics) == 1 or i == 0 else ""
@@ -284,7 +294,8 @@ def time_split(runs: pd.DataFrame, tasks: Sequence[str], labels: Sequence[str], 
         sub = long[long["task"] == task]
         order = [lab for lab in labels if lab in set(sub["label"])]
         sns.barplot(data=sub, x="phase", y="seconds", hue="label", order=phases,
-                    hue_order=order, palette=colour, saturation=1, errorbar=t_errorbar,
+                    hue_order=order, palette=colour, saturation=1,
+                    errorbar=t_errorbar_nonnegative,
                     ax=ax)
         ax.set_title(task)
         ax.set_xlabel("phase")
@@ -332,7 +343,8 @@ def resources(runs: pd.DataFrame, labels: Sequence[str], path: Path,
             continue
         order = [lab for lab in labels if lab in set(sub["label"])]
         sns.barplot(data=sub, x="label", y=col, hue="label", order=order, hue_order=order,
-                    palette=colour, saturation=1, legend=False, errorbar=t_errorbar, ax=ax)
+                    palette=colour, saturation=1, legend=False,
+                    errorbar=t_errorbar_nonnegative, ax=ax)
         ax.set_title(head, fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel(unit)
@@ -403,8 +415,9 @@ def sensitivity(finals: pd.DataFrame, path: Path, value: str = "final_gold_rewar
 
 def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: Path,
             title: str, colours: Mapping[str, RGB] | None = None) -> bool:
-    """Left: the mean (column ``iqm``) with its 95% interval per label; right: P(row > column)
-    as a heatmap."""
+    """Left: the mean (column ``iqm``) with its 95% interval per label, in ``iqm``'s row order
+    (the ranking's); right: P(row > column) as a heatmap, its rows and columns in that same
+    order (then any label the left panel lacks, in ``labels``' order)."""
     iqm = iqm.dropna(subset=["iqm"])
     if iqm.empty:
         return False
@@ -434,7 +447,9 @@ def ranking(iqm: pd.DataFrame, poi: pd.DataFrame, labels: Sequence[str], path: P
     ax1.set_xlabel(title)
     ax1.set_title("mean over instances, 95% Student-t CI")
     if ax2 is not None:
-        order = [lab for lab in labels if lab in set(poi["x"]) | set(poi["y"])]
+        paired = set(poi["x"]) | set(poi["y"])
+        ranked = [lab for lab in iqm["label"] if lab in paired]
+        order = ranked + [lab for lab in labels if lab in paired and lab not in ranked]
         mat = poi.pivot(index="x", columns="y", values="p").reindex(index=order, columns=order)
         sns.heatmap(mat, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="RdBu_r", ax=ax2,
                     annot_kws={"size": 8 if m <= 8 else 7}, cbar_kws={"label": "P(row > column)"})

@@ -47,6 +47,13 @@ class Estimate:
     def has_interval(self) -> bool:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
+    def clipped(self, low: float = -math.inf, high: float = math.inf) -> Estimate:
+        """The estimate with its interval's bounds clipped to ``[low, high]``, the range the
+        quantity can take: a t interval of a mean of values ≥ 0 (a KL, memory, seconds) reaches
+        below 0 when they spread widely, and the clipped interval still holds every possible
+        mean it held."""
+        return Estimate(self.value, _clip(self.low, low, high), _clip(self.high, low, high))
+
     def format(self, digits: int = 3) -> str:
         """``1.23 [1.1, 1.35]`` (significant digits), ``n/a`` for a missing value."""
         if not math.isfinite(self.value):
@@ -54,6 +61,31 @@ class Estimate:
         if not self.has_interval:
             return _fmt(self.value, digits)
         return f"{_fmt(self.value, digits)} [{_fmt(self.low, digits)}, {_fmt(self.high, digits)}]"
+
+
+def _clip(x: float, low: float, high: float) -> float:
+    return x if math.isnan(x) else min(max(x, low), high)
+
+
+NONNEGATIVE = frozenset({
+    "kl_ref", "regret", "target_regret", "entropy", "response_length", "replicate_std",
+    "train_cpu_seconds", "train_seconds", "flops", "model_state_mb", "peak_above_baseline_mb",
+    "models_resident", "drawdown", "samples",
+})
+"""Quantities that cannot be negative (the report clips their intervals at 0)."""
+UNIT_INTERVAL = frozenset({"win_rate_ref", "divergence_rate", "failure_rate"})
+"""Quantities in [0, 1]."""
+
+
+def quantity_range(name: str) -> tuple[float, float]:
+    """The range a reported quantity can take (``final_`` or ``seconds_`` prefixes aside):
+    ``[0, ∞)``, ``[0, 1]``, or the whole line when nothing bounds it (a reward, a score)."""
+    base = name.removeprefix("final_")
+    if base in UNIT_INTERVAL:
+        return 0.0, 1.0
+    if base in NONNEGATIVE or base.startswith(("seconds_", "cpu_seconds_")):
+        return 0.0, math.inf
+    return -math.inf, math.inf
 
 
 def _fmt(x: float, digits: int) -> str:

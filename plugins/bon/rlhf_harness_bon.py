@@ -73,7 +73,6 @@ import torch
 
 from harness import hookimpl
 from harness.algorithm import Algorithm, RunContext
-from harness.errors import ConfigError
 from harness.policy import Policy, PromptBatch, ResponseBatch
 from harness.reward import RewardModel
 
@@ -92,6 +91,10 @@ class Config:
     prompts_per_step: int = 64
     """Train prompts the one step measures BoN on (its metrics and compute); BoN trains nothing,
     so this only sizes that measurement."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
 
 
 def analytic_kl(n: int) -> float:
@@ -357,13 +360,11 @@ def _masked_tokens(responses: ResponseBatch, width: int) -> torch.Tensor:
 
 def _check(cfg: Config) -> None:
     if cfg.n < 1:
-        raise ConfigError(f"algorithm 'bon': n must be >= 1, got {cfg.n}")
+        raise ValueError(f"n must be >= 1, got {cfg.n}")
     if not cfg.temperature > 0:
-        raise ConfigError(f"algorithm 'bon': temperature must be > 0, got {cfg.temperature}")
+        raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
     if cfg.prompts_per_step < 1:
-        raise ConfigError(
-            f"algorithm 'bon': prompts_per_step must be >= 1, got {cfg.prompts_per_step}"
-        )
+        raise ValueError(f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
 
 
 class BestOfN(Algorithm):
@@ -391,7 +392,6 @@ class BestOfN(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         if context.reward_model is None:
             raise ValueError("bon needs a reward model")
         self.policy = BestOfNPolicy(

@@ -48,6 +48,22 @@ class Config:
     max_grad_norm: float = 10.0
     """Gradient clipping by global norm (the authors' reference code, config.yaml: 10.0)."""
 
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
+
+
+def _check(cfg: Config) -> None:
+    for field, ok, rule in [
+        ("beta", cfg.beta > 0, "> 0 (β ≤ 0 rewards moving away from the preferred responses)"),
+        ("learning_rate", cfg.learning_rate > 0, "> 0"),
+        ("batch_size", cfg.batch_size >= 1, ">= 1"),
+        ("warmup_steps", cfg.warmup_steps >= 0, ">= 0"),
+        ("max_grad_norm", cfg.max_grad_norm > 0, "> 0"),
+    ]:
+        if not ok:
+            raise ValueError(f"{field} must be {rule}, got {getattr(cfg, field)}")
+
 
 def dpo_loss(
     logp_chosen: torch.Tensor,
@@ -111,7 +127,7 @@ class DPO(Algorithm):
             self.optimizer = torch.optim.RMSprop(params, lr=config.learning_rate)
         else:
             self.optimizer = rl.adam(params, lr=config.learning_rate)
-        warmup = max(config.warmup_steps, 0)
+        warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )

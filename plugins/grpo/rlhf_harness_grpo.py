@@ -97,7 +97,6 @@ import torch
 
 from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.errors import ConfigError
 from harness.policy import Policy, PromptBatch, ResponseBatch
 
 if TYPE_CHECKING:
@@ -152,6 +151,10 @@ class Config:
     max_grad_norm: float | None = 1.0
     """Gradient clipping by global norm (transformers' ``TrainingArguments`` default, which TRL
     uses: 1.0). None: no clipping (the norm is still reported)."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
 
 
 def forward_kl_fixed_point(ref_logp: torch.Tensor, reward: torch.Tensor, *, beta: float,
@@ -253,7 +256,7 @@ def _token_logprobs(
 def _check(cfg: Config) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(f"algorithm 'grpo': {message}")
+            raise ValueError(message)
 
     need(cfg.num_generations >= 2, f"num_generations must be >= 2, got {cfg.num_generations}")
     need(cfg.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
@@ -320,7 +323,6 @@ class GRPO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         if context.reward_model is None:
             raise ValueError("grpo needs a reward model")
         self.reward_model = context.reward_model

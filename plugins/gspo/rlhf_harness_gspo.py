@@ -25,6 +25,12 @@ KL(π_θ‖π_ref), averaged per sequence, as TRL's ``GRPOTrainer`` does with
 ``importance_sampling_level="sequence"`` (TRL's GSPO); at the default 0 the loss has no KL.
 Without a KL term the fixed point is the reward maximiser, not π*_β.
 
+**TRL.** The objective above weights every sequence of the batch equally (1/G each, whatever its
+length), as the paper's Eq. 5 does. To compare with TRL's ``GRPOTrainer(importance_sampling_level=
+"sequence")``, set ``loss_type="grpo"`` there, which averages per sequence then over sequences;
+TRL's default, ``"dapo"``, divides by the batch's token count and so weights a sequence by its
+length.
+
 **Design choices.** Old log-probs come from one no-grad forward of the policy before the updates
 (the sampler's own log-probs are not used; with one minibatch the update's forward serves).
 Log-probs use the sampling temperature, as TRL computes them. Randomness comes only from
@@ -47,7 +53,6 @@ import torch
 
 from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.errors import ConfigError
 
 
 @dataclass
@@ -78,6 +83,10 @@ class Config:
     max_grad_norm: float | None = 1.0
     """Gradient clipping by global norm (transformers' default 1.0, which TRL uses). None:
     none."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
 
 
 def sequence_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -129,7 +138,7 @@ def _token_logprobs(policy, prompts, responses, temperature, *, entropy=False):
 def _check(cfg: Config) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(f"algorithm 'gspo': {message}")
+            raise ValueError(message)
 
     need(cfg.num_generations >= 2, f"num_generations must be >= 2, got {cfg.num_generations}")
     need(cfg.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
@@ -179,7 +188,6 @@ class GSPO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         if context.reward_model is None:
             raise ValueError("gspo needs a reward model")
         self.reward_model = context.reward_model

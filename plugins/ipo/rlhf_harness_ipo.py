@@ -42,7 +42,6 @@ import torch
 
 from harness import hookimpl, rl
 from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
-from harness.errors import ConfigError
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -71,6 +70,10 @@ class Config:
     """Use each response's per-token mean log-ratio in h (TRL's IPO) instead of its sum (the
     paper's Eq. 17, the default). See the module docstring."""
 
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
+
 
 def ipo_loss(
     logp_chosen: torch.Tensor,
@@ -94,7 +97,7 @@ def ipo_loss(
 def _check(cfg: Config) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(f"algorithm 'ipo': {message}")
+            raise ValueError(message)
 
     need(cfg.tau > 0, f"tau must be > 0, got {cfg.tau}")
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
@@ -136,7 +139,6 @@ class IPO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         data = context.preferences
         if data is None:
             raise ValueError("ipo needs the suite's preference data")

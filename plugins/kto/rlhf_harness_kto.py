@@ -29,7 +29,7 @@ information at all. KTO therefore declares ``needs = {"unpaired"}``, which every
 
 **TRL.** ``KTOTrainer`` (``loss_type="kto"``) computes the same loss: losses (1 − σ(·)) weighted
 by ``desirable_weight`` / ``undesirable_weight`` and averaged over the batch's examples, with z₀
-from rotated completions, detached and clamped at 0; ``tests/test_kto.py`` runs its
+from rotated completions, detached and clamped at 0; ``tests/test_against_trl.py`` runs its
 ``_compute_loss`` on the same log-probs. TRL pairs completions with prompts once, when the dataset
 is tokenised; here the rotation is within each step's shuffled batch.
 
@@ -73,6 +73,24 @@ class Config:
     max_grad_norm: float | None = 1.0
     """Gradient clipping by global norm (transformers' default 1.0, which TRL uses). None: no
     clipping."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
+
+
+def _check(cfg: Config) -> None:
+    for field, ok, rule in [
+        ("beta", cfg.beta > 0, "> 0"),
+        ("desirable_weight", cfg.desirable_weight > 0, "> 0"),
+        ("undesirable_weight", cfg.undesirable_weight > 0, "> 0"),
+        ("learning_rate", cfg.learning_rate > 0, "> 0"),
+        ("batch_size", cfg.batch_size >= 2, ">= 2"),
+        ("warmup_steps", cfg.warmup_steps >= 0, ">= 0"),
+        ("max_grad_norm", cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "> 0"),
+    ]:
+        if not ok:
+            raise ValueError(f"{field} must be {rule}, got {getattr(cfg, field)}")
 
 
 def kto_loss(
@@ -135,20 +153,6 @@ class KTO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        from harness.errors import ConfigError
-
-        for field, ok, rule in [
-            ("beta", config.beta > 0, "> 0"),
-            ("desirable_weight", config.desirable_weight > 0, "> 0"),
-            ("undesirable_weight", config.undesirable_weight > 0, "> 0"),
-            ("learning_rate", config.learning_rate > 0, "> 0"),
-            ("batch_size", config.batch_size >= 2, ">= 2"),
-            ("warmup_steps", config.warmup_steps >= 0, ">= 0"),
-            ("max_grad_norm", config.max_grad_norm is None or config.max_grad_norm > 0, "> 0"),
-        ]:
-            if not ok:
-                raise ConfigError(f"algorithm 'kto': {field} must be {rule}, got "
-                                  f"{getattr(config, field)}")
         if context.examples is None:
             raise ValueError("kto needs the suite's data as unpaired examples")
         self.data = context.examples.to(context.device)

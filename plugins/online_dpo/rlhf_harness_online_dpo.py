@@ -16,7 +16,7 @@ from the *current* policy and has them labelled as it goes (the paper's Algorith
 **What it converges to.** At π*_β ∝ π_ref exp(r̂/β) the DPO margin h of every pair (a, b)
 equals r̂(a) − r̂(b), so with ``label="btl"`` at τ = 1 each pair's
 expected gradient is 0 *whatever policy sampled it*: online DPO has the same fixed point as DPO
-with the Bradley-Terry model, π*_β (``tests/test_online_dpo.py`` measures it on the bandit).
+with the Bradley-Terry model, π*_β (``tests/test_online_zoo.py`` measures it on the bandit).
 With ``label="argmax"`` the labels are deterministic, and, as for DPO on deterministic preferences
 (Azar et al. 2023), the KL term then does not hold the policy: it keeps sharpening towards the
 response of highest r̂ among those it samples.
@@ -42,7 +42,6 @@ import torch.nn.functional as F
 
 from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.errors import ConfigError
 from harness.policy import PromptBatch
 
 
@@ -72,6 +71,10 @@ class Config:
     """Longest response to sample. None: the task's ``max_new_tokens``."""
     max_grad_norm: float | None = 1.0
     """Gradient clipping by global norm (transformers' default 1.0, which TRL uses). None: none."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
 
 
 def label_pairs(
@@ -118,7 +121,7 @@ def online_dpo_loss(
 def _check(cfg: Config) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(f"algorithm 'online-dpo': {message}")
+            raise ValueError(message)
 
     need(cfg.beta > 0, f"beta must be > 0, got {cfg.beta}")
     need(cfg.label_scale > 0, f"label_scale must be > 0, got {cfg.label_scale}")
@@ -162,7 +165,6 @@ class OnlineDPO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         if context.reward_model is None:
             raise ValueError("online-dpo needs a reward model")
         self.reward_model = context.reward_model

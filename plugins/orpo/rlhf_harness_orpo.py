@@ -16,16 +16,19 @@ average log-prob is kept below 0 by the smallest float: a response of probabilit
 logits can get there) would give log(1 − P) = −∞.
 
 **What it converges to.** No π_ref appears. With λ = 0 ORPO is SFT on the preferred responses:
-its population minimiser is the distribution of y_w given x in D (``tests/test_orpo.py`` checks
-this exactly on the bandit); λ > 0 adds the odds-ratio contrast, which moves mass from responses
-that lose comparisons to those that win them beyond that distribution.
+its population minimiser is the distribution of y_w given x in D
+(``tests/test_preference_zoo.py`` checks this exactly on the bandit); λ > 0 adds the odds-ratio
+contrast, which moves mass from responses that lose comparisons to those that win them beyond
+that distribution.
 
 **TRL.** ``ORPOTrainer`` (in ``trl.experimental.orpo`` since TRL 1.0) computes the same odds
-ratio, with ``beta`` = λ. Its SFT term is one token-mean over all chosen tokens of the batch;
-here it is the paper's per-response mean, then the mean over pairs (the two agree when the
-responses have equal length, e.g. on the bandit); ``tests/test_orpo.py`` compares the odds-ratio
-term with TRL's ``odds_ratio_loss``. TRL computes log(1 − P) as ``log1p(−exp(·))``, which is the
-same function (and −∞ at P = 1).
+ratio, with ``beta`` = λ. Its SFT term differs: it is one token-mean over all tokens of the
+batch's chosen sequences *prompt tokens included*, on purpose (huggingface/trl#1516; the revert
+in #2527 kept it), where this plugin's is the paper's per-response mean over the response tokens
+only, then the mean over pairs; so the SFT terms differ whenever prompts have tokens, equal
+response lengths or not. ``tests/test_against_trl.py`` compares the
+odds-ratio term with TRL's ``odds_ratio_loss``. TRL computes log(1 − P) as
+``log1p(−exp(·))``, which is the same function (and −∞ at P = 1).
 
 Metrics (besides the shared ``loss``, ``grad_norm``, ``entropy``, ``response_length``):
 ``sft_loss`` (L_SFT), ``or_loss`` (L_OR), ``log_odds_ratio`` (mean log(odds(y_w)/odds(y_l))),
@@ -44,7 +47,6 @@ import torch.nn.functional as F
 
 from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.errors import ConfigError
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -69,6 +71,10 @@ class Config:
     max_grad_norm: float | None = 1.0
     """Gradient clipping by global norm (transformers' default 1.0, which TRL uses). None: no
     clipping."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +113,7 @@ def orpo_loss(
 def _check(cfg: Config) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(f"algorithm 'orpo': {message}")
+            raise ValueError(message)
 
     need(cfg.lam >= 0, f"lam must be >= 0, got {cfg.lam}")
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
@@ -148,7 +154,6 @@ class ORPO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         if context.preferences is None:
             raise ValueError("orpo needs the suite's preference data")
         self.data = context.preferences.to(context.device)

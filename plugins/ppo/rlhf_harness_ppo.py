@@ -182,6 +182,10 @@ class Config:
     """Initial critic: the task's (``"policy"``) or the reward model's weights (``"reward"``,
     Stiennon et al., Ouyang et al., N+; LM tasks only). See the module docstring."""
 
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check_config(self)
+
 
 class AdaptiveKLController:
     """β adapted towards a target KL (Ziegler et al. 2019, §2.2; lm-human-preferences).
@@ -296,7 +300,7 @@ class Rollout:
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise ConfigError(f"algorithm 'ppo': {message}")
+        raise ValueError(message)
 
 
 def _check_config(cfg: Config) -> None:
@@ -419,7 +423,6 @@ class PPO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check_config(config)
         if context.reward_model is None:
             raise ConfigError("algorithm 'ppo' needs a reward model")
         self.policy = context.policy

@@ -17,7 +17,7 @@ label, so its population minimiser under flipped labels is clean DPO's, π*_β �
 is fitted as if with probability (1 − ε) q + ε (1 − q), so its minimiser is *more* conservative
 than DPO's on the same noisy data (closer to π_ref), which stops h from growing without bound on
 pairs the data show only one way (Mitchell's motivation) but does not undo the noise.
-``tests/test_rdpo.py`` measures both on the bandit with 20% of the labels flipped.
+``tests/test_preference_zoo.py`` measures both on the bandit with 20% of the labels flipped.
 
 rDPO's per-pair loss is unbounded below when −ε ℓ(−h) dominates (h → +∞), so on finite data a
 pair type whose observed label frequency is more extreme than 1 − ε can make it diverge
@@ -29,8 +29,11 @@ its simulated labels at (``preferences.flip_rate``, given as ``RunContext.label_
 loads its data from a file (whose noise rate it cannot know) unless ``epsilon`` is set, and any
 ε ≥ 1/2 (rDPO divides by 1 − 2ε; at 1/2 cDPO's loss no longer depends on the labels).
 
-**TRL.** ``DPOTrainer`` computes both: ``loss_type="robust"`` with ``label_smoothing`` = ε is
-rDPO, ``loss_type="sigmoid"`` with ``label_smoothing`` = ε is cDPO; the formulas are the same.
+**TRL.** ``DPOTrainer(loss_type="robust", label_smoothing=ε)`` is rDPO, the same formula. cDPO
+is not ``loss_type="sigmoid"`` with ``label_smoothing`` = ε: in TRL 1.12 to 1.16 the sigmoid loss
+never reads ``label_smoothing``: it is plain DPO's loss whatever ε (at a margin h = 0.5 and
+ε = 0.1, −log σ(h) = 0.474 where cDPO's is 0.524). The formula above is Mitchell's, which is what
+this plugin computes; ``tests/test_against_trl.py`` checks both facts.
 
 Metrics (besides the shared ``loss``, ``grad_norm``, ``entropy``, ``response_length``): as the dpo
 plugin's (``reward_chosen``, ``reward_rejected``, ``reward_margin``, ``reward_accuracy``,
@@ -72,6 +75,23 @@ class Config:
     """Linear learning-rate warm-up from 0 over this many steps (DPO App. B: 150)."""
     max_grad_norm: float | None = 10.0
     """Gradient clipping by global norm (the DPO authors' reference code: 10.0). None: none."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
+
+
+def _check(cfg: Config) -> None:
+    for field, ok, rule in [
+        ("epsilon", cfg.epsilon is None or 0 <= cfg.epsilon < 0.5, "in [0, 0.5)"),
+        ("beta", cfg.beta > 0, "> 0"),
+        ("learning_rate", cfg.learning_rate > 0, "> 0"),
+        ("batch_size", cfg.batch_size >= 1, ">= 1"),
+        ("warmup_steps", cfg.warmup_steps >= 0, ">= 0"),
+        ("max_grad_norm", cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "> 0"),
+    ]:
+        if not ok:
+            raise ValueError(f"{field} must be {rule}, got {getattr(cfg, field)}")
 
 
 def _dpo_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, beta):
@@ -162,17 +182,9 @@ class RobustDPO(Algorithm):
                 f"algorithm '{self.name}': the label-noise rate ε is unknown (the suite's data "
                 f"were not simulated by the harness); set config.epsilon"
             )
-        for field, ok, rule in [
-            ("epsilon", 0 <= epsilon < 0.5, "in [0, 0.5)"),
-            ("beta", config.beta > 0, "> 0"),
-            ("learning_rate", config.learning_rate > 0, "> 0"),
-            ("batch_size", config.batch_size >= 1, ">= 1"),
-            ("warmup_steps", config.warmup_steps >= 0, ">= 0"),
-            ("max_grad_norm", config.max_grad_norm is None or config.max_grad_norm > 0, "> 0"),
-        ]:
-            if not ok:
-                value = epsilon if field == "epsilon" else getattr(config, field)
-                raise ConfigError(f"algorithm '{self.name}': {field} must be {rule}, got {value}")
+        if not 0 <= epsilon < 0.5:  # the suite's flip rate (validate refuses one >= 0.5)
+            raise ConfigError(f"algorithm '{self.name}': the label-noise rate ε must be in "
+                              f"[0, 0.5), got {epsilon}")
         self.epsilon = float(epsilon)
         if context.preferences is None:
             raise ValueError(f"{self.name} needs the suite's preference data")

@@ -23,7 +23,12 @@ point: one sample per prompt, a global baseline, the KL in the reward per token.
 on, so the unnormalised estimate is the policy gradient of J_β = E r̂ − β KL(π‖π_ref) (as for
 rloo, the k1 penalty in the reward); subtracting the batch mean adds a baseline, dividing by the
 batch std rescales the step. So its fixed point is the Gibbs policy π*_β ∝ π_ref exp(r̂/β)
-(``tests/test_reinforce_pp.py`` measures it on the bandit).
+(``tests/test_online_zoo.py`` measures it on the bandit).
+
+**The std.** std(G) is the *unbiased* standard deviation over the batch's N valid tokens,
+√(Σ (G_t − mean G)² / (N − 1)) (:func:`harness.rl.masked_whiten`); OpenRLHF divides by the
+population std (1/N inside the root). The advantages differ by the factor √((N − 1)/N): below
+0.1% for a batch of 512 tokens, but not zero for tiny batches.
 
 **Design choices.** With ``num_mini_batches`` = 1 (the default) the update's own forward gives
 log π_θold (ρ = 1, no extra forward); with more, one no-grad forward of the policy computes them
@@ -44,7 +49,6 @@ import torch
 
 from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.errors import ConfigError
 
 
 @dataclass
@@ -74,6 +78,10 @@ class Config:
     """Longest response to sample. None: the task's ``max_new_tokens``."""
     max_grad_norm: float | None = 1.0
     """Gradient clipping by global norm (OpenRLHF's default 1.0). None: no clipping."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
 
 
 def token_returns(
@@ -108,7 +116,7 @@ def reinforce_pp_loss(
 def _check(cfg: Config) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(f"algorithm 'reinforce-pp': {message}")
+            raise ValueError(message)
 
     need(cfg.beta >= 0, f"beta must be >= 0, got {cfg.beta}")
     need(0 < cfg.gamma <= 1, f"gamma must be in (0, 1], got {cfg.gamma}")
@@ -170,7 +178,6 @@ class ReinforcePP(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         if context.reward_model is None:
             raise ValueError("reinforce-pp needs a reward model")
         self.reward_model = context.reward_model

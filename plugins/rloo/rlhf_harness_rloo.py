@@ -67,7 +67,6 @@ import torch
 
 from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.errors import ConfigError
 from harness.policy import Policy, PromptBatch, ResponseBatch
 
 
@@ -102,6 +101,10 @@ class Config:
     max_grad_norm: float | None = 1.0
     """Gradient clipping by global norm (transformers' ``TrainingArguments`` default, which TRL
     uses: 1.0). None: no clipping (the norm is still reported)."""
+
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
 
 
 def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -154,7 +157,7 @@ def _token_logprobs(
 def _check(cfg: Config) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(f"algorithm 'rloo': {message}")
+            raise ValueError(message)
 
     need(cfg.k >= 2, f"k must be >= 2 (the leave-one-out baseline), got {cfg.k}")
     need(cfg.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
@@ -203,7 +206,6 @@ class RLOO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         if context.reward_model is None:
             raise ValueError("rloo needs a reward model")
         self.reward_model = context.reward_model

@@ -15,8 +15,8 @@ No π_ref appears: one model is resident, and nothing anchors π_θ to π_ref bu
 steps. **What it converges to.** With one-token responses (the bandit) and γ = 0, the loss is the
 Bradley-Terry likelihood of rewards β log π_θ(y|x); with BTL labels at scale 1 its population
 minimiser is β log π_θ(y|x) = r*(x, y) + c(x), i.e. π_θ ∝ exp(r*/β): the KL-regularised optimum
-for a *uniform* reference, not for π_ref (``tests/test_simpo.py`` measures it). With γ > 0 every
-preferred margin is pushed γ further, so the policy is sharper than that.
+for a *uniform* reference, not for π_ref (``tests/test_preference_zoo.py`` measures it). With
+γ > 0 every preferred margin is pushed γ further, so the policy is sharper than that.
 
 **TRL.** TRL implements SimPO as ``CPOTrainer`` with ``loss_type="simpo"``: the same loss, with
 ``simpo_gamma`` = γ and ``beta`` = β, plus CPO's behaviour-cloning term ``cpo_alpha`` · NLL(y_w)
@@ -40,7 +40,6 @@ import torch.nn.functional as F
 
 from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.errors import ConfigError
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -71,6 +70,10 @@ class Config:
     """Gradient clipping by global norm (transformers' default 1.0, which the reference code
     uses). None: no clipping."""
 
+    def __post_init__(self) -> None:
+        """Checked here, where ``rlhf-harness validate`` sees it (see ``harness.config``)."""
+        _check(self)
+
 
 def simpo_loss(
     logp_chosen: torch.Tensor,
@@ -97,7 +100,7 @@ def simpo_loss(
 def _check(cfg: Config) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise ConfigError(f"algorithm 'simpo': {message}")
+            raise ValueError(message)
 
     need(cfg.beta > 0, f"beta must be > 0, got {cfg.beta}")
     need(cfg.gamma >= 0, f"gamma must be >= 0, got {cfg.gamma}")
@@ -144,7 +147,6 @@ class SimPO(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        _check(config)
         if context.preferences is None:
             raise ValueError("simpo needs the suite's preference data")
         self.data = context.preferences.to(context.device)
