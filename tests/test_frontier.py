@@ -108,3 +108,15 @@ def test_pairs_are_compared_on_the_range_both_reach():
 def test_family_strips_the_sweep_suffix_only():
     assert fr.family("dpo[beta=0.1]", "beta=0.1") == "dpo"
     assert fr.family("my[label]", "") == "my[label]"
+
+
+def test_a_sweep_point_s_kl_interval_stays_at_or_above_zero():
+    """Five instances, one of which moved far: Student's t reaches below 0, a KL cannot."""
+    frame = pd.DataFrame({"task": "t", "family": "a", "label": "a[0]", "seed": range(5),
+                          "kl": [0.0, 0.0, 0.01, 3.0, 0.0], "gold": [0.1, 0.2, 0.1, 0.3, 0.2]})
+    _, mean, low, _, _ = fr.paired(frame["kl"].tolist())
+    assert low < 0
+    points, *_ = fr.frontier_tables(frame)
+    row = points.iloc[0]
+    assert row["kl"] == pytest.approx(mean) and row["kl_low"] == 0.0
+    assert row["gold_low"] < row["gold"]  # gold is not bounded: left as it is

@@ -130,6 +130,8 @@ def frontier_tables(
         row = {"task": task, "family": fam, "label": label, "n": len(g)}
         for col in ("kl", "gold"):
             _, mean, low, high, _ = paired(g[col].tolist())
+            if col == "kl" and not np.isnan(low):  # a KL is never negative: nor is its interval
+                low = max(low, 0.0)
             row.update({col: mean, f"{col}_low": low, f"{col}_high": high})
         point_rows.append(row)
     points = pd.DataFrame(point_rows)
