@@ -47,6 +47,14 @@ class PreferenceModel(ABC):
     """The name users write in suite files."""
 
     def __init__(self, scale: float = 1.0) -> None:
+        """
+        :param scale: the noise scale (τ, σ). It fixes units: r̂ fitted at scale s to labels an
+            annotator made at scale a comes out as r̂ ≈ r*·s/a (only reward differences over
+            the scale are identified). A suite's ``reward_model.scale`` defaults to its
+            ``preferences.scale``, so that r̂ is in r*'s units and a KL weight β on r̂ aims at
+            π*_β ∝ π_ref·exp(r*/β); DPO's likelihood is this one at scale 1, so its β aims at
+            π_ref·exp(r*/(a·β)) (docs/reward-units.md).
+        """
         ok = isinstance(scale, numbers.Real) and not isinstance(scale, bool)
         if not (ok and math.isfinite(float(scale)) and float(scale) > 0):
             raise ConfigError(

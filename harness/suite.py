@@ -135,9 +135,11 @@ class RewardModelSpec(_Strict):
         "fitted", description="'fitted' from D; 'gold' gives the algorithms r* itself (an oracle)."
     )
     preference_model: str = Field("btl", description="The likelihood r̂ is fitted with.")
-    scale: Float = Field(1.0, gt=0, description="That likelihood's scale (τ or σ): it fixes "
-                         "the units of r̂ (r̂ ≈ r*·scale/preferences.scale), not its ranking.",
-                         examples=[0.25])
+    scale: Float | None = Field(
+        None, gt=0, description="That likelihood's scale (τ or σ): it fixes the units of r̂ "
+        "(r̂ ≈ r*·scale/preferences.scale), not its ranking. Default: the annotator's "
+        "preferences.scale when D is simulated, so that r̂ is in r*'s units; 1 for a "
+        "preference file.", examples=[0.25])
     epochs: Int | None = Field(None, ge=1, description="Passes over D (default: 50 on tabular "
                                "tasks, 2 on language-model tasks).", examples=[3])
     learning_rate: Float | None = Field(None, gt=0, description="AdamW step size (default: 0.1 "
@@ -531,6 +533,16 @@ class Suite(_Strict):
                 "'-', starting with a letter or digit"
             )
         return v
+
+    @model_validator(mode="after")
+    def _reward_model_in_gold_units(self) -> Suite:
+        """r̂'s scale defaults to the annotator's (see RewardModelSpec.scale)."""
+        if self.reward_model.scale is None:
+            scale = 1.0 if self.preferences.file is not None else self.preferences.scale
+            # frozen models: the resolved copy replaces the field before anyone reads it
+            object.__setattr__(self, "reward_model",
+                               self.reward_model.model_copy(update={"scale": scale}))
+        return self
 
 
 def default_claims(algorithms: Iterable[str] | None = None) -> list[ClaimSpec]:

@@ -1308,6 +1308,31 @@ def ranking_section(rep: Report) -> None:
              value=st.Estimate(top["mean"], top["low"], top["high"]).format())
 
 
+def reward_units(runs: pd.DataFrame) -> list[str]:
+    """What the runs' annotator and reward-model scales make of r̂'s units and the KL weights
+    (docs/reward-units.md): one sentence per distinct pair of scales."""
+    if "reward_model_scale" not in runs:
+        return []
+    out: list[str] = []
+    pairs = runs[["annotator_scale", "reward_model_scale", "reward_model_kind"]].drop_duplicates()
+    for a, s, kind in pairs.itertuples(index=False):
+        if kind == "gold":
+            out.append("Online algorithms were given r* itself as their reward (an oracle r̂).")
+        elif not math.isfinite(a) and math.isfinite(s):
+            out.append(f"r̂ was fitted at scale {fmt(s)} to preference pairs read from a file, "
+                       f"whose annotator's scale is unknown: r̂'s units relative to r* are too.")
+        elif math.isfinite(a) and math.isfinite(s) and math.isclose(a, s):
+            out.append(f"r̂ is in r*'s units: fitted at the annotator's scale {fmt(a)}, so a KL "
+                       f"weight β on r̂ aims at π*_β of r*; offline methods whose likelihood is "
+                       f"BTL at scale 1 (DPO's β) aim at π*_(β·{fmt(a)}) "
+                       f"(docs/reward-units.md).")
+        elif math.isfinite(a) and math.isfinite(s):
+            out.append(f"r̂ ≈ r*·{fmt(s / a)}: fitted at scale {fmt(s)} to labels made at scale "
+                       f"{fmt(a)}, so a KL weight γ on r̂ aims at π* of r* at β = "
+                       f"γ·{fmt(a / s)} (docs/reward-units.md).")
+    return out
+
+
 def method_section(rep: Report) -> None:
     rep.add(Heading("Method"))
     comp = rep.comp
@@ -1335,6 +1360,8 @@ def method_section(rep: Report) -> None:
              "bytes of model state, or zero on both sides) are exact, not tests: they keep "
              "their p-value of 0 or 1 and stay out of the family.", m=cmp.family_size(comp),
              a=fmt(cmp.family_alpha(comp), 2) if len(comp) else "0.05")
+    for sentence in reward_units(rep.data.runs):
+        rep.text(sentence)
     rep.text("Did not learn: the t interval of the per-instance gold gain over π_ref holds 0 "
              "and the mean final KL(π‖π_ref) is below {kl} nats.",
              kl=fmt(cmp.NOT_LEARNED_KL))

@@ -119,6 +119,12 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
         "budget": _finite(budget_value),
         "config": json.dumps(spec.get("algorithm_config") or {}, sort_keys=True, default=str),
     }
+    prefs, rm = spec.get("preferences") or {}, spec.get("reward_model") or {}
+    # the scales that fix r̂'s units (docs/reward-units.md): NaN for a file / an oracle r̂
+    row["annotator_scale"] = math.nan if prefs.get("file") else _finite(prefs.get("scale"))
+    row["reward_model_scale"] = (_finite(rm.get("scale")) if rm.get("kind", "fitted") == "fitted"
+                                 else math.nan)
+    row["reward_model_kind"] = str(rm.get("kind", "fitted"))
     tuning = spec.get("tuning") or {}
     if tuning.get("phase") == "chosen":  # a tuned algorithm's comparison run
         row["tuned_trial"] = tuning.get("trial")
