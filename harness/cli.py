@@ -475,6 +475,37 @@ def report(store: str, out_dir: str | None, x_axis: str, threshold: float,
 
 
 @cli.command()
+@click.argument("report_dir", type=click.Path(file_okay=False))
+@click.option("--sample", default=3, show_default=True, type=int,
+              help="How many of the report's runs to run again (drawn with --seed).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the draw.")
+@click.option("--rtol", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Relative tolerance (0: bit for bit).")
+@click.option("--atol", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Absolute tolerance.")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Where to keep the re-runs' store.  [default: a temporary folder, removed]")
+def reproduce(report_dir: str, sample: int, seed: int, rtol: float, atol: float,
+              root: str | None) -> None:
+    """Run some of a report's runs again and compare their final numbers with the report's.
+
+    Reads REPORT_DIR/runs.jsonl (every report writes it: each run's recorded spec, versions,
+    device and threads, final metrics), re-runs --sample of them with this installation and
+    prints per run: identical (bit for bit), within tolerance, or what differs and what changed
+    since (harness version or source, torch, the plugin, device, threads). Exit status 1 when a
+    run differs beyond the tolerance or fails.
+    """
+    from harness.reproduce import reproduce as check
+
+    outcomes = check(report_dir, sample=sample, seed=seed, rtol=rtol, atol=atol, root=root,
+                     echo=click.echo)
+    bad = [o for o in outcomes if o.verdict in ("differs", "failed")]
+    click.echo(f"{report_dir}: {len(outcomes) - len(bad)} of {len(outcomes)} runs reproduced")
+    if bad:
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("store", type=click.Path(file_okay=False))
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 @click.option("--wait", is_flag=True, help="Wait for a process writing to the store.")

@@ -843,6 +843,8 @@ def run_spec(
         "seed": spec["seed"],
         "config_hash": config_hash(RunSpec(**spec).identity),
         "versions": versions,
+        # where it ran: what ``rlhf-harness reproduce`` names when numbers differ
+        "environment": {"device": str(run_device), "threads": torch.get_num_threads()},
     }
     frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     store.finish(run_id, status, metrics=frame, summary=summary, traceback=tb, reason=reason)

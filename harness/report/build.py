@@ -27,6 +27,7 @@ from harness.report.colours import RGB
 from harness.report.colours import palette as label_palette
 from harness.report.data import PHASES, X_AXES, StoreData, eval_series, load_store, on_grid
 from harness.report.render import Block, Figure, Heading, Table, Text, to_html, to_markdown
+from harness.reproduce import RUNS_FILE, run_line
 from harness.store import atomic_write_bytes
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -1367,6 +1368,20 @@ def method_section(rep: Report) -> None:
              kl=fmt(cmp.NOT_LEARNED_KL))
 
 
+def _run_lines(store: Path, data: StoreData) -> bytes:
+    """``runs.jsonl``: each counted run's spec, versions, environment and final metrics, one
+    JSON line each, in run-id order (what ``rlhf-harness reproduce`` re-runs)."""
+    from harness.store import RunStore
+
+    runs = RunStore(store.parent, store.name)
+    lines = []
+    for run_id in sorted(data.runs["run_id"]):
+        record = runs.record(run_id)
+        if record is not None:
+            lines.append(json.dumps(run_line(record), sort_keys=True, default=str))
+    return ("\n".join(lines) + "\n").encode()
+
+
 def write_report(
     store_path: str | Path,
     out_dir: str | Path | None = None,
@@ -1426,6 +1441,7 @@ def write_report(
     method_section(rep)
     plt.close("all")
     rep.text("Report written in {s} s.", s=f"{time.perf_counter() - started:.1f}")
+    _write(out / RUNS_FILE, _run_lines(store, data))
     _write(out / "index.md", to_markdown(rep.blocks, out).encode())
     _write(out / "index.html",
                        to_html(rep.blocks, f"Report: {data.suite}").encode())
