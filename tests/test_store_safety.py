@@ -1143,7 +1143,7 @@ def test_a_huge_gpu_memory_is_one_line(tmp_path, capsys):
     assert parse_bytes("80GiB") == 80 * 2**30
 
 
-def test_a_lora_rank_beyond_the_layers_is_refused_before_allocating(tmp_path):
+def test_a_lora_rank_beyond_the_layers_is_refused_before_allocating(tmp_path, capsys):
     text = """\
 name: lora
 tasks:
@@ -1161,6 +1161,9 @@ budget: {samples: 16}
         main(["plan", str(path), "--gpu-memory", "80GiB"])
     assert exit_.value.code == 2
     assert psutil.Process().memory_info().rss - before < 2**30  # nothing near 1e9 × width
+    message = one_error_line(capsys.readouterr().err)
+    assert message.startswith(f"rlhf-harness: error: {path}:{line_of(text, 'policy:')}: "
+                              f"policy.lora.r: 1000000000 is above ")
 
 
 def test_tuning_choices_are_checked_against_the_config(tmp_path):
