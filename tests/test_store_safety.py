@@ -1,8 +1,11 @@
 """The run store never lies: names that are not paths, one writer, run identity and stale runs,
-per-run limits and dying runs, corrupt folders, bounded validation, one-line errors.
+per-run limits and dying runs, corrupt folders, bounded validation, one-line errors; kills from
+outside that are never a run's failure, limits a plugin cannot switch off, the core's versions,
+labels shown alike, damaged journals, gc mid-tuning, FIFOs, formula cells.
 
 A plugin, ``rogue``, misbehaves on demand (hangs, exits, raises KeyboardInterrupt, kills its own
-process, spends nothing of its budget, turns its weights to NaN). Its runs are on a tiny bandit
+process, spends nothing of its budget, turns its weights to NaN, swallows every exception,
+switches SIGALRM off, changes folders). Its runs are on a tiny bandit
 with only the KL evaluator, so each takes a fraction of a second; the cases that need a process
 of their own (a suite that kills itself, two writers, a SIGKILLed parent) run the CLI in a
 subprocess.
