@@ -508,7 +508,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
     """
     from multiprocessing.connection import wait
 
-    from harness.errors import StoreError
+    from harness.errors import HarnessError, StoreError
 
     gpus: list[str | None] = list(_worker_gpus(pending, workers))
     ctx = multiprocessing.get_context("spawn")
@@ -517,6 +517,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
     children: list[_Child] = []
     free = gpus or [None] * workers  # a worker's GPU returns here when it exits
     interrupts: Counter = Counter()
+    unborn: list[str] = []  # how the children that died before they were ready ended
     one_at_a_time = workers == 1
     prepared = False
 
@@ -550,6 +551,13 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
         """``child`` ended by itself (or was killed) while this process lives."""
         retire(child, kill=False)
         spec = child.spec
+        if not child.ready:  # it never started: a broken environment, not a run
+            unborn.append(_describe_exit(child.process.exitcode))
+            if len(unborn) >= MAX_CRASHES + 1:
+                raise HarnessError(f"{store.path}: {len(unborn)} child processes died while "
+                                   f"starting ({unborn[-1]}); can this Python import the "
+                                   f"harness and its plugins?")
+            return
         if child.preparing:
             return  # the runs build what is missing themselves, each under its own limits
         if spec is None:

@@ -1259,8 +1259,9 @@ def _check_policy(suite: Suite, host: Any, where: Callable[..., str]) -> None:
                     f"{where(*at, key)}: {name}: applies to neural policies (a language "
                     f"model); task '{task.name}' has a tabular policy"
                 )
-        if policy.lora is not None and policy.lora.target_modules:
-            _check_lora_targets(suite, host, where, at, policy.lora.target_modules)
+        if policy.lora is not None:
+            _check_lora_targets(suite, host, where, at, policy.lora.target_modules,
+                                policy.lora.r)
         if policy.lora is not None and not getattr(host.algorithm(alg.name), "supports_lora",
                                                    True):
             raise ConfigError(
@@ -1271,11 +1272,11 @@ def _check_policy(suite: Suite, host: Any, where: Callable[..., str]) -> None:
 
 
 def _check_lora_targets(suite: Suite, host: Any, where: Callable[..., str], at: tuple[Any, ...],
-                        targets: list[str]) -> None:
-    """LoRA targets against each task's model, where it can be read without a download: a
-    ``tiny-lm`` model, an ``hf`` model in a local folder (built from its config on the meta
-    device). A hub model's are checked when its run starts."""
-    from harness.lora import linear_module_names
+                        targets: list[str] | None, rank: int) -> None:
+    """LoRA targets and rank against each task's model, where it can be read without a
+    download: a ``tiny-lm`` model, an ``hf`` model in a local folder (built from its config on
+    the meta device). A hub model's are checked when its run starts."""
+    from harness.lora import adapted_width, linear_module_names
     from harness.memory import model_skeleton
 
     for task in suite.tasks:
@@ -1285,7 +1286,15 @@ def _check_lora_targets(suite: Suite, host: Any, where: Callable[..., str], at: 
         if model is None:
             continue
         names = linear_module_names(model)
-        missing = [t for t in targets if t not in names]
+        width = adapted_width(model, [t for t in targets if t in names] if targets else None)
+        if width is not None and rank > width:
+            key = ".".join(map(str, (*at, "lora", "r")))
+            raise ConfigError(
+                f"{where(*at, 'lora', 'r')}: {key}: {rank} is above {width}, the narrowest "
+                f"adapted layer of {type(model).__name__} (task '{task.name}'); an adapter's "
+                f"rank is at most its layer's width"
+            )
+        missing = [t for t in (targets or []) if t not in names]
         if missing:
             key = ".".join(map(str, (*at, "lora", "target_modules")))
             raise ConfigError(
