@@ -252,8 +252,9 @@ def _gpu_memory(option: str | None) -> int | None:
 @GPU_MEMORY
 @ALLOW_LARGE
 def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
-    """Print each run's memory plan: the bytes of every resident model (parameters, gradients,
-    optimiser state, KV cache, activations), their sum, and whether it fits --gpu-memory.
+    """Print each run's memory plan: the bytes of every model (parameters, gradients, optimiser
+    state, KV cache, activations), the device's peak in each phase of the run (r̂'s fit before
+    it included), and whether the largest, with a headroom, fits --gpu-memory.
 
     No weights are loaded: models are built from their configs on PyTorch's meta device. Model
     state is exact; the KV cache and activations are estimates (see harness.memory). Exits
@@ -280,8 +281,9 @@ def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
         fits = run.fits(memory)
         too_big += fits is False
         verdict = "" if fits is None else "  fits" if fits else "  DOES NOT FIT"
-        click.echo(f"{run.run_id}  ({run.label} on {run.task}): total {format_bytes(run.total)}"
-                   f", model state {format_bytes(run.model_state)}{verdict}")
+        headroom = f" + headroom {format_bytes(run.headroom)}" if run.headroom else ""
+        click.echo(f"{run.run_id}  ({run.label} on {run.task}): peak {format_bytes(run.total)}"
+                   f"{headroom}, model state {format_bytes(run.model_state)}{verdict}")
         if plans.get(run.label + run.task) == key:
             continue  # the same breakdown as the last seed's
         plans[run.label + run.task] = key
@@ -289,6 +291,9 @@ def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
             parts = ", ".join(f"{c.replace('_', ' ')} {format_bytes(getattr(m, c))}"
                               for c in cols if getattr(m, c))
             click.echo(f"    {m.name}: {format_bytes(m.total)} on the device ({parts})")
+        if run.phases:
+            click.echo("    peak by phase: " + ", ".join(
+                f"{name} {format_bytes(size)}" for name, size in run.phases.items()))
         for note in run.notes:
             click.echo(f"    {note}")
     if too_big:
@@ -306,7 +311,7 @@ def check_fits(specs: list, host: object, memory: int) -> None:
         run = plan_run(spec.as_dict(), host)
         if not run.fits(memory):
             raise ConfigError(
-                f"run {run.run_id} needs {format_bytes(run.total)} by its memory plan, more "
+                f"run {run.run_id} needs {format_bytes(run.needed)} by its memory plan, more "
                 f"than the {format_bytes(memory)} a run may use; see rlhf-harness plan"
             )
 

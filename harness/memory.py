@@ -126,15 +126,28 @@ class ModelPlan:
         return self.model_state + self.kv_cache + self.activations
 
 
+HEADROOM_BYTES = 2**30
+"""Device memory a run cannot use whatever its plan: the CUDA context and its libraries'
+workspaces (≈ 0.5 GiB on an H100, outside ``max_memory_allocated``), and a margin."""
+
+HEADROOM_FRACTION = 0.10
+"""Of the planned peak, also kept free: the caching allocator's fragmentation (blocks rounded to
+512 B, segments to 2 MiB, freed blocks that do not fit the next request)."""
+
+
 @dataclasses.dataclass
 class RunPlan:
-    """The memory plan of one run: its resident models and their sum."""
+    """The memory plan of one run: its models, and the device's bytes at the peak of each phase."""
 
     run_id: str
     label: str
     task: str
     models: list[ModelPlan]
     notes: list[str] = dataclasses.field(default_factory=list)
+    phases: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Planned device bytes at the peak of each phase (``prepare``: r̂'s fit before the run;
+    ``generate``, ``score``, ``train``, ``evaluate``), what ``torch.cuda.max_memory_allocated``
+    would read."""
 
     @property
     def model_state(self) -> int:
@@ -142,12 +155,26 @@ class RunPlan:
 
     @property
     def total(self) -> int:
-        """Device bytes: every resident model, plus the largest offloaded one (they visit the
-        device one at a time)."""
+        """The planned peak of device bytes: the largest phase."""
+        if self.phases:
+            return max(self.phases.values())
         return sum(m.total for m in self.models) + max((m.host for m in self.models), default=0)
 
+    @property
+    def headroom(self) -> int:
+        """Bytes kept free beside :attr:`total` (:data:`HEADROOM_BYTES` and
+        :data:`HEADROOM_FRACTION` of it); none for a run without a model to plan."""
+        if not self.models:
+            return 0
+        return HEADROOM_BYTES + int(HEADROOM_FRACTION * self.total)
+
+    @property
+    def needed(self) -> int:
+        """:attr:`total` and :attr:`headroom`: the device memory a run needs."""
+        return self.total + self.headroom
+
     def fits(self, memory: int | None) -> bool | None:
-        return None if memory is None else self.total <= memory
+        return None if memory is None else self.needed <= memory
 
 
 # --- sizes -----------------------------------------------------------------------------------
@@ -344,50 +371,151 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
     kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
     vocab = int(cfg.vocab_size)
+    inter = int(getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None)
+                or 4 * hidden)
+    gated = any(name.endswith("gate_proj") for name, _ in model.named_modules())
     width = torch.tensor([], dtype=dtype).element_size()
+    autocast = spec.get("precision") == "bf16"
+    compute = 2 if autocast else width  # the width of what the layers compute and keep
+    casts = 2 * base_bytes // width if autocast and width > 2 else 0  # bf16 copies of weights
     response_len = int(getattr(config, "max_new_tokens", None) or params.max_new_tokens)
     seq = prompt_len + response_len
     evaluation = spec["evaluation"]
     eval_prompts = int(getattr(params, "num_eval_prompts", 0) or 0)
     gen_rows, train_rows = _rows(config)
-    gen_rows = max(gen_rows, eval_prompts * int(evaluation["samples_per_prompt"]))
-    kv = 2 * layers * kv_heads * head_dim * gen_rows * seq * width
-    if options.get("activation_checkpointing"):
-        per_layer = train_rows * seq * hidden
-        values = layers * per_layer + (17 * per_layer + 2.5 * heads * seq * seq * train_rows)
-    else:
-        values = layers * (17 * train_rows * seq * hidden + 2.5 * heads * seq * seq * train_rows)
-    activations = int(values * width) + 2 * train_rows * response_len * vocab * 4
-    task_model = ModelPlan("task model (π_ref as loaded)", parameters=base_bytes)
-    plan.models.append(task_model)
-    plan.models.append(ModelPlan(
+    eval_rows = eval_prompts * int(evaluation["samples_per_prompt"])
+    per_token = layer_activation_bytes(hidden, inter, gated=gated, compute=compute,
+                                       residual=width)
+
+    def kv(rows: int) -> int:  # the cache at its longest, in the computed width
+        return 2 * layers * kv_heads * head_dim * rows * seq * compute
+
+    def logits(rows: int, tokens: int) -> int:  # float32 logits and their log-softmax
+        return 2 * rows * tokens * vocab * 4
+
+    def trained(rows: int, checkpointing: bool, prompts: int | None = None) -> int:
+        """Kept for a backward pass over ``rows`` responses to ``prompts`` distinct prompts
+        (rows sharing a prompt run it once, :mod:`harness.lm`; not under checkpointing)."""
+        if checkpointing:  # each layer's input, and one layer recomputed at a time
+            tokens = rows * seq
+            return layers * tokens * hidden * width + tokens * per_token
+        tokens = rows * seq if prompts is None else prompts * prompt_len + rows * response_len
+        return layers * tokens * per_token
+
+    checkpointing = bool(options.get("activation_checkpointing"))
+    shared = _distinct_prompts(config, train_rows)
+    activations = (trained(train_rows, checkpointing, shared) + logits(train_rows, response_len)
+                   + casts if train_rows else 0)
+    plan.models.append(ModelPlan("task model (π_ref as loaded, host memory)", host=base_bytes))
+    policy_plan = ModelPlan(
         "policy", parameters=weights, gradients=grads, optimizer=slots * grads + step_bytes,
-        kv_cache=kv, activations=activations if train_rows else 0,
-    ))
+        kv_cache=kv(max(gen_rows, eval_rows)), activations=activations,
+    )
+    plan.models.append(policy_plan)
     offload = bool(options.get("offload_frozen"))
+    visiting: list[int] = []  # offloaded models: on the device while they run, one at a time
 
     def frozen(name: str, size: int) -> ModelPlan:
         if offload:
-            return ModelPlan(f"{name}, offloaded", host=size)
+            visiting.append(size)
+            return ModelPlan(f"{name}, offloaded (host memory)", host=size)
         return ModelPlan(name, parameters=size)
 
     if options.get("lora"):
         plan.notes.append("π_ref: the policy's base with its LoRA adapters off (no copy)")
     else:
-        plan.models.append(frozen("π_ref", task_model.parameters))
+        plan.models.append(frozen("π_ref", base_bytes))
     evaluators = evaluation["evaluators"]
     fitted = spec["reward_model"]["kind"] == "fitted"
-    if fitted and ("reward" in algo_cls.needs or "proxy_reward" in evaluators):
+    uses_reward = fitted and ("reward" in algo_cls.needs or "proxy_reward" in evaluators)
+    if uses_reward:
         plan.models.append(frozen("r̂ (reward model)", head_bytes))
+    critic = None
     if getattr(algo_cls, "trains_critic", False):
-        plan.models.append(ModelPlan(
+        critic = ModelPlan(
             "critic", parameters=head_bytes, gradients=head_bytes,
             optimizer=slots * head_bytes + (4 * head_tensors if slots else 0),
-        ))
-    if offload and any(m.host for m in plan.models):
-        plan.notes.append("offloaded models are on the device one at a time, while they run: "
-                          "the total counts the largest")
+            activations=trained(train_rows, False) + casts,
+        )
+        plan.models.append(critic)
+    if offload and visiting:
+        plan.notes.append("offloaded models are built in host memory and visit the device one "
+                          "at a time, while they run: the score and evaluate phases count the "
+                          "largest")
     if gold_path is not None:
         plan.models.append(ModelPlan("gold reward (classifier)",
                                      parameters=_classifier_bytes(gold_path)))
+    # --- the phases' peaks ---
+    state = sum(m.model_state for m in plan.models)
+    without_grads = state - sum(m.gradients for m in plan.models)
+    visit = max(visiting, default=0)
+    one_layer = lambda rows: rows * seq * per_token  # noqa: E731  a no-grad forward's transient
+    if gen_rows:
+        # sampling: the KV cache, the bf16 weight copies decoding keeps for its call, logits
+        plan.phases["generate"] = (without_grads + kv(gen_rows) + casts
+                                   + 3 * gen_rows * vocab * 4)
+        plan.phases["score"] = (without_grads + visit + one_layer(gen_rows)
+                                + logits(gen_rows, response_len))
+    if train_rows:
+        # A backward pass frees each layer's activations as it makes that layer's gradients:
+        # the peak holds the one or the other, except under checkpointing (small activations,
+        # a recomputed layer beside the gradients made so far).
+        kept = policy_plan.activations + (critic.activations if critic is not None else 0)
+        grads_now = state - without_grads
+        plan.phases["train"] = without_grads + (
+            kept + grads_now if checkpointing else max(kept, grads_now))
+    if eval_rows:
+        plan.phases["evaluate"] = (without_grads + max(kv(eval_rows) + casts, visit
+                                   + one_layer(eval_rows) + logits(eval_rows, response_len)))
+    if uses_reward:
+        fit = _fit_plan(spec, head_bytes, head_tensors, layers * seq * layer_activation_bytes(
+            hidden, inter, gated=gated, compute=width, residual=width))
+        plan.phases["prepare"] = fit.total
+        plan.notes.append("r̂ is fitted before the run (full weights, AdamW, in float32): the "
+                          "prepare phase, alone on the device")
     return plan
+
+
+def _distinct_prompts(config: Any, train_rows: int) -> int | None:
+    """Distinct prompts among a training forward's rows, where rows share them (a group of
+    responses per prompt; chosen and rejected of a pair); None when every row may have its own."""
+    get = lambda name: int(getattr(config, name, 0) or 0)  # noqa: E731
+    if hasattr(config, "prompts_per_step") and train_rows:
+        group = next((get(n) for n in ("num_generations", "k", "group_size", "n")
+                      if hasattr(config, n)), 1)
+        return max(math.ceil(train_rows / max(group, 1)), 1)
+    if hasattr(config, "batch_size") and not hasattr(config, "rollout_batch_size"):
+        return get("batch_size")
+    return None
+
+
+def layer_activation_bytes(hidden: int, intermediate: int, *, gated: bool, compute: int,
+                           residual: int) -> int:
+    """Bytes a transformer block keeps per token for its backward pass (``transformers``'
+    Llama/GPT-2 blocks with SDPA attention, which keeps no s×s scores): ≈ 12·h values around
+    attention and the norms (inputs of the q/k/v/o projections, rotated q and k, v, the
+    attention output, the norms' inputs and outputs) and 4·i in a gated MLP (gate, up, their
+    activation and product; 2·i ungated), in the computed width; under bf16 autocast the
+    residual stream and the norms stay float32, ≈ 18·h bytes more (measured on the CPU
+    stand-in: 12h + 4i values in float32, 42h + 8i bytes under autocast, within 2%)."""
+    mlp = (4 if gated else 2) * intermediate
+    values = 12 * hidden + mlp
+    extra = 18 * hidden if compute < residual else 0
+    return compute * values + extra
+
+
+def _fit_plan(spec: dict[str, Any], head_bytes: int, head_tensors: int, per_row: int
+              ) -> ModelPlan:
+    """r̂'s fit (:func:`harness.reward.fit_reward_model`): full weights with AdamW (two slots and
+    a step count per tensor), batches of chosen and rejected responses, in float32."""
+    from harness.reward import _DEFAULTS
+
+    rm = spec["reward_model"]
+    pairs = int(spec["preferences"].get("num_pairs") or 0)
+    holdout = float(rm.get("holdout_fraction") or 0.1)
+    batch = int(rm.get("batch_size") or _DEFAULTS["lm"]["batch_size"])
+    rows = 2 * max(min(batch, pairs - math.ceil(pairs * holdout)), 1)
+    return ModelPlan(
+        "r̂'s fit (before the run)", parameters=head_bytes, gradients=head_bytes,
+        optimizer=2 * head_bytes + 4 * head_tensors, activations=rows * per_row,
+    )

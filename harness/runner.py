@@ -391,6 +391,7 @@ def _planned_memory(spec: dict[str, Any], host: Any) -> dict[str, Any]:
     return {
         "lora": lora,
         "planned": {"model_state": plan.model_state, "total": plan.total,
+                    "headroom": plan.headroom, "phases": dict(plan.phases),
                     "models": {m.name: dataclasses.asdict(m) for m in plan.models}},
     }
 
