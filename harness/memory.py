@@ -383,6 +383,8 @@ def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
     evaluation = spec["evaluation"]
     eval_prompts = int(getattr(params, "num_eval_prompts", 0) or 0)
     gen_rows, train_rows = _rows(config)
+    if not hasattr(config, "learning_rate"):  # nothing trains (best-of-n on top of π_ref)
+        train_rows = 0
     eval_rows = eval_prompts * int(evaluation["samples_per_prompt"])
     per_token = layer_activation_bytes(hidden, inter, gated=gated, compute=compute,
                                        residual=width)
