@@ -218,13 +218,21 @@ def format_bytes(n: int) -> str:
 def _skeleton(task_cls: type, params: Any) -> tuple[nn.Module, torch.dtype, int, str | None]:
     """``(model on meta, dtype, longest prompt in tokens, gold classifier path)`` of an LM task."""
     from harness.tasks.hf import _DTYPES, HFTask
+    from harness.tasks.sentiment import SentimentTask
     from harness.tasks.tiny_lm import TinyLMTask
 
-    if issubclass(task_cls, TinyLMTask):
+    if issubclass(task_cls, TinyLMTask | SentimentTask):
         from harness.lm import build_causal_lm
-        from harness.tasks.tiny_lm import make_corpus, make_tokenizer
 
-        tokenizer = make_tokenizer(make_corpus(params)[0])
+        if issubclass(task_cls, TinyLMTask):
+            from harness.tasks.tiny_lm import make_corpus, make_tokenizer
+
+            tokenizer = make_tokenizer(make_corpus(params)[0])
+        else:
+            from harness.tasks import sentiment
+
+            tokenizer = sentiment.make_tokenizer(sentiment.pretraining_sentences(params),
+                                                 params.vocab_size)
         with torch.device("meta"):
             model = build_causal_lm(
                 params.arch, len(tokenizer), params.hidden_size, params.num_layers,
@@ -260,9 +268,10 @@ def model_skeleton(task_cls: type, params: Any, *, local_only: bool = False) -> 
     """The task's causal LM built on the meta device from its config (no weights); None for a
     task without one, or, with ``local_only``, an ``hf`` model that is not in a local folder."""
     from harness.tasks.hf import HFTask
+    from harness.tasks.sentiment import SentimentTask
     from harness.tasks.tiny_lm import TinyLMTask
 
-    if not issubclass(task_cls, TinyLMTask | HFTask):
+    if not issubclass(task_cls, TinyLMTask | SentimentTask | HFTask):
         return None
     if local_only and issubclass(task_cls, HFTask):
         from transformers import AutoConfig, AutoModelForCausalLM

@@ -167,3 +167,18 @@ def test_dpo_raises_gold_on_the_sentiment_task(task):
     records = train(make_algorithm(cls, config, context), 40)
     assert all(math.isfinite(v) for r in records for v in r.values() if isinstance(v, float))
     assert mean_gold(context.policy) > before + 0.08
+
+
+def test_the_memory_plan_sizes_the_sentiment_model(tmp_path, capsys):
+    """``plan`` builds the task's model on the meta device from its params (no pre-training):
+    its model state is the parameters, gradients and Adam state of the policy and the rest."""
+    from harness.cli import main
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ntasks:\n  - name: sentiment\nalgorithms: [{name: dpo}]\n"
+                     "budget: {samples: 64}\nseeds: [0]\n")
+    main(["plan", str(suite), "--gpu-memory", "4GiB"])
+    out = capsys.readouterr().out
+    assert "(dpo on sentiment)" in out and "  fits" in out
+    # the default model's parameters (1,041,024 float32), planned for the policy
+    assert "parameters 3.97 MiB" in out
