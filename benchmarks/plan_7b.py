@@ -16,14 +16,16 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+LORA = "lora: {r: 16, target_modules: [q_proj, v_proj]}"
+GRPO = ("{prompts_per_step: 8, num_generations: 8, num_mini_batches: 8, "
+        "learning_rate: 0.00001}")
 RUNS = {
-    "dpo, LoRA": ("dpo", "{batch_size: 8, learning_rate: 0.00001}", "lora: {r: 16, target_modules: [q_proj, v_proj]}"),
-    "grpo, LoRA": ("grpo", "{prompts_per_step: 8, num_generations: 8, num_mini_batches: 8, learning_rate: 0.00001}",
-                   "lora: {r: 16, target_modules: [q_proj, v_proj]}"),
-    "ppo, LoRA": ("ppo", "{rollout_batch_size: 64, num_mini_batches: 16, learning_rate: 0.00001}",
-                  "lora: {r: 16, target_modules: [q_proj, v_proj]}"),
-    "grpo, LoRA, offload": ("grpo", "{prompts_per_step: 8, num_generations: 8, num_mini_batches: 8, learning_rate: 0.00001}",
-                            "lora: {r: 16, target_modules: [q_proj, v_proj]}, offload_frozen: true, activation_checkpointing: true"),
+    "dpo, LoRA": ("dpo", "{batch_size: 8, learning_rate: 0.00001}", LORA),
+    "grpo, LoRA": ("grpo", GRPO, LORA),
+    "ppo, LoRA": ("ppo", "{rollout_batch_size: 64, num_mini_batches: 16, "
+                  "learning_rate: 0.00001}", LORA),
+    "grpo, LoRA, offload": ("grpo", GRPO, LORA + ", offload_frozen: true, "
+                            "activation_checkpointing: true"),
 }
 
 

@@ -713,9 +713,10 @@ def _ray(
     # of its own (on a GPU that pre-training is not bit-for-bit repeatable).
     runtime_env = {"env_vars": {CACHE_ENV: str(cache_dir().resolve())}}
     try:
-        prepare = ray.remote(_prepare_shared).options(
-            num_cpus=1, num_gpus=max(s.gpus for s in pending), runtime_env=runtime_env)
-        ray.get(prepare.remote(pending, os.path.abspath(root)), timeout=timeout)
+        if pending:
+            prepare = ray.remote(_prepare_shared).options(
+                num_cpus=1, num_gpus=max(s.gpus for s in pending), runtime_env=runtime_env)
+            ray.get(prepare.remote(pending, os.path.abspath(root)), timeout=timeout)
         remote = ray.remote(run_one)
         refs = {}
         for spec in pending:

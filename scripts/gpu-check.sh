@@ -27,10 +27,10 @@ export RLHF_HARNESS_WANDB=0 WANDB_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 export RLHF_HARNESS_CACHE=${RLHF_HARNESS_CACHE:-$out/cache}
 
 flag=()
-scale=1  # the steps' time limits add up to 8 minutes; the CPU stand-in gets three times theirs
+scale=1  # the steps' time limits add up to 8 minutes; the CPU stand-in gets four times theirs
 if [ "$stand_in" = 1 ]; then
   flag=(--stand-in)
-  scale=3
+  scale=4
   tests=(tests/test_device.py -k "stand_in or indexing or counts_device")
   bench=(--size 2.7m --device cpu --dtype fp32 --batch-sweep 4,8 --rounds 1 --warmup 0
          --only ours --no-memory)

@@ -111,16 +111,17 @@ def suite_text(stand_in: bool) -> str:
         name: gpu-check
         tasks:
           - name: tiny-lm
-            params: {hidden_size: 64, num_layers: 2, num_heads: 4, intermediate_size: 256,
+            params: {hidden_size: WIDTH, num_layers: 2, num_heads: 4, intermediate_size: MLP,
                      corpus_size: 1000, pretrain_steps: PRETRAIN, num_train_prompts: 64,
                      num_eval_prompts: 16, max_new_tokens: 8}
         preferences: {num_pairs: 64}
         algorithms:
-        """).replace("PRETRAIN", "2" if stand_in else "200")
+        """).replace("PRETRAIN", "2" if stand_in else "200").replace(
+            "WIDTH", "32" if stand_in else "64").replace("MLP", "128" if stand_in else "256")
     return head + "\n".join(lines) + textwrap.dedent("""
         seeds: [0]
-        budget: {steps: 3}
-        evaluation: {every: 3, samples_per_prompt: 1}
+        budget: {steps: 2}
+        evaluation: {every: 2, samples_per_prompt: 1}
         device: cuda
         precision: bf16
         """)

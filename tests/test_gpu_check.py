@@ -53,7 +53,7 @@ def test_every_algorithm_has_a_run_in_the_checks_suite(tmp_path):
 
 @pytest.mark.slow
 def test_the_dry_run_on_the_stand_in(tmp_path):
-    """The whole script on the CPU stand-in (about 8 minutes here): every step but the
+    """The whole script on the CPU stand-in (about 3 minutes here): every step but the
     benchmarks' TRL side, each step's log and status in the folder."""
     out = tmp_path / "out"
     env = {**os.environ, "GPU_CHECK_STAND_IN": "1", "USE_HUB_KERNELS": "0",
