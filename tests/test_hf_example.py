@@ -76,6 +76,13 @@ def bad_suite(workdir, old: str, new: str) -> Path:
     return path
 
 
+def line_of(path: Path, text: str) -> int:
+    """The 1-based line of the suite file that holds ``text`` (errors name it)."""
+    lines = [i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def one_line_error(capsys, *args: str) -> str:
     with pytest.raises(SystemExit) as exit_:
         cli(*args)
@@ -105,7 +112,8 @@ def test_a_lora_target_missing_from_the_model_is_one_line(workdir, capsys):
     path = bad_suite(workdir, "target_modules: [q_proj, k_proj, v_proj, o_proj]",
                      "target_modules: [q_proj, c_attn]")
     err = one_line_error(capsys, "validate", str(path))
-    assert (f"{path}:49: algorithms.3.policy.lora.target_modules: 'c_attn' matches no module "
+    line = line_of(path, "target_modules: [q_proj, c_attn]")
+    assert (f"{path}:{line}: algorithms.3.policy.lora.target_modules: 'c_attn' matches no module "
             f"of LlamaForCausalLM (task 'hf'); its linear layers: q_proj, k_proj, v_proj, "
             f"o_proj, gate_proj, up_proj, down_proj") in err
 
