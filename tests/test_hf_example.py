@@ -109,10 +109,10 @@ def test_a_gold_classifier_with_the_wrong_number_of_labels_is_one_line(workdir, 
 
 
 def test_a_lora_target_missing_from_the_model_is_one_line(workdir, capsys):
-    path = bad_suite(workdir, "target_modules: [q_proj, k_proj, v_proj, o_proj]",
-                     "target_modules: [q_proj, c_attn]")
+    path = bad_suite(workdir, "alpha: 16, target_modules: [q_proj, k_proj, v_proj, o_proj]",
+                     "alpha: 16, target_modules: [q_proj, c_attn]")
     err = one_line_error(capsys, "validate", str(path))
-    line = line_of(path, "target_modules: [q_proj, c_attn]")
+    line = line_of(path, "alpha: 16, target_modules: [q_proj, c_attn]")
     assert (f"{path}:{line}: algorithms.3.policy.lora.target_modules: 'c_attn' matches no module "
             f"of LlamaForCausalLM (task 'hf'); its linear layers: q_proj, k_proj, v_proj, "
             f"o_proj, gate_proj, up_proj, down_proj") in err
