@@ -71,7 +71,7 @@ def main() -> None:
                 policy: {{{policy}}}
                 """))
             [spec] = check_suite(load_suite(suite), suite, get_plugin_host(), allow_large=True)
-            plan = plan_run(spec.as_dict(), get_plugin_host())
+            plan = plan_run(spec.as_dict(), get_plugin_host(), spec.run_id)
             ph = plan.phases
             print(f"{label:24s} {format_bytes(plan.model_state):>12s} "
                   f"{format_bytes(ph.get('prepare', 0)):>10s} "

@@ -276,7 +276,7 @@ def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
     too_big = 0
     plans: dict[str, str] = {}
     for spec in specs:
-        run = plan_run(spec.as_dict(), host)
+        run = plan_run(spec.as_dict(), host, spec.run_id)
         key = repr([(m.name, m.total) for m in run.models])
         fits = run.fits(memory)
         too_big += fits is False
@@ -308,7 +308,7 @@ def check_fits(specs: list, host: object, memory: int) -> None:
     from harness.memory import format_bytes, plan_run
 
     for spec in specs:
-        run = plan_run(spec.as_dict(), host)
+        run = plan_run(spec.as_dict(), host, spec.run_id)
         if not run.fits(memory):
             raise ConfigError(
                 f"run {run.run_id} needs {format_bytes(run.needed)} by its memory plan, more "

@@ -10,6 +10,8 @@ the dataclass's ``__post_init__``, raising :class:`ValueError` (or :class:`TypeE
 message naming the field. :func:`build_config` turns one into a :class:`ConfigError` naming the
 key (the field the message names, among those given; :func:`rejected_key` finds it), so
 ``rlhf-harness validate`` reports it with the suite file's line before anything runs.
+
+:func:`check_space` validates a search space over a config's fields, for tuning.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -129,3 +132,37 @@ def config_hash(obj: Any, length: int = 12) -> str:
     """A stable short hash of a JSON-able object (keys sorted)."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def check_space(space: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """Validate a search space ``{field: {low, high, log?, int?} | {choices: [...]}}``: a
+    suite's ``tuning.space`` or a plugin's :meth:`~harness.algorithm.Algorithm.tuning_space`,
+    whose fields :mod:`harness.tuning` samples."""
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{where}: empty search space; give at least one field")
+    out: dict[str, dict[str, Any]] = {}
+    for name, dist in space.items():
+        at = f"{where}.{name}"
+        if not isinstance(dist, dict):
+            raise ConfigError(f"{at}: a range {{low, high, log}} or {{choices: [...]}}")
+        unknown = set(dist) - {"low", "high", "log", "int", "choices"}
+        if unknown:
+            raise ConfigError(f"{at}: unknown key '{sorted(unknown)[0]}' (use low, high, log, "
+                              f"int or choices)")
+        if "choices" in dist:
+            choices = dist["choices"]
+            if set(dist) != {"choices"} or not isinstance(choices, list) or not choices:
+                raise ConfigError(f"{at}: choices is a non-empty list, alone")
+            out[name] = {"choices": list(choices)}
+            continue
+        low, high = dist.get("low"), dist.get("high")
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+        if not numbers:
+            raise ConfigError(f"{at}: low and high are numbers (got {low!r}, {high!r})")
+        if not math.isfinite(low) or not math.isfinite(high) or low >= high:
+            raise ConfigError(f"{at}: low ({low}) must be below high ({high})")
+        log = bool(dist.get("log", False))
+        if log and low <= 0:
+            raise ConfigError(f"{at}: a log range needs low > 0 (got {low})")
+        out[name] = {"low": low, "high": high, "log": log, "int": bool(dist.get("int", False))}
+    return out

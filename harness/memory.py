@@ -336,15 +336,15 @@ _SKELETONS: dict[str, tuple[nn.Module, torch.dtype, int, str | None]] = {}
 """The last task's skeleton (:func:`_skeleton`), by a hash of its name and parameters."""
 
 
-def plan_run(spec: dict[str, Any], host: Any) -> RunPlan:
-    """The memory plan of one run spec (a :class:`~harness.suite.RunSpec` as a dict)."""
+def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
+    """The memory plan of one run spec (a :class:`~harness.suite.RunSpec` as a dict), named
+    ``run_id`` (the spec's :attr:`~harness.suite.RunSpec.run_id`; the plan does not depend on
+    it)."""
     from harness.algorithm import policy_kind
     from harness.config import build_config, config_hash
-    from harness.suite import RunSpec
 
     task_cls = host.task(spec["task"])
     algo_cls = host.algorithm(spec["algorithm"])
-    run_id = RunSpec(**spec).run_id
     plan = RunPlan(run_id=run_id, label=spec["label"], task=spec["task"], models=[])
     params = build_config(task_cls.Params, spec["task_params"])
     config = build_config(algo_cls.Config, spec["algorithm_config"])

@@ -14,6 +14,9 @@ all of them:
   of given responses, from which :meth:`Policy.token_logprobs` (padding masked to 0) and
   :meth:`Policy.sequence_logprobs` (their sum) follow.
 - :class:`ValueModel` — per-token scalar estimates (a critic), for algorithms that ask for one.
+- :class:`RewardModel` — one scalar per response, r̂(x, y): the proxy reward online algorithms
+  optimise (fitted, and imported, in :mod:`harness.reward`; defined here, beside the critic, so
+  that the task interface can name it without depending on the fitting).
 """
 
 from __future__ import annotations
@@ -283,3 +286,11 @@ class ValueModel(nn.Module, ABC):
     @abstractmethod
     def forward(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
         """[B, T] values; 0 on padding."""
+
+
+class RewardModel(nn.Module, ABC):
+    """r̂(x, y) for a batch: subclasses implement :meth:`forward`."""
+
+    @abstractmethod
+    def forward(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
+        """[B] float rewards."""

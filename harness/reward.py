@@ -1,8 +1,10 @@
 """Reward models r̂(x, y): the proxy that online algorithms optimise.
 
-A reward model maps a batch of (prompt, response) pairs to one scalar each. Tasks build a fresh,
-trainable one with :meth:`harness.tasks.Task.make_reward_model`: tabular for tabular tasks, a
-transformer with a scalar head initialised from π_ref's backbone for language-model tasks.
+A reward model (:class:`RewardModel`; plugins import it from here, it is defined in
+:mod:`harness.policy` beside the critic) maps a batch of (prompt, response) pairs to one scalar
+each. Tasks build a fresh, trainable one with :meth:`harness.tasks.Task.make_reward_model`:
+tabular for tabular tasks, a transformer with a scalar head initialised from π_ref's backbone for
+language-model tasks.
 :func:`fit_reward_model` fits it by maximum likelihood on a preference dataset, under a preference
 model that may differ from the annotator's, and reports held-out accuracy and agreement with r*.
 """
@@ -10,27 +12,17 @@ model that may differ from the annotator's, and reports held-out accuracy and ag
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from harness.policy import PromptBatch, ResponseBatch
+from harness.policy import PromptBatch, ResponseBatch, RewardModel
 from harness.preference import PreferenceModel
 
 if TYPE_CHECKING:
     from harness.data import PreferenceBatches, PreferenceDataset
     from harness.tasks.base import Task
-
-
-class RewardModel(nn.Module, ABC):
-    """r̂(x, y) for a batch: subclasses implement :meth:`forward`."""
-
-    @abstractmethod
-    def forward(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
-        """[B] float rewards."""
 
 
 class GoldRewardModel(RewardModel):

@@ -61,7 +61,7 @@ from pydantic import (
     model_validator,
 )
 
-from harness.config import build_config, config_dict, config_hash, rejected_key
+from harness.config import build_config, check_space, config_dict, config_hash, rejected_key
 from harness.errors import ConfigError, HarnessError
 from harness.store import slug
 
@@ -1226,8 +1226,6 @@ def suite_warnings(suite: Suite, host: Any) -> list[str]:
 
 def tuning_space(suite: Suite, host: Any, label: str, task: str) -> dict[str, dict[str, Any]]:
     """The checked search space of a tuned label on a task: the suite's, else the plugin's."""
-    from harness.tuning import check_space
-
     assert suite.tuning is not None
     alg = next(a for a in suite.algorithms if (a.label or a.name) == label)
     space = suite.tuning.space.get(label)

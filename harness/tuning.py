@@ -51,40 +51,8 @@ JOURNAL = "tuning/optuna.journal"
 # --- search spaces ------------------------------------------------------------------------------
 
 
-def check_space(space: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
-    """Validate a search space ``{field: {low, high, log?, int?} | {choices: [...]}}``."""
-    if not isinstance(space, dict) or not space:
-        raise ConfigError(f"{where}: empty search space; give at least one field")
-    out: dict[str, dict[str, Any]] = {}
-    for name, dist in space.items():
-        at = f"{where}.{name}"
-        if not isinstance(dist, dict):
-            raise ConfigError(f"{at}: a range {{low, high, log}} or {{choices: [...]}}")
-        unknown = set(dist) - {"low", "high", "log", "int", "choices"}
-        if unknown:
-            raise ConfigError(f"{at}: unknown key '{sorted(unknown)[0]}' (use low, high, log, "
-                              f"int or choices)")
-        if "choices" in dist:
-            choices = dist["choices"]
-            if set(dist) != {"choices"} or not isinstance(choices, list) or not choices:
-                raise ConfigError(f"{at}: choices is a non-empty list, alone")
-            out[name] = {"choices": list(choices)}
-            continue
-        low, high = dist.get("low"), dist.get("high")
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
-        if not numbers:
-            raise ConfigError(f"{at}: low and high are numbers (got {low!r}, {high!r})")
-        if not math.isfinite(low) or not math.isfinite(high) or low >= high:
-            raise ConfigError(f"{at}: low ({low}) must be below high ({high})")
-        log = bool(dist.get("log", False))
-        if log and low <= 0:
-            raise ConfigError(f"{at}: a log range needs low > 0 (got {low})")
-        out[name] = {"low": low, "high": high, "log": log, "int": bool(dist.get("int", False))}
-    return out
-
-
 def distributions(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Optuna distributions of a checked space."""
+    """Optuna distributions of a space checked by :func:`harness.config.check_space`."""
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,

@@ -133,6 +133,8 @@ def test_plan_command_gives_a_verdict_only_with_a_size(tmp_path, tiny_cache):
     assert out.exit_code == 0 and out.output.count("  fits") == 2
     out = runner.invoke(cli, ["plan", str(path), "--gpu-memory", "64KiB"])
     assert out.exit_code == 1 and out.output.count("DOES NOT FIT") == 2
+    for spec in check_suite(load_suite(path), path, get_plugin_host()):  # each plan named
+        assert f"\n{spec.run_id}  ({spec.label} on {spec.task}): peak " in out.output
 
 
 def test_run_refuses_a_run_that_cannot_fit_before_starting(tmp_path, tiny_cache, capsys):
@@ -147,6 +149,8 @@ def test_run_refuses_a_run_that_cannot_fit_before_starting(tmp_path, tiny_cache,
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "needs" in err and "more than the 64.00 KiB a run may use; see rlhf-harness plan" in err
+    [spec, *_] = check_suite(load_suite(path), path, get_plugin_host())
+    assert f"run {spec.run_id} needs" in err
     assert not root.exists()  # nothing started
 
 

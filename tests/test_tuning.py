@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
+from harness.config import check_space
 from harness.errors import ConfigError
 from harness.plugins import get_plugin_host
 from harness.report.data import load_store
 from harness.store import RunStore
 from harness.suite import check_suite, load_suite, suite_warnings
 from harness.tuning import (
-    check_space,
     expected_max_performance,
     objective_value,
     run_objective,

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import torch
 
-    from harness.policy import Policy, PromptBatch, ResponseBatch, ValueModel
-    from harness.reward import RewardModel
+    from harness.policy import Policy, PromptBatch, ResponseBatch, RewardModel, ValueModel
 
 
 class Task(ABC):
