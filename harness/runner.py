@@ -8,6 +8,14 @@ the *same* r̂ and the *same* pairs: the comparison is of algorithms, not of luc
 :func:`train` steps an algorithm a fixed number of times and calls ``evaluate`` every
 ``eval_every`` steps; each record carries the step, the cumulative samples, tokens, wall time and
 FLOPs, so any of them can serve as the x-axis of a comparison.
+
+:func:`run_one` runs one spec of a suite into the run store, as a sequence of stages, each a
+function with one job: resolve the spec's device, task, algorithm and evaluators → prepare the
+shared preference data and r̂ → build the context and the algorithm → the exact problem and the
+algorithm's fixed point → the r̂ evaluation reads → the memory baseline → train, evaluating as it
+goes → the measured memory peaks; then, however the run ended (an exception out of any stage is
+caught and classified by :func:`_caught`), record it. The stages pass the run along in one
+:class:`_Run`.
 """
 
 from __future__ import annotations
@@ -15,20 +23,26 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from harness.algorithm import NEEDS, Algorithm, RunContext, declared_metrics
 from harness.compute import ComputeMeter, model_state_bytes, resident_modules
 from harness.config import build_config
-from harness.data import PreferenceDataset
+from harness.data import PreferenceBatches, PreferenceDataset
 from harness.errors import ConfigError
 from harness.policy import Policy
 from harness.reward import RewardModel
 from harness.tasks.base import Task
+
+if TYPE_CHECKING:
+    from harness.exact import ExactProblem
+    from harness.store import RunStore
+    from harness.tracking import Tracker
 
 
 def build_context(
@@ -66,6 +80,50 @@ def build_context(
     device = torch.device(task.device)
     options = policy_options or {}
     offload = bool(options.get("offload_frozen")) and device.type != "cpu"
+    policy, reference = _policy_and_reference(task, algorithm, options, seed=seed,
+                                              offload=offload)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    context = RunContext(
+        task=task,
+        policy=policy,
+        reference=reference,
+        generator=generator,
+        meter=ComputeMeter(device=device),
+        seed=seed,
+    )
+    if "preferences" in algorithm.needs or "unpaired" in algorithm.needs:
+        if preferences is None:
+            raise ConfigError(f"algorithm '{algorithm.name}' needs preference data")
+        _give_data(context, algorithm, preferences.to_batches(task).to(device),
+                   unpaired=unpaired, coin_seed=seed if data_seed is None else data_seed,
+                   device=device)
+    if "label_noise" in algorithm.needs:
+        context.label_noise = label_noise
+    if "reward" in algorithm.needs:
+        if reward_model is None:
+            raise ConfigError(f"algorithm '{algorithm.name}' needs a reward model")
+        frozen = copy_to(reward_model, "cpu" if offload else device)
+        frozen.requires_grad_(False)
+        frozen.eval()
+        context.reward_model = frozen
+    if options.get("offload_frozen"):
+        from harness.offload import OffloadedPolicy, OffloadedReward
+
+
+        if not options.get("lora"):  # with LoRA π_ref is the policy: nothing to offload
+            context.reference = OffloadedPolicy(context.reference, device)
+        if context.reward_model is not None:
+            context.reward_model = OffloadedReward(context.reward_model, device)
+    return context
+
+
+def _policy_and_reference(
+    task: Task, algorithm: type[Algorithm], options: dict[str, Any], *, seed: int, offload: bool,
+) -> tuple[Policy, Policy]:
+    """The trainable policy (a copy of π_ref on the task's device, in training mode) and the
+    frozen π_ref beside it, as ``options`` (a suite's ``policy`` section) ask: see
+    :func:`build_context`."""
+    device = torch.device(task.device)
     if offload and not options.get("lora"):
         # π_ref's frozen copy is made in host memory, before the policy moves to the device
         with built_on(task, "cpu"):
@@ -90,46 +148,24 @@ def build_context(
 
         enable_activation_checkpointing(policy)
     policy.train()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    context = RunContext(
-        task=task,
-        policy=policy,
-        reference=reference,
-        generator=generator,
-        meter=ComputeMeter(device=device),
-        seed=seed,
-    )
-    if "preferences" in algorithm.needs or "unpaired" in algorithm.needs:
-        if preferences is None:
-            raise ConfigError(f"algorithm '{algorithm.name}' needs preference data")
-        batches = preferences.to_batches(task).to(device)
-        if "preferences" in algorithm.needs:
-            if unpaired:
-                raise ConfigError(f"algorithm '{algorithm.name}' needs preference pairs, and the "
-                                  f"data are marked unpaired")
-            context.preferences = batches
-        if "unpaired" in algorithm.needs:
-            coin_seed = seed if data_seed is None else data_seed
-            coin = torch.Generator().manual_seed(coin_seed) if unpaired else None
-            context.examples = batches.to("cpu").unpaired(coin).to(device)
-    if "label_noise" in algorithm.needs:
-        context.label_noise = label_noise
-    if "reward" in algorithm.needs:
-        if reward_model is None:
-            raise ConfigError(f"algorithm '{algorithm.name}' needs a reward model")
-        frozen = copy_to(reward_model, "cpu" if offload else device)
-        frozen.requires_grad_(False)
-        frozen.eval()
-        context.reward_model = frozen
-    if options.get("offload_frozen"):
-        from harness.offload import OffloadedPolicy, OffloadedReward
+    return policy, reference
 
 
-        if not options.get("lora"):  # with LoRA π_ref is the policy: nothing to offload
-            context.reference = OffloadedPolicy(context.reference, device)
-        if context.reward_model is not None:
-            context.reward_model = OffloadedReward(context.reward_model, device)
-    return context
+def _give_data(
+    context: RunContext, algorithm: type[Algorithm], batches: PreferenceBatches, *,
+    unpaired: bool, coin_seed: int, device: torch.device,
+) -> None:
+    """Hand ``algorithm`` the preference data it needs: the pairs (refused for data marked
+    unpaired) and/or one example per pair (for unpaired data, which of the two from a generator
+    seeded with ``coin_seed``)."""
+    if "preferences" in algorithm.needs:
+        if unpaired:
+            raise ConfigError(f"algorithm '{algorithm.name}' needs preference pairs, and the "
+                              f"data are marked unpaired")
+        context.preferences = batches
+    if "unpaired" in algorithm.needs:
+        coin = torch.Generator().manual_seed(coin_seed) if unpaired else None
+        context.examples = batches.to("cpu").unpaired(coin).to(device)
 
 
 @contextlib.contextmanager
@@ -537,22 +573,101 @@ def run_spec(
     Ctrl-C (SIGINT) and a full disk leave the run pending and propagate (the latter as a
     :class:`~harness.errors.StoreError`), so the suite stops.
     ``on_step`` receives the fraction of the budget spent after every step.
-    """
-    import errno
-    import logging
-    import time
-    import traceback
 
-    import pandas as pd
+    The run is a sequence of stages, each a function of its own that takes the run's
+    :class:`_Run` and fills in its part; whichever stage the run ends in, the last one records
+    what the earlier ones measured.
+    """
+    run = _open_run(spec, root, wandb)
+    determinism = contextlib.ExitStack()
+    try:
+        determinism.enter_context(deterministic_algorithms(bool(spec.get("deterministic"))))
+        _resolve_parts(run)
+        _prepare_shared(run)
+        _build_algorithm(run)
+        _fixed_point(run)
+        _evaluation_reward(run)
+        _memory_baseline(run)
+        _train(run, on_step)
+        _measured_peaks(run)
+    except (Exception, KeyboardInterrupt, SystemExit, RunLimit) as exc:
+        _caught(run, exc)
+    finally:
+        run.watch.close()
+        determinism.close()
+    _record_run(run)
+    return run.status
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """What the stages of one run hand on to each other.
+
+    The first group is made when the run opens; the second is built stage by stage (absent
+    until its stage has run); the third is what the summary reports, kept up to date by the
+    stages so that a run that ends in any of them is recorded with what it got to.
+    """
+
+    spec: dict[str, Any]
+    store: RunStore
+    run_id: str
+    logger: logging.Logger
+    handler: logging.Handler
+    tracker: Tracker
+    watch: _Watch
+    process: Any
+    """``psutil.Process()`` of this process: its resident memory."""
+    start: float
+    versions: dict[str, str]
+
+    host: Any = dataclasses.field(init=False)
+    task: Task = dataclasses.field(init=False)
+    algo_cls: type[Algorithm] = dataclasses.field(init=False)
+    evaluators: list[Any] = dataclasses.field(init=False)
+    preferences: PreferenceDataset | None = dataclasses.field(init=False)
+    reward_model: RewardModel | None = dataclasses.field(init=False)
+    """The shared r̂, until the evaluation's is chosen (:func:`_evaluation_reward`)."""
+    algo: Algorithm = dataclasses.field(init=False)
+    exact: ExactProblem | None = dataclasses.field(init=False)
+    eval_reward: Any = dataclasses.field(init=False)
+
+    device: str | None = None
+    task_kind: str | None = None
+    context: RunContext | None = None
+    meter: ComputeMeter | None = None
+    status: str = "done"
+    reason: str | None = None
+    tb: str | None = None
+    step: int = 0
+    rows: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    final: dict[str, float] = dataclasses.field(default_factory=dict)
+    metric_meanings: dict[str, str] = dataclasses.field(default_factory=dict)
+    fit_report: dict[str, Any] | None = None
+    memory_plan: dict[str, Any] | None = None
+    target: dict[str, Any] | None = None
+    resident_detail: dict[str, int] | None = None
+    models_resident: int | None = None
+    state_bytes: int | None = None
+    total_state_bytes: int | None = None
+    baseline: int = 0
+    prepare_peak: int = 0
+    peak_rss: int = 0
+    host_mark: bool = False
+
+    def precision(self) -> Any:
+        """The context every computation of the run executes in (:func:`precision_context`)."""
+        return precision_context(self.device or "cpu", self.spec["precision"])
+
+
+def _open_run(spec: dict[str, Any], root: str, wandb: bool) -> _Run:
+    """Open the run: its folder in the store (marked running), its log file, its tracker, and
+    the watch over its limits (from here on, SIGINT is the watch's)."""
+    import time
+
     import psutil
 
-    from harness.config import config_hash
-    from harness.errors import StoreError
-    from harness.evaluators import EvalContext
-    from harness.exact import ExactProblem
-    from harness.plugins import get_plugin_host
-    from harness.store import METRIC_COLUMNS, RunStore, describe_os_error
-    from harness.suite import RunSpec, algorithm_seed, core_versions
+    from harness.store import RunStore
+    from harness.suite import RunSpec, core_versions
     from harness.tracking import Tracker
 
     store = RunStore(root, spec["suite"])
@@ -567,289 +682,386 @@ def run_spec(
     tracker = Tracker(wandb, run_dir, spec, run_id)
     if tracker.error:
         logger.warning(tracker.error)
-
-    rows: list[tuple] = []
-    status, reason, tb = "done", None, None
-    step = 0
-    meter: ComputeMeter | None = None
-    peak_rss = 0
-    baseline = prepare_peak = 0
-    peak_above = 0
-    state_bytes = total_state_bytes = None
-    resident_detail: dict[str, int] | None = None
-    target: dict[str, Any] | None = None
-    final: dict[str, float] = {}
-    fit_report = None
-    models_resident = None
-    memory_plan: dict[str, Any] | None = None
-    metric_meanings: dict[str, str] = {}
-    versions: dict[str, str] = core_versions()
+    versions = core_versions()
     process = psutil.Process()
-    host_mark = False
-    run_device, task_kind = None, None
     start = time.perf_counter()
-    watch = _Watch(spec.get("limits") or {})
-    context = None
-    determinism = contextlib.ExitStack()
-    try:
-        determinism.enter_context(deterministic_algorithms(bool(spec.get("deterministic"))))
-        host = get_plugin_host()
-        device = resolve_device(spec["device"])
-        run_device = device
-        check_precision(device, spec["precision"])
-        if device == "cuda":  # the preparation's peak (r̂'s fit, the models' build) from here
-            torch.cuda.reset_peak_memory_stats()
-        task = build_task(host, spec, device)
-        task_kind = task.kind
-        algo_cls = host.algorithm(spec["algorithm"])
-        metric_meanings = declared_metrics(algo_cls)
-        reg = host.registration("algorithm", spec["algorithm"])
-        versions[reg.plugin.distribution or reg.plugin.name] = reg.plugin.version or "?"
-        if task.kind == "tabular" and device == "cpu":
-            torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead
-        evaluators = [host.evaluator(n)() for n in spec["evaluation"]["evaluators"]]
-        need_reward = "reward" in algo_cls.needs or "proxy_reward" in spec["evaluation"][
-            "evaluators"]
-        data, reward_model, fit_report = shared_artifacts(
-            task, spec, store, host,
-            need_prefs=bool({"preferences", "unpaired"} & algo_cls.needs),
-            need_reward=need_reward,
-            host_memory=bool((spec.get("policy") or {}).get("offload_frozen")),
-        )
-        seed = algorithm_seed(spec["seed"], spec.get("replicate", 0))
-        prefs_spec = spec["preferences"]
-        context = build_context(task, algo_cls, seed=seed, preferences=data,
-                                reward_model=reward_model if "reward" in algo_cls.needs else None,
-                                label_noise=known_label_noise(prefs_spec),
-                                unpaired=bool(prefs_spec.get("unpaired", False)),
-                                data_seed=spec["seed"],
-                                policy_options=spec.get("policy"))
+    return _Run(spec=spec, store=store, run_id=run_id, logger=logger, handler=handler,
+                tracker=tracker, watch=_Watch(spec.get("limits") or {}), process=process,
+                start=start, versions=versions)
 
-        def precision() -> Any:
-            return precision_context(device, spec["precision"])
 
-        # Built in the run's precision: what an algorithm computes once up front (DPO's and
-        # IPO's reference log-probs) must match what its steps compute.
-        with precision():
-            algo = make_algorithm(algo_cls, spec["algorithm_config"], context)
-        memory_plan = _planned_memory(spec, host)
-        meter = context.meter
-        exact = (ExactProblem.from_task(task, beta=spec["evaluation"]["beta"])
-                 if task.enumerate_responses() is not None else None)
-        if exact is not None:
-            # Where the algorithm's own fixed point is not π*_β, its regret: the part of the
-            # run's regret that its objective causes (the rest is the optimisation's).
-            point = algo.fixed_point(exact)
-            if point is not None:
-                beta = spec["evaluation"]["beta"]
-                target = {"kind": f"{spec['algorithm']} fixed point",
-                          "regret": exact.regret(point, beta), "kl_ref": exact.kl_ref(point),
-                          "regret_ref": exact.regret(exact.ref_logp, beta)}
-        # Evaluation reads the algorithm's frozen copy of r̂ where it has one: the original is
-        # then dropped rather than kept resident beside it.
-        if context.reward_model is not None:
-            eval_reward = context.reward_model
-        elif reward_model is not None and (spec.get("policy") or {}).get("offload_frozen"):
-            from harness.offload import OffloadedReward
+def _resolve_parts(run: _Run) -> None:
+    """Resolve what the spec names: the device (checked against the precision), the task on
+    it, the algorithm's class (its plugin's version joins the run's versions) and the
+    evaluators."""
+    from harness.plugins import get_plugin_host
 
-            eval_reward = OffloadedReward(reward_model.requires_grad_(False).eval(), device)
-        else:
-            eval_reward = reward_model.to(device) if reward_model is not None else None
-        reward_model = None
-        # Models resident beyond the algorithm's own count: r̂ held for evaluation only, and
-        # models a task keeps (an LM task's base model).
-        own = resident_modules(context.policy, context.reference, context.reward_model)
-        with_eval = resident_modules(context.policy, context.reference, context.reward_model,
-                                     eval_reward)
-        with_task = resident_modules(context.policy, context.reference, context.reward_model,
-                                     eval_reward, task)
-        resident_detail = {
-            "algorithm": algo.models_resident(),
-            "evaluation_reward_model": len(with_eval) - len(own),
-            "task": len(with_task) - len(with_eval),
-        }
-        models_resident = sum(resident_detail.values())
-        # The per-run memory baseline: everything built, nothing run yet.
-        if device == "cuda":
-            torch.cuda.synchronize()
-            prepare_peak = int(torch.cuda.max_memory_allocated())
-            torch.cuda.reset_peak_memory_stats()
-            baseline = torch.cuda.memory_allocated()
-        else:
-            host_mark = reset_host_peak()
-            baseline = process.memory_info().rss
-        budget_kind, budget = next(iter(spec["budget"].items()))
-        every = spec["evaluation"]["every"]
-        max_kl = spec["divergence"]["max_kl"]
-        logger.info("start %s on %s (%s), budget %s=%s", spec["label"], spec["task"], device,
-                    budget_kind, budget)
+    spec = run.spec
+    run.host = host = get_plugin_host()
+    run.device = device = resolve_device(spec["device"])
+    check_precision(device, spec["precision"])
+    if device == "cuda":  # the preparation's peak (r̂'s fit, the models' build) from here
+        torch.cuda.reset_peak_memory_stats()
+    run.task = build_task(host, spec, device)
+    run.task_kind = run.task.kind
+    run.algo_cls = host.algorithm(spec["algorithm"])
+    run.metric_meanings = declared_metrics(run.algo_cls)
+    reg = host.registration("algorithm", spec["algorithm"])
+    run.versions[reg.plugin.distribution or reg.plugin.name] = reg.plugin.version or "?"
+    if run.task.kind == "tabular" and device == "cpu":
+        torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead
+    run.evaluators = [host.evaluator(n)() for n in spec["evaluation"]["evaluators"]]
 
-        def record(source: str, metrics: dict[str, float]) -> None:
-            assert meter is not None
-            common = (run_id, step, meter.samples, meter.tokens_generated + meter.tokens_trained,
-                      meter.wall_seconds, meter.flops, source)
-            rows.extend((*common, k, float(v)) for k, v in metrics.items())
 
-        def evaluate() -> dict[str, float]:
-            bad_params = nonfinite_parameters(context.policy)
-            if bad_params:
-                raise _Diverged(f"non-finite parameters at step {step} "
-                                f"({', '.join(bad_params[:3])})")
-            policy = algo.eval_policy()
-            ctx = EvalContext(
-                task=task, policy=policy, reference=context.reference,
-                reward_model=eval_reward, beta=spec["evaluation"]["beta"],
-                samples_per_prompt=spec["evaluation"]["samples_per_prompt"],
-                seed=spec["seed"], exact=exact,
-            )
-            out: dict[str, float] = {}
-            assert meter is not None
-            with meter.phase("eval"), torch.no_grad(), precision():
-                was_training = policy.training
-                policy.eval()
-                for ev in evaluators:
-                    out.update(ev.evaluate(ctx))
-                policy.train(was_training)
-            return out
+def _prepare_shared(run: _Run) -> None:
+    """Prepare the artefacts shared by every algorithm on this task instance, as far as this
+    run needs them: the preference data, and the reward model r̂ (for the algorithm or the
+    ``proxy_reward`` evaluator) with its fit report (:func:`shared_artifacts`)."""
+    spec, needs = run.spec, run.algo_cls.needs
+    need_reward = "reward" in needs or "proxy_reward" in spec["evaluation"]["evaluators"]
+    run.preferences, run.reward_model, run.fit_report = shared_artifacts(
+        run.task, spec, run.store, run.host,
+        need_prefs=bool({"preferences", "unpaired"} & needs),
+        need_reward=need_reward,
+        host_memory=bool((spec.get("policy") or {}).get("offload_frozen")),
+    )
 
-        step = 0
-        record("eval", evaluate())
-        done = False
-        stalled, spent_before = 0, 0.0
-        while not done:
-            step += 1
-            with precision():
-                metrics = algo.step()
-            peak_rss = max(peak_rss, process.memory_info().rss)
-            if step == 1:  # optimiser state exists once a step has run
-                # the algorithm's (its models, π_ref, the r̂ it uses, optimisers), and all the
-                # run holds (+ r̂ kept for evaluation only, models the task keeps)
-                state_bytes = model_state_bytes(algo, context, exclude=(task,))
-                total_state_bytes = model_state_bytes(algo, context, task, eval_reward)
-            metrics["models_resident"] = float(models_resident)
-            record("train", metrics)
-            tracker.log(metrics, step)
-            used = spent(meter, step, budget_kind)
-            fraction = used / budget
-            done = fraction >= 1.0 or algo.finished
-            stalled = 0 if used > spent_before else stalled + 1
-            spent_before = used
-            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-            if bad:
-                status, reason = "diverged", f"non-finite {', '.join(sorted(bad))} at step {step}"
-            if done or step % every == 0 or bad:
-                evaluation = evaluate()
-                record("eval", evaluation)
-                tracker.log({f"eval/{k}": v for k, v in evaluation.items()}, step)
-                final = evaluation
-                bad_eval = [k for k, v in evaluation.items() if not math.isfinite(v)]
-                if bad_eval and status != "diverged":
-                    status, reason = "diverged", f"non-finite {', '.join(bad_eval)} at step {step}"
-                kl = evaluation.get("kl_ref")
-                if status != "diverged" and max_kl is not None and kl is not None and kl > max_kl:
-                    status, reason = "diverged", f"kl_ref {kl:.4g} > max_kl {max_kl} at step {step}"
-            if on_step is not None:
-                on_step(min(fraction, 1.0))
-            if status == "diverged":
-                logger.warning("diverged: %s", reason)
-                break
-            if not done:
-                watch.check(step, stalled)
-        logger.info("finished after %d steps: %s", step, status)
-        if device == "cuda":  # what the plan's total estimates, beside it
-            memory_plan["peak_device_bytes"] = int(torch.cuda.max_memory_allocated())
-            memory_plan["peak_prepare_bytes"] = prepare_peak
-        if (spec.get("policy") or {}).get("offload_frozen"):
-            from harness.offload import offload_totals
 
-            memory_plan["offload"] = offload_totals(context.reference, context.reward_model)
-    except _Diverged as exc:
-        status, reason = "diverged", str(exc)
-        logger.warning("diverged: %s", reason)
-    except RunLimit as exc:
-        status, reason, tb = "failed", str(exc), traceback.format_exc()
-        logger.error("failed at step %d: %s", step, reason)
-    except KeyboardInterrupt:
-        if watch.user_interrupt:  # Ctrl-C: stop the suite; the run is pending again
-            watch.close()
-            logger.warning("interrupted by the user at step %d", step)
-            logger.removeHandler(handler)
-            handler.close()
-            store.interrupted(run_id)
-            raise
-        status, reason, tb = "failed", "KeyboardInterrupt raised by the run's code", \
-            traceback.format_exc()
-        logger.error("failed at step %d:\n%s", step, tb)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
-            logger.error("failed at step %d:\n%s", step, tb)
-        else:  # the disk, not the run: stop the suite, leave the run pending
-            watch.close()
-            logger.removeHandler(handler)
-            handler.close()
-            with contextlib.suppress(OSError):
-                store.interrupted(run_id)
-            raise StoreError(describe_os_error(exc)) from None
-    except (Exception, SystemExit) as exc:
-        status, reason, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+def _build_algorithm(run: _Run) -> None:
+    """Build the algorithm's context (:func:`build_context`) and the algorithm, and plan the
+    run's memory (:func:`_planned_memory`)."""
+    from harness.suite import algorithm_seed
+
+    spec, algo_cls = run.spec, run.algo_cls
+    prefs_spec = spec["preferences"]
+    run.context = build_context(
+        run.task, algo_cls, seed=algorithm_seed(spec["seed"], spec.get("replicate", 0)),
+        preferences=run.preferences,
+        reward_model=run.reward_model if "reward" in algo_cls.needs else None,
+        label_noise=known_label_noise(prefs_spec),
+        unpaired=bool(prefs_spec.get("unpaired", False)),
+        data_seed=spec["seed"],
+        policy_options=spec.get("policy"),
+    )
+    # Built in the run's precision: what an algorithm computes once up front (DPO's and
+    # IPO's reference log-probs) must match what its steps compute.
+    with run.precision():
+        run.algo = make_algorithm(algo_cls, spec["algorithm_config"], run.context)
+    run.memory_plan = _planned_memory(spec, run.host)
+    run.meter = run.context.meter
+
+
+def _fixed_point(run: _Run) -> None:
+    """Where the task's responses can be enumerated, the exact problem the evaluators use, and
+    the run's target: where the algorithm's own fixed point is not π*_β, its regret, the part
+    of the run's regret that its objective causes (the rest is the optimisation's)."""
+    from harness.exact import ExactProblem
+
+    beta = run.spec["evaluation"]["beta"]
+    run.exact = exact = (ExactProblem.from_task(run.task, beta=beta)
+                         if run.task.enumerate_responses() is not None else None)
+    if exact is None:
+        return
+    point = run.algo.fixed_point(exact)
+    if point is not None:
+        run.target = {"kind": f"{run.spec['algorithm']} fixed point",
+                      "regret": exact.regret(point, beta), "kl_ref": exact.kl_ref(point),
+                      "regret_ref": exact.regret(exact.ref_logp, beta)}
+
+
+def _evaluation_reward(run: _Run) -> None:
+    """Choose the r̂ evaluation reads: the algorithm's frozen copy where it has one (the shared
+    r̂ is then dropped rather than kept resident beside it), else the shared r̂ — offloaded
+    where the run offloads its frozen models, else on the run's device."""
+    assert run.context is not None
+    reward_model, run.reward_model = run.reward_model, None
+    if run.context.reward_model is not None:
+        run.eval_reward = run.context.reward_model
+    elif reward_model is not None and (run.spec.get("policy") or {}).get("offload_frozen"):
+        from harness.offload import OffloadedReward
+
+        run.eval_reward = OffloadedReward(reward_model.requires_grad_(False).eval(), run.device)
+    else:
+        run.eval_reward = reward_model.to(run.device) if reward_model is not None else None
+
+
+def _memory_baseline(run: _Run) -> None:
+    """Count the models resident and take the run's memory baseline: everything built, nothing
+    run yet (on CUDA, the preparation's peak too)."""
+    context = run.context
+    assert context is not None
+    # Models resident beyond the algorithm's own count: r̂ held for evaluation only, and
+    # models a task keeps (an LM task's base model).
+    held = (context.policy, context.reference, context.reward_model)
+    own = resident_modules(*held)
+    with_eval = resident_modules(*held, run.eval_reward)
+    with_task = resident_modules(*held, run.eval_reward, run.task)
+    run.resident_detail = {
+        "algorithm": run.algo.models_resident(),
+        "evaluation_reward_model": len(with_eval) - len(own),
+        "task": len(with_task) - len(with_eval),
+    }
+    run.models_resident = sum(run.resident_detail.values())
+    if run.device == "cuda":
+        torch.cuda.synchronize()
+        run.prepare_peak = int(torch.cuda.max_memory_allocated())
+        torch.cuda.reset_peak_memory_stats()
+        run.baseline = torch.cuda.memory_allocated()
+    else:
+        run.host_mark = reset_host_peak()
+        run.baseline = run.process.memory_info().rss
+
+
+def _train(run: _Run, on_step: Callable[[float], None] | None) -> None:
+    """Step the algorithm until its budget is spent (or it is finished), evaluating before the
+    first step, every ``evaluation.every`` steps and after the last; a non-finite metric ends
+    the run ``diverged``, and the watch checks the run's limits between steps."""
+    spec, meter, algo = run.spec, run.meter, run.algo
+    assert meter is not None and run.context is not None
+    budget_kind, budget = next(iter(spec["budget"].items()))
+    every = spec["evaluation"]["every"]
+    run.logger.info("start %s on %s (%s), budget %s=%s", spec["label"], spec["task"],
+                    run.device, budget_kind, budget)
+    run.step = 0
+    _record_metrics(run, "eval", _evaluate(run))
+    done = False
+    stalled, spent_before = 0, 0.0
+    while not done:
+        run.step += 1
+        with run.precision():
+            metrics = algo.step()
+        run.peak_rss = max(run.peak_rss, run.process.memory_info().rss)
+        if run.step == 1:  # optimiser state exists once a step has run
+            # the algorithm's (its models, π_ref, the r̂ it uses, optimisers), and all the
+            # run holds (+ r̂ kept for evaluation only, models the task keeps)
+            run.state_bytes = model_state_bytes(algo, run.context, exclude=(run.task,))
+            run.total_state_bytes = model_state_bytes(algo, run.context, run.task,
+                                                      run.eval_reward)
+        metrics["models_resident"] = float(run.models_resident or 0)
+        _record_metrics(run, "train", metrics)
+        run.tracker.log(metrics, run.step)
+        used = spent(meter, run.step, budget_kind)
+        fraction = used / budget
+        done = fraction >= 1.0 or algo.finished
+        stalled = 0 if used > spent_before else stalled + 1
+        spent_before = used
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            run.status = "diverged"
+            run.reason = f"non-finite {', '.join(sorted(bad))} at step {run.step}"
+        if done or run.step % every == 0 or bad:
+            _evaluation_point(run, spec["divergence"]["max_kl"])
+        if on_step is not None:
+            on_step(min(fraction, 1.0))
+        if run.status == "diverged":
+            run.logger.warning("diverged: %s", run.reason)
+            break
+        if not done:
+            run.watch.check(run.step, stalled)
+    run.logger.info("finished after %d steps: %s", run.step, run.status)
+
+
+def _evaluate(run: _Run) -> dict[str, float]:
+    """The evaluators' metrics of the algorithm's evaluation policy (in evaluation mode, without
+    gradients, in the run's precision); the run diverged where its policy's parameters are
+    not finite."""
+    from harness.evaluators import EvalContext
+
+    context, spec, meter = run.context, run.spec, run.meter
+    assert context is not None and meter is not None
+    bad_params = nonfinite_parameters(context.policy)
+    if bad_params:
+        raise _Diverged(f"non-finite parameters at step {run.step} "
+                        f"({', '.join(bad_params[:3])})")
+    policy = run.algo.eval_policy()
+    ctx = EvalContext(
+        task=run.task, policy=policy, reference=context.reference,
+        reward_model=run.eval_reward, beta=spec["evaluation"]["beta"],
+        samples_per_prompt=spec["evaluation"]["samples_per_prompt"],
+        seed=spec["seed"], exact=run.exact,
+    )
+    out: dict[str, float] = {}
+    with meter.phase("eval"), torch.no_grad(), run.precision():
+        was_training = policy.training
+        policy.eval()
+        for ev in run.evaluators:
+            out.update(ev.evaluate(ctx))
+        policy.train(was_training)
+    return out
+
+
+def _evaluation_point(run: _Run, max_kl: float | None) -> None:
+    """Evaluate during training: the metrics recorded, tracked and kept as the final ones, and
+    checked — a non-finite one, or a KL beyond ``max_kl``, marks the run ``diverged``."""
+    evaluation = _evaluate(run)
+    _record_metrics(run, "eval", evaluation)
+    run.tracker.log({f"eval/{k}": v for k, v in evaluation.items()}, run.step)
+    run.final = evaluation
+    step = run.step
+    bad_eval = [k for k, v in evaluation.items() if not math.isfinite(v)]
+    if bad_eval and run.status != "diverged":
+        run.status, run.reason = "diverged", f"non-finite {', '.join(bad_eval)} at step {step}"
+    kl = evaluation.get("kl_ref")
+    if run.status != "diverged" and max_kl is not None and kl is not None and kl > max_kl:
+        run.status, run.reason = "diverged", f"kl_ref {kl:.4g} > max_kl {max_kl} at step {step}"
+
+
+def _record_metrics(run: _Run, source: str, metrics: dict[str, float]) -> None:
+    """Rows of the run's metrics table for ``metrics`` (``source`` ``train`` or ``eval``), at
+    the current step and compute."""
+    meter = run.meter
+    assert meter is not None
+    common = (run.run_id, run.step, meter.samples, meter.tokens_generated + meter.tokens_trained,
+              meter.wall_seconds, meter.flops, source)
+    run.rows.extend((*common, k, float(v)) for k, v in metrics.items())
+
+
+def _measured_peaks(run: _Run) -> None:
+    """Beside the memory plan, what it estimates: on CUDA the device's peaks (training's, and
+    the preparation's), and for a run that offloads its frozen models the bytes they moved."""
+    assert run.memory_plan is not None and run.context is not None
+    if run.device == "cuda":
+        run.memory_plan["peak_device_bytes"] = int(torch.cuda.max_memory_allocated())
+        run.memory_plan["peak_prepare_bytes"] = run.prepare_peak
+    if (run.spec.get("policy") or {}).get("offload_frozen"):
+        from harness.offload import offload_totals
+
+        run.memory_plan["offload"] = offload_totals(run.context.reference,
+                                                    run.context.reward_model)
+
+
+def _caught(run: _Run, exc: BaseException) -> None:
+    """What an exception out of a stage makes of the run (called while it is handled): a limit
+    or an exception fails it, non-finite parameters make it ``diverged``. A user's Ctrl-C and a
+    full disk are raised again (a full disk as :class:`~harness.errors.StoreError`) with the
+    run left pending: they stop the suite."""
+    import errno
+    import traceback
+
+    if isinstance(exc, _Diverged):
+        run.status, run.reason = "diverged", str(exc)
+        run.logger.warning("diverged: %s", run.reason)
+    elif isinstance(exc, RunLimit):
+        run.status, run.reason, run.tb = "failed", str(exc), traceback.format_exc()
+        run.logger.error("failed at step %d: %s", run.step, run.reason)
+    elif isinstance(exc, KeyboardInterrupt) and run.watch.user_interrupt:
+        # Ctrl-C: stop the suite; the run is pending again
+        run.watch.close()
+        run.logger.warning("interrupted by the user at step %d", run.step)
+        _close_log(run)
+        run.store.interrupted(run.run_id)
+        raise exc
+    elif isinstance(exc, KeyboardInterrupt):
+        run.status, run.reason = "failed", "KeyboardInterrupt raised by the run's code"
+        run.tb = traceback.format_exc()
+        run.logger.error("failed at step %d:\n%s", run.step, run.tb)
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        _disk_full(run, exc)
+    elif isinstance(exc, OSError):
+        run.status, run.reason = "failed", f"{type(exc).__name__}: {exc}"
+        run.tb = traceback.format_exc()
+        run.logger.error("failed at step %d:\n%s", run.step, run.tb)
+    else:  # any other Exception, and SystemExit
+        run.status, run.reason = "failed", f"{type(exc).__name__}: {exc}"
+        run.tb = traceback.format_exc()
+        context = run.context
         bad_params = nonfinite_parameters(context.policy) if context is not None else []
         if bad_params and not isinstance(exc, SystemExit):  # a NaN weight broke the code
-            status = "diverged"
-            reason = (f"non-finite parameters at step {step} ({', '.join(bad_params[:3])}); "
-                      f"then {reason}")
-        logger.error("%s at step %d:\n%s", status, step, tb)
-    finally:
-        watch.close()
-        determinism.close()
-    wall = time.perf_counter() - start
-    tabular = task_kind == "tabular"
-    on_cuda = run_device == "cuda"
-    if baseline:  # the run's models were built: its peak above that baseline, whatever the end
-        peak_now = torch.cuda.max_memory_allocated() if on_cuda else max(
-            peak_rss, (host_peak() or 0) if host_mark else 0)
-        peak_above = max(peak_now - baseline, 0)
-    summary = {
-        "run_id": run_id,
-        "status": status,
-        "reason": reason,
-        "steps": step,
-        "final": final,
+            run.status = "diverged"
+            run.reason = (f"non-finite parameters at step {run.step} "
+                          f"({', '.join(bad_params[:3])}); then {run.reason}")
+        run.logger.error("%s at step %d:\n%s", run.status, run.step, run.tb)
+
+
+def _disk_full(run: _Run, exc: OSError) -> None:
+    """The disk, not the run: leave the run pending and stop the suite with a
+    :class:`~harness.errors.StoreError` that says so."""
+    from harness.errors import StoreError
+    from harness.store import describe_os_error
+
+    run.watch.close()
+    _close_log(run)
+    with contextlib.suppress(OSError):
+        run.store.interrupted(run.run_id)
+    raise StoreError(describe_os_error(exc)) from None
+
+
+def _close_log(run: _Run) -> None:
+    """Detach and close the run's log file."""
+    run.logger.removeHandler(run.handler)
+    run.handler.close()
+
+
+def _record_run(run: _Run) -> None:
+    """Record the run, whichever stage it ended in: its metrics table and summary into the
+    store with its final status, the tracker finished, the log closed."""
+    import pandas as pd
+
+    from harness.store import METRIC_COLUMNS
+
+    summary = _summary(run)
+    frame = pd.DataFrame(run.rows, columns=list(METRIC_COLUMNS))
+    run.store.finish(run.run_id, run.status, metrics=frame, summary=summary, traceback=run.tb,
+                     reason=run.reason)
+    run.tracker.finish(run.status, summary)
+    _close_log(run)
+
+
+def _summary(run: _Run) -> dict[str, Any]:
+    """The run's ``summary.json``: its end, final evaluation, compute, memory (measured and
+    planned), target, reward model's fit, identity and where it ran."""
+    import time
+
+    from harness.config import config_hash
+    from harness.suite import RunSpec
+
+    wall = time.perf_counter() - run.start
+    meter, on_cuda = run.meter, run.device == "cuda"
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "reason": run.reason,
+        "steps": run.step,
+        "final": run.final,
         "compute": None if meter is None else {
             "seconds": dict(meter.seconds),
             "cpu_seconds": dict(meter.cpu_seconds),
             "samples": meter.samples,
             "tokens_generated": meter.tokens_generated,
             "tokens_trained": meter.tokens_trained,
-            "flops": None if tabular else meter.flops,
+            "flops": None if run.task_kind == "tabular" else meter.flops,
         },
         "wall_seconds": wall,
-        "memory": None if state_bytes is None else {
-            "model_state_bytes": state_bytes,
-            "run_state_bytes": total_state_bytes,
-            "peak_above_baseline_mb": peak_above / 2**20,
-            "baseline_mb": baseline / 2**20,
+        "memory": None if run.state_bytes is None else {
+            "model_state_bytes": run.state_bytes,
+            "run_state_bytes": run.total_state_bytes,
+            "peak_above_baseline_mb": _peak_above_baseline(run) / 2**20,
+            "baseline_mb": run.baseline / 2**20,
             "kind": "cuda" if on_cuda else "rss",
         },
-        "peak_host_memory_mb": peak_rss / 2**20 if peak_rss else None,
-        "peak_gpu_memory_mb": (
-            torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
-        ),
-        "models_resident": models_resident,
-        "memory_plan": memory_plan,
-        "models_resident_detail": resident_detail,
-        "target": target,
-        "metric_meanings": metric_meanings,
-        "reward_model": fit_report,
-        "seed": spec["seed"],
-        "config_hash": config_hash(RunSpec(**spec).identity),
-        "versions": versions,
+        "peak_host_memory_mb": run.peak_rss / 2**20 if run.peak_rss else None,
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None,
+        "models_resident": run.models_resident,
+        "memory_plan": run.memory_plan,
+        "models_resident_detail": run.resident_detail,
+        "target": run.target,
+        "metric_meanings": run.metric_meanings,
+        "reward_model": run.fit_report,
+        "seed": run.spec["seed"],
+        "config_hash": config_hash(RunSpec(**run.spec).identity),
+        "versions": run.versions,
         # where it ran: what ``rlhf-harness reproduce`` names when numbers differ
-        "environment": {"device": str(run_device), "threads": torch.get_num_threads()},
+        "environment": {"device": str(run.device), "threads": torch.get_num_threads()},
     }
-    frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
-    store.finish(run_id, status, metrics=frame, summary=summary, traceback=tb, reason=reason)
-    tracker.finish(status, summary)
-    logger.removeHandler(handler)
-    handler.close()
-    return status
+
+
+def _peak_above_baseline(run: _Run) -> int:
+    """The run's peak memory above its baseline, whatever stage it ended in (0 where its models
+    were never built): the device's on CUDA, else the resident set's."""
+    if not run.baseline:
+        return 0
+    if run.device == "cuda":
+        peak_now = torch.cuda.max_memory_allocated()
+    else:
+        peak_now = max(run.peak_rss, (host_peak() or 0) if run.host_mark else 0)
+    return max(peak_now - run.baseline, 0)
