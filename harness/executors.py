@@ -28,7 +28,10 @@ happens (see :mod:`harness.store`).
   memory, ``os._exit``) takes only its own run with it: the death is counted against the run,
   which is retried in a new child, and marked ``failed`` (crashed) at its second; a child
   stopped from outside (SIGTERM, SIGINT, SIGHUP) is not counted, and its run is redone.
-  Children exit when the suite's process dies.
+  Children exit when the suite's process dies. A child still ready when the suite ends is
+  kept for the next suite this process runs (a tuning's rounds, a session's several suites) if
+  nothing it was started with has changed since: the environment, the working folder,
+  ``sys.path``, the registered plugins and the code of the harness and plugins on disk.
 - ``ray``: each run is a Ray task requesting ``gpus_per_run`` GPUs (and one CPU); ``address``
   joins an existing cluster, otherwise a local instance is started. The store must be on a
   filesystem every node sees. ``ray.get`` always has a timeout: a task asking for GPUs that no
@@ -365,15 +368,15 @@ def _use_gpu(gpu: str | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
-def _worker(conn: Any, root: str, wandb: bool, parent: int, gpu: str | None = None) -> None:
+def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
     """A worker's loop: receive a request, do it, answer; stop at ``None``/EOF.
 
-    ``("run", spec)`` runs one spec, sending ``("step", fraction)`` after each step (the
-    supervisor's sign of progress) and ``("status", status)`` at its end; ``("prepare",
-    specs)`` builds their shared data and answers ``("prepared", None)``. A run's failures are
-    its own (:func:`~harness.runner.run_one` records them); a store that cannot be written is
-    the suite's: ``("stop", message)``. After each run the worker goes back to its starting
-    folder, so a run that changed folders moves no other.
+    ``("run", (spec, root, wandb))`` runs one spec, sending ``("step", fraction)`` after each
+    step (the supervisor's sign of progress) and ``("status", status)`` at its end;
+    ``("prepare", (specs, root))`` builds their shared data and answers ``("prepared", None)``.
+    A run's failures are its own (:func:`~harness.runner.run_one` records them); a store that
+    cannot be written is the suite's: ``("stop", message)``. After each run the worker goes
+    back to its starting folder, so a run that changed folders moves no other.
     """
     _use_gpu(gpu)
     from harness.errors import StoreError
@@ -394,10 +397,12 @@ def _worker(conn: Any, root: str, wandb: bool, parent: int, gpu: str | None = No
         kind, payload = request
         try:
             if kind == "prepare":
-                _prepare_shared([RunSpec(**spec) for spec in payload], root)
+                specs, root = payload
+                _prepare_shared([RunSpec(**spec) for spec in specs], root)
                 answer: tuple[str, Any] = ("prepared", None)
             else:
-                answer = ("status", run_one(payload, root, wandb=wandb,
+                spec, root, wandb = payload
+                answer = ("status", run_one(spec, root, wandb=wandb,
                                             on_step=lambda f: conn.send(("step", f))))
         except StoreError as exc:
             answer = ("stop", str(exc))
@@ -466,6 +471,70 @@ class _Child:
     progress: float = 0.0
     """When the run last finished a step (or started)."""
     steps: int = 0
+    key: tuple = ()
+    """What the child was started with (:func:`_start_key`); it is reused only under the same."""
+
+
+_IDLE: list[_Child] = []
+"""Ready children that an earlier suite of this process left, at most :data:`MAX_IDLE`."""
+MAX_IDLE = 2
+
+
+def _start_key(gpu: str | None) -> tuple:
+    """What a child inherits when it starts and keeps: a reused child must have started under
+    the same (its modules are loaded, its environment copied). Code is stamped by each source
+    file's size and modification time: an edited plugin or harness gets a fresh child."""
+    import sys
+    from importlib.metadata import entry_points
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    from harness.plugins import ENTRY_POINT_GROUP
+
+    files = sorted(Path(__file__).resolve().parent.rglob("*.py"))
+    plugins = sorted((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
+    for _, value in plugins:
+        with contextlib.suppress(ImportError, ValueError, AttributeError):
+            spec = find_spec(value.split(":")[0].strip())
+            if spec is not None and spec.origin:
+                files.append(Path(spec.origin))
+    stamps = []
+    for path in files:
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return (os.getpid(), gpu, os.getcwd(), tuple(sys.path), tuple(sorted(os.environ.items())),
+            tuple(plugins), tuple(stamps))
+
+
+def _stop_child(child: _Child) -> None:
+    """Ask an idle child to exit, and wait for it (killed if it does not)."""
+    with contextlib.suppress(OSError, ValueError):
+        child.conn.send(None)
+    child.process.join(timeout=5)
+    if child.process.is_alive():
+        child.process.kill()
+        child.process.join()
+    with contextlib.suppress(OSError):
+        child.conn.close()
+
+
+def _reusable(gpus: list[str | None], workers: int) -> list[_Child]:
+    """The idle children that fit this suite (one per GPU, at most ``workers``); the others
+    are stopped."""
+    keys = {gpu: _start_key(gpu) for gpu in dict.fromkeys(gpus)} if _IDLE else {}
+    taken: list[_Child] = []
+    wanted = list(gpus)
+    for child in list(_IDLE):
+        _IDLE.remove(child)
+        fits = (child.gpu in wanted and child.key == keys.get(child.gpu)
+                and child.process.is_alive() and len(taken) < workers)
+        if fits and not child.conn.poll():
+            wanted.remove(child.gpu)
+            taken.append(child)
+        else:
+            _stop_child(child)
+    return taken
 
 
 def _limit_passed(child: _Child, now: float) -> str | None:
@@ -527,14 +596,20 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
         child.spec = None
         bar.run_finished(status, _label(spec), time.monotonic() - child.sent, spec.task)
 
+    reused = _reusable(free, workers)
+    for child in reused:
+        free.remove(child.gpu)
+
     def start_worker() -> None:
+        if reused:
+            children.append(reused.pop(0))
+            return
         gpu = free.pop(0)
         parent_conn, child_conn = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child_conn, root, wandb, os.getpid(), gpu),
-                           daemon=True)
+        proc = ctx.Process(target=_worker, args=(child_conn, os.getpid(), gpu), daemon=True)
         proc.start()
         child_conn.close()
-        children.append(_Child(proc, parent_conn, gpu))
+        children.append(_Child(proc, parent_conn, gpu, key=_start_key(gpu)))
 
     def retire(child: _Child, *, kill: bool) -> None:
         if kill:
@@ -546,6 +621,15 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
         child.conn.close()
         children.remove(child)
         free.append(child.gpu)
+
+    def keep(child: _Child) -> None:
+        """``child`` has nothing more to do in this suite: keep it for the next, if room."""
+        children.remove(child)
+        free.append(child.gpu)
+        if len(_IDLE) < MAX_IDLE and child.process.is_alive():
+            _IDLE.append(child)
+        else:
+            _stop_child(child)
 
     def died(child: _Child) -> None:
         """``child`` ended by itself (or was killed) while this process lives."""
@@ -581,7 +665,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
 
     try:
         start_worker()
-        children[0].conn.send(("prepare", [s.as_dict() for s in pending]))  # after its start
+        children[0].conn.send(("prepare", ([s.as_dict() for s in pending], root)))
         children[0].preparing = True
         for _ in range(min(workers, len(queue)) - 1):
             start_worker()
@@ -595,12 +679,11 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
                 if queue:
                     spec = queue.pop(0)
                     child.spec, child.sent, child.progress, child.steps = spec, now, now, 0
-                    child.conn.send(("run", spec.as_dict()))
+                    child.conn.send(("run", (spec.as_dict(), root, wandb)))
                     if one_at_a_time:
                         bar.run_started(_label(spec), spec.task)
                 else:
-                    child.conn.send(None)
-                    retire(child, kill=False)
+                    keep(child)
             if not children:
                 if queue:
                     start_worker()
@@ -660,9 +743,17 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
         raise
     finally:
         for child in list(children):
-            with contextlib.suppress(OSError, ValueError):
-                child.conn.send(None)
-            retire(child, kill=False)
+            if child.ready and child.spec is None and not child.preparing:
+                keep(child)
+            else:
+                with contextlib.suppress(OSError, ValueError):
+                    child.conn.send(None)
+                retire(child, kill=False)
+        for child in reused:  # taken for this suite but not needed
+            if len(_IDLE) < MAX_IDLE:
+                _IDLE.append(child)
+            else:
+                _stop_child(child)
 
 
 def _prepare_shared(pending: list[RunSpec], root: str) -> None:

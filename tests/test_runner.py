@@ -613,3 +613,44 @@ def test_grpo_records_the_regret_of_its_own_fixed_point(tmp_path):
     assert target["kl_ref"] > 0
     initial = record.metrics().query("source == 'eval' and step == 0 and metric == 'regret'")
     assert initial["value"].iloc[0] == pytest.approx(target["regret_ref"])
+
+
+def test_a_second_suite_of_this_process_reuses_a_ready_child(tmp_path, monkeypatch):
+    """A child left ready is reused while nothing it started with changed (then the second
+    suite pays no start-up); a changed environment or an edited plugin gets a fresh child."""
+    import harness.executors as executors
+    import rlhf_harness_dpo
+
+    for child in list(executors._IDLE):  # what earlier tests left
+        executors._IDLE.remove(child)
+        executors._stop_child(child)
+    specs = [s for s in specs_of(write_suite(tmp_path, SUITE)) if s.algorithm == "dpo"]
+
+    def run(name: str) -> list[int]:
+        outcome = run_specs(specs, str(tmp_path / name), wandb=False, progress=False)
+        assert outcome.statuses == {"done": 2}
+        return [c.process.pid for c in executors._IDLE]
+
+    first = run("a")
+    assert len(first) == 1
+    old = executors._IDLE[0]
+    assert run("b") == first  # same child, same results as a fresh one
+    same = {r.run_id: comparable(r.metrics()) for r in RunStore(tmp_path / "a", "tiny").records()}
+    for record in RunStore(tmp_path / "b", "tiny").records():
+        pd.testing.assert_frame_equal(comparable(record.metrics()), same[record.run_id])
+
+    monkeypatch.setenv("RLHF_HARNESS_TEST_MARK", "1")
+    changed = run("c")
+    assert changed != first and len(changed) == 1
+    assert not old.process.is_alive()  # stopped, not left behind
+    monkeypatch.delenv("RLHF_HARNESS_TEST_MARK")
+    source = Path(rlhf_harness_dpo.__file__)
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    try:
+        assert run("d") not in (first, changed)
+    finally:
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.kill(executors._IDLE[0].process.pid, signal.SIGKILL)  # an idle child that died
+    executors._IDLE[0].process.join()
+    assert len(run("e")) == 1
