@@ -618,8 +618,9 @@ def test_grpo_records_the_regret_of_its_own_fixed_point(tmp_path):
 def test_a_second_suite_of_this_process_reuses_a_ready_child(tmp_path, monkeypatch):
     """A child left ready is reused while nothing it started with changed (then the second
     suite pays no start-up); a changed environment or an edited plugin gets a fresh child."""
-    import harness.executors as executors
     import rlhf_harness_dpo
+
+    import harness.executors as executors
 
     for child in list(executors._IDLE):  # what earlier tests left
         executors._IDLE.remove(child)
