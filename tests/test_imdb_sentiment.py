@@ -104,8 +104,12 @@ def local_suite(assets: dict[str, Path], out: Path, *, small: bool = True) -> Pa
     return out
 
 
+@pytest.mark.slow
 def test_the_suite_runs_end_to_end_on_local_models_of_the_same_architectures(
         assets, tmp_path, monkeypatch, capsys):
+    """About 2 minutes on two cores. Faster tests cover its parts: the hf task's whole path to
+    a report (``tests/test_hf_example.py``), the prompts (below) and the plan at the real
+    sizes (below)."""
     monkeypatch.chdir(tmp_path)
     suite = local_suite(assets, tmp_path / "imdb-sentiment.yaml")
     main(["run", str(suite), "--no-wandb", "--no-progress"])
