@@ -30,8 +30,9 @@ happens (see :mod:`harness.store`).
   stopped from outside (SIGTERM, SIGINT, SIGHUP) is not counted, and its run is redone.
   Children exit when the suite's process dies. A child still ready when the suite ends is
   kept for the next suite this process runs (a tuning's rounds, a session's several suites) if
-  nothing it was started with has changed since: the environment, the working folder,
-  ``sys.path``, the registered plugins and the code of the harness and plugins on disk.
+  nothing it was started with has changed since: the environment, ``sys.path``, the registered
+  plugins and the code of the harness and plugins on disk (each request carries the suite's
+  working folder).
 - ``ray``: each run is a Ray task requesting ``gpus_per_run`` GPUs (and one CPU); ``address``
   joins an existing cluster, otherwise a local instance is started. The store must be on a
   filesystem every node sees. ``ray.get`` always has a timeout: a task asking for GPUs that no
@@ -371,12 +372,13 @@ def _use_gpu(gpu: str | None) -> None:
 def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
     """A worker's loop: receive a request, do it, answer; stop at ``None``/EOF.
 
-    ``("run", (spec, root, wandb))`` runs one spec, sending ``("step", fraction)`` after each
-    step (the supervisor's sign of progress) and ``("status", status)`` at its end;
-    ``("prepare", (specs, root))`` builds their shared data and answers ``("prepared", None)``.
+    ``("run", (spec, root, wandb), folder)`` runs one spec in the suite's working ``folder``,
+    sending ``("step", fraction)`` after each step (the supervisor's sign of progress) and
+    ``("status", status)`` at its end; ``("prepare", (specs, root), folder)`` builds their
+    shared data and answers ``("prepared", None)``.
     A run's failures are its own (:func:`~harness.runner.run_one` records them); a store that
-    cannot be written is the suite's: ``("stop", message)``. After each run the worker goes
-    back to its starting folder, so a run that changed folders moves no other.
+    cannot be written is the suite's: ``("stop", message)``. After each request the worker
+    goes back to the suite's folder, so a run that changed folders moves no other.
     """
     _use_gpu(gpu)
     from harness.errors import StoreError
@@ -386,7 +388,6 @@ def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the suite's process's to handle
     _warm_up()
     conn.send(("ready", None))  # a run's clock starts after this child's own start-up
-    home = os.getcwd()
     while True:
         try:
             request = conn.recv()
@@ -394,8 +395,9 @@ def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
             return
         if request is None:
             return
-        kind, payload = request
+        kind, payload, home = request
         try:
+            os.chdir(home)  # the suite's folder: relative paths in a spec are read from there
             if kind == "prepare":
                 specs, root = payload
                 _prepare_shared([RunSpec(**spec) for spec in specs], root)
@@ -503,8 +505,8 @@ def _start_key(gpu: str | None) -> tuple:
         with contextlib.suppress(OSError):
             stat = path.stat()
             stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
-    return (os.getpid(), gpu, os.getcwd(), tuple(sys.path), tuple(sorted(os.environ.items())),
-            tuple(plugins), tuple(stamps))
+    return (os.getpid(), gpu, tuple(sys.path), tuple(sorted(os.environ.items())), tuple(plugins),
+            tuple(stamps))
 
 
 def _stop_child(child: _Child) -> None:
@@ -665,7 +667,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
 
     try:
         start_worker()
-        children[0].conn.send(("prepare", ([s.as_dict() for s in pending], root)))
+        children[0].conn.send(("prepare", ([s.as_dict() for s in pending], root), os.getcwd()))
         children[0].preparing = True
         for _ in range(min(workers, len(queue)) - 1):
             start_worker()
@@ -679,7 +681,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
                 if queue:
                     spec = queue.pop(0)
                     child.spec, child.sent, child.progress, child.steps = spec, now, now, 0
-                    child.conn.send(("run", (spec.as_dict(), root, wandb)))
+                    child.conn.send(("run", (spec.as_dict(), root, wandb), os.getcwd()))
                     if one_at_a_time:
                         bar.run_started(_label(spec), spec.task)
                 else:

@@ -617,7 +617,8 @@ def test_grpo_records_the_regret_of_its_own_fixed_point(tmp_path):
 
 def test_a_second_suite_of_this_process_reuses_a_ready_child(tmp_path, monkeypatch):
     """A child left ready is reused while nothing it started with changed (then the second
-    suite pays no start-up); a changed environment or an edited plugin gets a fresh child."""
+    suite pays no start-up), in whatever folder the suite runs; a changed environment or an
+    edited plugin gets a fresh child."""
     import rlhf_harness_dpo
 
     import harness.executors as executors
@@ -636,6 +637,8 @@ def test_a_second_suite_of_this_process_reuses_a_ready_child(tmp_path, monkeypat
     assert len(first) == 1
     old = executors._IDLE[0]
     assert run("b") == first  # same child, same results as a fresh one
+    monkeypatch.chdir(tmp_path)  # each request carries the suite's folder
+    assert run("b2") == first
     same = {r.run_id: comparable(r.metrics()) for r in RunStore(tmp_path / "a", "tiny").records()}
     for record in RunStore(tmp_path / "b", "tiny").records():
         pd.testing.assert_frame_equal(comparable(record.metrics()), same[record.run_id])
