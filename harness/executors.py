@@ -521,6 +521,14 @@ def _stop_child(child: _Child) -> None:
         child.conn.close()
 
 
+def _park(child: _Child) -> None:
+    """Keep a ready child for the next suite of this process if there is room; else stop it."""
+    if len(_IDLE) < MAX_IDLE and child.process.is_alive():
+        _IDLE.append(child)
+    else:
+        _stop_child(child)
+
+
 def _reusable(gpus: list[str | None], workers: int) -> list[_Child]:
     """The idle children that fit this suite (one per GPU, at most ``workers``); the others
     are stopped."""
@@ -628,10 +636,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
         """``child`` has nothing more to do in this suite: keep it for the next, if room."""
         children.remove(child)
         free.append(child.gpu)
-        if len(_IDLE) < MAX_IDLE and child.process.is_alive():
-            _IDLE.append(child)
-        else:
-            _stop_child(child)
+        _park(child)
 
     def died(child: _Child) -> None:
         """``child`` ended by itself (or was killed) while this process lives."""
@@ -752,10 +757,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
                     child.conn.send(None)
                 retire(child, kill=False)
         for child in reused:  # taken for this suite but not needed
-            if len(_IDLE) < MAX_IDLE:
-                _IDLE.append(child)
-            else:
-                _stop_child(child)
+            _park(child)
 
 
 def _prepare_shared(pending: list[RunSpec], root: str) -> None:
