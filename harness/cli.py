@@ -158,12 +158,17 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         click.echo(f"{suite_file}: warning: {warning}", err=True)
     for warning in check_placement(suite, suite_file, host, executor=executor):
         click.echo(warning, err=True)
-    click.echo(
-        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × "
-        f"{len(suite.instances)} instances × {suite.replicates} replicates × "
-        f"{len(runs) // (len(suite.tasks) * len(suite.instances) * suite.replicates)} "
-        "algorithm configs)"
-    )
+    cells = [(len(suite.task_instances(t)), suite.task_replicates(t)) for t in suite.tasks]
+    per_task = sum(i * r for i, r in cells)
+    if len(set(cells)) == 1:
+        shape = (f"{len(suite.tasks)} tasks × {cells[0][0]} instances × {cells[0][1]} "
+                 "replicates")
+    else:
+        shape = " + ".join(f"{t.name} {i} instances × {r} replicates"
+                           for t, (i, r) in zip(suite.tasks, cells, strict=True))
+        shape = f"({shape})"
+    click.echo(f"{suite_file}: ok: {len(runs)} runs ({shape} × {len(runs) // per_task} "
+               "algorithm configs)")
     if suite.tuning is not None:
         per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
                              for t in suite.tasks)

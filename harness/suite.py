@@ -275,6 +275,44 @@ class BudgetSpec(_Strict):
         return float(getattr(self, self.kind))
 
 
+class SeedsSpec(_Strict):
+    """Task instances × training replicates.
+
+    An *instance* seed fixes the task draw, the preference data and r̂ (shared by every
+    algorithm); a *replicate* varies only the algorithm's own randomness on that instance.
+    """
+
+    instances: list[Int] = Field(min_length=1, description="Instance seeds (distinct).",
+                                 examples=[[0, 1, 2, 3, 4]])
+    replicates: Int = Field(1, ge=1, description="Training replicates per instance.")
+
+    @field_validator("instances")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            twice = sorted({s for s in v if v.count(s) > 1})
+            raise ValueError(f"instance seeds must be distinct ({', '.join(map(str, twice))} "
+                             "repeated)")
+        return v
+
+
+def _check_seed_list(v: Any) -> Any:
+    """A plain list of seeds must be distinct and not empty (a mapping checks itself)."""
+    if isinstance(v, list) and len(set(v)) != len(v):
+        raise ValueError("seeds must be distinct")
+    if isinstance(v, list) and not v:
+        raise ValueError("give at least one seed")
+    return v
+
+
+def _instances(seeds: list[int] | SeedsSpec) -> list[int]:
+    return list(seeds) if isinstance(seeds, list) else list(seeds.instances)
+
+
+def _replicates(seeds: list[int] | SeedsSpec) -> int:
+    return 1 if isinstance(seeds, list) else seeds.replicates
+
+
 class TaskSpec(_Strict):
     """One task of the suite (an entry of ``tasks``)."""
 
@@ -287,6 +325,16 @@ class TaskSpec(_Strict):
         None, description="This task's budget, if not the suite's (the same for all "
         "algorithms).", examples=[{"steps": 100}],
     )
+    seeds: list[Int] | SeedsSpec | None = Field(
+        None, union_mode="left_to_right",
+        description="This task's instance seeds (and replicates), if not the suite's: a cheap "
+        "task can afford more instances than an expensive one.",
+        examples=[{"instances": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "replicates": 2}])
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int] | SeedsSpec | None) -> list[int] | SeedsSpec | None:
+        return _check_seed_list(v)
 
 
 class EvaluationSpec(_Strict):
@@ -325,27 +373,6 @@ class LimitsSpec(_Strict):
     stall_steps: Int = Field(
         1000, ge=1, description="Steps in a row without progress in the budget's unit."
     )
-
-
-class SeedsSpec(_Strict):
-    """Task instances × training replicates.
-
-    An *instance* seed fixes the task draw, the preference data and r̂ (shared by every
-    algorithm); a *replicate* varies only the algorithm's own randomness on that instance.
-    """
-
-    instances: list[Int] = Field(min_length=1, description="Instance seeds (distinct).",
-                                 examples=[[0, 1, 2, 3, 4]])
-    replicates: Int = Field(1, ge=1, description="Training replicates per instance.")
-
-    @field_validator("instances")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            twice = sorted({s for s in v if v.count(s) > 1})
-            raise ValueError(f"instance seeds must be distinct ({', '.join(map(str, twice))} "
-                             "repeated)")
-        return v
 
 
 CLAIM_ASPECTS = ("stability", "reward", "computation")
@@ -451,7 +478,8 @@ class Suite(_Strict):
                                             examples=[[{"name": "dpo"}, {"name": "ppo"}]])
     seeds: list[Int] | SeedsSpec = Field(
         union_mode="left_to_right",
-        description="Instance seeds (one replicate each), or {instances: [...], replicates: n}.",
+        description="Instance seeds (one replicate each), or {instances: [...], replicates: n}; "
+        "a task's own seeds go in its entry of tasks.",
         examples=[[0, 1, 2]])
     claims: list[ClaimSpec] | None = Field(
         None, description="Claimed orderings to test; [] for none. Default: the lecture's "
@@ -501,21 +529,32 @@ class Suite(_Strict):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, v: list[int] | SeedsSpec) -> list[int] | SeedsSpec:
-        if isinstance(v, list) and len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        if isinstance(v, list) and not v:
-            raise ValueError("give at least one seed")
-        return v
+        return _check_seed_list(v)
 
     @property
     def instances(self) -> list[int]:
-        """The instance seeds."""
-        return list(self.seeds) if isinstance(self.seeds, list) else list(self.seeds.instances)
+        """The suite's instance seeds (a task with its own ``seeds`` uses those instead:
+        :meth:`task_instances`)."""
+        return _instances(self.seeds)
 
     @property
     def replicates(self) -> int:
-        """Training replicates per instance (1 for a plain list of seeds)."""
-        return 1 if isinstance(self.seeds, list) else self.seeds.replicates
+        """The suite's training replicates per instance (1 for a plain list of seeds; a task
+        with its own ``seeds`` uses those instead: :meth:`task_replicates`)."""
+        return _replicates(self.seeds)
+
+    def task_instances(self, task: TaskSpec) -> list[int]:
+        """The instance seeds of ``task``: its own, else the suite's."""
+        return _instances(task.seeds if task.seeds is not None else self.seeds)
+
+    def task_replicates(self, task: TaskSpec) -> int:
+        """The training replicates per instance of ``task``: its own, else the suite's."""
+        return _replicates(task.seeds if task.seeds is not None else self.seeds)
+
+    @property
+    def all_instances(self) -> list[int]:
+        """Every instance seed some task runs on, in first-seen order."""
+        return list(dict.fromkeys(s for t in self.tasks for s in self.task_instances(t)))
 
     def resolved_claims(self) -> list[ClaimSpec]:
         """The suite's claims, or when it lists none the lecture's two if it has their
@@ -818,7 +857,8 @@ def _check_data_needs(suite: Suite, i: int, alg: AlgorithmSpec, cls: Any, where:
 def count_runs(suite: Suite) -> int:
     """How many runs a suite makes (tuning trials included), computed without expanding it."""
     points = sum(math.prod(len(v) for v in alg.sweep.values()) for alg in suite.algorithms)
-    runs = len(suite.tasks) * len(suite.instances) * suite.replicates * points
+    runs = sum(len(suite.task_instances(t)) * suite.task_replicates(t)
+               for t in suite.tasks) * points
     if suite.tuning is not None:
         tuned = len(tuned_labels(suite))
         for task in suite.tasks:
@@ -1085,8 +1125,9 @@ def expand(
     tuned_set = set(tuned_labels(suite))
     preferences = run_preferences(suite)
     runs = []
-    for task, seed, replicate, alg in itertools.product(
-            suite.tasks, suite.instances, range(suite.replicates), suite.algorithms):
+    cells = [(t, seed, rep) for t in suite.tasks for seed in suite.task_instances(t)
+             for rep in range(suite.task_replicates(t))]
+    for (task, seed, replicate), alg in itertools.product(cells, suite.algorithms):
         label = alg.label or alg.name
         choice = (tuned or {}).get((task.name, label)) if label in tuned_set else None
         for point in _sweep_points(alg.sweep):
@@ -1322,7 +1363,7 @@ def _check_tuning(suite: Suite, host: Any, where: Callable[..., str]) -> None:
             raise ConfigError(f"{where('tuning', 'trials_per_task', name)}: tuning."
                               f"trials_per_task.{name}: no such task in this suite (tasks: "
                               f"{', '.join(tasks)})")
-    overlap = sorted(set(tuning.instances) & set(suite.instances))
+    overlap = sorted(set(tuning.instances) & set(suite.all_instances))
     if overlap:
         raise ConfigError(
             f"{where('tuning', 'instances')}: tuning.instances: {overlap[0]} is also one of the "

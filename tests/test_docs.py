@@ -214,7 +214,7 @@ def test_suite_reference_gives_every_key_its_type_default_place_and_example():
     assert "Where: `policy`: suite-wide; `algorithms[].policy`: per algorithm." in page
     assert rows["`tuning`"]["instances"][0] == "list of integers at least 1"
     assert rows["The top level"]["preferences"][0] == "mapping ([`preferences`](#preferences))"
-    assert rows["`seeds`"]["replicates"][1] == "`1`"
+    assert rows["`seeds` and `tasks[].seeds`"]["replicates"][1] == "`1`"
     assert rows["The top level"]["precision"][0] == "one of `fp32`, `bf16`"
     assert rows["The top level"]["budget"][1] == "required"
 

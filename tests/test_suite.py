@@ -605,3 +605,58 @@ def test_the_lecture_s_claims_apply_only_to_a_suite_with_its_three_algorithms(tm
     assert missing_lecture_algorithms(["dpo", "rloo", "grpo"]) == ["ppo"]
     assert default_claims(["ppo", "grpo", "dpo", "kto"]) == default_claims()
     assert len(default_claims()) == 2 and default_claims(["grpo", "dpo"]) == []
+
+
+# --- a task's own seeds ---------------------------------------------------------------------------
+
+PER_TASK_SEEDS = GRID.replace(
+    "    params: {num_prompts: 4, num_arms: 8}\n",
+    "    params: {num_prompts: 4, num_arms: 8}\n"
+    "    seeds: {instances: [0, 1, 2, 3, 4, 5], replicates: 2}\n",
+)
+
+
+def test_a_task_with_its_own_seeds_runs_on_them_and_the_others_on_the_suites(tmp_path, host):
+    from harness.suite import count_runs
+
+    path = write(tmp_path, "per-task.yaml", PER_TASK_SEEDS)
+    suite = load_suite(path)
+    specs = specs_of(path, host)
+    bandit = [s for s in specs if s.task == "bandit"]
+    token = [s for s in specs if s.task == "token"]
+    # 9 algorithm configurations; bandit: 6 instances × 2 replicates, token: the suite's 3 × 1
+    assert Counter(s.seed for s in bandit) == {i: 2 * 9 for i in range(6)}
+    assert Counter(s.seed for s in token) == {i: 9 for i in range(3)}
+    assert len(specs) == count_runs(suite) == 9 * (6 * 2 + 3)
+    assert len({s.run_id for s in specs}) == len(specs)
+    assert suite.all_instances == [0, 1, 2, 3, 4, 5]
+    # the token task's runs are those of the suite without per-task seeds: same run ids
+    plain = specs_of(write(tmp_path, "plain.yaml", GRID), host)
+    assert {s.run_id for s in token} == {s.run_id for s in plain if s.task == "token"}
+
+
+def test_tuning_instances_must_avoid_every_tasks_seeds(tmp_path, host):
+    text = PER_TASK_SEEDS + "tuning: {trials: 2, instances: [5, 100]}\n"
+    path = write(tmp_path, "overlap.yaml", text)
+    with pytest.raises(ConfigError, match=r"tuning\.instances: 5 is also one of the suite's seeds"):
+        specs_of(path, host)
+
+
+def test_a_tasks_seeds_are_checked_like_the_suites(tmp_path, host):
+    text = GRID.replace("    params: {num_prompts: 4, num_arms: 8}\n",
+                        "    params: {num_prompts: 4, num_arms: 8}\n    seeds: [1, 1]\n")
+    with pytest.raises(ConfigError, match=r"tasks\.0\.seeds.*distinct"):
+        load_suite(write(tmp_path, "twice.yaml", text))
+
+
+def test_validate_names_each_tasks_instances_when_they_differ(tmp_path, subprocess_env):
+    path = write(tmp_path, "per-task.yaml", PER_TASK_SEEDS)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", str(path)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=TIMEOUT_S, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"{path}: ok: 135 runs ((bandit 6 instances × 2 replicates + token 3 instances × 1 "
+        "replicates) × 9 algorithm configs)"
+    )
