@@ -92,7 +92,7 @@ def local_suite(assets: dict[str, Path], out: Path, *, small: bool = True) -> Pa
                                                             "num_mini_batches: 2",
             "prompts_per_step: 32, num_generations: 8": "prompts_per_step: 2, num_generations: 4",
             "batch_size: 64, warmup_steps: 20": "batch_size: 8, warmup_steps: 0",
-            "instances: [0, 1, 2]": "instances: [0]",
+            "instances: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]": "instances: [0]",
             "budget: {samples: 16384}": "budget: {steps: 1}",
             "every: 16": "every: 1",
             "device: cuda\nprecision: bf16\ngpus_per_run: 1\n": "device: cpu\n",
