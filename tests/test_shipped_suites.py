@@ -39,9 +39,27 @@ def test_the_zoo_runs_every_shipped_algorithm_tuned_equally_on_three_tasks() -> 
     # comparison never sees
     assert suite.tuning is not None and set(tuned_labels(suite)) == set(names)
     assert not set(suite.tuning.instances) & set(suite.instances)
-    assert suite.instances == list(range(10)) and suite.replicates == 2
+    for task in suite.tasks:
+        expected = range(10) if task.name == "tiny-lm" else range(30)
+        assert suite.task_instances(task) == list(expected), task.name
+        assert suite.task_replicates(task) == 2
     # equal data: one preference set and r̂ per instance for all, with the flip rate rDPO and
     # cDPO are told
     assert suite.preferences.flip_rate == 0.1
-    assert count_runs(suite) == 14 * 3 * 10 * 2 + 14 * (8 + 8 + 6)
+    assert count_runs(suite) == 14 * (30 + 30 + 10) * 2 + 14 * (8 + 8 + 6)
     assert len(check_suite(suite, path, host)) == 14 * 3 * 10 * 2
+
+
+EXACT_TASKS = {"bandit", "token"}
+"""Tasks where a run takes about a second: a suite affords 30 instances of them."""
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_shipped_suites_run_enough_instances_to_decide(path: Path) -> None:
+    """At least 30 instances of a bandit or token task and 10 of a language-model task: the
+    fewest at which the paired permutation test can reach a family's α/m and its interval
+    holds its level on skewed differences (harness/report/stats.py)."""
+    suite = load_suite(path)
+    for task in suite.tasks:
+        least = 30 if task.name in EXACT_TASKS else 10
+        assert len(suite.task_instances(task)) >= least, (path.name, task.name)
