@@ -780,6 +780,17 @@ def _prepare_shared(pending: list[RunSpec], root: str) -> None:
                          need_reward=need_reward)
 
 
+def _leased_run(spec: dict[str, Any], root: str, wandb: bool, token: str | None) -> str:
+    """A Ray task: :func:`harness.runner.run_one` on the lease ``token`` of the driver's lock
+    (:func:`harness.store.lease`; none when the driver holds no lock, as when it is called
+    outside a suite)."""
+    from harness.runner import run_one
+    from harness.store import lease
+
+    with lease(root, spec["suite"], token) if token else contextlib.nullcontext():
+        return run_one(spec, root, wandb=wandb)
+
+
 def _ray(
     pending: list[RunSpec],
     root: str,
@@ -796,7 +807,6 @@ def _ray(
             "the ray executor needs Ray: pip install 'rlhf-harness[ray]'"
         ) from None
     from harness.cache import CACHE_ENV, cache_dir
-    from harness.runner import run_one
 
     started = False
     if not ray.is_initialized():
@@ -812,11 +822,14 @@ def _ray(
             prepare = ray.remote(_prepare_shared).options(
                 num_cpus=1, num_gpus=max(s.gpus for s in pending), runtime_env=runtime_env)
             ray.get(prepare.remote(pending, os.path.abspath(root)), timeout=timeout)
-        remote = ray.remote(run_one)
+        remote = ray.remote(_leased_run)
         refs = {}
         for spec in pending:
+            # the lease of the lock this process holds: a run that outlives this process (Ray's
+            # workers do, when the driver is killed) writes nothing into the store
+            token = RunStore(root, spec.suite).lease_token()
             task = remote.options(num_cpus=1, num_gpus=spec.gpus, runtime_env=runtime_env)
-            refs[task.remote(spec.as_dict(), os.path.abspath(root), wandb=wandb)] = spec
+            refs[task.remote(spec.as_dict(), os.path.abspath(root), wandb, token)] = spec
         waiting = list(refs)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1, timeout=timeout)

@@ -27,6 +27,13 @@ restarts the rest, including a finished run whose files are corrupt.
 writer in); a second one is refused at once, naming the holder's PID, or waits when asked to.
 The lock dies with its holder, so a killed suite never leaves the store locked.
 
+**Runs on other hosts** (the Ray executor) write into the store while the suite's process holds
+the lock for them: each such run carries the lock's *lease* (a token the holder writes to
+``.lock`` beside its PID), and every write it makes first checks that the lock is still held
+under that token (:func:`lease`). A run that outlives its suite's process (Ray's workers live on
+when the driver is killed) then writes nothing: its result is dropped, and the run, left
+``running``, is redone by the next ``run``.
+
 **Interrupted and crashed runs.** Every run executes in a child process that the suite's
 process supervises (:mod:`harness.executors`). A run found ``running`` when its suite starts was
 interrupted from outside (the suite was killed, preempted, the machine rebooted): it is redone,
@@ -43,6 +50,7 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -168,6 +176,10 @@ class RunRecord:
 
 
 _HELD: dict[str, int] = {}
+_TOKENS: dict[str, str] = {}
+"""The lease token of each store whose lock this process holds."""
+_LEASES: dict[str, str] = {}
+"""Stores this process writes to on another process's lock: the lease token each write checks."""
 """Store locks this process holds (path → depth): taking a held lock again nests."""
 
 
@@ -231,21 +243,54 @@ class RunStore:
                             f"wait for it to finish, or pass --wait"
                         ) from None
                     time.sleep(poll)
-            atomic_write_bytes(path, f"{os.getpid()}\n".encode())
-            _HELD[key] = 1
+            token = secrets.token_hex(16)
+            atomic_write_bytes(path, f"{os.getpid()}\n{token}\n".encode())
+            _HELD[key], _TOKENS[key] = 1, token
             try:
                 yield
             finally:
-                del _HELD[key]
+                del _HELD[key], _TOKENS[key]
         finally:
             os.close(fd)  # releases the lock
 
     def holder(self) -> int | None:
         """The PID written by the last process that took the lock, if any."""
         try:
-            return int((self.path / LOCK).read_text().strip() or 0) or None
-        except (OSError, ValueError):
+            return int((self.path / LOCK).read_text().split()[0]) or None
+        except (OSError, ValueError, IndexError):
             return None
+
+    def lease_token(self) -> str | None:
+        """The lease of the lock this process holds on the store (None when it holds none):
+        what a run written from another process carries (:func:`lease`)."""
+        return _TOKENS.get(str(self.path.resolve()))
+
+    def _check_lease(self) -> None:
+        """Before a write: a process writing on another's lease (:func:`lease`) may write only
+        while that lock is still held under that lease."""
+        token = _LEASES.get(str(self.path.resolve()))
+        if token is None:
+            return
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            held = False  # nobody holds the writer's lock: the suite's process is gone
+        except BlockingIOError:
+            held = True
+        finally:
+            os.close(fd)  # releases the shared lock at once, if it was taken
+        try:
+            words = (self.path / LOCK).read_text().split()
+        except OSError:
+            words = []
+        if not held or words[1:2] != [token]:
+            who = f"pid {words[0]}" if words else "its process"
+            raise StoreError(
+                f"{self.path}: the suite's process that started this run ({who}) no longer "
+                "holds the store's lock; the run's result is dropped (the next run redoes it)"
+            )
 
     def clean_temporaries(self) -> list[Path]:
         """Remove what killed writers left: ``shared/.*.tmp-*`` and ``.trash-*`` folders and
@@ -315,6 +360,7 @@ class RunStore:
 
         The crashes recorded against earlier attempts carry over; the attempts that ended
         without one were interrupted (counted in ``interrupted``)."""
+        self._check_lease()
         d = self.run_dir(run_id)
         previous = self.read_status(run_id) or {}
         again = previous.get("status") == "running"
@@ -337,6 +383,7 @@ class RunStore:
     def record_crash(self, run_id: str, how: str) -> int:
         """The supervisor saw this run's process die during the run (``how``); returns the
         run's crashes so far."""
+        self._check_lease()
         status = self.read_status(run_id)
         if not status or status.get("status") != "running":
             return 0
@@ -347,6 +394,7 @@ class RunStore:
 
     def interrupted(self, run_id: str) -> None:
         """The user stopped the suite during this run: it is pending again, not a crash."""
+        self._check_lease()
         status = self.read_status(run_id)
         if status and status.get("status") == "running":
             status["interrupted"] = int(status.get("interrupted", 0)) + 1
@@ -365,6 +413,7 @@ class RunStore:
         """Write a run's results; the status file goes last, so 'finished' implies complete."""
         if status not in FINISHED:
             raise ValueError(f"a run finishes as one of {FINISHED}, not {status!r}")
+        self._check_lease()
         d = self.run_dir(run_id)
         atomic_write_parquet(d / "metrics.parquet", metrics)
         atomic_write_json(d / "summary.json", summary)
@@ -424,6 +473,23 @@ class RunStore:
             problem = _problem(d, summary=False)
         return RunRecord(d.name, d, loaded["spec"] or {}, loaded["status"] or {},
                          loaded["summary"], problem)
+
+
+@contextlib.contextmanager
+def lease(root: str | os.PathLike[str], suite: str, token: str) -> Iterator[None]:
+    """Within the block, this process writes to the suite's store at ``root`` on the lease
+    ``token`` of another process's lock (:meth:`RunStore.lease_token`): every write first
+    checks that the lock is still held under it, and raises :class:`StoreError` otherwise."""
+    key = str(RunStore(root, suite).path.resolve())
+    previous = _LEASES.get(key)
+    _LEASES[key] = token
+    try:
+        yield
+    finally:
+        if previous is None:
+            del _LEASES[key]
+        else:
+            _LEASES[key] = previous
 
 
 def _short(exc: BaseException) -> str:

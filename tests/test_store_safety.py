@@ -1235,3 +1235,111 @@ def test_labels_that_read_as_formulas_reach_the_csv_tables_as_text(tmp_path, rog
     for cell in shown:
         assert not cell.startswith(("=", "+", "-", "@")), cell
     assert "plain" in shown
+
+
+# --- runs written on another process's lock (Ray) ---------------------------------------------
+
+
+def _finish_args() -> dict:
+    return {"metrics": pd.DataFrame({"step": [0], "metric": ["kl_ref"], "value": [0.0],
+                                     "source": ["eval"]}),
+            "summary": {"run_id": "r", "status": "done"}}
+
+
+def test_a_run_on_the_lease_of_a_held_lock_writes(tmp_path):
+    from harness.store import lease
+
+    store = RunStore(tmp_path, "s")
+    with store.lock():
+        token = store.lease_token()
+        assert token and (store.path / ".lock").read_text().split() == [str(os.getpid()), token]
+        # a second descriptor of the folder, as a Ray worker on the same host would have
+        with lease(tmp_path, "s", token):
+            RunStore(tmp_path, "s").start("r", {"seed": 0})
+            RunStore(tmp_path, "s").finish("r", "done", **_finish_args())
+    assert store.status("r") == "done"
+    assert store.lease_token() is None and store.holder() == os.getpid()
+
+
+def test_a_run_that_outlives_its_suites_lock_writes_nothing(tmp_path):
+    """A Ray worker lives on after its driver is killed: its writes must fail, leaving the run
+    ``running`` for the next ``run`` to redo, and never a result without the lock held."""
+    from harness.store import lease
+
+    store = RunStore(tmp_path, "s")
+    with store.lock():
+        token = store.lease_token()
+        with lease(tmp_path, "s", token):
+            store.start("r", {"seed": 0})
+    assert token is not None
+    # the lock is no longer held (its process ended): every kind of write is refused
+    with lease(tmp_path, "s", token):
+        with pytest.raises(StoreError, match=r"no longer holds the store's lock.*dropped"):
+            store.finish("r", "done", **_finish_args())
+        for write in (lambda: store.record_crash("r", "killed"), lambda: store.interrupted("r"),
+                      lambda: store.mark_failed("r", {"seed": 0}, "crashed"),
+                      lambda: store.start("r", {"seed": 0})):
+            with pytest.raises(StoreError, match="no longer holds"):
+                write()
+    assert store.status("r") == "running"
+    assert not (store.run_dir("r") / "summary.json").exists()
+    # a later suite holds the lock under a new lease: the old lease is still refused
+    with store.lock():
+        assert store.lease_token() != token
+        with lease(tmp_path, "s", token), pytest.raises(StoreError, match="no longer holds"):
+            store.finish("r", "done", **_finish_args())
+    assert store.status("r") == "running"
+    # outside a lease, the process holding the lock writes as before
+    with store.lock():
+        store.finish("r", "done", **_finish_args())
+    assert store.status("r") == "done"
+
+
+WORKER = """
+import sys
+
+from harness.executors import _leased_run
+from harness.plugins import get_plugin_host
+from harness.suite import check_suite, load_suite
+
+suite_path, root, token = sys.argv[1:4]
+[spec] = check_suite(load_suite(suite_path), suite_path, get_plugin_host())
+print("STATUS", _leased_run(spec.as_dict(), root, False, token))
+"""
+
+
+@pytest.mark.parametrize("driver_lives", [True, False], ids=["driver lives", "driver killed"])
+def test_a_ray_task_writes_its_run_only_while_its_driver_holds_the_lock(
+        tmp_path, rogue_site, subprocess_env, driver_lives):
+    """What a Ray worker runs (``_leased_run``, on the lease of the driver's lock), in a process
+    of its own: when the driver's lock is gone before the run ends, the run writes nothing and
+    stays ``running`` (the next ``run`` redoes it); while it is held, the run is recorded."""
+    path = write(tmp_path, suite_text("leased", rogue("slow", sleep=1.0)))
+    (tmp_path / "worker.py").write_text(WORKER)
+    root = tmp_path / "runs"
+    store = RunStore(root, "leased")
+    with store.lock():
+        token = store.lease_token()
+        assert token is not None
+        worker = subprocess.Popen(
+            [sys.executable, str(tmp_path / "worker.py"), str(path), str(root), token],
+            env=subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0"), cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + TIMEOUT_S
+        while not [r for r in store.records() if r.state == "running"]:
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        if driver_lives:
+            out, err = worker.communicate(timeout=TIMEOUT_S)
+    if not driver_lives:  # the lock is released while the run is under way (4 steps of 1 s)
+        out, err = worker.communicate(timeout=TIMEOUT_S)
+    [record] = list(store.records())
+    if driver_lives:
+        assert worker.returncode == 0, err
+        assert "STATUS done" in out and record.state == "done"
+        return
+    assert worker.returncode != 0
+    assert "StoreError" in err and "no longer holds the store's lock" in err
+    assert record.state == "running"
+    assert not (store.run_dir(record.run_id) / "summary.json").exists()
