@@ -98,6 +98,21 @@ def test_a_baseline_makes_every_other_configuration_primary_against_it():
                               for lab in ("dpo[beta=0.1]", "ppo")}
 
 
+def test_the_report_reads_compare_from_the_suite_file_in_the_store(tmp_path: Path):
+    store = tmp_path / "store"
+    store.mkdir()
+    assert cmp.suite_compare(store) is None  # no suite file: the default rule
+    suite = store / "suite.yaml"
+    suite.write_text(SUITE + "compare: {baseline: dpo}\n")
+    assert cmp.suite_compare(store) == CompareSpec(baseline="dpo")
+    suite.write_text(SUITE + "compare: [[dpo, ppo-kl]]\n")
+    assert cmp.suite_compare(store) == [["dpo", "ppo-kl"]]
+    suite.write_text(SUITE)
+    assert cmp.suite_compare(store) is None
+    suite.write_text(SUITE + "compare: [[dpo]]\n")  # validate reports it; the report falls back
+    assert cmp.suite_compare(store) is None
+
+
 # --- Holm within each family ------------------------------------------------------------------
 
 
