@@ -398,6 +398,39 @@ class ClaimSpec(_Strict):
                         examples=["Ouyang et al. 2022"])
 
 
+def _pair(value: list[str]) -> list[str]:
+    """A primary comparison: two different configurations."""
+    if len(value) != 2:
+        raise ValueError(f"a pair [a, b] of two configurations, not {len(value)}")
+    if value[0] == value[1]:
+        raise ValueError(f"a pair of two different configurations, not {value[0]!r} twice")
+    return value
+
+
+ComparePair = Annotated[list[str], AfterValidator(_pair)]
+"""One primary comparison of ``compare``: ``[a, b]``, labels or algorithm names."""
+
+
+class CompareSpec(_Strict):
+    """The primary comparisons as each configuration against one baseline (the other form of
+    ``compare`` is a list of pairs, ``compare: [[grpo, dpo], [ppo, dpo]]``).
+
+    A primary comparison is on the normalised score (reward), on every task. The claims' steps
+    are primary too, on their aspect's quantities; every other comparison of the report is
+    exploratory, Holm-adjusted in a family of its own. Without ``compare``, the primary ones are
+    the claims' steps and, per task, the best configuration against the runner-up by mean
+    score.
+
+    A name in either form is a label, an algorithm name (its best configuration on a task, as
+    in a claim) or a sweep point as reports show it (``dpo[beta=0.1]``); a label with a sweep
+    stands for its best sweep point on the task.
+    """
+
+    baseline: str = Field(description="The label (or algorithm name: its best configuration "
+                          "on a task) every other configuration is compared with.",
+                          examples=["dpo"])
+
+
 class DivergenceSpec(_Strict):
     """When a run counts as diverged (besides NaN or infinite metrics, which always do)."""
 
@@ -486,6 +519,14 @@ class Suite(_Strict):
         "(from PPO to GRPO to DPO, stability increases and computation decreases), when the "
         "suite has all three algorithms.",
         examples=[[{"aspect": "reward", "order": ["dpo", "ppo"]}]])
+    compare: list[ComparePair] | CompareSpec | None = Field(
+        None, union_mode="left_to_right",
+        description="The primary comparisons, on the normalised score: pairs of labels (or "
+        "algorithm names) [[a, b], ...], or {baseline: LABEL} for every configuration against "
+        "it. They and the claims' steps are Holm-adjusted as one family; every other "
+        "comparison is exploratory, in a family of its own. Default: the claims' steps and, per "
+        "task, the best configuration against the runner-up by mean score.",
+        examples=[[["grpo", "dpo"], ["ppo", "dpo"]]])
     budget: BudgetSpec = Field(description="One budget for every run (a task's own budget "
                                "goes in its entry of tasks).", examples=[{"samples": 50000}])
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec,
@@ -991,6 +1032,7 @@ def check_suite(
         if len(set(claim.order)) != len(claim.order):
             raise ConfigError(f"{where('claims', i, 'order')}: claims.{i}.order: a "
                               "configuration appears twice")
+    _check_compare(suite, where)
     if suite.preferences.file is not None:
         try:
             file_digest(suite.preferences.file)
@@ -998,6 +1040,39 @@ def check_suite(
             raise ConfigError(f"{where('preferences', 'file')}: preferences.file: cannot read "
                               f"{suite.preferences.file!r} ({exc.strerror or exc})") from None
     return expand(suite, host, allow_large=allow_large)
+
+
+def compare_names(suite: Suite) -> list[str]:
+    """What an entry of ``compare`` may name: a label, an algorithm name, or a sweep point's
+    configuration as reports show it (``dpo[beta=0.1]``)."""
+    names: dict[str, None] = {}
+    for alg in suite.algorithms:
+        names[alg.label or alg.name] = None
+        names[alg.name] = None
+        for point in _sweep_points(alg.sweep):
+            names[shown_label(alg.label or alg.name, point)] = None
+    return list(names)
+
+
+def _check_compare(suite: Suite, where: Callable[..., str]) -> None:
+    """Every configuration ``compare`` names is one of the suite's (:func:`compare_names`)."""
+    if suite.compare is None:
+        return
+    known = compare_names(suite)
+    labels = ", ".join(sorted({a.label or a.name for a in suite.algorithms}))
+    if isinstance(suite.compare, CompareSpec):
+        named = [(("compare", "baseline"), suite.compare.baseline)]
+    else:
+        named = [(("compare", i, j), name) for i, pair in enumerate(suite.compare)
+                 for j, name in enumerate(pair)]
+    for keys, name in named:
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"{where(*keys)}: {'.'.join(map(str, keys))}: no algorithm labelled or named "
+                f"'{name}' in this suite{suggestion} (labels: {labels})"
+            )
 
 
 LOW_PRECISION_WEIGHTS = ("bfloat16", "float16")
@@ -1549,8 +1624,17 @@ def _nearest_line(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> i
 
 def _union_tag(part: Any) -> bool:
     """A part of an error location that names a member of a union (``seeds`` is a list or a
-    mapping), not a key: ``list[...]``, ``SeedsSpec``."""
-    return isinstance(part, str) and (part.startswith("list[") or part in ("SeedsSpec", "none"))
+    mapping; ``compare`` a list or a mapping), not a key: ``list[...]``, ``SeedsSpec``,
+    ``CompareSpec``."""
+    return isinstance(part, str) and (part.startswith("list[")
+                                      or part in ("SeedsSpec", "CompareSpec", "none"))
+
+
+UNION_FORMS = {
+    "seeds": "a list of seeds, or a mapping {instances: [...], replicates: n}",
+    "compare": "a list of pairs [[a, b], ...], or a mapping {baseline: LABEL}",
+}
+"""What a key that takes either of two forms expects, when a value is neither."""
 
 
 def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
@@ -1564,7 +1648,7 @@ def _describe(exc: ValidationError, path: Path, lines: dict, data: dict) -> str:
     if not errors:
         first = exc.errors()[0]
         errors = [{**first, "loc": tuple(p for p in first["loc"] if not _union_tag(p)),
-                   "msg": "a list of seeds, or a mapping {instances: [...], replicates: n}"}]
+                   "msg": UNION_FORMS.get(str(first["loc"][0]), UNION_FORMS["seeds"])}]
     # An unknown key first: a misspelt required key (``seedz``) also makes ``seeds`` missing,
     # and the misspelling, with its suggestion, is what the user has to fix.
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])

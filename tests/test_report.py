@@ -190,7 +190,7 @@ def test_ranking_comparisons_and_claims_tables(report: Path):
     comp = pd.read_csv(report / "tables" / "comparisons.csv")
     assert list(comp.columns) == ["task", "metric", "a", "b", "n", "mean_diff", "ci_low",
                                   "ci_high", "p_value", "p_adjusted", "decision", "mde",
-                                  "seeds_needed"]
+                                  "seeds_needed", "family"]
     assert set(comp["decision"]) <= {"a better", "b better", "undecided"}
     tested = comp["p_value"].notna()
     assert (comp.loc[tested, "p_adjusted"] >= comp.loc[tested, "p_value"] - 1e-12).all()
@@ -403,19 +403,28 @@ def test_the_summary_lists_every_decided_comparison(report: Path):
     from harness.report.render import md_escape
 
     comp = pd.read_csv(report / "tables" / "comparisons.csv")
-    decided = comp[comp["decision"] != "undecided"]
-    assert len(decided) > SUMMARY_DECIDED  # more than the summary shows: it says where the rest are
-    phrases = decided_comparisons(comp)
-    assert len(phrases) == len(decided)
     summary = section((report / "index.md").read_text(), "Summary")
-    assert (f"Decided comparisons ({len(decided)} of {len(comp)}, the most certain first; "
-            f"{len(decided) - SUMMARY_DECIDED} more in the section Paired comparisons)") in summary
-    for i, phrase in enumerate(phrases):  # as rendered
-        assert (md_escape(phrase) in summary) == (i < SUMMARY_DECIDED), phrase
-    # the most certain first, and each says which is better in the quantity's direction
-    p = [float(x.rsplit("p = ", 1)[1].rstrip(")")) for x in phrases]
-    assert p == sorted(p)
-    cpu = [x for x in phrases if "training CPU seconds" in x]
+    head, tail = summary.split("Decided exploratory comparisons", 1)
+    listed = []
+    for family, text, title in (("primary", head, "Decided comparisons"),
+                                ("exploratory", tail, "")):
+        rows = comp[comp["family"] == family]
+        decided = rows[rows["decision"] != "undecided"]
+        assert len(decided) > 0, family
+        phrases = decided_comparisons(rows)
+        assert len(phrases) == len(decided)
+        more = (f"; {len(decided) - SUMMARY_DECIDED} more in the section Paired comparisons"
+                if len(decided) > SUMMARY_DECIDED else "")
+        what = "primary, " if family == "primary" else "exploratory: "
+        assert f"{title} ({len(decided)} of {len(rows)}, {what}" in text, family
+        assert more in text.split("):", 1)[0]
+        for i, phrase in enumerate(phrases):  # as rendered, in its family's sentence
+            assert (md_escape(phrase) in text) == (i < SUMMARY_DECIDED), phrase
+        # the most certain first, and each says which is better in the quantity's direction
+        p = [float(x.rsplit("p = ", 1)[1].rstrip(")")) for x in phrases]
+        assert p == sorted(p)
+        listed += phrases
+    cpu = [x for x in listed if "training CPU seconds" in x]
     assert cpu and all(" < " in x for x in cpu)
 
 

@@ -127,7 +127,12 @@ class Report:
     inst: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per (task, label, instance): the compared quantities (:mod:`compare`)."""
     comp: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """The paired comparisons (``tables/comparisons.csv``)."""
+    """The paired comparisons (``tables/comparisons.csv``), each in the primary or the
+    exploratory family (column ``family``)."""
+    primary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The primary comparisons by rule (:func:`compare.primary_pairs`: task, metric, a, b, why)."""
+    compare: Any = None
+    """The suite's ``compare`` key (pairs, a baseline, or None)."""
     still: list[tuple[str, str]] = field(default_factory=list)
     """(task, label) of configurations that did not learn."""
     claim_steps: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -146,10 +151,14 @@ class Report:
         self.per_run = _run_stability(self.data, self.opts.spike_k)
         self.scores = cmp.run_scores(self.data)
         self.inst = cmp.instance_table(self.data, self.per_run)
-        self.comp = cmp.comparisons(self.inst, self.data.labels, self.data.tasks)
         self.still = cmp.not_learned(self.inst) if len(self.inst) else []
+        self.compare = cmp.suite_compare(self.data.path)
+        self.primary = cmp.primary_pairs(self.data, self.inst, self.scores, self.compare,
+                                         self.still)
+        self.comp = cmp.comparisons(self.inst, self.data.labels, self.data.tasks,
+                                    primary=self.primary)
         self.claim_steps, self.claim_overall = cmp.claim_verdicts(
-            self.data, self.comp, self.scores, self.data.claims)
+            self.data, cmp.primary_rows(self.comp), self.scores, self.data.claims)
 
     def instance_ci(self, runs: pd.DataFrame, column: str) -> st.Estimate:
         """Mean over instances of ``column`` (an instance's runs averaged first), with the
@@ -270,15 +279,15 @@ def summary_section(rep: Report) -> None:
                                                            sign * r["ci_high"])))
         winner = cmp.lookup(comp, task, "score", best, second)
         if winner == best:
-            sure = "decided (Holm-adjusted p = {p})"
+            sure = "decided (Holm-adjusted p = {p}, {family} family)"
         else:
-            sure = ("not decided (Holm-adjusted p = {p}); about {need} instances would decide "
-                    "a difference this large")
+            sure = ("not decided (Holm-adjusted p = {p}, {family} family); about {need} "
+                    "instances would decide a difference this large")
         rep.text("{task}: best {best}, score {score} ({what}); ahead of {second} by {diff} "
                  "(paired over {n} instances, 95% t interval): " + sure + ".",
                  task=task, best=best, score=means[best].format(), what=what, second=second,
                  diff=diff.format(), n=int(r["n"]), p=fmt(r["p_adjusted"]),
-                 need=fmt(r["seeds_needed"]))
+                 need=fmt(r["seeds_needed"]), family=r["family"])
         lines.append(task)
     _decided_summary(rep)
     overall = rep.claim_overall
@@ -347,15 +356,47 @@ def decided_comparisons(comp: pd.DataFrame) -> list[str]:
 
 
 def _decided_summary(rep: Report) -> None:
-    """Every decided comparison (the :data:`SUMMARY_DECIDED` most certain, when more)."""
-    phrases = decided_comparisons(rep.comp)
-    if not phrases:
-        return
-    shown = phrases[:SUMMARY_DECIDED]
-    more = (f"; {len(phrases) - len(shown)} more in the section Paired comparisons"
-            if len(phrases) > len(shown) else "")
-    rep.text("Decided comparisons ({k} of {m}, the most certain first{more}): {items}.",
-             k=len(phrases), m=len(rep.comp), more=more, items="; ".join(shown))
+    """Every decided primary comparison, then every decided exploratory one, labelled so (the
+    :data:`SUMMARY_DECIDED` most certain of each, when more)."""
+    comp = rep.comp
+    for family, title in ((cmp.PRIMARY, "Decided comparisons"),
+                          (cmp.EXPLORATORY, "Decided exploratory comparisons")):
+        rows = comp[comp["family"] == family] if len(comp) else comp
+        phrases = decided_comparisons(rows)
+        if not phrases:
+            continue
+        shown = phrases[:SUMMARY_DECIDED]
+        more = (f"; {len(phrases) - len(shown)} more in the section Paired comparisons"
+                if len(phrases) > len(shown) else "")
+        what = ("primary, " if family == cmp.PRIMARY else
+                "exploratory: not named in advance, Holm-adjusted in a family of their own, ")
+        rep.text(title + " ({k} of {m}, {what}the most certain first{more}): {items}.",
+                 k=len(phrases), m=len(rows), what=what, more=more, items="; ".join(shown))
+
+
+def family_rule(rep: Report) -> str:
+    """Which comparisons are primary, in words (:func:`compare.primary_pairs`)."""
+    parts = []
+    if rep.data.claims:
+        parts.append("the claims' steps, on their aspect's quantities,")
+    compare = rep.compare
+    if compare is None:
+        parts.append("best against runner-up by mean score on each task, on the score")
+    elif isinstance(compare, cmp.CompareSpec):
+        parts.append(f"every configuration against the baseline {compare.baseline} (the "
+                     "suite's compare:), on the score")
+    else:
+        parts.append("the pairs the suite's compare: names ("
+                     + ", ".join(f"{x} − {y}" for x, y in compare) + "), on the score")
+    return " and ".join(parts)
+
+
+def family_sizes(rep: Report) -> str:
+    """``primary: m₁ tests (α/m₁ = …), exploratory: m₂ tests (α/m₂ = …)``."""
+    return "; ".join(
+        f"{family}: {cmp.family_size(rep.comp, family)} tests, α/m = "
+        f"{fmt(cmp.family_alpha(rep.comp, family=family), 2)}"
+        for family in (cmp.PRIMARY, cmp.EXPLORATORY))
 
 
 def comparisons_section(rep: Report) -> None:
@@ -365,7 +406,13 @@ def comparisons_section(rep: Report) -> None:
         rep.text("No two configurations share an instance with counted runs, so nothing is "
                  "compared.")
         return
+    rank = {cmp.PRIMARY: 0, cmp.EXPLORATORY: 1}
+    comp = comp.iloc[np.argsort(comp["family"].map(rank).to_numpy(), kind="stable")]
+    rep.text("Primary comparisons: {rule}; every other comparison is exploratory, Holm-adjusted "
+             "in a family of its own ({sizes}). The primary ones are listed first.",
+             rule=family_rule(rep), sizes=family_sizes(rep))
     shown = pd.DataFrame({
+        "family": comp["family"],
         "task": comp["task"], "quantity": comp["metric"].map(
             lambda m: cmp.METRICS[m].description), "a": comp["a"], "b": comp["b"],
         "n": comp["n"],
@@ -375,18 +422,21 @@ def comparisons_section(rep: Report) -> None:
         "decision": comp["decision"], "MDE": comp["mde"].map(fmt),
         "instances needed": comp["seeds_needed"].map(_needed),
     })
-    m, level = cmp.family_size(comp), fmt(cmp.family_alpha(comp), 2)
-    rep.table(shown, "Every pair of configurations on a task, paired by instance: the mean "
-              "per-instance difference a − b with its Student-t 95% interval and the paired "
-              f"t-test's p-value, Holm-adjusted over the {m} comparisons of this report that "
-              "are tests (equal differences are exact: p stays 0 or 1); a decision when the "
-              "adjusted p-value is below 0.05 (lower is better for stability and computation). "
-              "MDE: the smallest difference the design detects with 80% power at α/m = "
-              f"{level}; instances needed: how many would detect the observed difference with "
-              "80% power at that level (undecided rows only).",
+    rep.table(shown, "Every pair of configurations on a task, paired by instance, the primary "
+              "family first: the mean per-instance difference a − b with its Student-t 95% "
+              "interval and the paired t-test's p-value, Holm-adjusted within the row's family "
+              f"({family_sizes(rep)}; equal differences are exact: p stays 0 or 1, in no "
+              "family's count); a decision when the adjusted p-value is below 0.05 (lower is "
+              "better for stability and computation). MDE: the smallest difference the design "
+              "detects with 80% power at the α/m of the row's family; instances needed: how "
+              "many would detect the observed difference with 80% power at that level "
+              "(undecided rows only).",
               "comparisons", comp[list(cmp.COMPARISON_COLUMNS)])
-    decided = comp[comp["decision"] != st.UNDECIDED]
-    rep.text("{k} of {m} comparisons decided.", k=len(decided), m=len(comp))
+    for family in (cmp.PRIMARY, cmp.EXPLORATORY):
+        rows = comp[comp["family"] == family]
+        if len(rows):
+            rep.text("{k} of {m} {family} comparisons decided.", family=family,
+                     k=int((rows["decision"] != st.UNDECIDED).sum()), m=len(rows))
 
 
 def _needed(v: float) -> str:
@@ -1353,14 +1403,18 @@ def method_section(rep: Report) -> None:
              "(scipy.stats.trim_mean(x, 0.25)) and probability of improvement (Mann-Whitney "
              "U/(n·m) per task, averaged over tasks; Agarwal et al. 2021) are point estimates.")
     rep.text("Comparisons: paired t-test on per-instance differences (scipy.stats.ttest_1samp "
-             "of a − b); p-values Holm-adjusted (step-down) over all {m} comparisons of the "
-             "report; decided when the adjusted p-value is below 0.05. MDE and instances needed "
+             "of a − b); p-values Holm-adjusted (step-down) within the comparison's family "
+             "(below); decided when the adjusted p-value is below 0.05. MDE and instances needed "
              "from the noncentral t distribution (scipy.stats.nct), 80% power, two-sided, at "
-             "α/m = {a} (Bonferroni, the strictest step of Holm), using the observed sd of the "
-             "differences. Comparisons whose per-instance differences are all equal (FLOPs, "
-             "bytes of model state, or zero on both sides) are exact, not tests: they keep "
-             "their p-value of 0 or 1 and stay out of the family.", m=cmp.family_size(comp),
-             a=fmt(cmp.family_alpha(comp), 2) if len(comp) else "0.05")
+             "α/m of the family (Bonferroni, the strictest step of Holm), using the observed sd "
+             "of the differences. Comparisons whose per-instance differences are all equal "
+             "(FLOPs, bytes of model state, or zero on both sides) are exact, not tests: they "
+             "keep their p-value of 0 or 1 and stay out of both families' counts.")
+    if len(comp):
+        rep.text("Families: the primary comparisons are {rule}, one Holm family; the claims' "
+                 "verdicts and the summary's decided comparisons rest on them. Every other "
+                 "comparison is exploratory, Holm-adjusted in a family of its own and labelled "
+                 "so ({sizes}).", rule=family_rule(rep), sizes=family_sizes(rep))
     for sentence in reward_units(rep.data.runs):
         rep.text(sentence)
     rep.text("Did not learn: the t interval of the per-instance gold gain over π_ref holds 0 "

@@ -17,31 +17,57 @@ the per-instance differences (a paired t-test). The quantities compared (:data:`
   seconds of generation, scoring and training; FLOPs of neural policies (none for tabular
   ones); megabytes of parameters, gradients and optimiser state resident.
 
-Every pair of configurations on a task is compared on each quantity; the p-values of all the
-comparisons of a report form one family, Holm-adjusted — except comparisons whose per-instance
-differences are all equal (a deterministic count such as FLOPs, or zero on both sides), which
-are exact rather than tests and keep their p-value of 0 or 1. ``mde`` and ``seeds_needed`` are
-computed at α/m (m the size of the family), the strictest step of Holm's procedure, so that at
-``seeds_needed`` instances a difference of the observed size (with the observed spread of the
-differences) is decided under the report's adjustment with at least 80% power.
+Every pair of configurations on a task is compared on each quantity. The comparisons fall in
+two families (column ``family``), each Holm-adjusted on its own and decided at α = 0.05 within
+it (:func:`primary_pairs`, :func:`adjust_families`):
+
+- **primary**: the rows (task, metric, a, b) — a and b in either order — that are
+    - for every claim and every task where each name of its ``order`` stands for a
+      configuration (:func:`representatives`, as :func:`claim_verdicts` picks them), each
+      step (x, y) of the order: (task, m, rep(x), rep(y)) for every metric m of
+      :data:`METRICS` whose aspect is the claim's;
+    - without a ``compare`` key in the suite: for every task, (task, ``score``, best,
+      runner-up), the two configurations with the highest mean instance score on the task
+      among those that learned (:func:`best_and_runner_up`; none when fewer than two have a
+      score);
+    - with ``compare: [[x, y], ...]``: for every task and pair, (task, ``score``, x', y'),
+      each name standing for its configuration on the task (:func:`stands_for`);
+    - with ``compare: {baseline: z}``: for every task, (task, ``score``, c, z') for every
+      configuration c on the task other than z';
+- **exploratory**: every other row, Holm-adjusted in a family of its own.
+
+Comparisons whose per-instance differences are all equal (a deterministic count such as FLOPs,
+or zero on both sides) are exact rather than tests: they keep their p-value of 0 or 1 and are
+counted in neither family's size, though their ``family`` column says which they belong to.
+``mde`` and ``seeds_needed`` are computed at α/m (m the size of the row's family), the strictest
+step of Holm's procedure, so that at ``seeds_needed`` instances a difference of the observed
+size (with the observed spread of the differences) is decided under the family's adjustment
+with at least 80% power.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from harness.report import stats as st
 from harness.report.data import StoreData
-from harness.suite import ClaimSpec
+from harness.suite import ClaimSpec, CompareSpec, Suite
 
 COMPARISON_COLUMNS = ("task", "metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high",
-                      "p_value", "p_adjusted", "decision", "mde", "seeds_needed")
+                      "p_value", "p_adjusted", "decision", "mde", "seeds_needed", "family")
+PRIMARY, EXPLORATORY = "primary", "exploratory"
+"""The two families of comparisons (see the module docstring)."""
+PRIMARY_COLUMNS = ("task", "metric", "a", "b", "why")
 
 
 @dataclass(frozen=True)
@@ -132,9 +158,11 @@ def _mean(values: pd.Series) -> float:
 
 
 def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
-                alpha: float = st.ALPHA) -> pd.DataFrame:
+                alpha: float = st.ALPHA, primary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every pair of configurations on every task, on every metric with data, paired by
-    instance; Holm-adjusted over all of them (see the module docstring)."""
+    instance; Holm-adjusted within the primary family (the rows ``primary`` names, from
+    :func:`primary_pairs`) and within the exploratory one (every other row); ``primary``
+    None puts every row in the primary family (see the module docstring)."""
     rows: list[dict[str, Any]] = []
     sds: list[float] = []
     for task in tasks:
@@ -162,12 +190,12 @@ def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
     # Differences that are all equal (deterministic counts such as FLOPs, or zero on both
     # sides) are exact, not tests: their p-value (0 or 1) stands, outside the Holm family.
     exact = np.array([sd == 0 for sd in sds])
-    tests = frame["p_value"].where(~exact)
-    frame["p_adjusted"] = np.where(exact, frame["p_value"], st.holm(tests.tolist()))
-    m = int(tests.notna().sum())
-    family_alpha = alpha / max(m, 1)
+    frame["family"] = families(frame, primary)
+    frame["p_adjusted"] = adjust_families(frame, exact)
+    levels = family_levels(frame, exact, alpha)
     decisions, mdes, needed = [], [], []
     for row, sd in zip(frame.itertuples(index=False), sds, strict=True):
+        family_alpha = levels[row.family]
         decision = st.decide(row.mean_diff, row.p_adjusted,
                              higher_is_better=METRICS[row.metric].higher_is_better, alpha=alpha)
         decisions.append(decision)
@@ -180,18 +208,152 @@ def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
     return frame
 
 
-def family_size(comp: pd.DataFrame) -> int:
+def family_size(comp: pd.DataFrame, family: str | None = None) -> int:
     """m: the comparisons that are tests (a p-value strictly between the exact 0 and 1 of
-    equal differences, or a spread in the differences)."""
+    equal differences, or a spread in the differences), in ``family`` when given."""
     if comp.empty:
         return 0
+    if family is not None:
+        comp = comp[comp["family"] == family]
     exact = (comp["ci_low"] == comp["ci_high"]) & comp["p_value"].isin((0.0, 1.0))
     return int((comp["p_value"].notna() & ~exact).sum())
 
 
-def family_alpha(comp: pd.DataFrame, alpha: float = st.ALPHA) -> float:
-    """α/m: the level ``mde`` and ``seeds_needed`` are computed at."""
-    return alpha / max(family_size(comp), 1)
+def family_alpha(comp: pd.DataFrame, alpha: float = st.ALPHA,
+                 family: str | None = None) -> float:
+    """α/m: the level ``mde`` and ``seeds_needed`` of ``family`` are computed at."""
+    return alpha / max(family_size(comp, family), 1)
+
+
+# --- families: primary and exploratory ---------------------------------------------------------
+
+
+def suite_compare(store_path: Path) -> list[list[str]] | CompareSpec | None:
+    """The ``compare`` key of the suite file kept in the store (None without one, or when the
+    file does not read: ``validate`` is where a suite file's errors are reported)."""
+    try:
+        data = yaml.safe_load((Path(store_path) / "suite.yaml").read_text())
+        value = data.get("compare") if isinstance(data, dict) else None
+        if value is None:
+            return None
+        adapter: TypeAdapter[Any] = TypeAdapter(Suite.model_fields["compare"].annotation)
+        return adapter.validate_python(value)
+    except (OSError, yaml.YAMLError, ValidationError, TypeError, AttributeError):
+        return None
+
+
+def stands_for(data: StoreData, scores: pd.DataFrame, task: str, name: str) -> str | None:
+    """The configuration a name of ``compare`` stands for on ``task``: as in a claim
+    (:func:`representatives`: the label itself, or an algorithm's best configuration), else a
+    swept label's best sweep point (``ppo-kl`` for ``ppo-kl[kl_coef=0.1]``, ...); None when
+    it has no counted run there."""
+    found = representatives(data, scores, task, [name])
+    if name in found:
+        return found[name]
+    sub = scores[(scores["task"] == task)
+                 & scores["label"].astype(str).str.startswith(name + "[")]
+    if sub.empty:
+        return None
+    means = sub.groupby("label")["score"].mean()
+    return str(means.idxmax()) if means.notna().any() else str(sub["label"].iloc[0])
+
+
+def best_and_runner_up(inst: pd.DataFrame, task: str, labels: list[str],
+                       still: Iterable[tuple[str, str]] = ()) -> tuple[str, str] | None:
+    """The two configurations with the highest mean instance score on ``task`` (ties in the
+    order of ``labels``), leaving out those in ``still`` (did not learn); None below two."""
+    left_out = set(still)
+    t = inst[inst["task"] == task] if len(inst) else inst
+    means: dict[str, float] = {}
+    for label in labels:
+        if (task, label) in left_out or t.empty:
+            continue
+        score = _mean(t.loc[t["label"] == label, "score"])
+        if math.isfinite(score):
+            means[label] = score
+    ranked = sorted(means, key=lambda lab: -means[lab])
+    return (ranked[0], ranked[1]) if len(ranked) >= 2 else None
+
+
+def primary_pairs(data: StoreData, inst: pd.DataFrame, scores: pd.DataFrame,
+                  compare: list[list[str]] | CompareSpec | None = None,
+                  still: Iterable[tuple[str, str]] = ()) -> pd.DataFrame:
+    """The primary comparisons (``task, metric, a, b, why``), by the rule of the module
+    docstring: the claims' steps (``why``: ``claim i``) and either best vs runner-up per task
+    (without ``compare``), the suite's pairs (``compare``) or every configuration against the
+    baseline (``baseline``). A row names a pair once, in either order, the first reason kept."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for i, claim in enumerate(data.claims):
+        for task in data.tasks:
+            reps = representatives(data, scores, task, claim.order)
+            if any(n not in reps for n in claim.order):
+                continue
+            for x, y in itertools.pairwise(claim.order):
+                rows += [(task, metric, reps[x], reps[y], f"claim {i}")
+                         for metric, spec in METRICS.items() if spec.aspect == claim.aspect]
+    for task in data.tasks:
+        present = [lab for lab in data.labels
+                   if len(inst) and ((inst["task"] == task) & (inst["label"] == lab)).any()]
+        if compare is None:
+            pair = best_and_runner_up(inst, task, data.labels, still)
+            if pair is not None:
+                rows.append((task, "score", *pair, "best vs runner-up"))
+        elif isinstance(compare, CompareSpec):
+            base = stands_for(data, scores, task, compare.baseline)
+            if base is not None:
+                rows += [(task, "score", lab, base, "baseline") for lab in present
+                         if lab != base]
+        else:
+            for x, y in compare:
+                lx, ly = stands_for(data, scores, task, x), stands_for(data, scores, task, y)
+                if lx is not None and ly is not None and lx != ly:
+                    rows.append((task, "score", lx, ly, "compare"))
+    seen: set[tuple[str, str, frozenset[str]]] = set()
+    kept = []
+    for row in rows:
+        key = (row[0], row[1], frozenset(row[2:4]))
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return pd.DataFrame(kept, columns=list(PRIMARY_COLUMNS))
+
+
+def families(frame: pd.DataFrame, primary: pd.DataFrame | None) -> list[str]:
+    """Per comparison row, :data:`PRIMARY` when ``primary`` names its (task, metric, pair) in
+    either order, else :data:`EXPLORATORY`; every row primary when ``primary`` is None."""
+    if primary is None:
+        return [PRIMARY] * len(frame)
+    keys = {(t, m, frozenset((a, b))) for t, m, a, b in
+            primary[["task", "metric", "a", "b"]].itertuples(index=False)}
+    return [PRIMARY if (t, m, frozenset((a, b))) in keys else EXPLORATORY
+            for t, m, a, b in frame[["task", "metric", "a", "b"]].itertuples(index=False)]
+
+
+def adjust_families(frame: pd.DataFrame, exact: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values, within each family of ``frame["family"]`` on its own; rows
+    marked ``exact`` (equal differences) keep their p-value and enter no family."""
+    p = frame["p_value"].to_numpy(dtype=float)
+    out = p.copy()
+    for family in (PRIMARY, EXPLORATORY):
+        sel = (frame["family"] == family).to_numpy() & ~exact
+        if sel.any():
+            out[sel] = st.holm(p[sel].tolist())
+    return out
+
+
+def family_levels(frame: pd.DataFrame, exact: np.ndarray,
+                  alpha: float = st.ALPHA) -> dict[str, float]:
+    """α/m of each family, m its tests (finite p-values of rows not ``exact``)."""
+    tests = frame["p_value"].notna().to_numpy() & ~exact
+    return {family: alpha / max(int((tests & (frame["family"] == family).to_numpy()).sum()), 1)
+            for family in (PRIMARY, EXPLORATORY)}
+
+
+def primary_rows(comp: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons of the primary family (all of them for a frame without ``family``)."""
+    if "family" not in comp:
+        return comp
+    return comp[comp["family"] == PRIMARY]
 
 
 def lookup(comp: pd.DataFrame, task: str, metric: str, x: str, y: str) -> str | None:
