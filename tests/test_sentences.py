@@ -435,3 +435,98 @@ def test_a_result_quoted_without_a_check_is_found(tmp_path: Path):
                     "are undecided.\n\nA learning rate of 0.05 and 16 trials.\n")
     found = [p.prose.strip()[:20] for p in unchecked(readme, added)]
     assert found == ["On the bandit PPO be", "GRPO is 3rd of the f", "Of the 20 comparison"]
+
+
+# --- a table of the notes generated from the report's tables --------------------------------
+
+NAMES = {"ppo": "PPO", "grpo": "GRPO", "gspo": "GSPO", "rloo": "RLOO",
+         "reinforce-pp": "REINFORCE++", "online-dpo": "online DPO", "bon": "best-of-n",
+         "dpo": "DPO", "ipo": "IPO",
+         "rdpo": "rDPO", "cdpo": "cDPO", "kto": "KTO", "simpo": "SimPO", "orpo": "ORPO"}
+
+
+def zoo_ranking_table(reports: Path = REPORTS) -> list[str]:
+    """The rank table of suites/zoo.md, from ``ranking_iqm.csv`` (overall) and
+    ``ranking_per_task.csv``: each column the labels in rank order with their mean score to two
+    decimals, the overall leader with its 95% interval."""
+    def cell(name: str, value: float) -> str:
+        return f"{NAMES[name]} {value:.2f}".replace(" -", " −")
+
+    tables = reports / "zoo" / "tables"
+    overall = pd.read_csv(tables / "ranking_iqm.csv").sort_values("rank")
+    per_task = pd.read_csv(tables / "ranking_per_task.csv")
+    columns = [[cell(r.label, r.mean) for r in overall.itertuples()]]
+    lead = overall.iloc[0]
+    columns[0][0] += f" \\[{lead['low']:.2f}, {lead['high']:.2f}\\]".replace("-", "−")
+    for task in ("bandit", "token", "tiny-lm"):
+        ranked = per_task[per_task["task"] == task].sort_values("rank")
+        columns.append([cell(r.label, r.mean) for r in ranked.itertuples()])
+    return [f"| {i} | " + " | ".join(col[i - 1] for col in columns) + " |"
+            for i in range(1, len(columns[0]) + 1)]
+
+
+def test_the_zoo_rank_table_is_the_ranking_tables():
+    notes = (ROOT / "suites" / "zoo.md").read_text(encoding="utf-8").splitlines()
+    header = notes.index("| rank | overall (mean of the three scores) | bandit | token | tiny-lm |")
+    expected = zoo_ranking_table()
+    assert len(expected) == 14
+    assert notes[header + 2:header + 2 + len(expected)] == expected
+    assert not notes[header + 2 + len(expected)].startswith("|")
+
+
+def test_the_zoo_rank_table_fails_on_a_reordered_ranking(tmp_path: Path):
+    tables = tmp_path / "zoo" / "tables"
+    tables.mkdir(parents=True)
+    for name in ("ranking_iqm", "ranking_per_task"):
+        shutil.copy(REPORTS / "zoo" / "tables" / f"{name}.csv", tables / f"{name}.csv")
+    before = zoo_ranking_table(tmp_path)
+    frame = pd.read_csv(tables / "ranking_per_task.csv")
+    token = frame["task"] == "token"
+    frame.loc[token & (frame["rank"] == 1), "rank"] = 99  # DPO falls from first to last
+    frame.to_csv(tables / "ranking_per_task.csv", index=False)
+    after = zoo_ranking_table(tmp_path)
+    assert before != after
+    assert after[0].split(" | ")[3] == "rDPO 0.61" and after[-1].split(" | ")[3] == "DPO 0.62"
+
+
+# --- the standard deviation the method text gives Bonett's interval for ---------------------
+
+
+def test_the_stability_table_prints_bonett_s_interval_of_the_spread_across_instances(
+        tmp_path: Path):
+    """The method text cites Bonett's (2006) interval for standard deviations: the stability
+    table prints it, for the spread of the instances' mean final gold, and the number printed
+    and the one in stability.csv are :func:`harness.report.stats.std_interval` of those
+    instance means, recomputed here from the report's per-run table."""
+    from harness.report import write_report
+    from tests.test_report import make_store
+
+    report = write_report(make_store(tmp_path), tmp_path / "report")
+    md = (report / "index.md").read_text(encoding="utf-8")
+    assert "Bonett's (2006) interval for standard deviations (the stability table" in md
+    section = md.split("## Stability", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    column = header.index("spread across instances \\[95% CI\\]")
+    label_at = header.index("label")
+    printed = {cells[label_at]: cells[column] for cells in
+               ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    runs = pd.read_csv(report / "tables" / "runs.csv")
+    counted = runs[runs["status"].isin(("done", "diverged"))]
+    numbers = pd.read_csv(report / "tables" / "stability.csv").set_index("label")
+    with_interval = 0
+    for label in ("ppo", "grpo", "dpo"):
+        means = counted[counted["label"] == label].groupby("seed")["final_gold_reward"].mean()
+        expected = st.std_interval(means.dropna().to_numpy())
+        assert printed[label] == expected.format(3).replace("[", "\\[").replace("]", "\\]")
+        row = numbers.loc[label]
+        assert (row["instance_std"], row["instance_std_low"], row["instance_std_high"]) == \
+            pytest.approx((expected.value, expected.low, expected.high), rel=1e-12, nan_ok=True)
+        assert expected.has_interval == (means.notna().sum() >= 5)
+        if expected.has_interval:  # from 5 instances: Bonett's, not the chi-square interval
+            with_interval += 1
+            assert expected.low < expected.value < expected.high
+            chi2 = st.chi2_std_interval(means.dropna().to_numpy())
+            assert (expected.low, expected.high) != pytest.approx((chi2.low, chi2.high))
+            assert " \\[" in printed[label]
+    assert with_interval == 1  # dpo; ppo and grpo lose an instance to a failed or NaN run
