@@ -1,7 +1,9 @@
 """Every number a sentence quotes comes from a table.
 
-The README and the suites' notes (``suites/*.md``, ``suites/reproductions/*.md``) quote results
-of the committed reports: differences, intervals, p-values, decisions, verdicts, ranks. Each
+The README and the suites' notes (``suites/*.md``) quote results of the committed reports:
+differences, intervals, p-values, decisions, verdicts, ranks. (``suites/reproductions/README.md``
+quotes the ``reproduction.md`` files that ``suites/reproductions/analyse.py`` writes, and
+intervals that its functions compute from per-run tables; it is not covered here.) Each
 such passage carries, in an HTML comment (invisible when rendered), the claims it makes, in a
 small declarative form::
 
