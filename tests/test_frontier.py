@@ -120,3 +120,33 @@ def test_a_sweep_point_s_kl_interval_stays_at_or_above_zero():
     row = points.iloc[0]
     assert row["kl"] == pytest.approx(mean) and row["kl_low"] == 0.0
     assert row["gold_low"] < row["gold"]  # gold is not bounded: left as it is
+
+
+def test_mde_and_instances_needed_are_at_the_family_level():
+    """Decisions are taken at Holm's α/m, so the smallest detectable difference and the
+    instances that would decide must be too: at α = 0.05 they promise what the table cannot
+    decide. Checked against scipy's noncentral t: at ``mde`` the paired test at α/m has 80%
+    power, and ``seeds_needed`` is the first n at which it reaches 80% for the observed effect."""
+    _, _, _, comp = fr.frontier_tables(synthetic(0.01, seeds=5, noise=0.05))
+    m = int(comp["p_value"].notna().sum())
+    assert m == len(comp) == fr.GRID_POINTS + 1
+    level = 0.05 / m
+
+    def power(effect_sd: float, n: int, alpha: float) -> float:
+        df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+        nc = effect_sd * math.sqrt(n)
+        return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+    undecided = 0
+    for r in comp.itertuples():
+        half = (r.ci_high - r.ci_low) / 2
+        sd = half * math.sqrt(r.n) / stats.t.ppf(0.975, r.n - 1)
+        assert power(r.mde / sd, r.n, level) == pytest.approx(0.8, abs=1e-6)
+        # at α = 0.05 the same design detects a smaller difference: the old, wrong figure
+        assert power(r.mde / sd, r.n, 0.05) > 0.9
+        if r.decision == "undecided":
+            undecided += 1
+            k = int(r.seeds_needed)
+            effect = abs(r.mean_diff) / sd
+            assert power(effect, k, level) >= 0.8 > power(effect, k - 1, level)
+    assert undecided >= 3  # the check above ran on rows that promise instances

@@ -1139,10 +1139,12 @@ def stability_section(rep: Report) -> pd.DataFrame:
         df = int(mine["replicate_df"].sum())
         ss = float((mine["replicate_std"].fillna(0) ** 2 * mine["replicate_df"]).sum())
         pooled = math.sqrt(ss / df) if df > 0 else math.nan
+        across = st.std_interval(mine["final_gold_reward"].dropna().to_numpy())
         dd = counted["drawdown"].dropna()
         num = {"task": task, "label": label, "runs": n, "counted": len(counted),
                "instances": int(sub["seed"].nunique()),
                "replicate_std_pooled": pooled, "replicate_df": df,
+               **_est("instance_std", across),
                "diverged": k_div, **_est("divergence_rate", div),
                "failed": k_fail, **_est("failure_rate", fail),
                "drawdown_worst": float(dd.max()) if len(dd) else math.nan,
@@ -1150,6 +1152,7 @@ def stability_section(rep: Report) -> pd.DataFrame:
         row = {"task": task, "label": label, "runs": n,
                "spread across replicates (df)": (f"{fmt(pooled)} ({df})" if df > 0
                                                  else "n/a (one replicate)"),
+               "spread across instances [95% CI]": across.format(3),
                "divergence rate [95% CI]": f"{k_div}/{n}: {div.format(2)}",
                "failure rate": f"{k_fail}/{n}",
                "worst / median drawdown": f"{fmt(num['drawdown_worst'])} / "
@@ -1170,6 +1173,10 @@ def stability_section(rep: Report) -> pd.DataFrame:
             "reward among the runs of one instance, pooled over instances (square root of the "
             "df-weighted mean variance; df = runs − 1 per instance): it measures the "
             "algorithm's own randomness, not the differences between task instances. "
+            "Spread across instances: the standard deviation of the instances' mean final "
+            "gold reward (the instance is the independent unit), with Bonett's (2006) "
+            "interval from 5 instances on; it holds the tasks' variation too, and is the "
+            "scale the replicate spread is small or large against. "
             "Divergence and failure rates over all finished runs, with Clopper-Pearson "
             "intervals; drawdown: the largest fall of gold reward below its running best "
             f"within a run; spikes: train steps above the run's rolling median (9 steps) by "
@@ -1397,7 +1404,8 @@ def method_section(rep: Report) -> None:
              "instance's runs are averaged first.")
     rep.text("Intervals (all 95%): Student t for means and mean differences (final metrics, "
              "compute, curve bands and bars, paired differences); Bonett's (2006) interval for "
-             "standard deviations where one is given; Clopper-Pearson for rates (divergence, "
+             "standard deviations (the stability table's spread across instances; none "
+             "below 5 instances); Clopper-Pearson for rates (divergence, "
              "failure). No bootstrap interval is printed: at 5 to 10 instances the percentile "
              "bootstrap of a mean covers about 84% to 90%, not 95%. IQM "
              "(scipy.stats.trim_mean(x, 0.25)) and probability of improvement (Mann-Whitney "

@@ -13,7 +13,10 @@ shared KL range, divided by its width, is its mean gold over that range.
 Paired comparisons, with the report's machinery (:mod:`harness.report.stats`): per-instance
 differences, Student t interval and two-sided p-value, Holm's step-down adjustment over every
 comparison of the table, a decision at α = 0.05, the smallest difference the design detects at
-80% power (``mde``) and, when undecided, the instances that would detect the observed one.
+80% power (``mde``) and, when undecided, the instances that would detect the observed one. Like
+:func:`harness.report.compare.comparisons`, ``mde`` and ``seeds_needed`` are computed at the
+family's level α/m (m the comparisons of the table with a p-value), the level Holm's adjustment
+holds the smallest p-value to: at α = 0.05 they would promise decisions the table cannot take.
 
 **Tuning.** For every tuned algorithm: its trials' values (the mean objective over the tuning
 instances), the expected maximum of n trials (Dodge et al. 2019; see :mod:`harness.tuning`) and
@@ -102,6 +105,13 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return np.asarray(st.holm(p_values), dtype=float)
 
 
+def family_alpha(p_values: Sequence[float], alpha: float = st.ALPHA) -> float:
+    """α/m, m the finite p-values of the family: the level ``mde`` and ``seeds_needed`` of a
+    frontier comparison are computed at (as :func:`harness.report.compare.family_alpha`)."""
+    m = int(np.isfinite(np.asarray(p_values, dtype=float)).sum())
+    return alpha / max(m, 1)
+
+
 def paired(values: Sequence[float]) -> tuple[int, float, float, float, float]:
     """(n, mean, low, high, p) of a sample (per-instance values or differences): the Student t
     interval and test of :func:`harness.report.stats.paired_difference` against zero."""
@@ -188,8 +198,11 @@ def frontier_tables(
             st.decide(r.mean_diff, r.p_adjusted, higher_is_better=True)
             for r in comparisons.itertuples()
         ]
+        level = family_alpha(comparisons["p_value"].tolist())
+        comparisons["mde"] = [st.minimum_detectable(r.sd, int(r.n), alpha=level)
+                              for r in comparisons.itertuples()]
         comparisons["seeds_needed"] = [
-            "" if d != st.UNDECIDED else st.seeds_needed(r.mean_diff, r.sd)
+            "" if d != st.UNDECIDED else st.seeds_needed(r.mean_diff, r.sd, alpha=level)
             for d, r in zip(comparisons["decision"], comparisons.itertuples(), strict=True)
         ]
         comparisons = comparisons.drop(columns="sd")
@@ -201,4 +214,4 @@ def _comparison(task: str, a: str, b: str, metric: str, a_values: list[float],
     r = st.paired_difference(a_values, b_values)
     return {"task": task, "metric": metric, "a": a, "b": b, "n": r.n, "mean_diff": r.mean_diff,
             "ci_low": r.low, "ci_high": r.high, "p_value": r.p_value,
-            "mde": st.minimum_detectable(r.sd, r.n), "sd": r.sd}
+            "mde": math.nan, "sd": r.sd}
