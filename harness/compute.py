@@ -14,10 +14,31 @@ left out: at the sequence lengths of these tasks it is a few percent. Runs of ta
 report no FLOPs (``None`` in their summary): a lookup table's "parameters" are not multiplied by
 anything.
 
+**Counted work.** Beside the estimate, the meter counts the work itself, per model *role* —
+``policy`` (π being trained), ``reference`` (π_ref), ``reward`` (r̂), ``critic`` (a value model),
+``other``: the tokens through forward-only passes (generation included: a sampled token is one
+forward token of the model that sampled it) and the tokens through forward-backward passes
+(:meth:`ComputeMeter.train`), and the samples generated apart from those read from data (an
+offline method adds the pairs it reads to ``samples`` directly, as before). The role of a model
+is the one given to :meth:`ComputeMeter.assign` (the runner assigns the run context's policy,
+π_ref and r̂), else the one its class implies (a ``ValueModel`` is a critic, a ``RewardModel``
+r̂, a frozen ``Policy`` π_ref, a trainable one π), so plugins keep calling
+``meter.forward(model, tokens)``; a ``role=`` argument overrides both. The counts depend on the
+spec and the seed (and the device's random streams), not on the machine's speed or load; the
+FLOPs are
+Σ_role (2·N·forward + 6·N·backward) tokens (LoRA: 4N + 2·N_trainable for backward). For a tabular
+model a token is one row of its table — the logits of (x, y_<t) for π and π_ref, V(x, y_<t) for a
+critic — so its forward tokens are rows read and its backward tokens rows updated (each touch
+counted). A tabular r̂ keeps one entry per response, read once per scored response; it is counted
+per token as the algorithms report it, which is the same on one-token responses (the bandit) and
+an upper bound on longer ones.
+
 **CPU seconds.** Each phase is also charged the process's CPU time (user + system, all threads:
-``time.process_time``). Unlike wall time it does not grow when other processes compete for the
-cores, so it is what reports compare; wall time is reported beside it. (Threads that spin while
-waiting for work, as OpenMP's do for a short while, are charged for the spin.)
+``time.process_time``). It is reported beside wall time, but it is not a machine-independent
+measure: the committed bandit runs, re-run on a machine at load average 10–18, gave results
+identical to 1e-16 and 3.5–4.5× the CPU seconds of a quiet machine. (Threads that spin while
+waiting for work, as OpenMP's do for a short while, are charged for the spin.) The counted work
+above is what does not move with load.
 
 **Model state.** :func:`model_state_bytes` counts the bytes of the parameters, buffers, gradients
 and optimiser state reachable from the objects given (an algorithm, its context, its task), each
@@ -35,7 +56,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.policy import Policy, RewardModel, ValueModel
+
 PHASES = ("generate", "score", "train", "eval")
+ROLES = ("policy", "reference", "reward", "critic", "other")
+"""The model roles whose work is counted: π, π_ref, r̂, a critic, and any other model."""
 
 
 def flop_parameters(model: nn.Module) -> int:
@@ -73,7 +98,19 @@ class ComputeMeter:
     """Response tokens that went through a backward pass (counted once per pass)."""
     flops: float = 0.0
     """Estimated FLOPs of every pass counted (2N per token forward, 6N forward-backward)."""
+    samples_generated: int = 0
+    """Responses sampled from a model (:meth:`generated`); ``samples`` minus these were read
+    from data."""
+    forward_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLES, 0))
+    """Tokens through forward-only passes, generation included, per role (see ``ROLES``)."""
+    backward_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLES, 0))
+    """Tokens through forward-backward passes (:meth:`train`), per role, each pass counted."""
+    flops_by_role: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ROLES, 0.0))
+    """``flops`` split by the role of the model that did the work."""
+    parameters_by_role: dict[str, int] = field(default_factory=dict)
+    """N of the FLOP estimate of each role's model (the last one counted, where several)."""
     _n_params: dict[int, int] = field(default_factory=dict)
+    _roles: dict[int, str] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -89,30 +126,83 @@ class ComputeMeter:
             self.seconds[name] += time.perf_counter() - start
             self.cpu_seconds[name] += time.process_time() - cpu_start
 
-    def forward(self, model: nn.Module, tokens: int) -> None:
-        """``model`` ran a forward pass over ``tokens`` tokens: 2·N·tokens FLOPs."""
-        self.flops += 2.0 * self._params(model) * tokens
+    def assign(self, model: nn.Module | None, role: str) -> None:
+        """Count ``model``'s work under ``role`` (one of ``ROLES``) from now on."""
+        if role not in ROLES:
+            raise ValueError(f"unknown model role '{role}' (roles: {', '.join(ROLES)})")
+        if model is not None:
+            self._roles[id(model)] = role
 
-    def train(self, model: nn.Module, tokens: int, *, count_tokens: bool = True) -> None:
+    def role_of(self, model: nn.Module) -> str:
+        """The role ``model``'s work is counted under: the one assigned, else its class's."""
+        if id(model) in self._roles:
+            return self._roles[id(model)]
+        if isinstance(model, ValueModel):
+            return "critic"
+        if isinstance(model, RewardModel):
+            return "reward"
+        if isinstance(model, Policy):
+            trains = any(p.requires_grad for p in model.parameters())
+            return "policy" if trains else "reference"
+        return "other"
+
+    @property
+    def samples_from_data(self) -> int:
+        """Samples read from data rather than generated (an offline method's pairs)."""
+        return self.samples - self.samples_generated
+
+    def forward(self, model: nn.Module, tokens: int, *, role: str | None = None) -> None:
+        """``model`` ran a forward pass over ``tokens`` tokens: 2·N·tokens FLOPs, counted as
+        forward tokens of its role (``role``, else :meth:`role_of`)."""
+        self._count(model, role, self.forward_tokens, tokens, 2.0 * self._params(model) * tokens)
+
+    def train(self, model: nn.Module, tokens: int, *, count_tokens: bool = True,
+              role: str | None = None) -> None:
         """``model`` ran forward and backward over ``tokens`` tokens: 6·N·tokens FLOPs when every
         weight trains — 2N forward, 2N for the gradients of the activations, 2N for those of the
         weights — and (4N + 2·N_trainable)·tokens when only some do (LoRA adapters on a frozen
-        base: the base's weight gradients are never computed).
+        base: the base's weight gradients are never computed). The tokens count as backward
+        tokens of the model's role.
 
         ``tokens_trained`` counts response tokens through a backward pass once per pass; when a
         second model (e.g. a critic) trains on the same tokens, pass ``count_tokens=False``.
         """
         n = self._params(model)
         trainable = self._trainable(model)
-        self.flops += (4.0 * n + 2.0 * min(trainable, n)) * tokens
+        flops = (4.0 * n + 2.0 * min(trainable, n)) * tokens
+        self._count(model, role, self.backward_tokens, tokens, flops)
         if count_tokens:
             self.tokens_trained += tokens
 
-    def generated(self, model: nn.Module, samples: int, tokens: int) -> None:
-        """``model`` generated ``samples`` responses, ``tokens`` tokens in all (2·N per token)."""
+    def generated(self, model: nn.Module, samples: int, tokens: int, *,
+                  role: str | None = None) -> None:
+        """``model`` generated ``samples`` responses, ``tokens`` tokens in all (2·N per token),
+        counted as samples generated and as forward tokens of its role."""
         self.samples += samples
+        self.samples_generated += samples
         self.tokens_generated += tokens
-        self.flops += 2.0 * self._params(model) * tokens
+        self._count(model, role, self.forward_tokens, tokens, 2.0 * self._params(model) * tokens)
+
+    def counts(self) -> dict[str, object]:
+        """The counted work so far, as plain numbers (what a run's summary stores)."""
+        return {
+            "samples_generated": self.samples_generated,
+            "samples_from_data": self.samples_from_data,
+            "forward_tokens": dict(self.forward_tokens),
+            "backward_tokens": dict(self.backward_tokens),
+            "flops_by_role": dict(self.flops_by_role),
+            "parameters_by_role": dict(self.parameters_by_role),
+        }
+
+    def _count(self, model: nn.Module, role: str | None, tally: dict[str, int], tokens: int,
+               flops: float) -> None:
+        role = self.role_of(model) if role is None else role
+        if role not in ROLES:
+            raise ValueError(f"unknown model role '{role}' (roles: {', '.join(ROLES)})")
+        tally[role] += int(tokens)
+        self.flops += flops
+        self.flops_by_role[role] += flops
+        self.parameters_by_role[role] = self._params(model)
 
     @property
     def wall_seconds(self) -> float:

@@ -16,6 +16,12 @@ algorithm's fixed point → the r̂ evaluation reads → the memory baseline →
 goes → the measured memory peaks; then, however the run ended (an exception out of any stage is
 caught and classified by :func:`_caught`), record it. The stages pass the run along in one
 :class:`_Run`.
+
+The summary's ``compute`` holds the seconds per phase (wall and CPU) and the counted work of
+:class:`~harness.compute.ComputeMeter` (samples generated and read from data, forward and backward
+tokens per model role, FLOPs per role; table rows for tabular policies); ``load_average`` the
+mean and max of the 1-minute load average sampled at the start, at each evaluation and at the end,
+so a reader sees what load did to the timed part.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +121,9 @@ def build_context(
             context.reference = OffloadedPolicy(context.reference, device)
         if context.reward_model is not None:
             context.reward_model = OffloadedReward(context.reward_model, device)
+    for model, role in ((context.policy, "policy"), (context.reference, "reference"),
+                        (context.reward_model, "reward")):
+        context.meter.assign(model, role)
     return context
 
 
@@ -653,6 +663,8 @@ class _Run:
     prepare_peak: int = 0
     peak_rss: int = 0
     host_mark: bool = False
+    loads: list[float] = dataclasses.field(default_factory=list)
+    """The 1-minute load average at the start of training, at each evaluation and at the end."""
 
     def precision(self) -> Any:
         """The context every computation of the run executes in (:func:`precision_context`)."""
@@ -869,6 +881,7 @@ def _evaluate(run: _Run) -> dict[str, float]:
 
     context, spec, meter = run.context, run.spec, run.meter
     assert context is not None and meter is not None
+    run.loads.append(load_average())
     bad_params = nonfinite_parameters(context.policy)
     if bad_params:
         raise _Diverged(f"non-finite parameters at step {run.step} "
@@ -1030,7 +1043,9 @@ def _summary(run: _Run) -> dict[str, Any]:
             "tokens_generated": meter.tokens_generated,
             "tokens_trained": meter.tokens_trained,
             "flops": None if run.task_kind == "tabular" else meter.flops,
+            **_counted_work(meter, tabular=run.task_kind == "tabular"),
         },
+        "load_average": _load_summary([*run.loads, load_average()]),
         "wall_seconds": wall,
         "memory": None if run.state_bytes is None else {
             "model_state_bytes": run.state_bytes,
@@ -1053,6 +1068,36 @@ def _summary(run: _Run) -> dict[str, Any]:
         # where it ran: what ``rlhf-harness reproduce`` names when numbers differ
         "environment": {"device": str(run.device), "threads": torch.get_num_threads()},
     }
+
+
+def load_average() -> float:
+    """The system's 1-minute load average (NaN where the platform has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return math.nan
+
+
+def _load_summary(loads: list[float]) -> dict[str, Any]:
+    """Mean and max of the 1-minute load averages sampled during a run, and how many."""
+    finite = [x for x in loads if math.isfinite(x)]
+    return {
+        "mean_1min": sum(finite) / len(finite) if finite else None,
+        "max_1min": max(finite) if finite else None,
+        "points": len(finite),
+    }
+
+
+def _counted_work(meter: ComputeMeter, *, tabular: bool) -> dict[str, Any]:
+    """The meter's counted work for the summary: samples generated and read from data, tokens
+    per role forward and backward, FLOPs per role (neural policies); for tabular policies the
+    same token counts as table rows read and updated (:mod:`harness.compute`)."""
+    counts = meter.counts()
+    if tabular:
+        counts["flops_by_role"] = None
+        counts["rows_read"] = dict(meter.forward_tokens)
+        counts["rows_updated"] = dict(meter.backward_tokens)
+    return counts
 
 
 def _peak_above_baseline(run: _Run) -> int:

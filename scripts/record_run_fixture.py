@@ -43,7 +43,7 @@ TINY_LM_PAIRS = 256
 DROPPED = frozenset({
     "wall_seconds", "seconds", "cpu_seconds", "peak_above_baseline_mb", "baseline_mb",
     "peak_host_memory_mb", "peak_gpu_memory_mb", "peak_device_bytes", "peak_prepare_bytes",
-    "headroom", "versions", "environment",
+    "headroom", "versions", "environment", "load_average",
     "run_id", "config_hash", "metric_meanings",
 })
 """Summary keys (at any depth) that measure the machine rather than the run, or that name the

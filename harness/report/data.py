@@ -3,7 +3,9 @@
 ``runs``: one row per run folder — identity (label, algorithm, task, seed, replicate, sweep
 point), status and reason, final evaluation metrics (``final_<metric>``) and those of the first
 evaluation, before any training (``initial_<metric>``: π_ref's), compute totals (wall and CPU
-seconds per phase, FLOPs — NaN for tabular policies), model-state bytes and memory. ``seed`` is
+seconds per phase, FLOPs — NaN for tabular policies), the counted work (samples generated and
+read from data, forward and backward tokens per model role, or table rows for tabular policies:
+``work_unit``), the load average during the run, model-state bytes and memory. ``seed`` is
 the *instance* seed (task draw, preference data, r̂); ``replicate`` numbers the algorithm's own
 random streams on it (0 for stores written before replicates existed). ``metrics``:
 every run's tidy metrics table, concatenated, with the run's label, algorithm, task, seed and
@@ -46,6 +48,8 @@ from harness.suite import (
 )
 
 PHASES = ("generate", "score", "train", "eval")
+ROLES = ("policy", "reference", "reward", "critic", "other")
+"""Model roles whose work a run counts (:data:`harness.compute.ROLES`, without importing torch)."""
 X_AXES = ("step", "samples", "wall_seconds", "flops")
 """What learning curves can be drawn against (columns of ``metrics.parquet``)."""
 FINAL_METRICS = ("gold_reward", "proxy_reward", "kl_ref")
@@ -161,6 +165,31 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
     row["peak_host_memory_mb"] = _finite(summary.get("peak_host_memory_mb"))
     row["peak_gpu_memory_mb"] = _finite(summary.get("peak_gpu_memory_mb"))
     row["models_resident"] = _finite(summary.get("models_resident"))
+    row.update(_counted_work(compute, summary.get("load_average") or {}))
+    return row
+
+
+def _counted_work(compute: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
+    """A run's counted work (NaN for runs recorded before it was counted): samples generated
+    and read from data, ``forward_<role>`` and ``backward_<role>`` — tokens, or table rows read
+    and updated for tabular policies (``work_unit``) — and ``flops_<role>`` (neural policies);
+    then the 1-minute load average during the run (``load_mean``, ``load_max``)."""
+    counted = "forward_tokens" in compute
+    tabular = "rows_read" in compute
+    row: dict[str, Any] = {
+        "work_unit": ("table rows" if tabular else "tokens") if counted else "",
+        "samples_generated": _finite(compute.get("samples_generated")),
+        "samples_from_data": _finite(compute.get("samples_from_data")),
+    }
+    forward = compute.get("rows_read" if tabular else "forward_tokens") or {}
+    backward = compute.get("rows_updated" if tabular else "backward_tokens") or {}
+    by_role = compute.get("flops_by_role") or {}
+    for role in ROLES:
+        row[f"forward_{role}"] = _finite(forward.get(role, 0 if counted else None))
+        row[f"backward_{role}"] = _finite(backward.get(role, 0 if counted else None))
+        row[f"flops_{role}"] = _finite(by_role.get(role))
+    row["load_mean"] = _finite(load.get("mean_1min"))
+    row["load_max"] = _finite(load.get("max_1min"))
     return row
 
 

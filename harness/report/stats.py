@@ -71,6 +71,10 @@ NONNEGATIVE = frozenset({
     "kl_ref", "regret", "target_regret", "entropy", "response_length", "replicate_std",
     "train_cpu_seconds", "train_seconds", "flops", "model_state_mb", "peak_above_baseline_mb",
     "models_resident", "drawdown", "samples",
+    # counted work (harness/report/data.py, ``_counted_work``) and the load average
+    "samples_generated", "samples_from_data", "load_mean", "load_max",
+    *(f"{kind}_{role}" for kind in ("forward", "backward", "flops")
+      for role in ("policy", "reference", "reward", "critic", "other")),
 })
 """Quantities that cannot be negative (the report clips their intervals at 0)."""
 UNIT_INTERVAL = frozenset({"win_rate_ref", "divergence_rate", "failure_rate"})
