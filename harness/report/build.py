@@ -1468,8 +1468,8 @@ def ranking_section(rep: Report) -> None:
                lambda p: fig.ranking(fig_frame, poi.assign(low=math.nan, high=math.nan), d.labels,
                                      p, "score", rep.colours))
     top = table.iloc[0]
-    rep.text("Highest mean score: {label} ({value}), ranked {ranks} in 95% of the bootstrap "
-             "resamples of instances; whether it is better than the others is the paired "
+    rep.text("Highest mean score: {label} ({value}; rank {ranks} over 95% of the bootstrap "
+             "resamples of instances); whether it is better than the others is the paired "
              "comparisons' decision (summary above).", label=top["label"],
              value=st.Estimate(top["mean"], top["low"], top["high"]).format(),
              ranks=_rank_interval(top["rank_low"], top["rank_high"]))
