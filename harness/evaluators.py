@@ -130,8 +130,9 @@ class GoldReward(Evaluator):
             second = float((probs * ex.reward.square()).sum(-1).mean())
             return {"gold_reward": mean, "gold_reward_sd": math.sqrt(max(second - mean**2, 0.0))}
         gold = ctx.samples.gold
-        sd = float(gold.std()) if gold.numel() > 1 else math.nan
-        return {"gold_reward": float(gold.mean()), "gold_reward_sd": sd}
+        if gold.numel() < 2:  # no spread to measure (and NaN would mark the run diverged)
+            return {"gold_reward": float(gold.mean())}
+        return {"gold_reward": float(gold.mean()), "gold_reward_sd": float(gold.std())}
 
 
 class ProxyReward(Evaluator):

@@ -311,3 +311,9 @@ def test_gold_reward_sd_is_the_spread_of_r_star_under_the_policy_exact_and_sampl
                                                 reward_model=None, beta=0.1,
                                                 samples_per_prompt=4000, seed=0))
     assert sampled["gold_reward_sd"] == pytest.approx(sd, rel=0.03)
+    # one sample has no spread: the key is left out (a NaN would mark the run diverged)
+    one = BanditTask(BanditParams(num_prompts=8, num_arms=16, num_eval_prompts=1), seed=3)
+    single = GoldReward().evaluate(EvalContext(task=one, policy=ref, reference=ref,
+                                               reward_model=None, beta=0.1,
+                                               samples_per_prompt=1, seed=0))
+    assert set(single) == {"gold_reward"} and math.isfinite(single["gold_reward"])
