@@ -8,7 +8,8 @@ with a generator seeded identically at every evaluation, scores them once, and e
 reads from that one batch.
 
 ========================  ======================================================================
-``gold_reward``           E_x E_{y~π} r*(x, y)
+``gold_reward``           E_x E_{y~π} r*(x, y); ``gold_reward_sd``: its standard deviation over x
+                          and y ~ π (exact on tabular tasks, the sample sd on samples)
 ``proxy_reward``          E_x E_{y~π} r̂(x, y)  (r̂: the suite's fitted reward model)
 ``kl_ref``                E_x KL(π(·|x) ‖ π_ref(·|x)); sampled: mean of Σ_t log π/π_ref (k1), or
                           ``policy.kl_to_reference()`` when π's log-probs are intractable
@@ -24,6 +25,7 @@ read what you need from the context.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -113,12 +115,24 @@ class Evaluator(ABC):
 
 
 class GoldReward(Evaluator):
+    """``gold_reward`` and ``gold_reward_sd``, the spread of r*(x, y) over the eval prompts x
+    and responses y ~ π. At the first evaluation π is π_ref, so the run records π_ref's spread:
+    a scale of the task instance alone, by which reports divide gold gains where the task knows
+    no optimum (:mod:`harness.report.compare`)."""
+
     name = "gold_reward"
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         if ctx.exact is not None:
-            return {"gold_reward": ctx.exact.expected_reward(ctx.policy_table)}
-        return {"gold_reward": float(ctx.samples.gold.mean())}
+            ex = ctx.exact
+            probs = ctx.policy_table.exp()
+            mean = ex.expected_reward(ctx.policy_table)
+            second = float((probs * ex.reward.square()).sum(-1).mean())
+            return {"gold_reward": mean, "gold_reward_sd": math.sqrt(max(second - mean**2, 0.0))}
+        gold = ctx.samples.gold
+        if gold.numel() < 2:  # no spread to measure (and NaN would mark the run diverged)
+            return {"gold_reward": float(gold.mean())}
+        return {"gold_reward": float(gold.mean()), "gold_reward_sd": float(gold.std())}
 
 
 class ProxyReward(Evaluator):

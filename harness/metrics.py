@@ -80,6 +80,10 @@ _METRICS = [
     # --- what the evaluators measure -------------------------------------------------------------
     Metric("gold_reward", "E r*(x, y) under π on the eval prompts: exact on tabular tasks, on "
            "samples otherwise", "reward units of r*", ("evaluator",)),
+    Metric("gold_reward_sd", "standard deviation of r*(x, y) over the eval prompts x and "
+           "y ~ π: exact on tabular tasks, the sample standard deviation (n − 1) of the "
+           "evaluation's samples otherwise; at the first evaluation, π_ref's, the scale of a "
+           "task's scores where it knows no optimum", "reward units of r*; ≥ 0", ("evaluator",)),
     Metric("proxy_reward", "E r̂(x, y) under π on the eval prompts, r̂ the suite's reward model",
            "reward units of r̂", ("evaluator",)),
     Metric("win_rate_ref", "P(r*(y) > r*(y')) + ½ P(=), y ~ π, y' ~ π_ref",

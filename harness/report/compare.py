@@ -5,10 +5,18 @@ every comparison: each configuration's runs on an instance (its replicates) are 
 to one value per instance, and two configurations are compared on the instances they share, by
 the per-instance differences (a paired t-test). The quantities compared (:data:`METRICS`):
 
-- **score** (reward, higher is better): per run, the *gap closure*
-  (J_β(π) − J_β(π_ref)) / (J_β(π*_β) − J_β(π_ref)) = 1 − regret/regret(π_ref) where the task
-  knows its optimum (the regret evaluator ran); else the gold gain over π_ref,
-  r*(π) − r*(π_ref), divided by the largest mean gain of any configuration on the task.
+- **score** (reward, higher is better): per run, a number fixed by the task instance and the
+  run alone, never by the other configurations of the suite (removing one leaves every other
+  score, and so every ranking among the rest, as it was). Where the task knows its optimum (the
+  regret evaluator ran), the *gap closure*
+  (J_β(π) − J_β(π_ref)) / (J_β(π*_β) − J_β(π_ref)) = 1 − regret/regret(π_ref); else the
+  *standardised gold gain* (r*(π) − r*(π_ref)) / sd_ref, sd_ref the standard deviation of
+  r*(x, y) over the eval prompts and y ~ π_ref, recorded by the ``gold_reward`` evaluator at
+  the run's first evaluation (``gold_reward_sd``, π = π_ref; the same for every configuration
+  on an instance, as the evaluation's samples are seeded by the instance). Runs recorded before
+  ``gold_reward_sd`` existed lack sd_ref: on a task where any run lacks it, the gain is divided
+  by the largest mean gain of any configuration on the task (kind ``gold gain``), which does
+  depend on who else is in the suite, and the report says so.
 - **replicate_std** (stability, lower is better): the standard deviation of the final gold reward
   across an instance's replicates (needs two or more).
 - **divergence_rate** (stability): the fraction of an instance's finished runs that diverged.
@@ -93,12 +101,29 @@ NOT_LEARNED_KL = 1e-3
 """Nats: a configuration whose final KL(π‖π_ref) stays below this has not moved from π_ref."""
 
 
+GAP_CLOSURE, STANDARDISED, RELATIVE = "gap closure", "standardised gold gain", "gold gain"
+"""The kinds of ``score`` (the module docstring)."""
+SCORE_KINDS = {
+    GAP_CLOSURE: "gap closure, the share of the way from π_ref to π*_β in J_β",
+    STANDARDISED: "gold gain over π_ref in units of the standard deviation of π_ref's gold "
+                  "reward on the instance",
+    RELATIVE: "gold gain over π_ref relative to the largest mean gain on the task",
+}
+"""What each kind of score is, as a report says it."""
+
+
 def score_kind(runs: pd.DataFrame, task: str) -> str:
-    """``gap closure`` when the task's runs know their optimum (regret), else ``gold gain``."""
+    """The kind of ``score`` of ``task``'s runs (:data:`SCORE_KINDS`): ``gap closure`` when
+    they know their optimum (regret); else ``standardised gold gain`` when every counted run
+    recorded π_ref's ``gold_reward_sd``; else ``gold gain`` (relative to the largest)."""
     sub = runs[runs["task"] == task]
     has = (sub["initial_regret"].notna() & (sub["initial_regret"] > 0)
            & sub.get("final_regret", pd.Series(np.nan, index=sub.index)).notna())
-    return "gap closure" if len(sub) and bool(has.any()) else "gold gain"
+    if len(sub) and bool(has.any()):
+        return GAP_CLOSURE
+    counted = sub[sub["status"].isin(("done", "diverged"))] if "status" in sub else sub
+    sd = counted.get("initial_gold_reward_sd", pd.Series(np.nan, index=counted.index))
+    return STANDARDISED if len(counted) and bool(sd.notna().all()) else RELATIVE
 
 
 def run_scores(data: StoreData) -> pd.DataFrame:
@@ -109,11 +134,16 @@ def run_scores(data: StoreData) -> pd.DataFrame:
     u["score"] = np.nan
     for task in data.tasks:
         sel = u["task"] == task
-        if score_kind(u, task) == "gap closure":
+        kind = score_kind(u, task)
+        if kind == GAP_CLOSURE:
             r0 = u.loc[sel, "initial_regret"].where(u.loc[sel, "initial_regret"] > 0)
             u.loc[sel, "score"] = 1 - u.loc[sel, "final_regret"] / r0
+            continue
+        gain = u.loc[sel, "final_gold_reward"] - u.loc[sel, "initial_gold_reward"]
+        if kind == STANDARDISED:
+            sd = u.loc[sel, "initial_gold_reward_sd"]
+            u.loc[sel, "score"] = gain / sd.where(sd > 0)
         else:
-            gain = u.loc[sel, "final_gold_reward"] - u.loc[sel, "initial_gold_reward"]
             best = gain.groupby(u.loc[sel, "label"]).mean().max()
             scale = float(best) if math.isfinite(best) and best > 0 else 1.0
             u.loc[sel, "score"] = gain / scale

@@ -4,6 +4,14 @@ Every task knows its true reward, so a run is judged by r*, not by the proxy r̂
 optimises. Tasks whose responses can be enumerated (the tabular ones) also give the exact
 optimum: see :meth:`Task.enumerate_responses` and :mod:`harness.exact`.
 
+How a report scores a run is fixed by its task, never by the other algorithms of a suite: where
+the task enumerates its responses, the gap closure in J_β (the share of the way from π_ref to
+π*_β); otherwise the gold gain over π_ref in units of sd_ref, the standard deviation of r*(x, y)
+over the eval prompts and y ~ π_ref, which the ``gold_reward`` evaluator records with every run
+at its first evaluation (``gold_reward_sd``). sd_ref depends only on the task instance (its
+π_ref, r* and eval prompts; the evaluation's samples are seeded by the instance), so a task
+needs no code for it; a task whose π_ref has a gold reward with no spread gets no score.
+
 A task is built from a parameter dataclass ``Params`` (every field documented) and a seed; the
 same params and seed give the same prompts, π_ref and r*. New tasks are plugins: subclass
 :class:`Task` and register it with the ``register_tasks`` hook.
