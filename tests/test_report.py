@@ -136,8 +136,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 N_RUNS = 5 + 5 + 5 + 2 + 2 + 1
 
 FIGURES = ("curves_step", "frontier", "overoptimisation", "regret_step", "compute_time",
-           "compute_resources", "final_gold", "ranking")
+           "compute_resources", "final_gold", "ranking", "budget_samples")
 TABLES = ("status", "runs", "final_metrics", "overoptimisation", "compute", "time_to_threshold",
+          "cost_to_reach",
           "stability", "per_run_stability", "ranking_iqm", "probability_of_improvement",
           "comparisons", "claims", "claim_steps", "reward_model")
 

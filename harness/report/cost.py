@@ -12,7 +12,8 @@ configuration on a task, so adding or removing a configuration never moves it:
 
 A run's cost to reach a fraction is the cumulative ``samples`` (or ``flops``) at its first
 evaluation at or above it (the resolution is the evaluation interval), ``inf`` when no
-evaluation reaches it; FLOPs are NaN where the task counts none. An instance's cost is the
+evaluation reaches it; FLOPs are NaN where the run's summary counts none (tabular policies, as
+in the report's compute table). An instance's cost is the
 median over its replicates (``inf`` when half or more never reach it).
 
 Over instances, the table gives the median with a distribution-free interval from order
@@ -66,6 +67,11 @@ def progress(data: StoreData) -> pd.DataFrame:
     frame = gold[[*IDENT, "step", "samples", "flops", "value"]].rename(
         columns={"value": "gold_reward"})
     frame = frame.drop_duplicates(["run_id", "step"], keep="last").sort_values(["run_id", "step"])
+    # FLOPs only where the run's summary counts them (neural policies): a tabular policy's
+    # records carry the meter's arithmetic on its table, which the report does not call FLOPs
+    counted = set(data.runs.loc[np.isfinite(pd.to_numeric(data.runs["flops"], errors="coerce")),
+                                "run_id"])
+    frame["flops"] = frame["flops"].where(frame["run_id"].isin(counted))
     frame["gold_gain"] = frame["gold_reward"] - frame.groupby("run_id")["gold_reward"].transform(
         "first")
     regret = eval_series(data, "regret")
