@@ -218,3 +218,11 @@ def test_the_computation_option_belongs_to_computation_claims():
         ClaimSpec(aspect="stability", order=["a", "b"], computation="per_step")
     with pytest.raises(ValidationError):
         ClaimSpec(aspect="computation", order=["a", "b"], computation="wall_seconds")
+
+
+def test_no_evaluations_give_no_costs():
+    columns = [*cst.IDENT, "step", "samples", "flops", "gold_reward", "gold_gain",
+               "j_beta_gain", "gap_closure"]
+    inst = cst.instance_costs(cst.run_costs(pd.DataFrame(columns=columns)))
+    assert inst.empty and "samples_censored" in inst.columns
+    assert cst.cost_summary(inst).empty

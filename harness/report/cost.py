@@ -119,9 +119,10 @@ def run_costs(prog: pd.DataFrame, fractions: tuple[float, ...] = FRACTIONS) -> p
                     row[f"{axis}_to_reach"] = (reach if axis == "samples" or has_flops
                                                else math.nan)
                 rows.append(row)
-    return pd.DataFrame(rows, columns=[*IDENT, "fraction", "kind", "threshold",
-                                       "samples_to_reach", "flops_to_reach", "samples_spent",
-                                       "flops_spent"])
+    numbers = ["fraction", "threshold", "samples_to_reach", "flops_to_reach", "samples_spent",
+               "flops_spent"]
+    frame = pd.DataFrame(rows, columns=[*IDENT, "kind", *numbers])
+    return frame.astype(dict.fromkeys(numbers, float))
 
 
 def censored(costs: pd.DataFrame) -> pd.DataFrame:
