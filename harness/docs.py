@@ -593,7 +593,15 @@ def suite_reference_markdown(root: Path = ROOT) -> str:
         claims (from PPO to GRPO to DPO, stability increases and computation decreases); any
         other suite tests none, and its report says so once. `claims: []` tests none;
         a list replaces the default. Each names labels (or algorithm names: the best
-        configuration of that algorithm on a task) in the claimed order.""").rstrip()]
+        configuration of that algorithm on a task) in the claimed order.
+
+        A computation claim is judged on the cost to reach a result: the samples and FLOPs a
+        configuration spends before it first reaches half of a fixed target (half the gap to
+        π*_β on exact tasks, half a gold gain of 1 r* unit elsewhere), paired by instance, a
+        run that never reaches it counting as twice the most any run on the task spent.
+        `computation: per_step` in a claim judges the CPU seconds and FLOPs of a run at its
+        fixed budget instead; the report says which each claim used. Bytes of model state are
+        printed in the report's compute table as a property of the design, not judged.""").rstrip()]
     del module
     return "\n".join(parts).rstrip() + "\n"
 

@@ -384,8 +384,11 @@ class ClaimSpec(_Strict):
     """A claimed ordering: along ``order``, ``aspect`` increases (each next one better).
 
     More stability means a smaller spread across replicates, fewer divergences and smaller
-    drawdowns; less computation means fewer CPU seconds, FLOPs and bytes of model state; more
-    reward means a larger per-instance normalised score.
+    drawdowns; less computation means fewer samples and FLOPs to reach half of a fixed target
+    (half the gap to π*_β on exact tasks, half a fixed gold gain elsewhere), or with
+    ``computation: per_step`` fewer CPU seconds and FLOPs at the fixed budget; more reward
+    means a larger per-instance normalised score. Bytes of model state are a property of the
+    design, printed in the report, not judged.
     """
 
     aspect: Literal["stability", "reward", "computation"] = Field(
@@ -396,6 +399,17 @@ class ClaimSpec(_Strict):
         "increases", description="Whether the aspect increases or decreases along the order.")
     source: str = Field("", description="Where the claim comes from (shown in the report).",
                         examples=["Ouyang et al. 2022"])
+    computation: Literal["cost_to_reach", "per_step"] = Field(
+        "cost_to_reach", description="For aspect computation: judge the samples and FLOPs to "
+        "reach half the target (cost_to_reach) or the CPU seconds and FLOPs of a run at its "
+        "fixed budget (per_step). Only with aspect computation.", examples=["per_step"])
+
+    @model_validator(mode="after")
+    def _computation_only(self) -> ClaimSpec:
+        if "computation" in self.model_fields_set and self.aspect != "computation":
+            raise ValueError(f"'computation' applies to aspect computation only (this claim's "
+                             f"aspect is {self.aspect})")
+        return self
 
 
 def _pair(value: list[str]) -> list[str]:

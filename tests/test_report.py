@@ -136,8 +136,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 N_RUNS = 5 + 5 + 5 + 2 + 2 + 1
 
 FIGURES = ("curves_step", "frontier", "overoptimisation", "regret_step", "compute_time",
-           "compute_resources", "final_gold", "ranking")
+           "compute_resources", "final_gold", "ranking", "budget_samples")
 TABLES = ("status", "runs", "final_metrics", "overoptimisation", "compute", "time_to_threshold",
+          "cost_to_reach",
           "stability", "per_run_stability", "ranking_iqm", "probability_of_improvement",
           "comparisons", "claims", "claim_steps", "reward_model")
 
@@ -201,14 +202,21 @@ def test_ranking_comparisons_and_claims_tables(report: Path):
     assert flops.loc[("ppo", "grpo"), "decision"] == "b better"
     assert flops.loc[("grpo", "dpo"), "decision"] == "b better"
     assert flops.loc[("ppo", "grpo"), "n"] == 2  # done runs of both: instances 0 and 4
+    # ... but the computation claim is judged on the cost to reach half the gap to π*_β: grpo
+    # (level 1.3) reaches it at step 10, 640 samples, dpo (level 1.0) at step 15, 960 samples,
+    # spending 1e5 FLOPs a step to grpo's 4e5 (1.5e6 against 4e6): grpo → dpo is mixed
+    steps = pd.read_csv(report / "tables" / "claim_steps.csv").set_index(["aspect", "step"])
+    assert steps.loc[("computation", "grpo → dpo"), "decided"] == (
+        "samples_to_half: grpo; flops_to_half: dpo")
     claims = pd.read_csv(report / "tables" / "claims.csv").set_index("aspect")
-    assert claims.loc["computation", "verdict"] == "supported"
+    assert claims.loc["computation", "verdict"] == "mixed"
+    assert claims.loc["computation", "basis"].startswith("cost to reach half the target")
     assert claims.loc["computation", "source"] == "CMU 10-734, RLHF lecture"
     md = (report / "index.md").read_text()
     assert "## Claims" in md and "## Paired comparisons" in md
     assert md.index("## Summary") < md.index("## Runs and status")
     assert 'from ppo to grpo to dpo, computation decreases" (CMU 10-734, RLHF lecture): ' \
-           "bandit: supported" in md
+           "bandit: mixed" in md
 
 
 def test_plugin_names_are_escaped(report: Path):

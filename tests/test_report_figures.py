@@ -123,7 +123,8 @@ def drawn(tmp_path_factory: pytest.TempPathFactory,
 
 
 ALGORITHM_FIGURES = ("curves_step", "frontier", "overoptimisation", "regret_step",
-                     "compute_time", "compute_resources", "ranking")
+                     "compute_time", "compute_resources", "ranking", "budget_samples",
+                     "budget_flops")
 
 
 def test_every_figure_draws_dpo_and_ppo_in_their_fixed_colours(drawn: Any):
@@ -157,6 +158,13 @@ def test_no_figure_has_an_empty_panel(drawn: Any):
     assert [ax.get_title() for ax in figures["regret_step"].axes] == ["bandit"]
     md = (out / "index.md").read_text()
     assert "Not drawn for lm: no exact optimum for this task" in md
+    # score against budget: J_β and the gap closure exist on the bandit only (the lm panels
+    # say why), and only lm counts FLOPs, so the figure against FLOPs has lm alone
+    budget = figures["budget_samples"]
+    assert [ax.get_title() for ax in budget.axes if ax.get_title()] == ["bandit", "lm"]
+    notes = [t.get_text() for ax in budget.axes if not ax.axison for t in ax.texts]
+    assert notes == ["no exact optimum for this task"] * 2
+    assert [ax.get_title() for ax in figures["budget_flops"].axes if ax.get_title()] == ["lm"]
     # the bandit is tabular: its FLOPs panel is a note, not empty axes
     notes = [ax for ax in figures["compute_resources"].axes if not ax.axison]
     assert [ax.get_title() for ax in notes] == ["bandit: training FLOPs (estimated)"]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from harness.errors import ConfigError, HarnessError
 from harness.report import compare as cmp
+from harness.report import cost as cst
 from harness.report import figures as fig
 from harness.report import stats as st
 from harness.report.colours import RGB
@@ -453,21 +454,27 @@ def claims_section(rep: Report) -> None:
         rep.text(d.claims_note or "The suite lists no claims.")
         return
     for claim in d.claims:
-        rep.text("Claim: {text}{source}.", text=cmp.claim_text(claim),
-                 source=f" ({claim.source})" if claim.source else "")
+        basis = cmp.claim_basis(claim)
+        rep.text("Claim: {text}{source}{basis}.", text=cmp.claim_text(claim),
+                 source=f" ({claim.source})" if claim.source else "",
+                 basis=f"; judged on the {basis}" if basis else "")
     steps, overall = rep.claim_steps, rep.claim_overall
     if len(steps):
         shown = pd.DataFrame({
             "task": steps["task"], "claim": steps["text"], "step": steps["step"],
             "expected better": steps["expected_better"],
+            "judged on": steps["basis"].replace("", "—"),
             "decided comparisons": steps["decided"].replace("", "none"),
             "verdict": steps["verdict"],
             "instances needed": steps["seeds_needed"].map(
                 lambda v: "" if math.isnan(v) else fmt(v)),
         })
         rep.table(shown, "Each step of each claim, from the paired comparisons of its aspect "
-                  "(stability: replicate_std, divergence_rate, drawdown; computation: "
-                  "cpu_seconds, flops, model_state_mb; reward: score). A step is supported when "
+                  "(stability: replicate_std, divergence_rate, drawdown; computation: by "
+                  "default the cost to reach half the target, samples_to_half and "
+                  "flops_to_half, or with computation: per_step the cost at the fixed budget, "
+                  "cpu_seconds and flops; reward: score). Bytes of model state are a property "
+                  "of the design (the compute table), not judged. A step is supported when "
                   "at least one of them is decided in the claimed direction and none against it, "
                   "not supported when the reverse holds, mixed when both; undecided otherwise, "
                   "with the fewest instances that would decide one of them.", "claim_steps",
@@ -1039,7 +1046,8 @@ def compute_section(rep: Report) -> None:
                   "during the runs). FLOPs only for neural policies (a tabular "
                   "policy is a lookup table). Model state: parameters, buffers, gradients and "
                   "optimiser state of the models the algorithm keeps (policy, π_ref, the r̂ it "
-                  "uses, a critic), counted from the tensors; the CSV's run_state_mb adds what "
+                  "uses, a critic), counted from the tensors: a property of the design, stated "
+                  "here and not compared; the CSV's run_state_mb adds what "
                   "the run holds besides (r̂ kept for evaluation only, a task's own model). "
                   "Peak above "
                   "baseline: CUDA max_memory_allocated, or on the CPU the process's peak RSS "
@@ -1126,6 +1134,100 @@ def counted_work_table(rep: Report) -> None:
         "start, at each evaluation and at the end: mean over instances of each run's mean, and "
         "the highest sample) are the timed part, beside them: they grow with the machine's "
         "load."), "counted_work", pd.DataFrame(rows))
+
+
+BUDGET_CURVES = ("gold_reward", "j_beta_gain", "gap_closure")
+"""What the score-against-budget figures draw (the last two on exact tasks only)."""
+
+
+def _cost(v: float, bound: bool = False) -> str:
+    """A cost: ``not reached`` for a median of +∞, ``∞`` for an interval's bound."""
+    if bound and math.isinf(v) and v > 0:
+        return "∞"
+    return fmt(v)
+
+
+def _median_cost(v: float, low: float, high: float) -> str:
+    if math.isnan(v):
+        return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        return _cost(v)
+    return f"{_cost(v)} [{_cost(low, True)}, {_cost(high, True)}]"
+
+
+def cost_section(rep: Report) -> None:
+    """Score against budget (samples, FLOPs) and the cost to reach fixed fractions of a fixed
+    target (:mod:`harness.report.cost`)."""
+    d, opts = rep.data, rep.opts
+    prog = cst.progress(d)
+    if prog.empty:
+        return
+    rep.add(Heading("Cost to reach a result"))
+    drawn = []
+    for x in cst.AXES:
+        curves = {}
+        for metric in BUDGET_CURVES:
+            frame = prog[[*cst.IDENT, x]].assign(value=prog[metric])
+            if np.isfinite(frame["value"]).any() and np.isfinite(frame[x]).any():
+                curves[metric] = on_grid(frame, x, max_points=opts.max_points)
+        exact = [t for t in d.tasks if cst.target_kind(prog, t) == cst.EXACT]
+        rep.figure(
+            f"budget_{x}",
+            "Score against budget: gold reward" + (", J_β(π) − J_β(π_ref) and the gap closure "
+                                                    "to π*_β (exact tasks)" if exact else "")
+            + f" against {fig.X_NAMES[x]}, one curve per configuration: mean over task "
+            "instances (an instance's replicates averaged first) with a Student-t 95% band; "
+            f"runs interpolated onto a common grid of at most {opts.max_points} points, none "
+            "past its own last evaluation.",
+            lambda p, c=curves, x=x: fig.learning_curves(c, x, d.tasks, d.labels, p,
+                                                         rep.colours))
+        if (rep.out / "figures" / f"budget_{x}.png").exists():
+            drawn.append(x)
+    if "flops" not in drawn:
+        rep.text("No run counts FLOPs, so score is drawn against samples only.")
+    summary = cst.cost_summary(cst.instance_costs(cst.run_costs(prog)))
+    if summary.empty:
+        return
+    order = {(t, lab): i for i, (t, lab) in enumerate(
+        (t, lab) for t in d.tasks for lab in d.labels)}
+    summary = summary.assign(_order=[order.get((t, lab), len(order)) for t, lab in
+                                     zip(summary["task"], summary["label"], strict=True)])
+    summary = summary.sort_values(["_order", "fraction"], kind="stable").drop(
+        columns="_order").reset_index(drop=True)
+    for task in d.tasks:
+        kind = cst.target_kind(prog, task)
+        rep.text(
+            "Targets on {task}: " + (
+                "the gap closure 1 − regret/regret(π_ref) reaching {fractions}, i.e. that share "
+                "of the way from π_ref to π*_β in J_β." if kind == cst.EXACT else
+                "the gold gain over π_ref reaching {fractions} of a fixed gain of {gain} (r* "
+                "units), the same for every configuration (no exact optimum on this task)."),
+            task=task, fractions=_join(fmt(f) for f in cst.FRACTIONS),
+            gain=fmt(cst.REFERENCE_GAIN))
+    shown = pd.DataFrame({
+        "task": summary["task"], "label": summary["label"],
+        "target": [f"{k} ≥ {fmt(t)}" for k, t in zip(summary["kind"], summary["threshold"],
+                                                       strict=True)],
+        "instances reached": [
+            f"{r.reached}/{r.instances} (share "
+            f"{st.Estimate(r.reached_share, r.reached_share_low, r.reached_share_high).format()})"
+            for r in summary.itertuples(index=False)],
+        "samples": [_median_cost(r.median_samples, r.median_samples_low,
+                                 r.median_samples_high) for r in summary.itertuples(index=False)],
+        "FLOPs": [_median_cost(r.median_flops, r.median_flops_low, r.median_flops_high)
+                  for r in summary.itertuples(index=False)],
+    })
+    rep.table(shown, "Cost to reach a result: the cumulative samples and FLOPs at a run's first "
+              "evaluation at or above the target (resolution: the evaluation interval); an "
+              "instance's replicates reduced to their median, where a run that never reaches "
+              "the target counts as +∞ ('not reached' when half or more of them never do). Over "
+              "instances: the median with the distribution-free order-statistic 95% interval "
+              "(scipy.stats.quantile_test), which uses ranks only, so never-reached instances "
+              "sort last (an upper bound ∞: too many never reach it to bound the median; no "
+              "interval below 6 instances); instances reached: the count, the share and its "
+              "Clopper-Pearson 95% interval. FLOPs n/a where the task counts none. In the "
+              "paired comparisons (samples_to_half, flops_to_half) a never-reached run counts "
+              "as twice the most any run on the task spent (PAR-2).", "cost_to_reach", summary)
 
 
 def _time_to_threshold(rep: Report) -> None:
@@ -1658,7 +1760,7 @@ def method_section(rep: Report) -> None:
              "from the noncentral t distribution (scipy.stats.nct), 80% power, two-sided, at "
              "α/m of the family (Bonferroni, the strictest step of Holm), using the observed sd "
              "of the differences. Comparisons whose per-instance differences are all equal "
-             "(FLOPs, bytes of model state, or zero on both sides) are exact, not tests: they "
+             "(FLOPs, or zero on both sides) are exact, not tests: they "
              "keep their p-value of 0 or 1 and stay out of both families' counts.")
     if len(comp):
         rep.text("Families: the primary comparisons are {rule}, one Holm family; the claims' "
@@ -1757,6 +1859,7 @@ def write_report(
     frontier_section(rep)
     tuning_section(rep)
     compute_section(rep)
+    cost_section(rep)
     stability_section(rep)
     comparisons_section(rep)
     claims_section(rep)

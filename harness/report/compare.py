@@ -21,9 +21,18 @@ the per-instance differences (a paired t-test). The quantities compared (:data:`
   across an instance's replicates (needs two or more).
 - **divergence_rate** (stability): the fraction of an instance's finished runs that diverged.
 - **drawdown** (stability): the mean worst fall of gold reward below its running best.
-- **cpu_seconds**, **flops**, **model_state_mb** (computation, lower is better): process CPU
-  seconds of generation, scoring and training; FLOPs of neural policies (none for tabular
-  ones); megabytes of parameters, gradients and optimiser state resident.
+- **samples_to_half**, **flops_to_half** (computation, cost to reach; lower is better): the
+  samples and FLOPs a run spends before it first reaches half of a fixed target (half the gap
+  to π*_β on exact tasks, half a fixed gold gain elsewhere; :mod:`harness.report.cost`), an
+  instance's replicates reduced to their median; a never-reached run counts as twice the most
+  any run on the task spent (PAR-2), so it is kept and counted as the slowest.
+- **cpu_seconds**, **flops** (computation, per step: the cost of a run at its fixed budget;
+  lower is better): process CPU seconds of generation, scoring and training; FLOPs of neural
+  policies (none for tabular ones).
+
+A claim about computation is judged on the cost to reach by default, on the per-step cost when
+it says ``computation: per_step`` (:class:`harness.suite.ClaimSpec`). Bytes of model state are
+a property of the design, printed in the report's compute table, not compared.
 
 Every pair of configurations on a task is compared on each quantity. The comparisons fall in
 two families (column ``family``), each Holm-adjusted on its own and decided at α = 0.05 within
@@ -67,6 +76,7 @@ import pandas as pd
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from harness.report import cost as cst
 from harness.report import stats as st
 from harness.report.data import StoreData
 from harness.suite import ClaimSpec, CompareSpec, Suite
@@ -84,17 +94,23 @@ class Metric:
     aspect: str
     description: str
     higher_is_better: bool
+    basis: str = ""
+    """For computation: ``cost_to_reach`` or ``per_step`` (the claim option that selects it)."""
 
 
+COST_TO_REACH, PER_STEP = "cost_to_reach", "per_step"
 METRICS = {
     m.name: m for m in (
         Metric("score", "reward", "normalised score", True),
         Metric("replicate_std", "stability", "std of final gold across replicates", False),
         Metric("divergence_rate", "stability", "divergence rate", False),
         Metric("drawdown", "stability", "worst drawdown of gold reward", False),
-        Metric("cpu_seconds", "computation", "training CPU seconds", False),
-        Metric("flops", "computation", "FLOPs", False),
-        Metric("model_state_mb", "computation", "model state (MB)", False),
+        Metric("samples_to_half", "computation", "samples to reach half the target", False,
+               COST_TO_REACH),
+        Metric("flops_to_half", "computation", "FLOPs to reach half the target", False,
+               COST_TO_REACH),
+        Metric("cpu_seconds", "computation", "training CPU seconds", False, PER_STEP),
+        Metric("flops", "computation", "FLOPs", False, PER_STEP),
     )
 }
 NOT_LEARNED_KL = 1e-3
@@ -157,6 +173,7 @@ def instance_table(data: StoreData, per_run: pd.DataFrame) -> pd.DataFrame:
     scores = run_scores(data)[["run_id", "score"]]
     runs = runs.merge(scores, on="run_id", how="left")
     finished = runs[runs["status"].isin(("done", "diverged", "failed"))]
+    half = _costs_to_half(data)
     rows = []
     for (task, label, seed), sub in finished.groupby(["task", "label", "seed"], sort=False):
         counted = sub[sub["status"].isin(("done", "diverged"))]
@@ -177,8 +194,19 @@ def instance_table(data: StoreData, per_run: pd.DataFrame) -> pd.DataFrame:
             "cpu_seconds": _mean(done["train_cpu_seconds"]),
             "flops": _mean(done["flops"]),
             "model_state_mb": _mean(done["model_state_bytes"]) / 2**20,
+            **half.get((task, label, seed), {"samples_to_half": math.nan,
+                                             "flops_to_half": math.nan}),
         })
     return pd.DataFrame(rows)
+
+
+def _costs_to_half(data: StoreData) -> dict[tuple[Any, Any, Any], dict[str, float]]:
+    """Per (task, label, instance): ``samples_to_half`` and ``flops_to_half``, the censored
+    (PAR-2) median over replicates of :mod:`harness.report.cost` at its ``CLAIM_FRACTION``."""
+    inst = cst.instance_costs(cst.run_costs(cst.progress(data), (cst.CLAIM_FRACTION,)))
+    return {(r.task, r.label, r.instance): {"samples_to_half": float(r.samples_censored),
+                                            "flops_to_half": float(r.flops_censored)}
+            for r in inst.itertuples(index=False)}
 
 
 def _mean(values: pd.Series) -> float:
@@ -410,6 +438,17 @@ def claim_text(claim: ClaimSpec) -> str:
     return f"from {' to '.join(claim.order)}, {claim.aspect} {claim.trend}"
 
 
+def claim_basis(claim: ClaimSpec) -> str:
+    """What a claim is judged on, in words: for computation, the cost to reach half the target
+    or the per-step cost at the fixed budget; for the other aspects, empty."""
+    if claim.aspect != "computation":
+        return ""
+    names = [m for m, spec in METRICS.items() if spec.basis == claim.computation]
+    what = ("cost to reach half the target" if claim.computation == COST_TO_REACH
+            else "per-step cost at the fixed budget")
+    return f"{what} ({', '.join(names)})"
+
+
 def representatives(data: StoreData, scores: pd.DataFrame, task: str,
                     names: list[str]) -> dict[str, str]:
     """Per name of a claim, the label it stands for on ``task``: the label itself, or for an
@@ -429,13 +468,14 @@ def representatives(data: StoreData, scores: pd.DataFrame, task: str,
 
 
 def step_verdict(comp: pd.DataFrame, task: str, aspect: str, better: str,
-                 worse: str) -> tuple[str, list[str], float]:
+                 worse: str, basis: str = COST_TO_REACH) -> tuple[str, list[str], float]:
     """Whether ``better`` beats ``worse`` on ``aspect``: its verdict, the metrics decided
-    (``metric: label``) and, when undecided, the fewest instances that would decide one."""
+    (``metric: label``) and, when undecided, the fewest instances that would decide one. For
+    computation, only the quantities of ``basis`` (``cost_to_reach`` or ``per_step``) count."""
     favour, against, decided = False, False, []
     needed = math.inf
     for metric, spec in METRICS.items():
-        if spec.aspect != aspect:
+        if spec.aspect != aspect or (spec.basis and spec.basis != basis):
             continue
         winner = lookup(comp, task, metric, better, worse)
         if winner is None:
@@ -468,7 +508,7 @@ def claim_verdicts(data: StoreData, comp: pd.DataFrame, scores: pd.DataFrame,
             reps = representatives(data, scores, task, claim.order)
             missing = [n for n in claim.order if n not in reps]
             base = {"claim": i, "text": claim_text(claim), "source": claim.source,
-                    "aspect": claim.aspect, "task": task}
+                    "aspect": claim.aspect, "basis": claim_basis(claim), "task": task}
             if missing:
                 overall.append({**base, "configurations": "", "verdict": "not tested",
                                 "seeds_needed": math.nan,
@@ -479,7 +519,8 @@ def claim_verdicts(data: StoreData, comp: pd.DataFrame, scores: pd.DataFrame,
                 lx, ly = reps[x], reps[y]
                 y_better = (claim.trend == "increases") != (claim.aspect == "computation")
                 better, worse = (ly, lx) if y_better else (lx, ly)
-                verdict, decided, needed = step_verdict(comp, task, claim.aspect, better, worse)
+                verdict, decided, needed = step_verdict(comp, task, claim.aspect, better, worse,
+                                                        claim.computation)
                 verdicts.append(verdict)
                 if verdict == UNDECIDED:
                     needs.append(needed)

@@ -43,8 +43,12 @@ METRIC_NAMES = {
     "proxy_reward": "proxy reward r̂",
     "kl_ref": "KL(π‖π_ref)",
     "regret": "regret J_β(π*) − J_β(π)",
+    "j_beta_gain": "J_β(π) − J_β(π_ref)",
+    "gap_closure": "gap closure to π*_β",
 }
-EMPTY_NOTES = {"regret": "no exact optimum for this task"}
+EMPTY_NOTES = {"regret": "no exact optimum for this task",
+               "j_beta_gain": "no exact optimum for this task",
+               "gap_closure": "no exact optimum for this task"}
 """What a panel says instead of being drawn empty, per metric (default: no data)."""
 
 
