@@ -77,7 +77,7 @@ def test_compare_pairs_replace_best_against_runner_up_and_keep_the_claims():
     scores, inst = _frames()
     claims = [ClaimSpec(aspect="computation", order=["ppo", "grpo"])]
     primary = cmp.primary_pairs(_data(claims), inst, scores, [["dpo", "ppo"], ["rloo", "grpo"]])
-    computation = ("cpu_seconds", "flops", "model_state_mb")
+    computation = ("samples_to_half", "flops_to_half")  # the claim's default: cost to reach
     assert _keys(primary) == {
         *(("bandit", m, frozenset(("ppo", "grpo")), "claim 0") for m in computation),
         ("bandit", "score", frozenset(("dpo-a", "ppo")), "compare"),
@@ -259,8 +259,8 @@ def test_the_report_keeps_every_row_with_its_family_primary_first(paired: Path):
                     ("drawdown", frozenset(("shaky", "steady"))),
                     ("score", frozenset(("steady", "better"))),
                     ("score", frozenset(("shaky", "better")))}
-    # every other row is exploratory: 6 pairs × 7 quantities in all
-    assert len(comp) == 6 * 7 and (comp["family"] == "exploratory").sum() == 6 * 7 - 5
+    # every other row is exploratory: 6 pairs × 8 quantities in all
+    assert len(comp) == 6 * 8 and (comp["family"] == "exploratory").sum() == 6 * 8 - 5
     claims = pd.read_csv(paired / "tables" / "claims.csv")
     assert claims.set_index("claim")["verdict"].to_dict() == {
         0: "supported", 1: "supported", 2: "not supported"}

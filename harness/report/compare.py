@@ -348,7 +348,7 @@ def primary_pairs(data: StoreData, inst: pd.DataFrame, scores: pd.DataFrame,
                 continue
             for x, y in itertools.pairwise(claim.order):
                 rows += [(task, metric, reps[x], reps[y], f"claim {i}")
-                         for metric, spec in METRICS.items() if spec.aspect == claim.aspect]
+                         for metric in claim_metrics(claim)]
     for task in data.tasks:
         present = [lab for lab in data.labels
                    if len(inst) and ((inst["task"] == task) & (inst["label"] == lab)).any()]
@@ -436,6 +436,13 @@ SUPPORTED, NOT_SUPPORTED, MIXED, UNDECIDED = "supported", "not supported", "mixe
 
 def claim_text(claim: ClaimSpec) -> str:
     return f"from {' to '.join(claim.order)}, {claim.aspect} {claim.trend}"
+
+
+def claim_metrics(claim: ClaimSpec) -> list[str]:
+    """The quantities of :data:`METRICS` a claim's steps are judged on: those of its aspect
+    (for computation, only those of its basis: cost to reach, or per-step cost)."""
+    return [m for m, spec in METRICS.items() if spec.aspect == claim.aspect
+            and (not spec.basis or spec.basis == claim.computation)]
 
 
 def claim_basis(claim: ClaimSpec) -> str:
