@@ -10,7 +10,10 @@ the per-instance differences (a paired t-test). The quantities compared (:data:`
   knows its optimum (the regret evaluator ran); else the gold gain over π_ref,
   r*(π) − r*(π_ref), divided by the largest mean gain of any configuration on the task.
 - **replicate_std** (stability, lower is better): the standard deviation of the final gold reward
-  across an instance's replicates (needs two or more).
+  across an instance's replicates (needs two or more); for an algorithm tuned by several
+  searches (``tuning.repeats``), pooled over its chosen configurations, each one's replicates
+  apart, so that the spread between choices is not read as instability. An instance's other
+  values average all its runs: for such an algorithm, the mean over its chosen configurations.
 - **divergence_rate** (stability): the fraction of an instance's finished runs that diverged.
 - **drawdown** (stability): the mean worst fall of gold reward below its running best.
 - **cpu_seconds**, **flops**, **model_state_mb** (computation, lower is better): process CPU
@@ -107,6 +110,7 @@ def instance_table(data: StoreData, per_run: pd.DataFrame) -> pd.DataFrame:
         done = sub[sub["status"] == "done"]
         gold = counted["final_gold_reward"].dropna()
         gain = (counted["final_gold_reward"] - counted["initial_gold_reward"]).dropna()
+        spread, df = replicate_spread(counted)
         rows.append({
             "task": task, "label": label, "algorithm": sub["algorithm"].iloc[0],
             "instance": seed, "runs": len(sub), "counted": len(counted),
@@ -114,8 +118,8 @@ def instance_table(data: StoreData, per_run: pd.DataFrame) -> pd.DataFrame:
             "final_gold_reward": _mean(gold),
             "final_kl_ref": _mean(counted["final_kl_ref"]),
             "gold_gain": _mean(gain),
-            "replicate_std": float(gold.std(ddof=1)) if len(gold) >= 2 else math.nan,
-            "replicate_df": max(len(gold) - 1, 0),
+            "replicate_std": spread,
+            "replicate_df": df,
             "divergence_rate": float((sub["status"] == "diverged").mean()),
             "drawdown": _mean(counted["drawdown"]),
             "cpu_seconds": _mean(done["train_cpu_seconds"]),
@@ -123,6 +127,22 @@ def instance_table(data: StoreData, per_run: pd.DataFrame) -> pd.DataFrame:
             "model_state_mb": _mean(done["model_state_bytes"]) / 2**20,
         })
     return pd.DataFrame(rows)
+
+
+def replicate_spread(runs: pd.DataFrame) -> tuple[float, int]:
+    """(standard deviation, degrees of freedom) of the final gold reward across the replicates
+    of one configuration on one instance: pooled over a tuned algorithm's chosen configurations
+    (column ``tuning_repeat``), each one's replicates apart; NaN with 0 df without two."""
+    gold = runs["final_gold_reward"]
+    keys = runs["tuning_repeat"].fillna(0) if "tuning_repeat" in runs else pd.Series(
+        0, index=runs.index)
+    groups = [g.dropna() for _, g in gold.groupby(keys)]
+    groups = [g for g in groups if len(g) >= 2]
+    if len(groups) == 1:  # one configuration: its plain standard deviation
+        return float(groups[0].std(ddof=1)), len(groups[0]) - 1
+    df = sum(len(g) - 1 for g in groups)
+    ss = sum(float(g.var(ddof=1)) * (len(g) - 1) for g in groups)
+    return (math.sqrt(ss / df) if df else math.nan), df
 
 
 def _mean(values: pd.Series) -> float:
