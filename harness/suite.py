@@ -407,7 +407,8 @@ class TuningSpec(_Strict):
         1, ge=1, description="Independent searches per algorithm and task, each on its own "
         "group of the tuning instances (their number must be a multiple of R); every "
         "search's choice runs on the suite's instances, and an algorithm's value on an "
-        "instance is the mean over its R choices (see harness.tuning).", examples=[2],
+        "instance is the mean over its R choices (see harness.tuning); R ≥ 3 for the report's "
+        "intervals with tuning luck to keep their 95%.", examples=[3],
     )
     algorithms: list[str] | None = Field(
         None, description="Labels to tune (default: every algorithm of the suite).",
