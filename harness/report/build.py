@@ -1536,7 +1536,7 @@ def method_section(rep: Report) -> None:
              kl=fmt(cmp.NOT_LEARNED_KL))
     trials = rep.data.trials
     if trials is not None and "repeat" in trials and trials["repeat"].notna().any():
-        rep.text("Repeated tuning: {model}", model=REPEATS_MODEL)
+        rep.text("Tuning repeated in independent searches. {model}", model=REPEATS_MODEL)
 
 
 def _run_lines(store: Path, data: StoreData) -> bytes:
