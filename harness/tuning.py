@@ -12,10 +12,11 @@ algorithm is then run on the suite's own instances — never the tuning ones (Do
 
 Determinism: trial ``i`` of a study is proposed by a sampler seeded with a hash of (``seed``,
 ``i``), from the trials told before it, so the same suite proposes the same configurations in any
-process, after a kill too; trial ``i`` of every study is drawn with the same seed, so the
-algorithms have equal luck in their draws. Rounds: every study proposes one trial per round, all
-the round's runs (one per study and tuning instance) go to the executor at once, then every trial
-is told its value.
+process, after a kill too; trial ``i`` of every study of one search is drawn with the same seed,
+so the algorithms have equal luck in their draws (search r > 0 of repeated tuning hashes r in
+too, so that the searches are independent; search 0 draws as a tuning without repeats).
+Rounds: every study proposes one trial per round, all the round's runs (one per study and
+tuning instance) go to the executor at once, then every trial is told its value.
 
 Objectives (from a run's evaluations; a failed run counts as π_ref, its evaluation at step 0):
 
