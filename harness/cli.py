@@ -147,6 +147,7 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         check_placement,
         check_suite,
         count_runs,
+        count_trial_runs,
         load_suite,
         suite_warnings,
     )
@@ -172,9 +173,15 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
     if suite.tuning is not None:
         per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
                              for t in suite.tasks)
-        click.echo(f"  before them, tuning: {count_runs(suite) - len(runs)} trial runs "
-                   f"(trials per algorithm: {per_task}; × {len(suite.tuning.instances)} tuning "
-                   f"instances)")
+        repeats, size = suite.tuning.repeats, len(suite.tuning.instances)
+        searches = (f" in {repeats} searches of {size // repeats} instances each"
+                    if repeats > 1 else "")
+        click.echo(f"  before them, tuning: {count_trial_runs(suite)} trial runs "
+                   f"(trials per algorithm: {per_task}; × {size} tuning instances{searches})")
+        extra = count_runs(suite) - count_trial_runs(suite) - len(runs)
+        if extra:
+            click.echo(f"  and {extra} more runs: each tuned algorithm runs the choice of each "
+                       f"of its {repeats} searches on every instance")
 
 
 GPU_MEMORY = click.option(
@@ -431,11 +438,13 @@ def run(
                                  for t in suite.tasks)
             click.echo(f"{suite.name}: tuning: trials per algorithm: {per_task}; "
                        f"{len(trial_specs)} runs ({counts or 'all already finished'})")
-            for (task, label), choice in sorted(chosen.items()):
-                params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                   for k, v in choice["params"].items())
-                click.echo(f"  {task} · {label}: trial {choice['trial']}, {params} "
-                           f"({suite.tuning.objective} {choice['value']:.4g})")
+            for (task, label), first in sorted(chosen.items()):
+                for choice in first.get("repeats") or [first]:
+                    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in choice["params"].items())
+                    search = f" search {choice['repeat']}" if "repeat" in choice else ""
+                    click.echo(f"  {task} · {label}{search}: trial {choice['trial']}, {params} "
+                               f"({suite.tuning.objective} {choice['value']:.4g})")
             for warning in unequal_spaces(suite, chosen):
                 click.echo(warning, err=True)
         store.write_manifest(s.run_id for s in [*trial_specs, *specs])

@@ -475,7 +475,15 @@ class TuningSpec(_Strict):
     kl_budget: Float | None = Field(None, gt=0, validate_default=True,
                                     description="The KL budget of 'gold_at_kl'.", examples=[2.0])
     instances: list[Int] = Field(min_length=1, description="Tuning instances (seeds), distinct "
-                                 "from the suite's seeds.", examples=[[100, 101]])
+                                 "from the suite's seeds; with repeats R, split in order into R "
+                                 "groups of equal size, one per search.", examples=[[100, 101]])
+    repeats: Int = Field(
+        1, ge=1, description="Independent searches per algorithm and task, each on its own "
+        "group of the tuning instances (their number must be a multiple of R); every "
+        "search's choice runs on the suite's instances, and an algorithm's value on an "
+        "instance is the mean over its R choices (see harness.tuning); R ≥ 3 for the report's "
+        "intervals with tuning luck to keep their 95%.", examples=[3],
+    )
     algorithms: list[str] | None = Field(
         None, description="Labels to tune (default: every algorithm of the suite).",
         examples=[["ppo", "dpo"]],
@@ -490,6 +498,29 @@ class TuningSpec(_Strict):
     def trials_for(self, task: str) -> int:
         """The number of trials of every algorithm on ``task``."""
         return self.trials_per_task.get(task, self.trials)
+
+    def instance_groups(self) -> list[list[int]]:
+        """The tuning instances of each repeat: ``instances`` split in order into ``repeats``
+        groups of equal size (repeat r gets the r-th)."""
+        size = len(self.instances) // self.repeats
+        return [list(self.instances[r * size:(r + 1) * size]) for r in range(self.repeats)]
+
+    def identity(self) -> dict[str, Any]:
+        """The section as a study's identity hashes it: without ``repeats`` when it is 1, so
+        that a suite without repeats keeps its studies, and so its trial runs' ids."""
+        out = self.model_dump()
+        if self.repeats == 1:
+            del out["repeats"]
+        return out
+
+    @field_validator("repeats")
+    @classmethod
+    def _instances_split(cls, v: int, info: ValidationInfo) -> int:
+        instances = info.data.get("instances")
+        if instances is not None and len(instances) % v:
+            raise ValueError(f"{v} repeats need a multiple of {v} tuning instances (one group "
+                             f"per repeat), and tuning.instances has {len(instances)}")
+        return v
 
     @field_validator("instances")
     @classmethod
@@ -702,7 +733,8 @@ class RunSpec:
     tuning: dict[str, Any] | None = None
     """For a tuning trial's run ``{"phase": "trial", "label", "trial", "params", "study"}``; for a
     comparison run of a tuned algorithm ``{"phase": "chosen", "label", "trial", "params",
-    "value", "trials", "objective"}``; None otherwise."""
+    "value", "trials", "objective"}``; None otherwise. With ``tuning.repeats`` > 1 both also
+    hold the search's ``"repeat"``."""
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-run limits (:class:`LimitsSpec`); they guard the suite and are not in the run id."""
     policy: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -916,9 +948,21 @@ def count_runs(suite: Suite) -> int:
                for t in suite.tasks) * points
     if suite.tuning is not None:
         tuned = len(tuned_labels(suite))
-        for task in suite.tasks:
-            runs += tuned * suite.tuning.trials_for(task.name) * len(suite.tuning.instances)
+        # each tuned label runs one chosen configuration per repeat (tuned labels do not sweep)
+        runs += (len(suite.tasks) * len(suite.instances) * suite.replicates * tuned
+                 * (suite.tuning.repeats - 1))
+        runs += count_trial_runs(suite)
     return runs
+
+
+def count_trial_runs(suite: Suite) -> int:
+    """How many tuning trial runs a suite makes: per task and tuned label, trials × tuning
+    instances (R searches of that many trials, each on its own 1/R of the instances)."""
+    if suite.tuning is None:
+        return 0
+    tuned = len(tuned_labels(suite))
+    return sum(tuned * suite.tuning.trials_for(task.name) * len(suite.tuning.instances)
+               for task in suite.tasks)
 
 
 def tuned_labels(suite: Suite) -> list[str]:
@@ -1207,7 +1251,10 @@ def expand(
 
     ``tuned`` maps (task, label) to the tuning's choice (``{"trial", "params", "value"}``), which
     is merged into that algorithm's config; without it a tuned algorithm runs its base config
-    (what ``validate`` counts).
+    (what ``validate`` counts). With ``tuning.repeats`` R > 1 the choice holds ``"repeats"``,
+    the R searches' choices (each with its ``"repeat"``), and each runs on every instance under
+    the algorithm's one label: its spec's ``tuning`` record names the repeat, so the R runs of
+    an instance have ids of their own.
     """
     if count_runs(suite) > MAX_RUNS and not allow_large:
         raise ConfigError(f"suite '{suite.name}': more than {MAX_RUNS:,} runs need allow_large")
@@ -1220,18 +1267,31 @@ def expand(
         label = alg.label or alg.name
         choice = (tuned or {}).get((task.name, label)) if label in tuned_set else None
         for point in _sweep_points(alg.sweep):
-            extra = dict(point)
-            info = None
-            if choice is not None:
-                extra.update(choice["params"])
-                assert suite.tuning is not None
-                info = {"phase": "chosen", "label": label, "trial": choice["trial"],
-                        "params": dict(choice["params"]), "value": choice["value"],
-                        "trials": suite.tuning.trials, "objective": suite.tuning.objective}
             shown = shown_label(label, point)
-            runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point), info,
-                                  replicate=replicate, preferences=preferences))
+            for extra, info in _chosen_configs(suite, label, point, choice):
+                runs.append(make_spec(suite, host, task, alg, seed, extra, shown, dict(point),
+                                      info, replicate=replicate, preferences=preferences))
     return runs
+
+
+def _chosen_configs(
+    suite: Suite, label: str, point: dict[str, Any], choice: dict[str, Any] | None
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """(config overrides, ``tuning`` record) of each configuration a label runs at a sweep
+    point: the point itself untuned; each repeat's choice when tuned (the record of a repeat
+    names it only when there are several, so one search keeps its runs' ids)."""
+    if choice is None:
+        return [(dict(point), None)]
+    assert suite.tuning is not None
+    out = []
+    for one in choice.get("repeats") or [choice]:
+        info = {"phase": "chosen", "label": label, "trial": one["trial"],
+                "params": dict(one["params"]), "value": one["value"],
+                "trials": suite.tuning.trials, "objective": suite.tuning.objective}
+        if suite.tuning.repeats > 1:
+            info["repeat"] = int(one["repeat"])
+        out.append(({**point, **one["params"]}, info))
+    return out
 
 
 def shown_label(label: str, point: dict[str, Any]) -> str:

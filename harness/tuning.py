@@ -12,10 +12,11 @@ algorithm is then run on the suite's own instances — never the tuning ones (Do
 
 Determinism: trial ``i`` of a study is proposed by a sampler seeded with a hash of (``seed``,
 ``i``), from the trials told before it, so the same suite proposes the same configurations in any
-process, after a kill too; trial ``i`` of every study is drawn with the same seed, so the
-algorithms have equal luck in their draws. Rounds: every study proposes one trial per round, all
-the round's runs (one per study and tuning instance) go to the executor at once, then every trial
-is told its value.
+process, after a kill too; trial ``i`` of every study of one search is drawn with the same seed,
+so the algorithms have equal luck in their draws (search r > 0 of repeated tuning hashes r in
+too, so that the searches are independent; search 0 draws as a tuning without repeats).
+Rounds: every study proposes one trial per round, all the round's runs (one per study and
+tuning instance) go to the executor at once, then every trial is told its value.
 
 Objectives (from a run's evaluations; a failed run counts as π_ref, its evaluation at step 0):
 
@@ -24,6 +25,32 @@ Objectives (from a run's evaluations; a failed run counts as π_ref, its evaluat
   policy one would keep under that KL budget);
 - ``j_beta``: gold − β·KL at the last evaluation, β the suite's ``evaluation.beta`` (exact on
   tabular tasks, where gold and KL are).
+
+Repeated searches (``repeats: R``; Bouthillier et al. 2021, "Accounting for variance in machine
+learning benchmarks"): a chosen configuration is a random outcome of its search — of the trials
+drawn and of the tuning instances they were valued on. With R > 1 each tuned algorithm gets R
+independent searches per task, search r on the r-th of R equal groups of the tuning instances
+(``instances`` split in order) with its own sampler seeds, and each search's choice runs on every
+comparison instance under the algorithm's one label. The model: an algorithm's value on a
+comparison instance is the mean over its R chosen configurations' runs there (their replicates
+included), so the per-instance paired differences — and every interval and decision taken over
+instances — carry the between-repeat variation of the choice, not only the instance-to-instance
+one. The stability metric ``replicate_std`` stays the spread across one configuration's
+replicates (pooled over the repeats), not the spread between choices. R = 1 (the default) is the
+single search described above, with the run ids it always had.
+
+What the per-instance differences carry, precisely: with y_ir = μ + c_r + e_i + g_ir (choice r,
+instance i), the mean over the choices shares c̄ = mean_r c_r across all instances, so the paired
+differences vary with the instances and the choice × instance part (g), and their interval is
+for the difference given the R choices made, whose main effect is averaged (variance σ_c²/R, not
+σ_c²) but not counted. :func:`luck_interval` counts it too: standard error √(s_d²/n + s_m²/R),
+s_m² the variance of the R choices' mean values, with Welch–Satterthwaite degrees of freedom;
+the report prints it beside the paired interval for each comparison with a repeated tuning.
+
+Chosen values are kept at full precision: in each comparison run's spec (``tuning.params``) and
+in the report's ``tuning_chosen.csv`` (``params`` as JSON, ``value`` as the float's repr), from
+which :func:`read_chosen` gives back the choices that :func:`harness.suite.expand` turns into the
+very same runs (same ids, same numbers).
 
 Expected maximum performance (Dodge et al. 2019, §3): for N trial values v₍₁₎ ≤ … ≤ v₍N₎, the
 expected best of n trials drawn from them is Σᵢ v₍ᵢ₎ [(i/N)ⁿ − ((i−1)/N)ⁿ], with variance
@@ -145,6 +172,68 @@ def expected_max_performance(values: Sequence[float]) -> ExpectedMax:
     return ExpectedMax(ns, np.asarray(means), np.asarray(stds))
 
 
+# --- tuning luck in a comparison ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LuckInterval:
+    """A mean paired difference with an interval that counts the luck of the tuning."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    df: float
+    se_instances: float
+    """Standard error from the instances alone (the paired t interval's)."""
+    se_searches: float
+    """Standard error the searches' choices add (see :func:`luck_interval`)."""
+
+
+def luck_interval(diffs: Sequence[float], search_means: Sequence[Sequence[float]],
+                  confidence: float = 0.95) -> LuckInterval:
+    """Mean of the per-instance differences ``diffs`` with a 95% interval that also counts the
+    choice of each side's tuning searches.
+
+    Each search's choice runs on every instance, so its main effect c_r is shared by all the
+    instances: the per-instance differences (each side's value the mean over its choices) do
+    not vary with it, and their t interval covers the difference *given* the R choices made.
+    Over the luck of the tuning, their mean has the extra variance σ_c²/R per tuned side. Each
+    side's ``search_means`` (its choices' mean values over the paired instances, one per
+    search) estimate σ_c² + σ_{c×i}²/n by their variance s_m², so the standard error is taken
+    as √(s_d²/n + Σ s_m²/R) — conservative by the interaction term counted twice — with
+    Welch–Satterthwaite degrees of freedom. A side with one search adds nothing.
+
+    Coverage, by seeded simulation of that design at n = 10 (tests/test_tuning_repeats.py;
+    2,000 draws, σ_c = σ_e = 1, σ_{c×i} = 0.5): 0.94 at R = 3 and 0.95 at R = 5, where the
+    paired t interval covers 0.80 and 0.86; at R = 2 (one degree of freedom for σ_c) 0.92.
+    """
+    from scipy import stats
+
+    d = np.asarray([x for x in diffs if math.isfinite(x)], dtype=float)
+    n = len(d)
+    if n < 2:
+        mean = float(d.mean()) if n else math.nan
+        return LuckInterval(n, mean, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
+    parts = [(float(d.var(ddof=1)) / n, n - 1)]
+    for side in search_means:
+        m = np.asarray([x for x in side if math.isfinite(x)], dtype=float)
+        if len(m) >= 2:
+            parts.append((float(m.var(ddof=1)) / len(m), len(m) - 1))
+    var = sum(v for v, _ in parts)
+    mean = float(d.mean())
+    se_inst, se_search = math.sqrt(parts[0][0]), math.sqrt(sum(v for v, _ in parts[1:]))
+    if var <= 0:
+        return LuckInterval(n, mean, mean, mean, 1.0 if mean == 0 else 0.0, math.inf,
+                            se_inst, se_search)
+    df = var ** 2 / sum(v ** 2 / k for v, k in parts if v > 0)
+    se = math.sqrt(var)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(mean) / se, df))
+    return LuckInterval(n, mean, mean - half, mean + half, p, float(df), se_inst, se_search)
+
+
 # --- the studies --------------------------------------------------------------------------------
 
 
@@ -160,6 +249,8 @@ class Study:
     """``(trial number, params) → the trial's run specs`` (one per tuning instance)."""
     trials: int = 0
     """How many trials this study runs (0: the ``trials`` given to :func:`tune`)."""
+    repeat: int = 0
+    """Which of the tuning's independent searches this is (its sampler seeds depend on it)."""
     values: dict[int, float] = field(default_factory=dict)
     params: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -220,12 +311,14 @@ def check_journal(path: Path) -> None:
             )
 
 
-def trial_seed(seed: int, number: int) -> int:
-    """The sampler seed of trial ``number``: hashed, because the first draws of nearby integer
-    seeds are alike (numpy's first uniforms for seeds 0–3 all lie in [0.41, 0.56])."""
+def trial_seed(seed: int, number: int, repeat: int = 0) -> int:
+    """The sampler seed of trial ``number`` of search ``repeat``: hashed, because the first
+    draws of nearby integer seeds are alike (numpy's first uniforms for seeds 0–3 all lie in
+    [0.41, 0.56]); repeat 0 keeps the seeds of a tuning without repeats."""
     import hashlib
 
-    return int(hashlib.sha256(f"{seed}:{number}".encode()).hexdigest()[:8], 16)
+    key = f"{seed}:{number}" if repeat == 0 else f"{seed}:{repeat}:{number}"
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
 
 
 def make_sampler(kind: str, seed: int) -> Any:
@@ -288,7 +381,7 @@ def tune(
                 continue
             if len(known) < wanted:  # every earlier trial is told: propose the next one
                 number = len(known)
-                handle.sampler = make_sampler(sampler, trial_seed(seed, number))
+                handle.sampler = make_sampler(sampler, trial_seed(seed, number, s.repeat))
                 asked = handle.ask(dists[s.name])
                 if asked.number != number:  # another writer's trials: the lock forbids it
                     raise ConfigError(f"tuning study '{s.name}' is out of step "
@@ -324,7 +417,9 @@ def tune(
 
 
 def suite_studies(suite: Any, host: Any) -> list[Study]:
-    """One study per task and tuned label of ``suite`` (a :class:`harness.suite.Suite`)."""
+    """One study per task, tuned label and repeat of ``suite`` (a
+    :class:`harness.suite.Suite`); repeat r's trials run on the r-th group of the tuning
+    instances (:meth:`harness.suite.TuningSpec.instance_groups`)."""
     from harness.config import config_hash
     from harness.suite import make_spec, run_preferences, tuned_labels, tuning_space
 
@@ -332,6 +427,7 @@ def suite_studies(suite: Any, host: Any) -> list[Study]:
     assert tuning is not None
     algorithms = {a.label or a.name: a for a in suite.algorithms}
     preferences = run_preferences(suite)  # a data file hashed once, not per trial run
+    several = tuning.repeats > 1
     studies = []
     for task in suite.tasks:
         for label in tuned_labels(suite):
@@ -339,21 +435,30 @@ def suite_studies(suite: Any, host: Any) -> list[Study]:
             space = tuning_space(suite, host, label, task.name)
             template = make_spec(suite, host, task, alg, tuning.instances[0], {}, label, {},
                                  preferences=preferences)
-            identity = {**template.identity, "seed": None,
-                        "tuning": {**tuning.model_dump(), "space": space}}
-            name = f"{task.name}/{label}/{config_hash(identity, 12)}"
+            for repeat, seeds in enumerate(tuning.instance_groups()):
+                identity = {**template.identity, "seed": None,
+                            "tuning": {**tuning.identity(), "space": space}}
+                if several:
+                    identity["repeat"] = repeat
+                name = (f"{task.name}/{label}/" + (f"r{repeat}/" if several else "")
+                        + config_hash(identity, 12))
 
-            def specs(number: int, params: dict[str, Any], task: Any = task, alg: Any = alg,
-                      label: str = label, name: str = name) -> list[Any]:
-                info = {"phase": "trial", "label": label, "trial": number,
-                        "params": dict(params), "study": name,
-                        "objective": tuning.objective, "kl_budget": tuning.kl_budget}
-                return [make_spec(suite, host, task, alg, seed, dict(params),
-                                  f"{label}#t{number}", {}, info, preferences=preferences)
-                        for seed in tuning.instances]
+                def specs(number: int, params: dict[str, Any], task: Any = task,
+                          alg: Any = alg, label: str = label, name: str = name,
+                          repeat: int = repeat, seeds: list[int] = seeds) -> list[Any]:
+                    info: dict[str, Any] = {
+                        "phase": "trial", "label": label, "trial": number,
+                        "params": dict(params), "study": name, "objective": tuning.objective,
+                        "kl_budget": tuning.kl_budget}
+                    if several:
+                        info["repeat"] = repeat
+                    shown = f"{label}#r{repeat}t{number}" if several else f"{label}#t{number}"
+                    return [make_spec(suite, host, task, alg, seed, dict(params), shown, {},
+                                      info, preferences=preferences) for seed in seeds]
 
-            studies.append(Study(task=task.name, label=label, name=name, space=space,
-                                 make_specs=specs, trials=tuning.trials_for(task.name)))
+                studies.append(Study(task=task.name, label=label, name=name, space=space,
+                                     make_specs=specs, trials=tuning.trials_for(task.name),
+                                     repeat=repeat))
     return studies
 
 
@@ -364,7 +469,9 @@ def run_tuning(
     run: Callable[[list[Any]], None],
 ) -> tuple[list[Any], dict[tuple[str, str], dict[str, Any]]]:
     """Tune every tuned algorithm of ``suite`` into the store at ``root``; returns the trial
-    runs' specs and, per (task, label), the choice ``{"trial", "params", "value"}``."""
+    runs' specs and, per (task, label), the choice ``{"trial", "params", "value"}`` (with R > 1
+    repeats: the first search's, and under ``"repeats"`` all R, each with its ``"repeat"``),
+    what :func:`harness.suite.expand` takes as ``tuned``."""
     from harness.store import RunStore
 
     tuning = suite.tuning
@@ -384,8 +491,36 @@ def run_tuning(
          finished=lambda spec: store.is_finished(spec.run_id))
     trial_specs = [spec for s in studies for number in sorted(s.params)
                    for spec in s.make_specs(number, s.params[number])]
-    chosen = {}
+    by_label: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for s in studies:
         trial, params, value = s.best
-        chosen[(s.task, s.label)] = {"trial": trial, "params": params, "value": value}
-    return trial_specs, chosen
+        by_label.setdefault((s.task, s.label), []).append(
+            {"repeat": s.repeat, "trial": trial, "params": params, "value": value})
+    return trial_specs, {key: _choice(choices) for key, choices in by_label.items()}
+
+
+def _choice(choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The choice of a (task, label) from its searches' (see :func:`run_tuning`)."""
+    choices = sorted(choices, key=lambda c: int(c["repeat"]))
+    first = {k: v for k, v in choices[0].items() if k != "repeat"}
+    return {**first, "repeats": choices} if len(choices) > 1 else first
+
+
+def read_chosen(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The choices a report recorded in ``tables/tuning_chosen.csv``, at full precision, as
+    :func:`run_tuning` returns them: :func:`harness.suite.expand` (``tuned=``) makes of them the
+    comparison runs the tuning made (the same run ids; the same numbers, run again)."""
+    import json
+
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "params_json" not in table:
+        raise ConfigError(f"{path}: no full-precision choices (column params_json): a report "
+                          f"written before they were recorded; rebuild it")
+    by_label: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in table.to_dict("records"):
+        by_label.setdefault((row["task"], row["label"]), []).append({
+            "repeat": int(row.get("repeat") or 0), "trial": int(row["trial"]),
+            "params": json.loads(row["params_json"]), "value": float(row["value"])})
+    return {key: _choice(choices) for key, choices in by_label.items()}

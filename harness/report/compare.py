@@ -18,7 +18,10 @@ the per-instance differences (a paired t-test). The quantities compared (:data:`
   by the largest mean gain of any configuration on the task (kind ``gold gain``), which does
   depend on who else is in the suite, and the report says so.
 - **replicate_std** (stability, lower is better): the standard deviation of the final gold reward
-  across an instance's replicates (needs two or more).
+  across an instance's replicates (needs two or more); for an algorithm tuned by several
+  searches (``tuning.repeats``), pooled over its chosen configurations, each one's replicates
+  apart, so that the spread between choices is not read as instability. An instance's other
+  values average all its runs: for such an algorithm, the mean over its chosen configurations.
 - **divergence_rate** (stability): the fraction of an instance's finished runs that diverged.
 - **drawdown** (stability): the mean worst fall of gold reward below its running best.
 - **samples_to_half**, **flops_to_half** (computation, cost to reach; lower is better): the
@@ -180,6 +183,7 @@ def instance_table(data: StoreData, per_run: pd.DataFrame) -> pd.DataFrame:
         done = sub[sub["status"] == "done"]
         gold = counted["final_gold_reward"].dropna()
         gain = (counted["final_gold_reward"] - counted["initial_gold_reward"]).dropna()
+        spread, df = replicate_spread(counted)
         rows.append({
             "task": task, "label": label, "algorithm": sub["algorithm"].iloc[0],
             "instance": seed, "runs": len(sub), "counted": len(counted),
@@ -187,8 +191,8 @@ def instance_table(data: StoreData, per_run: pd.DataFrame) -> pd.DataFrame:
             "final_gold_reward": _mean(gold),
             "final_kl_ref": _mean(counted["final_kl_ref"]),
             "gold_gain": _mean(gain),
-            "replicate_std": float(gold.std(ddof=1)) if len(gold) >= 2 else math.nan,
-            "replicate_df": max(len(gold) - 1, 0),
+            "replicate_std": spread,
+            "replicate_df": df,
             "divergence_rate": float((sub["status"] == "diverged").mean()),
             "drawdown": _mean(counted["drawdown"]),
             "cpu_seconds": _mean(done["train_cpu_seconds"]),
@@ -207,6 +211,22 @@ def _costs_to_half(data: StoreData) -> dict[tuple[Any, Any, Any], dict[str, floa
     return {(r.task, r.label, r.instance): {"samples_to_half": float(r.samples_censored),
                                             "flops_to_half": float(r.flops_censored)}
             for r in inst.itertuples(index=False)}
+
+
+def replicate_spread(runs: pd.DataFrame) -> tuple[float, int]:
+    """(standard deviation, degrees of freedom) of the final gold reward across the replicates
+    of one configuration on one instance: pooled over a tuned algorithm's chosen configurations
+    (column ``tuning_repeat``), each one's replicates apart; NaN with 0 df without two."""
+    gold = runs["final_gold_reward"]
+    keys = runs["tuning_repeat"].fillna(0) if "tuning_repeat" in runs else pd.Series(
+        0, index=runs.index)
+    groups = [g.dropna() for _, g in gold.groupby(keys)]
+    groups = [g for g in groups if len(g) >= 2]
+    if len(groups) == 1:  # one configuration: its plain standard deviation
+        return float(groups[0].std(ddof=1)), len(groups[0]) - 1
+    df = sum(len(g) - 1 for g in groups)
+    ss = sum(float(g.var(ddof=1)) * (len(g) - 1) for g in groups)
+    return (math.sqrt(ss / df) if df else math.nan), df
 
 
 def _mean(values: pd.Series) -> float:

@@ -7,7 +7,10 @@ seconds per phase, FLOPs — NaN for tabular policies), the counted work (sample
 read from data, forward and backward tokens per model role, or table rows for tabular policies:
 ``work_unit``), the load average during the run, model-state bytes and memory. ``seed`` is
 the *instance* seed (task draw, preference data, r̂); ``replicate`` numbers the algorithm's own
-random streams on it (0 for stores written before replicates existed). ``metrics``:
+random streams on it (0 for stores written before replicates existed). A tuned algorithm's
+comparison runs carry its choice: ``tuned_trial``, ``tuned_params`` (4 significant digits, for
+reading), ``tuned_params_json`` (full precision), ``tuned_value`` and ``tuning_repeat`` (which
+of the tuning's searches chose it). ``metrics``:
 every run's tidy metrics table, concatenated, with the run's label, algorithm, task, seed and
 status joined on.
 
@@ -79,8 +82,9 @@ class StoreData:
     claims_note: str = ""
     """Why no claim is tested, when the suite lists none and lacks the lecture's algorithms."""
     trials: pd.DataFrame | None = None
-    """Tuning trials' runs (``task, label, trial, seed, status, value, param_<field>...``), kept
-    apart from the comparison: ``value`` is the run's tuning objective."""
+    """Tuning trials' runs (``task, label, trial, seed, status, value, param_<field>...``, and
+    ``repeat`` where the tuning repeats its search), kept apart from the comparison: ``value``
+    is the run's tuning objective."""
 
     @property
     def usable(self) -> pd.DataFrame:
@@ -135,6 +139,9 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
         row["tuned_params"] = ", ".join(f"{k}={_short_number(v)}"
                                         for k, v in (tuning.get("params") or {}).items())
         row["tuned_value"] = _finite(tuning.get("value"))
+        # the choice at full precision (``tuned_params`` is for reading), and its search
+        row["tuned_params_json"] = json.dumps(tuning.get("params") or {})
+        row["tuning_repeat"] = int(tuning.get("repeat") or 0)
     for name, value in (summary.get("final") or {}).items():
         row[f"final_{name}"] = _finite(value)
     compute = summary.get("compute") or {}
@@ -410,6 +417,7 @@ def _trial_row(rec: RunRecord, tuning: dict[str, Any], beta: float) -> dict[str,
         "label": str(tuning.get("label")), "trial": int(tuning.get("trial", -1)),
         "seed": rec.spec.get("seed"), "status": rec.state,
         "objective": tuning.get("objective"),
+        **({"repeat": int(tuning["repeat"])} if "repeat" in tuning else {}),
         "value": run_objective(rec, str(tuning.get("objective", "final_gold")),
                                kl_budget=tuning.get("kl_budget"), beta=beta),
     }
