@@ -149,6 +149,7 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         count_runs,
         load_suite,
         suite_warnings,
+        task_units,
     )
 
     suite = load_suite(suite_file)
@@ -158,18 +159,21 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         click.echo(f"{suite_file}: warning: {warning}", err=True)
     for warning in check_placement(suite, suite_file, host, executor=executor):
         click.echo(warning, err=True)
+    units = len(task_units(suite))  # a task at several budgets counts once per budget
     click.echo(
-        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks × "
+        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks"
+        f"{f' at {units} budgets' if units != len(suite.tasks) else ''} × "
         f"{len(suite.instances)} instances × {suite.replicates} replicates × "
-        f"{len(runs) // (len(suite.tasks) * len(suite.instances) * suite.replicates)} "
+        f"{len(runs) // (units * len(suite.instances) * suite.replicates)} "
         "algorithm configs)"
     )
     if suite.tuning is not None:
         per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
                              for t in suite.tasks)
         click.echo(f"  before them, tuning: {count_runs(suite) - len(runs)} trial runs "
-                   f"(trials per algorithm: {per_task}; × {len(suite.tuning.instances)} tuning "
-                   f"instances)")
+                   f"(trials per algorithm: {per_task}"
+                   f"{' at each budget' if units != len(suite.tasks) else ''}; × "
+                   f"{len(suite.tuning.instances)} tuning instances)")
 
 
 GPU_MEMORY = click.option(

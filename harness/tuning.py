@@ -324,16 +324,18 @@ def tune(
 
 
 def suite_studies(suite: Any, host: Any) -> list[Study]:
-    """One study per task and tuned label of ``suite`` (a :class:`harness.suite.Suite`)."""
+    """One study per task and tuned label of ``suite`` (a :class:`harness.suite.Suite`); a task
+    with several budgets has one study per budget, with the same trials (its ``task`` is then
+    :func:`harness.suite.budget_task`'s name, ``bandit @ 8192 samples``)."""
     from harness.config import config_hash
-    from harness.suite import make_spec, run_preferences, tuned_labels, tuning_space
+    from harness.suite import make_spec, run_preferences, task_units, tuned_labels, tuning_space
 
     tuning = suite.tuning
     assert tuning is not None
     algorithms = {a.label or a.name: a for a in suite.algorithms}
     preferences = run_preferences(suite)  # a data file hashed once, not per trial run
     studies = []
-    for task in suite.tasks:
+    for unit, task in task_units(suite):
         for label in tuned_labels(suite):
             alg = algorithms[label]
             space = tuning_space(suite, host, label, task.name)
@@ -352,7 +354,7 @@ def suite_studies(suite: Any, host: Any) -> list[Study]:
                                   f"{label}#t{number}", {}, info, preferences=preferences)
                         for seed in tuning.instances]
 
-            studies.append(Study(task=task.name, label=label, name=name, space=space,
+            studies.append(Study(task=unit, label=label, name=name, space=space,
                                  make_specs=specs, trials=tuning.trials_for(task.name)))
     return studies
 
