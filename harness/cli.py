@@ -161,8 +161,8 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         click.echo(warning, err=True)
     units = len(task_units(suite))  # a task at several budgets counts once per budget
     click.echo(
-        f"{suite_file}: ok: {len(runs)} runs ({len(suite.tasks)} tasks"
-        f"{f' at {units} budgets' if units != len(suite.tasks) else ''} × "
+        f"{suite_file}: ok: {len(runs)} runs ("
+        f"{f'{units} task budgets' if units != len(suite.tasks) else f'{units} tasks'} × "
         f"{len(suite.instances)} instances × {suite.replicates} replicates × "
         f"{len(runs) // (units * len(suite.instances) * suite.replicates)} "
         "algorithm configs)"
