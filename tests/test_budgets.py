@@ -333,3 +333,67 @@ def test_a_single_budget_report_has_no_crossovers(store, tmp_path):
     shutil.copy(store / "suite.yaml", single.path / "suite.yaml")
     one = load_store(single.path)
     assert one.budgets == {} and one.tasks == ["bandit", "token"]
+
+
+# --- the shipped suite --------------------------------------------------------------------------
+
+
+def test_zoo_budgets_is_the_zoo_s_bandit_and_token_at_three_budgets_tuned_equally(host):
+    root = Path(__file__).resolve().parents[1] / "suites"
+    zoo, budgets = load_suite(root / "zoo.yaml"), load_suite(root / "zoo-budgets.yaml")
+    assert [t.name for t in budgets.tasks] == ["bandit", "token"]
+    zoo_tasks = {t.name: t for t in zoo.tasks}
+    for task in budgets.tasks:  # the zoo's task, at ×1, ×4 and ×16 of the zoo's budget
+        base = zoo_tasks[task.name]
+        assert task.params == base.params
+        budget = task.budget or budgets.budget
+        assert budget.kind == "samples" and budget.values == [
+            base.budget.value * k for k in (1, 4, 16)]
+    assert base.budget.value == 8192
+    # the zoo's algorithms, settings, data, seeds, evaluation and tuning effort
+    for mine, theirs in zip(budgets.algorithms, zoo.algorithms, strict=True):
+        assert (mine.name, mine.config) == (theirs.name, theirs.config)
+        assert mine.per_task == {k: v for k, v in theirs.per_task.items() if k != "tiny-lm"}
+    for key in ("preferences", "reward_model", "seeds", "evaluation"):
+        assert getattr(budgets, key) == getattr(zoo, key), key
+    assert budgets.tuning is not None and zoo.tuning is not None
+    assert budgets.tuning.trials == zoo.tuning.trials == 8
+    assert budgets.tuning.trials_per_task == {}
+    for key in ("instances", "objective", "space", "sampler", "seed", "algorithms"):
+        assert getattr(budgets.tuning, key) == getattr(zoo.tuning, key), key
+    assert count_runs(budgets) == 14 * 2 * 3 * (10 * 2 + 8)
+    specs = check_suite(budgets, root / "zoo-budgets.yaml", host)
+    assert len(specs) == 14 * 2 * 3 * 10 * 2
+    assert sorted({(s.task, s.budget["samples"]) for s in specs}) == [
+        (t, 8192.0 * k) for t in ("bandit", "token") for k in (1, 4, 16)]
+
+
+def test_validate_counts_the_runs_of_each_task_budget(tmp_path, capsys):
+    path = suite_file(tmp_path, "[64, 256]", tuning=True)
+    main(["validate", str(path)])
+    out = capsys.readouterr().out
+    assert "ok: 18 runs (3 task budgets × 3 instances × 1 replicates × 2 algorithm configs)" \
+        in out
+    assert "trials per algorithm: bandit 2, token 2 at each budget; × 1 tuning instances" in out
+
+
+@pytest.mark.parametrize("task", ["bandit", "token"])
+def test_each_half_of_zoo_budgets_is_the_whole_on_its_task(task, host):
+    root = Path(__file__).resolve().parents[1] / "suites"
+    whole = load_suite(root / "zoo-budgets.yaml")
+    half = load_suite(root / f"zoo-budgets-{task}.yaml")
+    assert [t.name for t in half.tasks] == [task]
+    keep = {"name", "description", "tasks", "algorithms"}
+    assert half.model_dump(exclude=keep) == whole.model_dump(exclude=keep)
+    assert half.tasks[0] == next(t for t in whole.tasks if t.name == task)
+    for mine, theirs in zip(half.algorithms, whole.algorithms, strict=True):
+        assert mine.model_dump(exclude={"per_task"}) == theirs.model_dump(exclude={"per_task"})
+        assert mine.per_task == {k: v for k, v in theirs.per_task.items() if k == task}
+    whole_specs = {(s.label, s.seed, s.replicate, s.budget["samples"]): s for s in
+                   check_suite(whole, root / "zoo-budgets.yaml", host) if s.task == task}
+    half_specs = check_suite(half, root / f"zoo-budgets-{task}.yaml", host)
+    assert len(half_specs) == len(whole_specs) == 14 * 3 * 20
+    for spec in half_specs:  # the same runs, but for the suite's name
+        other = whole_specs[(spec.label, spec.seed, spec.replicate, spec.budget["samples"])]
+        assert {**spec.identity, "suite": None} == {**other.identity, "suite": None}
+    assert count_runs(half) * 2 == count_runs(whole)
