@@ -9,6 +9,12 @@ random streams on it (0 for stores written before replicates existed). ``metrics
 every run's tidy metrics table, concatenated, with the run's label, algorithm, task, seed and
 status joined on.
 
+A task run at several budgets (a suite's ``budget: {samples: [8192, 32768]}``) is, in every
+frame, one task per budget, named with it (``bandit @ 8192 samples``,
+:func:`harness.suite.budget_task`): every comparison, ranking and claim is then made within a
+budget, never across budgets, and ``budgets`` maps those names back to (task, kind, budget). A
+task with one budget keeps its name, so a single-budget store reads as it always has.
+
 Only the runs of the suite as last run are read (the store's manifest lists them): the others
 are *stale* — runs of an older version of the suite — and are listed in ``stale``, not counted,
 unless ``include_stale``. A run folder whose files do not read back is listed in ``corrupt`` and
