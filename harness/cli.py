@@ -150,6 +150,7 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         count_trial_runs,
         load_suite,
         suite_warnings,
+        task_units,
     )
 
     suite = load_suite(suite_file)
@@ -159,16 +160,17 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         click.echo(f"{suite_file}: warning: {warning}", err=True)
     for warning in check_placement(suite, suite_file, host, executor=executor):
         click.echo(warning, err=True)
-    cells = [(len(suite.task_instances(t)), suite.task_replicates(t)) for t in suite.tasks]
-    per_task = sum(i * r for i, r in cells)
+    units = task_units(suite)  # a task at several budgets counts once per budget
+    cells = [(len(suite.task_instances(t)), suite.task_replicates(t)) for _, t in units]
+    per_cell = sum(i * r for i, r in cells)
     if len(set(cells)) == 1:
-        shape = (f"{len(suite.tasks)} tasks × {cells[0][0]} instances × {cells[0][1]} "
-                 "replicates")
+        what = "task budgets" if len(units) != len(suite.tasks) else "tasks"
+        shape = f"{len(units)} {what} × {cells[0][0]} instances × {cells[0][1]} replicates"
     else:
-        shape = " + ".join(f"{t.name} {i} instances × {r} replicates"
-                           for t, (i, r) in zip(suite.tasks, cells, strict=True))
+        shape = " + ".join(f"{name} {i} instances × {r} replicates"
+                           for (name, _), (i, r) in zip(units, cells, strict=True))
         shape = f"({shape})"
-    click.echo(f"{suite_file}: ok: {len(runs)} runs ({shape} × {len(runs) // per_task} "
+    click.echo(f"{suite_file}: ok: {len(runs)} runs ({shape} × {len(runs) // per_cell} "
                "algorithm configs)")
     if suite.tuning is not None:
         per_task = ", ".join(f"{t.name} {suite.tuning.trials_for(t.name)}"
@@ -176,8 +178,10 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
         repeats, size = suite.tuning.repeats, len(suite.tuning.instances)
         searches = (f" in {repeats} searches of {size // repeats} instances each"
                     if repeats > 1 else "")
+        at_each = " at each budget" if len(units) != len(suite.tasks) else ""
         click.echo(f"  before them, tuning: {count_trial_runs(suite)} trial runs "
-                   f"(trials per algorithm: {per_task}; × {size} tuning instances{searches})")
+                   f"(trials per algorithm: {per_task}{at_each}; × {size} tuning "
+                   f"instances{searches})")
         extra = count_runs(suite) - count_trial_runs(suite) - len(runs)
         if extra:
             click.echo(f"  and {extra} more runs: each tuned algorithm runs the choice of each "

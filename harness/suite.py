@@ -57,6 +57,8 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    confloat,
+    conint,
     field_validator,
     model_validator,
 )
@@ -243,18 +245,42 @@ class AlgorithmSpec(_Strict):
         return None if v is None else displayable(v, "the label")
 
 
-class BudgetSpec(_Strict):
-    """One budget for every run: exactly one of these."""
+BudgetInt = Annotated[conint(ge=1), BeforeValidator(_not_bool)]
+BudgetFloat = Annotated[confloat(gt=0), BeforeValidator(_not_bool), AfterValidator(_finite)]
 
-    steps: Int | None = Field(None, ge=1, description="Algorithm steps.", examples=[200])
-    samples: Int | None = Field(None, ge=1, description="Responses sampled, or pairs trained "
-                                "on (offline).", examples=[50000])
-    tokens: Int | None = Field(None, ge=1, description="Tokens generated plus tokens trained "
-                               "on.", examples=[2000000])
-    flops: Float | None = Field(None, gt=0, description="Estimated floating-point operations.",
-                                examples=[1e12])
-    seconds: Float | None = Field(None, gt=0, description="Wall seconds of training "
-                                  "(evaluation excluded).", examples=[600])
+
+class BudgetSpec(_Strict):
+    """One budget for every run: exactly one of these. A list of distinct values
+    (``samples: [8192, 32768, 131072]``) makes each value its own set of runs, tuned on its own
+    with the same trials (schedules and tuning depend on the budget; each run has one). The
+    report then names the task with its budget (``bandit @ 8192 samples``), compares the
+    configurations at each budget on its own, and names in a table of crossovers the budget
+    from which one configuration is decided ahead of another."""
+
+    steps: list[BudgetInt] | BudgetInt | None = Field(
+        None, description="Algorithm steps.", examples=[200])
+    samples: list[BudgetInt] | BudgetInt | None = Field(
+        None, description="Responses sampled, or pairs trained on (offline).",
+        examples=[50000, [8192, 32768, 131072]])
+    tokens: list[BudgetInt] | BudgetInt | None = Field(
+        None, description="Tokens generated plus tokens trained on.", examples=[2000000])
+    flops: list[BudgetFloat] | BudgetFloat | None = Field(
+        None, description="Estimated floating-point operations.", examples=[1e12])
+    seconds: list[BudgetFloat] | BudgetFloat | None = Field(
+        None, description="Wall seconds of training (evaluation excluded).", examples=[600])
+
+    @field_validator(*BUDGET_KINDS)
+    @classmethod
+    def _distinct_budgets(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one budget (a number, or a list of distinct "
+                                 "numbers)")
+            twice = sorted({x for x in v if v.count(x) > 1})
+            if twice:
+                raise ValueError(f"budgets must be distinct ({', '.join(f'{x:g}' for x in twice)}"
+                                 f" appears twice)")
+        return v
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BudgetSpec:
@@ -271,8 +297,48 @@ class BudgetSpec(_Strict):
         return next(k for k in BUDGET_KINDS if getattr(self, k) is not None)
 
     @property
+    def values(self) -> list[float]:
+        """The budget's values, smallest first (one for a single budget)."""
+        given = getattr(self, self.kind)
+        return sorted(float(x) for x in (given if isinstance(given, list) else [given]))
+
+    @property
+    def several(self) -> bool:
+        """Whether it lists more than one budget (each its own set of runs)."""
+        return len(self.values) > 1
+
+    @property
     def value(self) -> float:
-        return float(getattr(self, self.kind))
+        """The one budget (a :class:`ValueError` when it lists several: see :attr:`values`)."""
+        values = self.values
+        if len(values) != 1:
+            raise ValueError(f"{self.kind}: {len(values)} budgets, not one")
+        return values[0]
+
+
+def budget_task(task: str, kind: str, value: float) -> str:
+    """How a task at one of several budgets is named in a tuning's choices and in reports:
+    ``bandit @ 8192 samples``."""
+    return f"{task} @ {value:g} {kind}"
+
+
+def task_budgets(suite: Suite, task: TaskSpec) -> list[tuple[str, TaskSpec]]:
+    """``task`` once per budget (its own, else the suite's): ``(name, task with that one
+    budget)``, the name :func:`budget_task`'s where there are several budgets, else the task's
+    own name and the task as it is (so a single-budget suite's runs are unchanged)."""
+    budget = task.budget or suite.budget
+    if not budget.several:
+        return [(task.name, task)]
+    return [(budget_task(task.name, budget.kind, value),
+             task.model_copy(update={"budget": BudgetSpec.model_validate(
+                 {budget.kind: int(value) if budget.kind in ("steps", "samples", "tokens")
+                  else value})}))
+            for value in budget.values]
+
+
+def task_units(suite: Suite) -> list[tuple[str, TaskSpec]]:
+    """Every task of ``suite`` at each of its budgets (:func:`task_budgets`), in suite order."""
+    return [unit for task in suite.tasks for unit in task_budgets(suite, task)]
 
 
 class SeedsSpec(_Strict):
@@ -944,25 +1010,27 @@ def _check_data_needs(suite: Suite, i: int, alg: AlgorithmSpec, cls: Any, where:
 def count_runs(suite: Suite) -> int:
     """How many runs a suite makes (tuning trials included), computed without expanding it."""
     points = sum(math.prod(len(v) for v in alg.sweep.values()) for alg in suite.algorithms)
-    runs = sum(len(suite.task_instances(t)) * suite.task_replicates(t)
-               for t in suite.tasks) * points
+    units = task_units(suite)
+    cells = sum(len(suite.task_instances(task)) * suite.task_replicates(task)
+                for _, task in units)
+    runs = cells * points
     if suite.tuning is not None:
         tuned = len(tuned_labels(suite))
         # each tuned label runs one chosen configuration per repeat (tuned labels do not sweep)
-        runs += (len(suite.tasks) * len(suite.instances) * suite.replicates * tuned
-                 * (suite.tuning.repeats - 1))
+        runs += cells * tuned * (suite.tuning.repeats - 1)
         runs += count_trial_runs(suite)
     return runs
 
 
 def count_trial_runs(suite: Suite) -> int:
-    """How many tuning trial runs a suite makes: per task and tuned label, trials × tuning
-    instances (R searches of that many trials, each on its own 1/R of the instances)."""
+    """How many tuning trial runs a suite makes: per task (at each of its budgets) and tuned
+    label, trials × tuning instances (R searches of that many trials, each on its own 1/R of
+    the instances)."""
     if suite.tuning is None:
         return 0
     tuned = len(tuned_labels(suite))
     return sum(tuned * suite.tuning.trials_for(task.name) * len(suite.tuning.instances)
-               for task in suite.tasks)
+               for _, task in task_units(suite))  # tuned at each budget
 
 
 def tuned_labels(suite: Suite) -> list[str]:
@@ -1246,26 +1314,27 @@ def expand(
     allow_large: bool = False,
     tuned: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> list[RunSpec]:
-    """Every comparison run of the suite: task × instance × replicate × algorithm ×
-    sweep point.
+    """Every comparison run of the suite: task × budget × instance × replicate × algorithm ×
+    sweep point (one budget per task, unless it lists several: :func:`task_budgets`).
 
     ``tuned`` maps (task, label) to the tuning's choice (``{"trial", "params", "value"}``), which
     is merged into that algorithm's config; without it a tuned algorithm runs its base config
     (what ``validate`` counts). With ``tuning.repeats`` R > 1 the choice holds ``"repeats"``,
     the R searches' choices (each with its ``"repeat"``), and each runs on every instance under
     the algorithm's one label: its spec's ``tuning`` record names the repeat, so the R runs of
-    an instance have ids of their own.
+    an instance have ids of their own. At several budgets the task is named with its budget
+    (:func:`budget_task`), each budget having its own choice.
     """
     if count_runs(suite) > MAX_RUNS and not allow_large:
         raise ConfigError(f"suite '{suite.name}': more than {MAX_RUNS:,} runs need allow_large")
     tuned_set = set(tuned_labels(suite))
     preferences = run_preferences(suite)
     runs = []
-    cells = [(t, seed, rep) for t in suite.tasks for seed in suite.task_instances(t)
-             for rep in range(suite.task_replicates(t))]
-    for (task, seed, replicate), alg in itertools.product(cells, suite.algorithms):
+    cells = [(unit, task, seed, rep) for unit, task in task_units(suite)
+             for seed in suite.task_instances(task) for rep in range(suite.task_replicates(task))]
+    for (unit, task, seed, replicate), alg in itertools.product(cells, suite.algorithms):
         label = alg.label or alg.name
-        choice = (tuned or {}).get((task.name, label)) if label in tuned_set else None
+        choice = (tuned or {}).get((unit, label)) if label in tuned_set else None
         for point in _sweep_points(alg.sweep):
             shown = shown_label(label, point)
             for extra, info in _chosen_configs(suite, label, point, choice):

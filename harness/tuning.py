@@ -419,9 +419,11 @@ def tune(
 def suite_studies(suite: Any, host: Any) -> list[Study]:
     """One study per task, tuned label and repeat of ``suite`` (a
     :class:`harness.suite.Suite`); repeat r's trials run on the r-th group of the tuning
-    instances (:meth:`harness.suite.TuningSpec.instance_groups`)."""
+    instances (:meth:`harness.suite.TuningSpec.instance_groups`). A task with several budgets
+    has its studies at each budget, with the same trials (its ``task`` is then
+    :func:`harness.suite.budget_task`'s name, ``bandit @ 8192 samples``)."""
     from harness.config import config_hash
-    from harness.suite import make_spec, run_preferences, tuned_labels, tuning_space
+    from harness.suite import make_spec, run_preferences, task_units, tuned_labels, tuning_space
 
     tuning = suite.tuning
     assert tuning is not None
@@ -429,7 +431,7 @@ def suite_studies(suite: Any, host: Any) -> list[Study]:
     preferences = run_preferences(suite)  # a data file hashed once, not per trial run
     several = tuning.repeats > 1
     studies = []
-    for task in suite.tasks:
+    for unit, task in task_units(suite):
         for label in tuned_labels(suite):
             alg = algorithms[label]
             space = tuning_space(suite, host, label, task.name)
@@ -456,7 +458,7 @@ def suite_studies(suite: Any, host: Any) -> list[Study]:
                     return [make_spec(suite, host, task, alg, seed, dict(params), shown, {},
                                       info, preferences=preferences) for seed in seeds]
 
-                studies.append(Study(task=task.name, label=label, name=name, space=space,
+                studies.append(Study(task=unit, label=label, name=name, space=space,
                                      make_specs=specs, trials=tuning.trials_for(task.name),
                                      repeat=repeat))
     return studies

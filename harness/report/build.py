@@ -439,6 +439,36 @@ def comparisons_section(rep: Report) -> None:
                      k=int((rows["decision"] != st.UNDECIDED).sum()), m=len(rows))
 
 
+def crossovers_section(rep: Report) -> None:
+    """Where tasks ran at several budgets: per pair of configurations and task, the budget from
+    which one is decided ahead of the other (:func:`compare.crossovers`), and a sentence per
+    task. Nothing for a suite of one budget per task."""
+    budgets = rep.data.budgets
+    if not budgets:
+        return
+    rep.add(Heading("Crossovers"))
+    table = cmp.crossovers(rep.comp, budgets)
+    if table.empty:
+        rep.text("No two configurations are compared at any budget, so there is no crossover.")
+        return
+    shown = pd.DataFrame({
+        "task": table["task"], "a": table["a"], "b": table["b"],
+        "decision at each budget": table["decisions"], "ahead": table["ahead"],
+        "from budget": [("" if math.isnan(v) else f"{fmt(v)} {k}")
+                        for v, k in zip(table["from_budget"], table["budget_kind"],
+                                        strict=True)],
+    })
+    caption = ("Each task ran at several budgets, each budget its own runs (and tuning), "
+               "compared on its own: the normalised score's paired comparisons above, never "
+               "across budgets. Per pair of configurations: the decision at each budget, "
+               "smallest first, and the smallest budget from which one is decided ahead of the "
+               "other at that budget and at every larger one (none: no such budget, e.g. "
+               "undecided at the largest, or a decision that flips back).")
+    rep.table(shown, caption, "crossovers", numbers=table)
+    for task in dict.fromkeys(table["task"]):
+        rep.text("{sentence}", sentence=cmp.crossover_sentence(table, str(task)))
+
+
 def _needed(v: float) -> str:
     """Instances needed: empty when decided, ∞ when the observed difference is 0 or would need
     more than :data:`stats.MAX_SEEDS`."""
@@ -2033,6 +2063,7 @@ def write_report(
     cost_section(rep)
     stability_section(rep)
     comparisons_section(rep)
+    crossovers_section(rep)
     claims_section(rep)
     ranking_section(rep)
     method_section(rep)

@@ -587,3 +587,76 @@ def not_learned(inst: pd.DataFrame) -> list[tuple[str, str]]:
         if gold_still and kl_still:
             out.append((str(task), str(label)))
     return out
+
+
+# --- several budgets ---------------------------------------------------------------------------
+
+CROSSOVER_COLUMNS = ("task", "budget_kind", "a", "b", "decisions", "ahead", "behind",
+                     "from_budget", "at_every_budget")
+
+
+def crossovers(comp: pd.DataFrame, budgets: dict[str, tuple[str, str, float]],
+               metric: str = "score") -> pd.DataFrame:
+    """Who wins from which budget: for each task run at several budgets and each pair of
+    configurations compared on it, the smallest budget B from which one of the two is decided
+    ahead of the other on ``metric`` at B and at every larger budget (``from_budget``; NaN and
+    ``ahead`` "none" when there is none).
+
+    ``comp`` is :func:`comparisons`' table, whose tasks are the report's (``bandit @ 8192
+    samples``: each budget compared on its own, never across budgets); ``budgets`` maps each to
+    (task, budget kind, budget) (:attr:`harness.report.data.StoreData.budgets`). A pair not
+    compared at some budget (no shared instance with counted runs) is decided at none from
+    there down: a decision must hold at every larger budget, so one that flips back, or is
+    undecided, at a larger budget starts no crossover. ``decisions`` lists the decision at each
+    budget, smallest first (``8192: grpo; 32768: undecided``; ``not compared`` where there is
+    no comparison); ``at_every_budget`` is True when ``from_budget`` is the smallest.
+    """
+    rows: list[dict[str, Any]] = []
+    by_task: dict[str, list[tuple[float, str, str]]] = {}
+    for name, (task, kind, value) in budgets.items():
+        by_task.setdefault(task, []).append((value, kind, name))
+    sel = comp[comp["metric"] == metric] if len(comp) else comp
+    for task in sorted(by_task):
+        levels = sorted(by_task[task])
+        names = [name for _, _, name in levels]
+        pairs: dict[frozenset[str], tuple[str, str]] = {}
+        for r in sel[sel["task"].isin(names)].itertuples(index=False) if len(sel) else []:
+            pairs.setdefault(frozenset((str(r.a), str(r.b))), (str(r.a), str(r.b)))
+        for a, b in pairs.values():
+            winners = [lookup(sel, name, metric, a, b) for name in names]
+            start = len(winners)
+            while (start > 0 and winners[start - 1]
+                   and winners[start - 1] == winners[-1]):
+                start -= 1
+            found = start < len(winners)
+            ahead = str(winners[-1]) if found else "none"
+            shown = "; ".join(f"{value:g}: " + ("not compared" if w is None else w or UNDECIDED)
+                              for (value, _, _), w in zip(levels, winners, strict=True))
+            rows.append({
+                "task": task, "budget_kind": levels[0][1], "a": a, "b": b,
+                "decisions": shown, "ahead": ahead,
+                "behind": (b if ahead == a else a) if found else "none",
+                "from_budget": levels[start][0] if found else math.nan,
+                "at_every_budget": found and start == 0,
+            })
+    return pd.DataFrame(rows, columns=list(CROSSOVER_COLUMNS))
+
+
+def crossover_sentence(table: pd.DataFrame, task: str) -> str:
+    """One sentence on ``task`` from its rows of :func:`crossovers`: which configuration is
+    ahead of which, and from which budget."""
+    sub = table[table["task"] == task]
+    if sub.empty:
+        return f"On {task}, no two configurations are compared."
+    kind = str(sub["budget_kind"].iloc[0])
+    found = sub[sub["ahead"] != "none"]
+    if found.empty:
+        return (f"On {task}, no configuration is decided ahead of another at the largest "
+                f"budget, so there is no crossover ({len(sub)} pair"
+                f"{'s' if len(sub) != 1 else ''} compared).")
+    items = [f"{r.ahead} ahead of {r.behind} "
+             + ("at every budget" if r.at_every_budget else f"from {r.from_budget:g} {kind}")
+             for r in found.sort_values(["from_budget", "ahead", "behind"],
+                                        kind="stable").itertuples(index=False)]
+    return (f"On {task}, {len(found)} of {len(sub)} pairs are decided from some budget on: "
+            + "; ".join(items) + ".")

@@ -14,6 +14,12 @@ of the tuning's searches chose it). ``metrics``:
 every run's tidy metrics table, concatenated, with the run's label, algorithm, task, seed and
 status joined on.
 
+A task run at several budgets (a suite's ``budget: {samples: [8192, 32768]}``) is, in every
+frame, one task per budget, named with it (``bandit @ 8192 samples``,
+:func:`harness.suite.budget_task`): every comparison, ranking and claim is then made within a
+budget, never across budgets, and ``budgets`` maps those names back to (task, kind, budget). A
+task with one budget keeps its name, so a single-budget store reads as it always has.
+
 Only the runs of the suite as last run are read (the store's manifest lists them): the others
 are *stale* — runs of an older version of the suite — and are listed in ``stale``, not counted,
 unless ``include_stale``. A run folder whose files do not read back is listed in ``corrupt`` and
@@ -45,6 +51,7 @@ from harness.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
 from harness.suite import (
     LECTURE_CLAIM,
     ClaimSpec,
+    budget_task,
     default_claims,
     describe_versions,
     missing_lecture_algorithms,
@@ -85,6 +92,10 @@ class StoreData:
     """Tuning trials' runs (``task, label, trial, seed, status, value, param_<field>...``, and
     ``repeat`` where the tuning repeats its search), kept apart from the comparison: ``value``
     is the run's tuning objective."""
+    budgets: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    """Tasks run at several budgets: each report task (``bandit @ 8192 samples``, the ``task``
+    of ``runs``, ``metrics`` and ``trials``) → (task, budget kind, budget). Empty when every
+    task has one budget (its runs then keep the task's own name)."""
 
     @property
     def usable(self) -> pd.DataFrame:
@@ -287,6 +298,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False,
     store = RunStore(path.parent, path.name)
     current = store.manifest()
     rows, frames, suites, stale, corrupt, trials = [], [], [], [], [], []
+    trial_budgets: list[tuple[str | None, float]] = []
     declared: dict[str, dict[str, str]] = {}
     cores: dict[str, list[str]] = {}  # the core a run was made under → its run ids
     for rec in store.records():
@@ -311,6 +323,7 @@ def load_store(store_path: str | Path, *, include_stale: bool = False,
         if tuning.get("phase") == "trial":
             trials.append(_trial_row(rec, tuning, float(rec.spec.get("evaluation", {})
                                                         .get("beta", 0.1))))
+            trial_budgets.append(_run_budget(rec.spec))
             continue
         suites.append(str(rec.spec.get("suite") or path.name))
         meanings = (rec.summary or {}).get("metric_meanings")
@@ -347,6 +360,14 @@ def load_store(store_path: str | Path, *, include_stale: bool = False,
             runs[col] = np.nan
     if "replicate" not in runs:
         runs["replicate"] = 0
+    budgets = budget_tasks(runs, trials, trial_budgets)
+    if budgets:  # each budget of such a task is a task of the report, compared on its own
+        several = {task for task, _, _ in budgets.values()}
+        if "budget_kind" in runs:
+            runs["task"] = [_budget_name(t, k, v, several) for t, k, v in
+                            zip(runs["task"], runs["budget_kind"], runs["budget"], strict=True)]
+        for row, (kind, value) in zip(trials, trial_budgets, strict=True):
+            row["task"] = _budget_name(row["task"], kind, value, several)
     suite = suites[0] if suites else path.name
     claims, claims_note = _claims(
         path, _algorithm_order(path) or sorted(runs["algorithm"].dropna().astype(str).unique())
@@ -379,16 +400,52 @@ def load_store(store_path: str | Path, *, include_stale: bool = False,
             (rank.get(a, len(rank)), a, lab) for a, lab in pairs.itertuples(index=False)
         )
     ))
-    tasks = sorted(runs["task"].astype(str).unique().tolist()) if len(runs) else []
+    tasks = sorted(runs["task"].astype(str).unique().tolist(),
+                   key=lambda t: (budgets[t][0], budgets[t][2]) if t in budgets else (t, 0.0)) \
+        if len(runs) else []
     return StoreData(
         suite=suite, path=path, runs=runs, metrics=metrics, labels=labels, tasks=tasks,
         stale=pd.DataFrame(stale, columns=["run_id", "label", "task", "seed", "status"]),
         corrupt=pd.DataFrame(corrupt, columns=["run_id", "problem"]),
         claims=claims,
         claims_note=claims_note,
+        budgets=budgets,
         trials=pd.DataFrame(trials, columns=None if trials else
                             ["run_id", "task", "label", "trial", "seed", "status", "value"]),
     )
+
+
+def _run_budget(spec: dict[str, Any]) -> tuple[str | None, float]:
+    """(kind, value) of a run's one budget ((None, NaN) when its spec has none)."""
+    kind, value = next(iter((spec.get("budget") or {}).items()), (None, math.nan))
+    return kind, _finite(value)
+
+
+def budget_tasks(runs: pd.DataFrame, trials: list[dict[str, Any]],
+                 trial_budgets: list[tuple[str | None, float]]
+                 ) -> dict[str, tuple[str, str, float]]:
+    """The tasks whose runs (comparison runs, and tuning trials' runs) have several budgets:
+    each (task, budget)'s report name (:func:`harness.suite.budget_task`) → (task, kind,
+    value). A task whose runs share one budget is not listed, so it keeps its name."""
+    pairs = [(str(t), k, float(v)) for t, k, v in zip(
+        runs["task"], runs.get("budget_kind", pd.Series([None] * len(runs))),
+        runs.get("budget", pd.Series([math.nan] * len(runs))), strict=True)]
+    pairs += [(str(row["task"]), k, float(v))
+              for row, (k, v) in zip(trials, trial_budgets, strict=True)]
+    seen: dict[str, set[tuple[str, float]]] = {}
+    for task, kind, value in pairs:
+        if isinstance(kind, str) and math.isfinite(value):
+            seen.setdefault(task, set()).add((kind, value))
+    return {budget_task(task, kind, value): (task, kind, value)
+            for task, found in seen.items() if len(found) > 1 for kind, value in found}
+
+
+def _budget_name(task: Any, kind: Any, value: Any, several: set[str]) -> str:
+    """``task`` with its budget when it is one of the tasks run at ``several`` budgets."""
+    task = str(task)
+    if task in several and isinstance(kind, str) and math.isfinite(_finite(value)):
+        return budget_task(task, kind, float(value))
+    return task
 
 
 def namespace_clashes(
