@@ -4,7 +4,8 @@ A task *instance* (its seed fixes the task draw, the preference data and r̂) is
 every comparison: each configuration's runs on an instance (its replicates) are first reduced
 to one value per instance, and two configurations are compared on the instances they share, by
 the per-instance differences (the paired sign-flip permutation test and the interval that
-inverts it, :func:`harness.report.stats.paired_sign_flip`; each row names its test and its n). The quantities compared (:data:`METRICS`):
+inverts it, :func:`harness.report.stats.paired_sign_flip`; each row names its test and its n).
+The quantities compared (:data:`METRICS`):
 
 - **score** (reward, higher is better): per run, the *gap closure*
   (J_β(π) − J_β(π_ref)) / (J_β(π*_β) − J_β(π_ref)) = 1 − regret/regret(π_ref) where the task
