@@ -441,12 +441,13 @@ def _patterns(n: int, draws: int | None, seed: int) -> tuple[np.ndarray, int]:
 
 
 def sign_flip_rows(d: np.ndarray, *, draws: int | None = None, seed: int = 0,
-                   confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   confidence: float = CONFIDENCE,
+                   interval: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The sign-flip p-values and intervals of each row of ``d`` (data sets of n differences,
     all finite), the same sign patterns for every row: all 2^n when ``draws`` is None, else
     ``draws`` random ones (from ``seed``) plus the observed one. Returns (p, low, high), each
-    of length ``len(d)``. This is the computation of :func:`paired_sign_flip`, batched for
-    simulations and benchmarks.
+    of length ``len(d)`` (the bounds ±∞ with ``interval=False``). This is the computation of
+    :func:`paired_sign_flip`, batched for simulations and benchmarks.
 
     p: the share of patterns s with |Σ s_i·d_i| ≥ |Σ d_i|. Interval: the shifts δ whose test of
     d − δ gives p > 1 − ``confidence``; a pattern with a flipped and an unflipped part counts at
@@ -475,7 +476,7 @@ def sign_flip_rows(d: np.ndarray, *, draws: int | None = None, seed: int = 0,
         sums = total[:, None] - 2.0 * flipped_sum
         hits = (np.abs(sums) >= (np.abs(total) - tol)[:, None]).sum(axis=1)
         p[start:start + chunk] = (hits + always) / size  # identity and all-flipped: |Σ| = |Σ|
-        if 0 <= need < len(ks):
+        if interval and 0 <= need < len(ks):
             mean_f = flipped_sum / ks
             mean_u = (total[:, None] - flipped_sum) / (n - ks)
             lo = np.minimum(mean_f, mean_u)
@@ -595,7 +596,25 @@ def seeds_needed_upper(mean_diff: float, sd: float, n: int, *, alpha: float = AL
     effect = effect_lower_bound(mean_diff, sd, n, confidence)
     if not math.isfinite(effect) or effect == 0:
         return math.inf
-    return max(seeds_needed(effect, 1.0, alpha=alpha, power=power), float(floor_n))
+    return max(seeds_needed(effect, 1.0, alpha=alpha, power=power),
+               sign_flip_seeds(effect, alpha=alpha, power=power), float(floor_n))
+
+
+def sign_flip_seeds(effect: float, *, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The instances at which the sign-flip test reaches ``power`` at two-sided ``alpha`` for
+    a true effect size ``effect`` (mean/sd of the differences), by its normal approximation.
+
+    Under sign flips Σ s_i·d_i has variance Σ d_i² ≈ n(σ² + δ²): the test rejects about where
+    |Σ d_i| > z·√(n(σ² + δ²)), so its power is ≈ Φ(√n·e − z·√(1 + e²)) (the other tail
+    dropped), and n = ((z·√(1 + e²) + z_power)/e)², rounded up. Larger than the t-test's
+    count where e is not small: the permutation test spends power on the spread the effect
+    itself adds (``inf`` when more than :data:`MAX_SEEDS`)."""
+    if not math.isfinite(effect) or effect == 0:
+        return math.inf
+    e = abs(effect)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    n = math.ceil(((z * math.sqrt(1 + e * e) + float(stats.norm.ppf(power))) / e) ** 2)
+    return float(n) if n <= MAX_SEEDS else math.inf
 
 
 # --- per-run quantities -----------------------------------------------------------------------
