@@ -216,8 +216,9 @@ def _refuse(decision: str, row: Any, out_of_reach: bool) -> str:
 
 def _mde(sd: float, n: int, family_alpha: float) -> float:
     """The t-test's minimum detectable difference at ``family_alpha``; ∞ where the sign-flip
-    test's smallest p-value at ``n`` does not go below it."""
-    if n >= 2 and st.sign_flip_min_p(n) >= family_alpha:
+    test's smallest p-value at ``n`` does not go below it (0 for equal differences, which are
+    exact, not tests)."""
+    if sd != 0 and n >= 2 and st.sign_flip_min_p(n) >= family_alpha:
         return math.inf
     return st.minimum_detectable(sd, n, alpha=family_alpha)
 

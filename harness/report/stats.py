@@ -18,10 +18,10 @@ log-normal data):
   normality; the sign-flip test is exact at every n for any distribution symmetric about 0 (a
   and b exchangeable within an instance), heavy-tailed ones included, and its interval covers
   at least 95% there, whereas a bootstrap-t test errs 1.8× too often at α = 0.005 on t₃ data
-  at n = 30 and its interval covers 92%, and BCa and percentile intervals undercover at 10
+  at n = 30 and its interval covers 92%, and the percentile bootstrap covers about 90% at 10
   instances. No test of a mean holds its level for strongly skewed differences of mean 0 at
-  these n (log-normal σ = 1: the sign-flip test rejects about 8× too often at α = 0.005 at
-  both n = 10 and 30, the t-test 10-15×, the bootstrap-t 2.5-5×): the report refuses to
+  these n (log-normal σ = 1: the sign-flip test rejects 8-10× too often at α = 0.005 at
+  n = 10 and 30, the t-test 10-15×, the bootstrap-t 2.5-5×): the report refuses to
   decide where ``scipy.stats.skewtest`` finds the differences skewed (:data:`SKEW_LEVEL`),
   which keeps the level at n = 30 but not at n = 10 (``tests/test_report_stats.py``). The
   p-values of a family are Holm-adjusted (:func:`holm`, step-down); where even the test's
