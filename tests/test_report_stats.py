@@ -668,3 +668,206 @@ def test_seeds_needed_is_the_first_n_with_the_power():
     # MAX_SEEDS at the level asked for: 78,491 instances at α = 0.05, more than 100,000 at 1e-4
     assert st.seeds_needed(0.01, 1.0) == 78491
     assert st.seeds_needed(0.01, 1.0, alpha=1e-4) == math.inf
+
+
+# --- the sign-flip test, its interval, and where they hold their level --------------------------
+
+
+def test_sign_flip_is_the_studentized_permutation_test_by_brute_force():
+    # p: the share of the 2^n sign patterns whose paired t statistic is at least the observed
+    # one in size (t itself, not the sum: the two agree because Σ(s·d)² does not change).
+    import itertools
+
+    d = np.array([0.9, -0.2, 1.7, 0.4, 1.1, -0.6, 0.8, 2.3, 0.1])
+    n = len(d)
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    x = signs * d
+    t = x.mean(axis=1) / (x.std(axis=1, ddof=1) / math.sqrt(n))
+    t_obs = d.mean() / (d.std(ddof=1) / math.sqrt(n))
+    r = st.paired_sign_flip(d + 3.0, np.full(n, 3.0))
+    assert r.p_value == float(np.mean(np.abs(t) >= abs(t_obs) - 1e-9))
+    assert (r.n, r.p_min, r.mc_se) == (n, 2 / 2**n, 0.0)
+    assert r.test == "sign-flip, exact (512 patterns)"
+    # The interval: the shifts δ at which the test of d − δ gives p > 0.05, found on a grid
+    # of step 2e-4 (the bounds agree to a step).
+    grid = np.arange(r.low - 0.05, r.high + 0.05, 2e-4)
+    sums = (d[None, :] - grid[:, None]) @ signs.T
+    p_grid = np.mean(np.abs(sums) >= np.abs(sums[:, :1]) - 1e-12, axis=1)
+    kept = grid[p_grid > 0.05]
+    assert kept.min() == pytest.approx(r.low, abs=2.5e-4)
+    assert kept.max() == pytest.approx(r.high, abs=2.5e-4)
+    assert r.low < d.mean() < r.high
+    # too few pairs for any pattern set to reach 5%: an unbounded interval, p no lower than 1/16
+    five = st.paired_sign_flip(d[:5], np.zeros(5))
+    assert (five.low, five.high, five.p_min) == (-math.inf, math.inf, 1 / 16)
+    assert five.p_value >= 1 / 16
+
+
+def test_sign_flip_monte_carlo_beyond_20_pairs():
+    rng = np.random.default_rng(8)
+    d = rng.normal(0.4, 1.0, 30)
+    r = st.paired_sign_flip(d, np.zeros(30))
+    assert r.test == f"sign-flip, Monte Carlo ({st.SIGN_FLIP_DRAWS:,} patterns)"
+    assert r.p_min == 1 / (st.SIGN_FLIP_DRAWS + 1)
+    assert r.mc_se == pytest.approx(math.sqrt(r.p_value * (1 - r.p_value) / st.SIGN_FLIP_DRAWS))
+    # the seed comes from the data: the same differences give the same p-value and interval
+    again = st.paired_sign_flip(list(d), [0.0] * 30)
+    assert (again.p_value, again.low, again.high) == (r.p_value, r.low, r.high)
+    # Monte Carlo against the exact enumeration at 16 pairs: within 4 standard errors
+    e = d[:16]
+    exact = st.sign_flip_rows(e)
+    mc = st.sign_flip_rows(e, draws=st.SIGN_FLIP_DRAWS, seed=3)
+    se = math.sqrt(exact[0][0] * (1 - exact[0][0]) / st.SIGN_FLIP_DRAWS)
+    assert abs(mc[0][0] - exact[0][0]) <= 4 * se
+    assert abs(mc[1][0] - exact[1][0]) < 0.02 and abs(mc[2][0] - exact[2][0]) < 0.02
+
+
+def test_undecidable_where_the_smallest_p_cannot_pass_the_holm_step():
+    # m = 3 at α = 0.05: steps 0.05/3, 0.05/2, 0.05. A floor of 0.02 passes the third and
+    # second steps (0.04 < 0.05) but not the first (0.06 ≥ 0.05).
+    assert st.undecidable([0.001, 0.3, 0.6], [0.02, 0.02, 0.02]) == [True, False, False]
+    assert st.undecidable([0.5, math.nan], [1 / 16, 1 / 16], alpha=0.05) == [True, False]
+    assert st.sign_flip_min_p(5) == 1 / 16 and st.sign_flip_min_p(10) == 2 / 1024
+
+
+def _zoo_differences() -> np.ndarray:
+    """The committed zoo's per-instance score differences of every pair of configurations on a
+    task (gap closure, or gold gain over the best mean gain where no optimum is known), each
+    centred and scaled to sd 1: 273 pairs of 10 instances."""
+    import itertools
+    from pathlib import Path
+
+    import pandas as pd
+
+    runs = pd.read_csv(Path(__file__).parents[1] / "reports" / "zoo" / "tables" / "runs.csv")
+    known = runs["initial_regret"].gt(0) & runs["final_regret"].notna()
+    runs["score"] = (1 - runs["final_regret"] / runs["initial_regret"]).where(known)
+    for _, sub in runs[~known].groupby("task"):
+        gain = sub["final_gold_reward"] - sub["initial_gold_reward"]
+        runs.loc[sub.index, "score"] = gain / gain.groupby(sub["label"]).mean().max()
+    inst = runs.groupby(["task", "label", "seed"])["score"].mean().unstack("seed")
+    out = []
+    for task in inst.index.get_level_values(0).unique():
+        t = inst.loc[task]
+        for a, b in itertools.combinations(t.index, 2):
+            d = (t.loc[a] - t.loc[b]).to_numpy()
+            if d.std() > 1e-9:
+                out.append((d - d.mean()) / d.std(ddof=1))
+    return np.array(out)
+
+
+LEVEL = 0.005
+"""α/m of a family of 10 tests: the level the simulations check (families of 10 to 60 tests
+decide at 1e-3 to 5e-3)."""
+NULL_DRAWS = 20_000
+"""Data sets per case: at a true rate of 0.005 the count of false decisions is 100 ± 10, so a
+rate within the nominal one stays below the 1.5× bound (150) by 5 sd."""
+
+
+def _null_differences(dist: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``NULL_DRAWS`` data sets of n differences of mean 0."""
+    size = (NULL_DRAWS, n)
+    if dist == "normal":
+        return rng.normal(0.0, 1.0, size)
+    if dist == "t3":
+        return rng.standard_t(3, size)
+    if dist == "lognormal":  # σ = 1, centred: skewness 6.2
+        return rng.lognormal(0.0, 1.0, size) - math.exp(0.5)
+    zoo = _zoo_differences()
+    if dist == "zoo":  # one zoo pair per data set, its centred differences resampled
+        pick = rng.integers(0, len(zoo), NULL_DRAWS)
+        return zoo[pick[:, None], rng.integers(0, zoo.shape[1], size)]
+    return rng.choice(zoo.ravel(), size)  # "zoo pooled": every pair's standardised differences
+
+
+def _null_rates(dist: str, n: int, seed: int) -> dict[str, float]:
+    """The sign-flip test at ``n`` pairs under the null: the false-decision rate at
+    :data:`LEVEL` without and with the report's refusal of skewed differences, the rate of
+    printed intervals (not refused) that miss 0, and the coverage among printed intervals.
+    Beyond 20 pairs 2,000 Monte Carlo patterns instead of 50,000: a Monte Carlo permutation
+    test holds its level at any number of draws."""
+    d = _null_differences(dist, n, np.random.default_rng(seed))
+    p, low, high = st.sign_flip_rows(d, draws=None if n <= st.SIGN_FLIP_EXACT_MAX else 2000,
+                                     seed=seed)
+    printed = stats.skewtest(d, axis=1).pvalue >= st.SKEW_LEVEL
+    covers = (low <= 0) & (0 <= high)
+    return {"raw": float(np.mean(p < LEVEL)), "guarded": float(np.mean((p < LEVEL) & printed)),
+            "miss": float(np.mean(printed & ~covers)), "coverage": float(np.mean(covers)),
+            "printed_coverage": float(np.mean(covers[printed])),
+            "t": float(np.mean(stats.ttest_1samp(d, 0.0, axis=1).pvalue < LEVEL))}
+
+
+HOLDING = [("normal", 10), ("normal", 30), ("t3", 10), ("t3", 30), ("lognormal", 30),
+           ("zoo", 30), ("zoo pooled", 10), ("zoo pooled", 30)]
+
+
+@pytest.mark.parametrize(("dist", "n"), HOLDING)
+def test_sign_flip_holds_its_level_and_coverage(dist, n):
+    # False decisions at α/m = 0.005 within 1.5× of it, and a printed 95% interval misses the
+    # true difference (0) in at most 7% of data sets (skewed data sets print none and decide
+    # nothing: the report refuses them).
+    r = _null_rates(dist, n, seed=100 + n + len(dist))
+    assert r["guarded"] <= 1.5 * LEVEL, r
+    assert r["miss"] <= 0.07, r
+    if dist in ("normal", "t3"):  # symmetric: exact without the refusal too
+        assert r["raw"] <= 1.5 * LEVEL and r["coverage"] >= 0.93, r
+
+
+def test_the_level_check_fails_tests_that_lean_on_symmetry_or_normality():
+    # Log-normal (σ = 1) differences of mean 0 at 30 pairs: without the refusal of skewed
+    # differences the sign-flip test decides about 10× too often, and so does the t-test; the
+    # coverage of the unrefused interval is about 0.88. The refusal is what holds the level.
+    r = _null_rates("lognormal", 30, seed=7)
+    assert r["raw"] > 5 * LEVEL and r["t"] > 5 * LEVEL and r["coverage"] < 0.9
+    assert r["guarded"] <= 1.5 * LEVEL
+
+
+@pytest.mark.parametrize("dist", ["lognormal", "zoo"])
+def test_skewed_differences_at_10_pairs_are_beyond_the_level(dist):
+    # Where the level does not hold, said so here and in the method text: at 10 pairs the data
+    # sets that decide falsely look unskewed (log-normal ones without their rare large values;
+    # resamples of a zoo pair's ten differences, with ties), so refusing skewed ones does not
+    # bring the rate within 1.5×: log-normal about 6× (the check fails it), resampled zoo
+    # pairs 1.5× to 1.8× depending on the seed (pinned here below 2×, and printed intervals
+    # still miss at most 7%).
+    r = _null_rates(dist, 10, seed=11 + len(dist))
+    if dist == "lognormal":
+        assert r["guarded"] > 4 * LEVEL, r
+    else:
+        assert r["guarded"] <= 2 * LEVEL and r["miss"] <= 0.07, r
+
+
+def test_instances_needed_keep_their_promise():
+    # A true effect of 1.2 sd at α = 0.01: the sign-flip test (exact) reaches 80% power at
+    # N_true = 12 instances, found here by simulation (2,000 data sets each: ±0.009; 0.73 at
+    # 11, 0.82 at 12). From pilots of 10 instances, the stated number is at least N_true in at
+    # least 90% of pilots (about 97%; ±0.017 at 300 pilots), as its 90% confidence promises;
+    # the plug-in figure falls short in about half of them.
+    rng = np.random.default_rng(12)
+    alpha, effect = 0.01, 1.2
+    power = {}
+    for n in range(9, 14):
+        d = rng.normal(effect, 1.0, (2000, n))
+        power[n] = float(np.mean(st.sign_flip_rows(d, seed=n, interval=False)[0] < alpha))
+    n_true = min(n for n, pw in power.items() if pw >= 0.8)
+    assert power[n_true - 1] < 0.8 and 10 <= n_true <= 13, power
+    pilots = rng.normal(effect, 1.0, (300, 10))
+    stated = np.array([st.seeds_needed_upper(x.mean(), x.std(ddof=1), 10, alpha=alpha)
+                       for x in pilots])
+    plug_in = np.array([st.seeds_needed(x.mean(), x.std(ddof=1), alpha=alpha) for x in pilots])
+    assert np.mean(stated >= n_true) >= 0.9
+    assert np.mean(plug_in >= n_true) < 0.7
+
+
+def test_effect_lower_bound_is_a_noncentral_t_quantile():
+    # At the bound the observed t is the 90% quantile of the noncentral t; a bound of 0 when
+    # the central t already puts it below.
+    lb = st.effect_lower_bound(1.0, 1.0, 10)
+    t_obs = 1.0 * math.sqrt(10)
+    assert stats.nct.cdf(t_obs, 9, lb * math.sqrt(10)) == pytest.approx(0.9, abs=1e-8)
+    assert 0 < lb < 1.0
+    assert st.effect_lower_bound(0.1, 1.0, 10) == 0.0
+    assert st.seeds_needed_upper(0.1, 1.0, 10) == math.inf
+    # the bound is never below the sign-flip floor: at α = 1e-3, 2/2^n < 1e-3 needs n ≥ 11
+    assert st.seeds_needed_upper(50.0, 1.0, 10, alpha=1e-3) >= 11
+    assert st.sign_flip_seeds(1.0, alpha=0.005) >= st.seeds_needed(1.0, 1.0, alpha=0.005)

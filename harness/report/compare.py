@@ -3,7 +3,9 @@
 A task *instance* (its seed fixes the task draw, the preference data and r̂) is the unit of
 every comparison: each configuration's runs on an instance (its replicates) are first reduced
 to one value per instance, and two configurations are compared on the instances they share, by
-the per-instance differences (a paired t-test). The quantities compared (:data:`METRICS`):
+the per-instance differences (the paired sign-flip permutation test and the interval that
+inverts it, :func:`harness.report.stats.paired_sign_flip`; each row names its test and its n).
+The quantities compared (:data:`METRICS`):
 
 - **score** (reward, higher is better): per run, a number fixed by the task instance and the
   run alone, never by the other configurations of the suite (removing one leaves every other
@@ -60,9 +62,16 @@ Comparisons whose per-instance differences are all equal (a deterministic count 
 or zero on both sides) are exact rather than tests: they keep their p-value of 0 or 1 and are
 counted in neither family's size, though their ``family`` column says which they belong to.
 ``mde`` and ``seeds_needed`` are computed at α/m (m the size of the row's family), the strictest
-step of Holm's procedure, so that at ``seeds_needed`` instances a difference of the observed
-size (with the observed spread of the differences) is decided under the family's adjustment
-with at least 80% power.
+step of Holm's procedure, so that at ``seeds_needed`` instances a difference like the observed
+one is decided under the family's adjustment with at least 80% power — with 90% confidence:
+``seeds_needed`` is the count at a 90% lower confidence bound of the effect size
+(:func:`harness.report.stats.seeds_needed_upper`), not at the observed effect, which falls short
+about half of the time.
+
+A comparison the test cannot decide is ``undecidable`` (not ``undecided``): where even the
+test's smallest p-value at its n (``p_min``, 2/2^n) would not pass its Holm step in its family,
+or where the differences are too skewed for the test to hold its level (``skew_p`` below
+:data:`harness.report.stats.SKEW_LEVEL`; such rows print no interval).
 """
 
 from __future__ import annotations
@@ -85,7 +94,8 @@ from harness.report.data import StoreData
 from harness.suite import ClaimSpec, CompareSpec, Suite
 
 COMPARISON_COLUMNS = ("task", "metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high",
-                      "p_value", "p_adjusted", "decision", "mde", "seeds_needed", "family")
+                      "p_value", "p_adjusted", "decision", "mde", "seeds_needed", "test",
+                      "p_min", "p_mc_se", "skew_p", "family")
 PRIMARY, EXPLORATORY = "primary", "exploratory"
 """The two families of comparisons (see the module docstring)."""
 PRIMARY_COLUMNS = ("task", "metric", "a", "b", "why")
@@ -257,11 +267,8 @@ def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
                 pair = wide[[a, b]].dropna()
                 if len(pair) == 0:
                     continue
-                p = st.paired_difference(pair[a].to_numpy(), pair[b].to_numpy())
-                rows.append({"task": task, "metric": metric, "a": a, "b": b, "n": p.n,
-                             "mean_diff": p.mean_diff, "ci_low": p.low, "ci_high": p.high,
-                             "p_value": p.p_value})
-                sds.append(p.sd)
+                rows.append(_paired_row(task, metric, a, b, pair[a], pair[b]))
+                sds.append(rows[-1].pop("_sd"))
     frame = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     if frame.empty:
         return frame
@@ -271,19 +278,61 @@ def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
     frame["family"] = families(frame, primary)
     frame["p_adjusted"] = adjust_families(frame, exact)
     levels = family_levels(frame, exact, alpha)
+    beyond = [False] * len(frame)
+    for family in (PRIMARY, EXPLORATORY):  # each family's Holm steps on their own
+        idx = np.flatnonzero(frame["family"].eq(family).to_numpy() & ~exact)
+        flags = st.undecidable(frame["p_value"].iloc[idx].tolist(),
+                               frame["p_min"].iloc[idx].tolist(), alpha)
+        for i, flag in zip(idx, flags, strict=True):
+            beyond[i] = flag
     decisions, mdes, needed = [], [], []
-    for row, sd in zip(frame.itertuples(index=False), sds, strict=True):
+    for row, sd, out_of_reach in zip(frame.itertuples(index=False), sds, beyond, strict=True):
         family_alpha = levels[row.family]
         decision = st.decide(row.mean_diff, row.p_adjusted,
                              higher_is_better=METRICS[row.metric].higher_is_better, alpha=alpha)
+        decision = _refuse(decision, row, out_of_reach)
         decisions.append(decision)
-        mdes.append(st.minimum_detectable(sd, int(row.n), alpha=family_alpha))
-        needed.append(st.seeds_needed(row.mean_diff, sd, alpha=family_alpha)
-                      if decision == st.UNDECIDED else math.nan)
+        mdes.append(_mde(sd, int(row.n), family_alpha))
+        needed.append(st.seeds_needed_upper(row.mean_diff, sd, int(row.n), alpha=family_alpha)
+                      if decision in (st.UNDECIDED, st.UNDECIDABLE) else math.nan)
     frame["decision"] = decisions
     frame["mde"] = mdes
     frame["seeds_needed"] = needed
+    skewed = frame["decision"].eq(st.UNDECIDABLE) & (frame["skew_p"] < st.SKEW_LEVEL)
+    frame.loc[skewed, ["ci_low", "ci_high"]] = math.nan  # no interval holds its level there
     return frame
+
+
+def _paired_row(task: str, metric: str, a: str, b: str, x: pd.Series,
+                y: pd.Series) -> dict[str, Any]:
+    """One comparison's row before Holm: the sign-flip test and its interval
+    (:func:`harness.report.stats.paired_sign_flip`), and the differences' sd as ``_sd``."""
+    p = st.paired_sign_flip(x.to_numpy(), y.to_numpy())
+    return {"task": task, "metric": metric, "a": a, "b": b, "n": p.n,
+            "mean_diff": p.mean_diff, "ci_low": p.low, "ci_high": p.high,
+            "p_value": p.p_value, "test": p.test, "p_min": p.p_min, "p_mc_se": p.mc_se,
+            "skew_p": p.skew_p, "_sd": p.sd}
+
+
+def _refuse(decision: str, row: Any, out_of_reach: bool) -> str:
+    """``undecidable`` in place of a decision the test cannot make at this n: differences too
+    skewed for the sign-flip test to hold its level (scipy.stats.skewtest p below
+    :data:`harness.report.stats.SKEW_LEVEL`), or an undecided comparison that even the test's
+    smallest p-value would not decide at its Holm step (:func:`stats.undecidable`)."""
+    if math.isfinite(row.skew_p) and row.skew_p < st.SKEW_LEVEL:
+        return st.UNDECIDABLE
+    if decision == st.UNDECIDED and out_of_reach:
+        return st.UNDECIDABLE
+    return decision
+
+
+def _mde(sd: float, n: int, family_alpha: float) -> float:
+    """The t-test's minimum detectable difference at ``family_alpha``; ∞ where the sign-flip
+    test's smallest p-value at ``n`` does not go below it (0 for equal differences, which are
+    exact, not tests)."""
+    if sd != 0 and n >= 2 and st.sign_flip_min_p(n) >= family_alpha:
+        return math.inf
+    return st.minimum_detectable(sd, n, alpha=family_alpha)
 
 
 def family_size(comp: pd.DataFrame, family: str | None = None) -> int:
