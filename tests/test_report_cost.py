@@ -151,7 +151,10 @@ def test_the_claim_switches_between_cost_to_reach_and_per_step(built: tuple[Path
     # quick is costlier per run (8 vs 2 CPU seconds, 10× the FLOPs) but reaches the target
     # with a quarter of the samples: "computation decreases from quick to cheap" is
     assert verdict[(0, "bandit")] == "not supported"  # ... false on the cost to reach
-    assert verdict[(1, "bandit")] == "supported"  # ... true per step
+    # ... and per step on the bandit (no FLOPs there) rests on CPU seconds alone, which spread:
+    # at 6 instances the sign-flip test's smallest p, 1/32, cannot pass Holm's first step over
+    # the primary family's 2 tests, so it stays undecided
+    assert verdict[(1, "bandit")] == "undecided"
     # on lm cheap needs 4× the samples but 0.4× the FLOPs to reach half the gain
     assert verdict[(0, "lm")] == "mixed"
     assert verdict[(1, "lm")] == "supported"
@@ -159,8 +162,8 @@ def test_the_claim_switches_between_cost_to_reach_and_per_step(built: tuple[Path
     first = steps[(steps["claim"] == 0) & (steps["task"] == "bandit")].iloc[0]
     assert first["decided"] == "samples_to_half: quick"
     assert first["basis"].startswith("cost to reach half the target")
-    second = steps[(steps["claim"] == 1) & (steps["task"] == "bandit")].iloc[0]
-    assert second["decided"] == "cpu_seconds: cheap"
+    second = steps[(steps["claim"] == 1) & (steps["task"] == "lm")].iloc[0]
+    assert second["decided"] == "flops: cheap"
     assert second["basis"].startswith("per-step cost")
     md = (out / "index.md").read_text()
     assert "judged on the cost to reach half the target" in md
