@@ -63,6 +63,8 @@ def fixture_specs() -> list[dict[str, Any]]:
     for algorithm in data["algorithms"]:
         algorithm["per_task"]["token"] = dict(algorithm["per_task"]["bandit"])
     data["seeds"] = {"instances": [0], "replicates": 1}
+    for task in data["tasks"]:  # every task on that one instance and replicate
+        task.pop("seeds", None)
     specs = []
     for run in expand(Suite.model_validate(data), get_plugin_host()):
         spec = run.as_dict()
