@@ -246,7 +246,9 @@ class AlgorithmSpec(_Strict):
 
 
 BudgetInt = Annotated[conint(ge=1), BeforeValidator(_not_bool)]
-BudgetFloat = Annotated[confloat(gt=0), BeforeValidator(_not_bool), AfterValidator(_finite)]
+BudgetFloat = Annotated[confloat(gt=0), BeforeValidator(_not_bool),
+                        BeforeValidator(lambda v: _finite(v) if isinstance(v, float) else v)]
+"""A positive budget: ``.inf`` and ``.nan`` are refused as not finite before the sign check."""
 
 
 class BudgetSpec(_Strict):

@@ -160,5 +160,5 @@ def test_the_plan_fits_an_80_gb_gpu_at_the_real_models_sizes(assets, tmp_path, c
     suite = local_suite(full, tmp_path / "imdb-sentiment.yaml", small=False)
     main(["plan", str(suite), "--gpu-memory", "80GiB"])
     out = capsys.readouterr().out
-    assert out.count("  fits") == 48 and "does not fit" not in out  # 16 configurations × 3
+    assert out.count("  fits") == 160 and "does not fit" not in out  # 16 configurations × 10
     assert "gold reward (classifier)" in out
