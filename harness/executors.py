@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigError
-from harness.store import MAX_CRASHES, RunStore
+from harness.store import FINISHED, MAX_CRASHES, RunStore
 from harness.suite import RunSpec
 
 CRASHED = "crashed: its process died during the run ({how}), twice"
@@ -781,14 +781,19 @@ def _prepare_shared(pending: list[RunSpec], root: str) -> None:
 
 
 def _leased_run(spec: dict[str, Any], root: str, wandb: bool, token: str | None) -> str:
-    """A Ray task: :func:`harness.runner.run_one` on the lease ``token`` of the driver's lock
-    (:func:`harness.store.lease`; none when the driver holds no lock, as when it is called
-    outside a suite)."""
-    from harness.runner import run_one
+    """A Ray task: the run in a child process that this one supervises, as the local executor
+    does (:func:`_supervised`: this process keeps the run's time limits, a hung step included,
+    and stops the child past one), on the lease ``token`` of the driver's lock
+    (:func:`harness.store.lease`, which the child inherits; none when the driver holds no lock,
+    as when it is called outside a suite). Returns the run's final status."""
     from harness.store import lease
 
-    with lease(root, spec["suite"], token) if token else contextlib.nullcontext():
-        return run_one(spec, root, wandb=wandb)
+    run = RunSpec(**spec)
+    bar = _Progress(False, 1, run.suite)
+    with lease(root, run.suite, token) if token else contextlib.nullcontext():
+        _supervised([run], root, wandb, 1, bar)
+    status = RunStore(root, run.suite).status(run.run_id)
+    return status if status in FINISHED else "interrupted"
 
 
 def _ray(

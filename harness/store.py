@@ -178,8 +178,19 @@ class RunRecord:
 _HELD: dict[str, int] = {}
 _TOKENS: dict[str, str] = {}
 """The lease token of each store whose lock this process holds."""
-_LEASES: dict[str, str] = {}
-"""Stores this process writes to on another process's lock: the lease token each write checks."""
+LEASE_ENV = "RLHF_HARNESS_STORE_LEASES"
+"""The environment variable that carries :func:`lease`'s leases (JSON: store folder → token) to
+the child processes a leased process starts, so that their writes check them too."""
+
+
+def _leases() -> dict[str, str]:
+    """Stores this process writes to on another process's lock: the lease token each write
+    checks (:func:`lease`; inherited through :data:`LEASE_ENV`)."""
+    try:
+        leases = json.loads(os.environ.get(LEASE_ENV) or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in leases.items()} if isinstance(leases, dict) else {}
 """Store locks this process holds (path → depth): taking a held lock again nests."""
 
 
@@ -268,7 +279,7 @@ class RunStore:
     def _check_lease(self) -> None:
         """Before a write: a process writing on another's lease (:func:`lease`) may write only
         while that lock is still held under that lease."""
-        token = _LEASES.get(str(self.path.resolve()))
+        token = _leases().get(str(self.path.resolve()))
         if token is None:
             return
         import fcntl
@@ -479,17 +490,18 @@ class RunStore:
 def lease(root: str | os.PathLike[str], suite: str, token: str) -> Iterator[None]:
     """Within the block, this process writes to the suite's store at ``root`` on the lease
     ``token`` of another process's lock (:meth:`RunStore.lease_token`): every write first
-    checks that the lock is still held under it, and raises :class:`StoreError` otherwise."""
+    checks that the lock is still held under it, and raises :class:`StoreError` otherwise. The
+    processes it starts in the block inherit the lease (:data:`LEASE_ENV`)."""
     key = str(RunStore(root, suite).path.resolve())
-    previous = _LEASES.get(key)
-    _LEASES[key] = token
+    before = os.environ.get(LEASE_ENV)
+    os.environ[LEASE_ENV] = json.dumps({**_leases(), key: token}, sort_keys=True)
     try:
         yield
     finally:
-        if previous is None:
-            del _LEASES[key]
+        if before is None:
+            os.environ.pop(LEASE_ENV, None)
         else:
-            _LEASES[key] = previous
+            os.environ[LEASE_ENV] = before
 
 
 def _short(exc: BaseException) -> str:

@@ -1302,9 +1302,10 @@ from harness.executors import _leased_run
 from harness.plugins import get_plugin_host
 from harness.suite import check_suite, load_suite
 
-suite_path, root, token = sys.argv[1:4]
-[spec] = check_suite(load_suite(suite_path), suite_path, get_plugin_host())
-print("STATUS", _leased_run(spec.as_dict(), root, False, token))
+if __name__ == "__main__":  # the run's child process is spawned: it imports this file
+    suite_path, root, token = sys.argv[1:4]
+    [spec] = check_suite(load_suite(suite_path), suite_path, get_plugin_host())
+    print("STATUS", _leased_run(spec.as_dict(), root, False, token))
 """
 
 
@@ -1343,3 +1344,29 @@ def test_a_ray_task_writes_its_run_only_while_its_driver_holds_the_lock(
     assert "StoreError" in err and "no longer holds the store's lock" in err
     assert record.state == "running"
     assert not (store.run_dir(record.run_id) / "summary.json").exists()
+
+
+def test_a_ray_task_keeps_the_runs_time_limits_a_hung_step_included(tmp_path, rogue_site,
+                                                                     subprocess_env):
+    """A Ray worker runs its run in a child it supervises, as the local executor does: a step
+    that hangs is stopped at ``limits.stall_seconds`` and the run recorded failed at the limit,
+    not left to Ray's timeout for a result."""
+    path = write(tmp_path, suite_text("hung", rogue("hung", mode="hang"),
+                                      "limits: {stall_seconds: 3}\n"))
+    (tmp_path / "worker.py").write_text(WORKER)
+    root = tmp_path / "runs"
+    store = RunStore(root, "hung")
+    with store.lock():
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(tmp_path / "worker.py"), str(path), str(root),
+             store.lease_token() or ""],
+            env=subprocess_env(rogue_site, RLHF_HARNESS_WANDB="0"), cwd=tmp_path,
+            capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+        took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "STATUS failed" in done.stdout
+    [record] = list(store.records())
+    assert record.state == "failed"
+    assert "limit" in str(record.status.get("reason")) and "3" in str(record.status["reason"])
+    assert took < 60  # the hung step (an hour's sleep) was stopped by the supervisor
