@@ -247,6 +247,16 @@ class Paired:
     """The standard deviation of the per-instance differences."""
 
 
+def _differences(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The per-instance differences a_i − b_i of aligned samples, pairs with a non-finite member
+    dropped."""
+    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in length: {len(x)} and {len(y)}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep] - y[keep]
+
+
 def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
                       confidence: float = CONFIDENCE) -> Paired:
     """The mean of the differences a_i − b_i with its Student-t interval and two-sided p-value.
@@ -256,11 +266,7 @@ def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     same (a deterministic quantity such as a FLOP count), the interval is that value and the
     p-value is 1 when it is 0, else 0.
     """
-    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"paired samples differ in length: {len(x)} and {len(y)}")
-    keep = np.isfinite(x) & np.isfinite(y)
-    d = x[keep] - y[keep]
+    d = _differences(a, b)
     n = len(d)
     if n == 0:
         return Paired(0, math.nan, math.nan, math.nan, math.nan, math.nan)
@@ -509,11 +515,7 @@ def paired_sign_flip(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
     whatever their distribution. Interval: see :func:`sign_flip_rows`. Differences all equal:
     the interval is that value, p = 1 when it is 0, else 0 (no test).
     """
-    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"paired samples differ in length: {len(x)} and {len(y)}")
-    keep = np.isfinite(x) & np.isfinite(y)
-    d = x[keep] - y[keep]
+    d = _differences(a, b)
     n = len(d)
     nan = math.nan
     if n < 2:
