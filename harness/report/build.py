@@ -157,8 +157,10 @@ class Report:
         self.compare = cmp.suite_compare(self.data.path)
         self.primary = cmp.primary_pairs(self.data, self.inst, self.scores, self.compare,
                                          self.still)
+        self.luck = cmp.tuning_luck(self.scores, self.data.labels, self.data.tasks,
+                                    cmp.repeated_searches(self.scores))
         self.comp = cmp.comparisons(self.inst, self.data.labels, self.data.tasks,
-                                    primary=self.primary)
+                                    primary=self.primary, luck=self.luck)
         self.claim_steps, self.claim_overall = cmp.claim_verdicts(
             self.data, cmp.primary_rows(self.comp), self.scores, self.data.claims)
 
@@ -825,7 +827,7 @@ def tuning_section(rep: Report) -> None:
                   "tuning_chosen", numbers)
     if repeated and len(chosen):
         _tuning_repeats(rep, chosen, trials, objective)
-        _tuning_luck(rep, set(zip(chosen["task"], chosen["label"], strict=True)))
+        _tuning_luck(rep)
     rep.csv("tuning_trials", per_trial)
     if len(curves_df):
         rep.csv("tuning_expected_max", curves_df)
@@ -840,7 +842,9 @@ REPEATS_MODEL = (
     "instances does not count that effect's variance: the comparisons with tuning luck add it, "
     "with standard error √(s_d²/n + s_m²/R) (s_d the sd of the n per-instance differences, "
     "s_m that of the R choices' mean values, per tuned side; Welch–Satterthwaite degrees of "
-    "freedom; Bouthillier et al. 2021).")
+    "freedom; Bouthillier et al. 2021). A score comparison of such an algorithm is decided on "
+    "the larger of that test's p-value and the sign-flip test's over instances, so it holds "
+    "its level under either model, and is Holm-adjusted in its family like any other row.")
 """How repeated tuning searches enter the comparisons (see :mod:`harness.tuning`)."""
 
 
@@ -872,72 +876,38 @@ def tuning_choices(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def tuning_luck(scores: pd.DataFrame, labels: list[str], tasks: list[str],
-                repeated: set[tuple[str, str]]) -> pd.DataFrame:
-    """Per task, every pair of configurations of which one or both had repeated tuning
-    searches (``repeated``: their (task, label)): the mean score difference a − b over the
-    instances both have, with the interval and p-value of
-    :func:`harness.tuning.luck_interval`, which count the luck of the searches' choices."""
-    import itertools
-
-    from harness.tuning import luck_interval
-
-    columns = ["task", "a", "b", "n", "searches_a", "searches_b", "mean_diff", "ci_low",
-               "ci_high", "p_value", "df", "se_instances", "se_searches"]
-    if scores.empty:
-        return pd.DataFrame(columns=columns)
-    s = scores.assign(search=(scores["tuning_repeat"].fillna(0) if "tuning_repeat" in scores
-                              else 0))
-    cells = s.groupby(["task", "label", "seed", "search"])["score"].mean()
-    rows = []
-    for task in tasks:
-        if task not in cells.index.get_level_values(0):
-            continue
-        here = cells.loc[task]
-        present = [lab for lab in labels if lab in here.index.get_level_values(0)]
-        for a, b in itertools.combinations(present, 2):
-            if (task, a) not in repeated and (task, b) not in repeated:
-                continue
-            wide = {lab: here.loc[lab].unstack("search") for lab in (a, b)}
-            both = wide[a].mean(axis=1).dropna().index.intersection(
-                wide[b].mean(axis=1).dropna().index)
-            diffs = (wide[a].loc[both].mean(axis=1) - wide[b].loc[both].mean(axis=1))
-            means = [wide[lab].loc[both].mean(axis=0).tolist() for lab in (a, b)]
-            e = luck_interval(diffs.tolist(), means)
-            rows.append({"task": task, "a": a, "b": b, "n": e.n,
-                         "searches_a": wide[a].shape[1], "searches_b": wide[b].shape[1],
-                         "mean_diff": e.mean, "ci_low": e.low, "ci_high": e.high,
-                         "p_value": e.p_value, "df": e.df, "se_instances": e.se_instances,
-                         "se_searches": e.se_searches})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _tuning_luck(rep: Report, repeated: set[tuple[str, str]]) -> None:
-    """The score comparisons of algorithms tuned by several searches, with tuning luck."""
-    luck = tuning_luck(rep.scores, rep.data.labels, rep.data.tasks, repeated)
+def _tuning_luck(rep: Report) -> None:
+    """The score comparisons of algorithms tuned by several searches: the sign-flip test over
+    instances, the interval with tuning luck, and what the comparisons table decides on."""
+    luck = rep.luck
     if luck.empty:
         return
-    comp = rep.comp
-    plain = []
+    plain, p_plain = [], []
     for r in luck.itertuples():
-        sel = comp[(comp["task"] == r.task) & (comp["metric"] == "score") & (comp["a"] == r.a)
-                   & (comp["b"] == r.b)] if len(comp) else comp
-        plain.append(f"[{fmt(sel['ci_low'].iloc[0])}, {fmt(sel['ci_high'].iloc[0])}]"
-                     if len(sel) else "n/a")
+        t = rep.inst[rep.inst["task"] == r.task]
+        wide = t.pivot_table(index="instance", columns="label", values="score",
+                             aggfunc="first")[[r.a, r.b]].dropna()
+        sf = st.paired_sign_flip(wide[r.a].to_numpy(), wide[r.b].to_numpy())
+        plain.append(f"[{fmt(sf.low)}, {fmt(sf.high)}]")
+        p_plain.append(sf.p_value)
     shown = pd.DataFrame({
         "task": luck["task"], "a − b": luck["a"] + " − " + luck["b"], "n": luck["n"],
         "searches": luck["searches_a"].astype(str) + " / " + luck["searches_b"].astype(str),
-        "mean difference": luck["mean_diff"].map(fmt), "paired interval": plain,
+        "mean difference": luck["mean_diff"].map(fmt), "sign-flip interval": plain,
         "with tuning luck": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in
                              zip(luck["ci_low"], luck["ci_high"], strict=True)],
-        "p": luck["p_value"].map(lambda v: fmt(v, 2)),
+        "p: sign-flip / luck": [f"{fmt(a, 2)} / {fmt(b, 2)}" for a, b in
+                                zip(p_plain, luck["p_value"], strict=True)],
         "se: instances / searches": [f"{fmt(x)} / {fmt(y)}" for x, y in
                                      zip(luck["se_instances"], luck["se_searches"],
                                          strict=True)]})
-    rep.table(shown, "Score comparisons with tuning luck: the paired interval over instances "
-              "(as in the comparisons), and the interval that also counts the variance of the "
-              "searches' choices (standard errors of each part; unadjusted p-value, not in the "
-              "Holm family).", "tuning_luck", luck)
+    rep.table(shown, "Score comparisons with tuning luck: the sign-flip interval over "
+              "instances, which holds given the chosen configurations, and the interval that "
+              "also counts the variance of the searches' choices (standard errors of each "
+              "part). The comparisons table decides these rows on the larger of the two "
+              "unadjusted p-values, Holm-adjusted in its family, with the hull of the two "
+              "intervals (test \"… + tuning luck\").", "tuning_luck",
+              luck.assign(p_sign_flip=p_plain))
 
 
 def _tuning_repeats(rep: Report, chosen: pd.DataFrame, trials: pd.DataFrame,

@@ -68,6 +68,11 @@ one is decided under the family's adjustment with at least 80% power — with 90
 (:func:`harness.report.stats.seeds_needed_upper`), not at the observed effect, which falls short
 about half of the time.
 
+A score comparison of a configuration tuned by several searches (``tuning.repeats``) also
+counts the luck of the tuning: its p-value is the larger of the sign-flip test's and that of the
+interval with tuning luck (:func:`with_tuning_luck`, :func:`harness.tuning.luck_interval`), its
+interval the hull of the two, its ``test`` ``… + tuning luck``.
+
 A comparison the test cannot decide is ``undecidable`` (not ``undecided``): where even the
 test's smallest p-value at its n (``p_min``, 2/2^n) would not pass its Holm step in its family,
 or where the differences are too skewed for the test to hold its level (``skew_p`` below
@@ -246,11 +251,14 @@ def _mean(values: pd.Series) -> float:
 
 
 def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
-                alpha: float = st.ALPHA, primary: pd.DataFrame | None = None) -> pd.DataFrame:
+                alpha: float = st.ALPHA, primary: pd.DataFrame | None = None,
+                luck: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every pair of configurations on every task, on every metric with data, paired by
     instance; Holm-adjusted within the primary family (the rows ``primary`` names, from
     :func:`primary_pairs`) and within the exploratory one (every other row); ``primary``
-    None puts every row in the primary family (see the module docstring)."""
+    None puts every row in the primary family (see the module docstring). The score rows
+    that ``luck`` (:func:`tuning_luck`) covers count the tuning's luck too
+    (:func:`with_tuning_luck`)."""
     rows: list[dict[str, Any]] = []
     sds: list[float] = []
     for task in tasks:
@@ -272,6 +280,8 @@ def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
     frame = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     if frame.empty:
         return frame
+    if luck is not None and len(luck):
+        frame = with_tuning_luck(frame, luck)
     # Differences that are all equal (deterministic counts such as FLOPs, or zero on both
     # sides) are exact, not tests: their p-value (0 or 1) stands, outside the Holm family.
     exact = np.array([sd == 0 for sd in sds])
@@ -301,6 +311,89 @@ def comparisons(inst: pd.DataFrame, labels: list[str], tasks: list[str],
     skewed = frame["decision"].eq(st.UNDECIDABLE) & (frame["skew_p"] < st.SKEW_LEVEL)
     frame.loc[skewed, ["ci_low", "ci_high"]] = math.nan  # no interval holds its level there
     return frame
+
+
+def tuning_luck(scores: pd.DataFrame, labels: list[str], tasks: list[str],
+                repeated: set[tuple[str, str]]) -> pd.DataFrame:
+    """Per task, every pair of configurations of which one or both had repeated tuning
+    searches (``repeated``: their (task, label)): the mean score difference a − b over the
+    instances both have, with the interval and p-value of
+    :func:`harness.tuning.luck_interval`, which count the luck of the searches' choices."""
+    import itertools
+
+    from harness.tuning import luck_interval
+
+    columns = ["task", "a", "b", "n", "searches_a", "searches_b", "mean_diff", "ci_low",
+               "ci_high", "p_value", "df", "se_instances", "se_searches"]
+    if scores.empty:
+        return pd.DataFrame(columns=columns)
+    s = scores.assign(search=(scores["tuning_repeat"].fillna(0) if "tuning_repeat" in scores
+                              else 0))
+    cells = s.groupby(["task", "label", "seed", "search"])["score"].mean()
+    rows = []
+    for task in tasks:
+        if task not in cells.index.get_level_values(0):
+            continue
+        here = cells.loc[task]
+        present = [lab for lab in labels if lab in here.index.get_level_values(0)]
+        for a, b in itertools.combinations(present, 2):
+            if (task, a) not in repeated and (task, b) not in repeated:
+                continue
+            wide = {lab: here.loc[lab].unstack("search") for lab in (a, b)}
+            both = wide[a].mean(axis=1).dropna().index.intersection(
+                wide[b].mean(axis=1).dropna().index)
+            diffs = (wide[a].loc[both].mean(axis=1) - wide[b].loc[both].mean(axis=1))
+            means = [wide[lab].loc[both].mean(axis=0).tolist() for lab in (a, b)]
+            e = luck_interval(diffs.tolist(), means)
+            rows.append({"task": task, "a": a, "b": b, "n": e.n,
+                         "searches_a": wide[a].shape[1], "searches_b": wide[b].shape[1],
+                         "mean_diff": e.mean, "ci_low": e.low, "ci_high": e.high,
+                         "p_value": e.p_value, "df": e.df, "se_instances": e.se_instances,
+                         "se_searches": e.se_searches})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def repeated_searches(scores: pd.DataFrame) -> set[tuple[str, str]]:
+    """The (task, label) pairs whose runs come from more than one tuning search
+    (``tuning.repeats``; column ``tuning_repeat`` of :func:`run_scores`)."""
+    if scores.empty or "tuning_repeat" not in scores:
+        return set()
+    counts = scores.groupby(["task", "label"])["tuning_repeat"].nunique()
+    return {(str(t), str(lab)) for (t, lab), k in counts.items() if k > 1}
+
+
+LUCK_TEST = "tuning luck"
+"""What a score row's ``test`` column adds when the row also counts the tuning's luck."""
+
+
+def with_tuning_luck(frame: pd.DataFrame, luck: pd.DataFrame) -> pd.DataFrame:
+    """``frame``'s score rows of pairs with repeated tuning searches (the rows of ``luck``,
+    from :func:`tuning_luck`), made to count the luck of the searches' choices.
+
+    Two tests of the same null hypothesis (no difference in the mean score over both the
+    instances and the searches' choices) are combined as an intersection: the row's p-value is
+    the larger of the sign-flip test's over instances and the tuning-luck t test's
+    (:func:`harness.tuning.luck_interval`), and its interval the hull of the two. The larger of
+    two valid p-values is valid (P(max ≤ α) ≤ P(either ≤ α) ≤ α), so the row keeps its level
+    whichever of the two models holds: the sign-flip test's, which is exact given the chosen
+    configurations but blind to the choice, and the luck interval's, which counts the choice
+    under a normal model of the choices' effects. Holm and the decision then use this p-value
+    like any other row's. ``test`` says ``… + tuning luck``.
+    """
+    out = frame.copy()
+    keyed = {(r.task, r.a, r.b): r for r in luck.itertuples(index=False)}
+    for i, row in enumerate(out.itertuples(index=False)):
+        if row.metric != "score":
+            continue
+        hit = keyed.get((row.task, row.a, row.b))
+        if hit is None or not math.isfinite(hit.p_value):
+            continue
+        j = out.index[i]
+        out.at[j, "p_value"] = max(float(row.p_value), float(hit.p_value))
+        out.at[j, "ci_low"] = min(float(row.ci_low), float(hit.ci_low))
+        out.at[j, "ci_high"] = max(float(row.ci_high), float(hit.ci_high))
+        out.at[j, "test"] = f"{row.test} + {LUCK_TEST}"
+    return out
 
 
 def _paired_row(task: str, metric: str, a: str, b: str, x: pd.Series,
