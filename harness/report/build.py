@@ -725,9 +725,11 @@ def frontier_section(rep: Report) -> None:
                  "compared at matched KL.")
         return
     rep.table(comparisons, "Frontiers compared in pairs, over the KL range both reach in "
-              "every instance: paired difference a − b, 95% t interval, p-value, "
-              "Holm-adjusted over this table.", "frontier_comparisons")
-    decided = comparisons[comparisons["decision"] != "undecided"]
+              "every instance: paired difference a − b, the sign-flip test's p-value and the "
+              "95% interval that inverts it (none where the differences are too skewed), "
+              "Holm-adjusted over this table; undecidable where the test cannot decide at "
+              "this n.", "frontier_comparisons")
+    decided = comparisons[comparisons["decision"].isin((st.A_BETTER, st.B_BETTER))]
     rep.text("{k} of {n} frontier comparisons are decided at the 5% level after Holm's "
              "adjustment.", k=len(decided), n=len(comparisons))
 

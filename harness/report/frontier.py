@@ -10,13 +10,16 @@ interpolated (never extrapolated) at KL values that both compared frontiers reac
 instance, and the gold values are paired by instance; the **area** under a frontier over the
 shared KL range, divided by its width, is its mean gold over that range.
 
-Paired comparisons, with the report's machinery (:mod:`harness.report.stats`): per-instance
-differences, Student t interval and two-sided p-value, Holm's step-down adjustment over every
-comparison of the table, a decision at α = 0.05, the smallest difference the design detects at
-80% power (``mde``) and, when undecided, the instances that would detect the observed one. Like
-:func:`harness.report.compare.comparisons`, ``mde`` and ``seeds_needed`` are computed at the
-family's level α/m (m the comparisons of the table with a p-value), the level Holm's adjustment
-holds the smallest p-value to: at α = 0.05 they would promise decisions the table cannot take.
+Paired comparisons, with the report's machinery (:mod:`harness.report.stats`), as in
+:func:`harness.report.compare.comparisons`: per-instance differences, the studentized sign-flip
+permutation test and the interval that inverts it (:func:`harness.report.stats.paired_sign_flip`),
+Holm's step-down adjustment over every comparison of the table, a decision at α = 0.05, and
+``undecidable`` where the differences are too skewed for the test's level to hold or even its
+smallest p-value at this n would not pass its Holm step. ``mde`` (the smallest difference the
+design detects at 80% power) and ``seeds_needed`` (when undecided: the instances that decide a
+difference like the observed one with 80% power, at a 90% lower confidence bound of its effect
+size) are computed at the family's level α/m (m the comparisons of the table with a p-value), the
+level Holm's adjustment holds the smallest p-value to.
 
 **Tuning.** For every tuned algorithm: its trials' values (the mean objective over the tuning
 instances), the expected maximum of n trials (Dodge et al. 2019; see :mod:`harness.tuning`) and
@@ -28,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,24 +198,37 @@ def frontier_tables(
     comparisons = pd.DataFrame(comp_rows)
     if len(comparisons):
         comparisons["p_adjusted"] = holm(comparisons["p_value"].tolist())
+        beyond = st.undecidable(comparisons["p_value"].tolist(), comparisons["p_min"].tolist())
         comparisons["decision"] = [
-            st.decide(r.mean_diff, r.p_adjusted, higher_is_better=True)
-            for r in comparisons.itertuples()
-        ]
+            _decision(r, out_of_reach) for r, out_of_reach in
+            zip(comparisons.itertuples(), beyond, strict=True)]
         level = family_alpha(comparisons["p_value"].tolist())
         comparisons["mde"] = [st.minimum_detectable(r.sd, int(r.n), alpha=level)
+                              if math.isfinite(r.p_min) and r.p_min < level else math.inf
                               for r in comparisons.itertuples()]
         comparisons["seeds_needed"] = [
-            "" if d != st.UNDECIDED else st.seeds_needed(r.mean_diff, r.sd, alpha=level)
+            "" if d not in (st.UNDECIDED, st.UNDECIDABLE)
+            else st.seeds_needed_upper(r.mean_diff, r.sd, int(r.n), alpha=level)
             for d, r in zip(comparisons["decision"], comparisons.itertuples(), strict=True)
         ]
-        comparisons = comparisons.drop(columns="sd")
+        skewed = comparisons["skew_p"] < st.SKEW_LEVEL
+        comparisons.loc[skewed, ["ci_low", "ci_high"]] = math.nan  # no interval holds there
     return points, pd.DataFrame(curve_rows), pd.DataFrame(matched_rows), comparisons
 
 
 def _comparison(task: str, a: str, b: str, metric: str, a_values: list[float],
                 b_values: list[float]) -> dict:
-    r = st.paired_difference(a_values, b_values)
+    r = st.paired_sign_flip(a_values, b_values)
     return {"task": task, "metric": metric, "a": a, "b": b, "n": r.n, "mean_diff": r.mean_diff,
-            "ci_low": r.low, "ci_high": r.high, "p_value": r.p_value,
-            "mde": math.nan, "sd": r.sd}
+            "ci_low": r.low, "ci_high": r.high, "p_value": r.p_value, "test": r.test,
+            "p_min": r.p_min, "p_mc_se": r.mc_se, "skew_p": r.skew_p, "mde": math.nan,
+            "sd": r.sd}
+
+
+def _decision(row: Any, out_of_reach: bool) -> str:
+    """The row's decision at its Holm-adjusted p-value, or ``undecidable`` (see the module
+    docstring)."""
+    if math.isfinite(row.skew_p) and row.skew_p < st.SKEW_LEVEL:
+        return st.UNDECIDABLE
+    decision = st.decide(row.mean_diff, row.p_adjusted, higher_is_better=True)
+    return st.UNDECIDABLE if decision == st.UNDECIDED and out_of_reach else decision
