@@ -12,7 +12,7 @@ from harness.suite import check_suite, count_runs, load_suite, tuned_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 # hf-example.yaml reads models saved by its own script (tests/test_hf_example.py runs it)
-SUITES = sorted(p for p in (ROOT / "suites").glob("*.yaml") if p.stem != "hf-example")
+SUITES = sorted(p for p in (ROOT / "suites").glob("**/*.yaml") if p.stem != "hf-example")
 
 
 @pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
