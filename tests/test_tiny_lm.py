@@ -388,6 +388,14 @@ def test_stacking_colours_gains_little_over_the_best_grammatical_response(
     assert margins[2.0] == pytest.approx(1.7489 - 1.5037, abs=1e-4)
     # The linear gold fails the same check by far: 14.75 against 3.75.
     assert margins[None] == pytest.approx(11.0, abs=1e-5) and margins[None] > 2 * math.exp(-2)
+    # The best stack is shorter: past 2·ln(20) ≈ 6 colours one more earns less than its 0.05
+    # length penalty; 6 and EOS score 2.100, 0.597 above the best grammatical response.
+    long = TinyLMTask(params)
+    stacks = [" ".join(colours[i % 8] for i in range(k)) for k in range(1, 16)]
+    r = long.gold_reward(*long.encode(["the"] * 15, stacks))
+    assert int(r.argmax()) + 1 == 6
+    best_grammatical = float(r[-1]) - margins[2.0]  # r[-1]: the 15 colours above
+    assert float(r.max()) - best_grammatical == pytest.approx(0.597, abs=1e-3)
 
 
 def test_decode_encode_round_trip(task: TinyLMTask) -> None:
