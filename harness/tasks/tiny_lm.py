@@ -22,11 +22,10 @@ with AdamW for ``pretrain_steps`` steps of ``pretrain_batch_size`` documents ``<
 (next-token cross-entropy, length-bucketed batches, linear warm-up then cosine decay). It is
 brief on purpose: π_ref writes varied, mostly but not always grammatical text (at the defaults,
 on 64 train prompts: 42 distinct responses, 94% ending with EOS, 97% of word transitions
-grammatical, r* 0.66 ± 0.47 under the linear gold). At the default parameters the model has
-265,920 parameters (Llama, 4 layers of width 64, vocabulary 50; 207,360 with ``arch: gpt2``)
-and the whole build — corpus, tokenizer, pre-training, saving — takes 12–15 s of CPU time on
-one thread; measured wall time on a 2-core machine shared with other jobs (load average 3–4):
-**14–29 s**
+grammatical, linear r* 0.66 ± 0.47). At the default parameters the model has 265,920 parameters
+(Llama, 4 layers of width 64, vocabulary 50; 207,360 with ``arch: gpt2``) and the whole build
+— corpus, tokenizer, pre-training, saving — takes 12–15 s of CPU time on one thread; measured
+wall time on a 2-core machine shared with other jobs (load average 3–4): **14–29 s**
 (torch 2.13, transformers 5.24; ``python -m harness.tasks.tiny_lm`` measures it). Pre-training
 runs on the task's device — a GPU run's π_ref trains on the GPU — and on the CPU on one thread,
 or on every core the process may use for a model of 5M parameters or more. The build is
@@ -215,7 +214,7 @@ class TinyLMParams:
     target_saturation: float | None = 2.0
     """s in r*'s target term s·(1 − exp(−h/s)) for h target words: that term is below s, so
     drifting far from π_ref stops paying. 2 because a grammatical response of at most 16 tokens
-    holds at most 4 colours (98% of the language's such responses hold at most 2): with 2, 3
+    holds at most 4 colours (98% of such responses in the language hold at most 2): with 2, 3
     and 4 colours it gets 63%, 78% and 86% of s, and stacking 15 colours adds less than 0.27
     over 4 (see the module docstring for the measurements). ``None``: the linear count h, one
     point per target word, as before. Not a model field: the cached π_ref does not change."""
