@@ -412,7 +412,8 @@ def test_gold_reward_rises_on_tiny_lm(grpo):
     colour words; its std over samples is ≈ 1, so the standard error of a 256-sample mean is
     ≈ 0.06 and a rise of 0.5 is > 5 standard errors)."""
     tiny_lm = pytest.importorskip("harness.tasks.tiny_lm")
-    task = tiny_lm.TinyLMTask(tiny_lm.TinyLMTask.Params(), seed=0)
+    # The linear r* its figures were measured with (the default saturates).
+    task = tiny_lm.TinyLMTask(tiny_lm.TinyLMTask.Params(target_saturation=None), seed=0)
 
     def mean_gold(policy) -> float:
         g = torch.Generator().manual_seed(123)

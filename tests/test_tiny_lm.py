@@ -7,7 +7,9 @@ short pre-training (``SMALL``: ~15K parameters, 30 steps, about a second) instea
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -137,7 +139,8 @@ def test_second_construction_hits_the_cache(
 
 
 def test_params_outside_the_model_share_the_cache_entry(task: TinyLMTask) -> None:
-    other = replace(SMALL, num_train_prompts=10, target_category="animal", eos_bonus=2.0)
+    other = replace(SMALL, num_train_prompts=10, target_category="animal", eos_bonus=2.0,
+                    target_saturation=None)
     assert tiny_lm.cache_key(other) == tiny_lm.cache_key(SMALL)
     assert tiny_lm.cache_key(replace(SMALL, seed_model=1)) != tiny_lm.cache_key(SMALL)
     assert tiny_lm.cache_key(replace(SMALL, arch="gpt2")) != tiny_lm.cache_key(SMALL)
@@ -234,6 +237,12 @@ def test_params_are_validated() -> None:
     with pytest.raises(ConfigError, match="distinct prompts"):
         # One-word prompts: only the 4 determiners.
         TinyLMTask(replace(SMALL, prompt_min_words=1, prompt_max_words=1, num_train_prompts=4))
+    assert build_config(TinyLMParams, {"target_saturation": None}).target_saturation is None
+    assert build_config(TinyLMParams, {"target_saturation": 3}).target_saturation == 3.0
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ConfigError, match="target_saturation must be a positive") as err:
+            TinyLMTask(replace(SMALL, target_saturation=bad))
+        assert "\n" not in str(err.value)
 
 
 # --- prompts, sampling and r* ----------------------------------------------------------------
@@ -285,17 +294,108 @@ def test_reference_policy_is_a_fresh_copy(task: TinyLMTask) -> None:
 
 def test_gold_reward_formula(task: TinyLMTask) -> None:
     prompts, responses = task.encode(
-        ["the", "a dog", "the owl"],
-        ["blue fox sees a green dog .", "red red red red red red red red red red red red", ""],
+        ["the", "a dog", "the owl", "a dog"],
+        ["blue fox sees a green dog .", "red red red red red red red red red red red red", "",
+         "sees the red cat ."],
     )
-    assert responses.finished.tolist() == [True, False, True]  # 12 words = max_new_tokens: cut
+    assert responses.finished.tolist() == [True, False, True, True]  # 12 words: cut
     r = task.gold_reward(prompts, responses)
-    # r* = colour words + 0.5·[EOS] − 0.05·words
-    expected = torch.tensor([2 + 0.5 - 0.05 * 7, 12 - 0.05 * 12, 0.5])
-    torch.testing.assert_close(r, expected)
+    # r* = 2·(1 − exp(−colour words / 2)) + 0.5·[EOS] − 0.05·words
+    expected = torch.tensor([2 * (1 - math.exp(-1)) + 0.5 - 0.05 * 7,
+                             2 * (1 - math.exp(-6)) - 0.05 * 12,
+                             0.5,
+                             2 * (1 - math.exp(-0.5)) + 0.5 - 0.05 * 5])
+    torch.testing.assert_close(r, expected)  # float32 rounding: relative 1.3e-6
+    # The linear gold (target_saturation: null): one point per colour word, as before.
+    linear = TinyLMTask(replace(SMALL, target_saturation=None)).gold_reward(prompts, responses)
+    torch.testing.assert_close(linear, torch.tensor([2 + 0.5 - 0.05 * 7, 12 - 0.05 * 12, 0.5,
+                                                     1 + 0.5 - 0.05 * 5]))
     # The hidden quality: the first response is grammatical, the second mostly not.
     fluency = task.fluency(prompts, responses)
     assert fluency[0] == 1.0 and fluency[1] < 0.5
+
+
+def test_linear_gold_gives_the_old_values_bit_for_bit(task: TinyLMTask) -> None:
+    """``target_saturation: null`` is the gold the recorded runs used: colour words + 0.5·[EOS]
+    − 0.05·words, in float32 in that order, on π_ref's samples."""
+    prompts, out = draw(task, n=48, seed=2)
+    linear = TinyLMTask(replace(SMALL, target_saturation=None))
+    colours = set(tiny_lm._LEXICON["colour"])
+    words = [t.split() for t in linear.decode_responses(out)]
+    hits = torch.tensor([sum(w in colours for w in ws) for ws in words], dtype=torch.float32)
+    n = torch.tensor([len(ws) for ws in words], dtype=torch.float32)
+    old = hits + 0.5 * out.finished.float() - 0.05 * n
+    assert hits.max() >= 2 and out.finished.any() and not out.finished.all()  # a varied draw
+    assert torch.equal(linear.gold_reward(prompts, out), old)
+    # The default saturates: equal where no colour is named, below wherever one is.
+    saturated = task.gold_reward(prompts, out)
+    assert torch.equal(saturated[hits == 0], old[hits == 0])
+    assert torch.all(saturated[hits > 0] < old[hits > 0])
+
+
+@pytest.mark.parametrize("s", [0.5, 2.0, 5.0])
+def test_saturating_gold_is_bounded_by_s_plus_the_eos_bonus(task: TinyLMTask, s: float) -> None:
+    """r* ≤ s + eos_bonus on any response (length penalty 0, its most favourable; < in exact
+    arithmetic, but s·(1 − e^(−11/s)) rounds to s in float32 for s = 0.5), and the bound is the
+    least one: responses of colours only come ever closer to it."""
+    bounded = TinyLMTask(replace(SMALL, target_saturation=s, length_penalty=0.0))
+    vocabulary = [w for ws in tiny_lm._LEXICON.values() for w in ws]
+    colours = list(tiny_lm._LEXICON["colour"])
+    rng = random.Random(0)
+    texts = [" ".join(rng.choices(colours if i % 2 else vocabulary, k=rng.randint(0, 12)))
+             for i in range(200)]
+    texts += [" ".join(colours[i % 8] for i in range(k)) for k in range(12)]
+    prompts, responses = bounded.encode(["the"] * len(texts), texts)
+    r = bounded.gold_reward(prompts, responses)
+    assert torch.all(r <= s + 0.5)
+    # The highest is 11 colours and EOS: s·(1 − e^(−11/s)) + 0.5, short of the bound by
+    # s·e^(−11/s) (0.008 at s = 2), which more colours would shrink further.
+    assert float(r.max()) == pytest.approx(s * -math.expm1(-11 / s) + 0.5, rel=1e-6)
+    # The linear gold has no such bound: 11 colours and EOS score 11.5 (12, cut, score 12).
+    linear = replace(bounded.params, target_saturation=None)
+    assert float(TinyLMTask(linear).gold_reward(prompts, responses).max()) >= 11.5
+
+
+def test_stacking_colours_gains_little_over_the_best_grammatical_response(
+    task: TinyLMTask,
+) -> None:
+    """With max_new_tokens = 16 (the shipped suites'), a grammatical response holds at most 4
+    colours, a stacked one 15 (and EOS). At s = 2 the stacked one scores at most
+    s·(e^(−4/s) − e^(−15/s)) < 2e^(−2) = 0.27 above the 4-colour grammatical response of the
+    same length, so above the best grammatical one; counted linearly, 11 above."""
+    grammatical = [
+        ("the", "cat ."),
+        ("the", "red cat ."),
+        ("the", "red cat sees a blue dog ."),
+        ("the", "red cat sees a blue dog and the green fox ."),
+        ("the big", "red cat sees a blue dog and the green fox sees a white owl ."),
+        ("the big", "red cat and a blue dog . a green fox sees the white owl ."),
+    ]
+    colours = tiny_lm._LEXICON["colour"]
+    stacked = ("the", " ".join(colours[i % 8] for i in range(15)))
+    params = replace(SMALL, max_new_tokens=16)
+    margins = {}
+    for s in (2.0, None):
+        long = TinyLMTask(replace(params, target_saturation=s))
+        prompts, responses = long.encode(*map(list, zip(*grammatical, stacked, strict=True)))
+        assert responses.finished.all() and int(responses.mask.sum(-1).max()) == 16
+        fluency = long.fluency(prompts, responses)
+        assert torch.all(fluency[:-1] == 1.0) and fluency[-1] < 0.1
+        r = long.gold_reward(prompts, responses)
+        margins[s] = float(r[-1] - r[:-1].max())
+    # The default: 2(1 − e^(−7.5)) + 0.5 − 0.75 = 1.749 against 1.504 (3 colours in 11 words).
+    assert 0 < margins[2.0] <= 2 * math.exp(-2)
+    assert margins[2.0] == pytest.approx(1.7489 - 1.5037, abs=1e-4)
+    # The linear gold fails the same check by far: 14.75 against 3.75.
+    assert margins[None] == pytest.approx(11.0, abs=1e-5) and margins[None] > 2 * math.exp(-2)
+    # The best stack is shorter: past 2·ln(20) ≈ 6 colours one more earns less than its 0.05
+    # length penalty; 6 and EOS score 2.100, 0.597 above the best grammatical response.
+    long = TinyLMTask(params)
+    stacks = [" ".join(colours[i % 8] for i in range(k)) for k in range(1, 16)]
+    r = long.gold_reward(*long.encode(["the"] * 15, stacks))
+    assert int(r.argmax()) + 1 == 6
+    best_grammatical = float(r[-1]) - margins[2.0]  # r[-1]: the 15 colours above
+    assert float(r.max()) - best_grammatical == pytest.approx(0.597, abs=1e-3)
 
 
 def test_decode_encode_round_trip(task: TinyLMTask) -> None:

@@ -22,7 +22,7 @@ with AdamW for ``pretrain_steps`` steps of ``pretrain_batch_size`` documents ``<
 (next-token cross-entropy, length-bucketed batches, linear warm-up then cosine decay). It is
 brief on purpose: π_ref writes varied, mostly but not always grammatical text (at the defaults,
 on 64 train prompts: 42 distinct responses, 94% ending with EOS, 97% of word transitions
-grammatical, r* 0.66 ± 0.47). At the default parameters the model has 265,920 parameters
+grammatical, linear r* 0.66 ± 0.47). At the default parameters the model has 265,920 parameters
 (Llama, 4 layers of width 64, vocabulary 50; 207,360 with ``arch: gpt2``) and the whole build
 — corpus, tokenizer, pre-training, saving — takes 12–15 s of CPU time on one thread; measured
 wall time on a 2-core machine shared with other jobs (load average 3–4): **14–29 s**
@@ -46,18 +46,43 @@ fresh document, never crossing its first full stop; distinct, in the order drawn
 seeded by ``seed_language``; the first ``num_train_prompts`` are the train split and the next
 ``num_eval_prompts`` the eval split, so the two are disjoint.
 
-**Gold reward.** For a response y (its words w_1 … w_n, EOS excluded)::
+**Gold reward.** For a response y (its words w_1 … w_n, EOS excluded) with h = Σ_i [w_i ∈ target]
+target words (repeats included)::
 
-    r*(x, y) = Σ_i [w_i ∈ target]  +  eos_bonus · [y ended with EOS]  −  length_penalty · n
+    r*(x, y) = s · (1 − exp(−h / s))  +  eos_bonus · [y ended with EOS]  −  length_penalty · n
 
-with ``target`` the words of ``target_category`` (colours by default): one point per target
-word, repeats included. It is computed on token ids, which is the same thing as on the decoded
-text since one word is one token. r* rewards *mentioning* the category and does not look at
-grammar, so it can be over-optimised: there are grammatical ways up (more noun phrases, more
-of them coloured: ``the red cat sees a blue dog .``), but stacking colours — ``red blue red
-green …``, which the language never does (a colour is always followed by an animal) — scores
-far higher. :meth:`TinyLMTask.fluency` measures that hidden quality — the fraction of the
-response's word transitions the grammar allows — and is not part of r*.
+with ``target`` the words of ``target_category`` (colours by default) and s =
+``target_saturation`` (2 by default). With ``target_saturation: null`` the first term is h
+itself, one point per target word (the gold before saturation). It is computed on token ids,
+which is the same thing as on the decoded text since one word is one token. r* rewards
+*mentioning* the category and does not look at grammar, so it can be over-optimised: there
+are grammatical ways up (more noun phrases, more of them coloured: ``the red cat sees a blue
+dog .``), and stacking colours — ``red blue red green …``, which the language never does (a
+colour is always followed by an animal) — scores higher still. :meth:`TinyLMTask.fluency`
+measures that hidden quality — the fraction of the response's word transitions the grammar
+allows — and is not part of r*.
+
+*Why it saturates.* Counted linearly, a response stacking 15 colours scores 14.75 against 3.75
+for the best grammatical response, so at β = 0.1 a policy tens of nats from π_ref still gained
+in J_β = E r* − β·KL (in the zoo, GSPO and SimPO led tiny-lm at a final KL of 76 and 70
+nats, by stacking colours). Saturating, r* < s + eos_bonus, so a policy more than
+(s + eos_bonus − E_π_ref r*)/β nats from π_ref cannot beat π_ref itself in J_β: about 19 nats
+at the defaults and β = 0.1 (π_ref's mean r* is 0.59 on the samples below).
+
+s comes from what the grammar allows. A colour must be followed by an animal and preceded by a
+determiner or a size, so a response of at most ``max_new_tokens`` = 16 tokens (EOS included)
+holds at most 4 colours (``red cat sees a blue dog and the green fox sees a white owl .`` after
+``the big``). Measured on 2,048 samples of π_ref (8 per train prompt, seed 0), its 1,765
+grammatical finished responses carry 0/1/2/3/4 colours 1050/570/129/15/1 times (mean 0.50); of
+20,000 documents of the language cut after a 2–4-word prompt and ending within 16 tokens, 54%
+carry none, 98.3% at most 2 and all but 4 at most 3. With s = 2, h = 0…4 score 0, 0.79, 1.26,
+1.55, 1.73: a grammatical response gets 63% of the bounded term with 2 colours, 78% with 3 and
+86% with 4, and the best grammatical responses (3 colours in 11 words, 1.50; 4 in 15, 1.48)
+still beat those with fewer colours (2 in 7 words, 1.41). Stacking 15 colours adds only
+s·(e^(−4/s) − e^(−15/s)) < 2e^(−2) = 0.27 to a 4-colour response of the same length, and past
+2·ln(1/length_penalty) = 6 colours a further one earns less than its length penalty. The best
+response overall is still ungrammatical (6 stacked colours and EOS: 2.10), but ahead of the
+best grammatical one by 0.6 rather than by 11.
 
 **Seeds.** π_ref, the prompts and r* are fixed by the ``Params`` (``seed_language`` for the
 corpus and prompts, ``seed_model`` for the initialisation and batch order). The task's ``seed``
@@ -181,11 +206,18 @@ class TinyLMParams:
     max_new_tokens: int = 16
     """Longest response (EOS included) a policy may generate."""
     target_category: TargetCategory = "colour"
-    """The word class r* rewards: one point per word of this class in the response."""
+    """The word class r* rewards: its words in the response are r*'s hits h."""
     eos_bonus: float = 0.5
     """r* bonus for a response that ends with EOS (a finished document)."""
     length_penalty: float = 0.05
     """r* cost per response word (EOS not counted)."""
+    target_saturation: float | None = 2.0
+    """s in r*'s target term s·(1 − exp(−h/s)) for h target words: that term is below s, so
+    drifting far from π_ref stops paying. 2 because a grammatical response of at most 16 tokens
+    holds at most 4 colours (98% of such responses in the language hold at most 2): with 2, 3
+    and 4 colours it gets 63%, 78% and 86% of s, and stacking 15 colours adds less than 0.27
+    over 4 (see the module docstring for the measurements). ``None``: the linear count h, one
+    point per target word, as before. Not a model field: the cached π_ref does not change."""
 
 
 MODEL_FIELDS: tuple[str, ...] = (
@@ -267,6 +299,11 @@ def _check_params(p: TinyLMParams) -> None:
         f"= {longest}",
     )
     need(p.target_category in _LEXICON, f"unknown target_category {p.target_category!r}")
+    s = p.target_saturation
+    need(
+        s is None or (math.isfinite(s) and s > 0),
+        f"target_saturation must be a positive finite number or null, got {s}",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,7 +658,9 @@ class TinyLMTask(LMTask):
         hits = (torch.isin(tokens, target) & mask).sum(-1).float()
         n_words = (torch.isin(tokens, words) & mask).sum(-1).float()
         ended = ((tokens == self.eos_id) & mask).any(-1).float()
-        return hits + p.eos_bonus * ended - p.length_penalty * n_words
+        s = p.target_saturation
+        target_term = hits if s is None else -s * torch.expm1(-hits / s)
+        return target_term + p.eos_bonus * ended - p.length_penalty * n_words
 
     def _valid_transitions(self) -> torch.Tensor:
         """[V, V] bool: token b may follow token a in the language."""
