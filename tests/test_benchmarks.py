@@ -169,3 +169,36 @@ def test_dpo_timed_steps_of_both_sides_do_the_same_reference_work(bench, recompu
         assert plain.per_step == [0, 0, 0]
         with pytest.raises(SystemExit, match="timed steps \\[0, 1, 2\\] of ours"):
             module.check_reference_work({"ours": plain.per_step, "trl": timed["trl"]}, True)
+
+
+def test_ppo_runs_trls_generation_and_scoring_in_our_precision(bench):
+    """bench_ppo: TRL's rollout functions (generation, π_ref, r̂ and V_old) run in the context
+    given (here bf16 autocast on the CPU), counted; patching twice wraps once; a missing one
+    stops the script."""
+    import types
+
+    module = bench("bench_ppo")
+    seen: list[tuple[str, bool, torch.dtype]] = []
+
+    def record(name):
+        def fn(x):
+            y = x @ x  # a matmul: bf16 under autocast, fp32 outside it
+            seen.append((name, torch.is_autocast_enabled("cpu"), y.dtype))
+            return y
+        return fn
+
+    trl = types.ModuleType("fake_ppo_trainer")
+    for name in module.TRL_ROLLOUT_CALLS:
+        setattr(trl, name, record(name))
+    context = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    module.same_rollout_precision(trl, context)
+    calls = module.same_rollout_precision(trl, context)  # a second build in the same process
+    x = torch.ones(2, 2)
+    for name in module.TRL_ROLLOUT_CALLS:
+        getattr(trl, name)(x)
+    assert calls == dict.fromkeys(module.TRL_ROLLOUT_CALLS, 1)
+    assert seen == [(n, True, torch.bfloat16) for n in module.TRL_ROLLOUT_CALLS]
+    assert (x @ x).dtype == torch.float32  # the context is left after each call
+    del trl.get_reward
+    with pytest.raises(SystemExit, match="no get_reward"):
+        module.same_rollout_precision(trl, context)
