@@ -7,11 +7,17 @@ constant learning rate 1e-6, gradient norm clipped at 1.0, the sigmoid loss. TRL
 evaluation and saving off, ``report_to=[]``, ``use_cpu`` on the CPU. Each side's step is its
 whole update; TRL's is one iteration of ``trainer.train()`` (see ``common.py``).
 
-Reference log-probs: ours computes log π_ref of a pair in the first step that holds it and keeps
-it (``harness.algorithm.LazyRows``), so every timed step of the first epoch runs the reference
-model, as TRL does by default in every step. ``--trl-precompute-ref`` gives TRL its
-once-per-dataset precomputation (``precompute_ref_log_probs=True``) instead, a pass at set-up
-and none in its steps; the result also reports both sides' samples/s over one epoch of the data
+Reference log-probs: both sides do the same reference work in every timed step. By default both
+recompute log π_ref of the step's pairs in every step: TRL by default, ours because the script
+drops the log-probs its algorithm keeps (``harness.algorithm.LazyRows``: computed the first
+time a batch holds a pair, then kept) before each step, outside the timing — without that, a
+timed step after the first epoch (every one at ``--batch`` = ``--pairs``) would run no reference
+pass while TRL's does. ``--trl-precompute-ref`` makes both precompute them once for the whole
+data set instead, at set-up (TRL's ``precompute_ref_log_probs=True``, in its first, untimed
+step; ours by asking its ``LazyRows`` for every row), and no timed step runs π_ref. The script
+counts the reference model's forwards within every timed step on both sides (a forward hook)
+and stops if a side's steps do not all match the mode (:func:`check_reference_work`); the
+result records the counts. It also reports both sides' samples/s over one epoch of the data
 (``--pairs`` pairs) with their set-up charged to it.
 
 Numerics: steps 0 and 1 of ours are checked against the plain formula
@@ -79,6 +85,66 @@ def ours_for_memory(args, device, model, tokenizer, data):
     return build_ours(args, device, model, tokenizer, data)[0]
 
 
+class ReferenceForwards:
+    """Counts the forward calls of a reference model (a forward hook on it), per step of a side.
+
+    :meth:`wrap` returns the side's step function, which appends the forwards each step ran to
+    :attr:`per_step`.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls = 0
+        self.per_step: list[int] = []
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, *_: object) -> None:
+        self.calls += 1
+
+    def wrap(self, step):
+        def counted() -> float:
+            before = self.calls
+            seconds = step()
+            self.per_step.append(self.calls - before)
+            return seconds
+
+        return counted
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def check_reference_work(per_step: dict[str, list[int]], recompute: bool) -> None:
+    """Stop unless every timed step of every side ran π_ref (``recompute``) or none did
+    (precomputed): ``per_step`` maps a side to its timed steps' reference forwards."""
+    for side, counts in per_step.items():
+        if not counts:
+            raise SystemExit(f"no timed step of {side} was counted")
+        wrong = [i for i, c in enumerate(counts) if (c > 0) != recompute]
+        if wrong:
+            want = "recompute π_ref's log-probs" if recompute else "run no reference forward"
+            raise SystemExit(f"unequal reference work: timed steps {wrong} of {side} do not "
+                             f"{want} (reference forwards per step: {counts})")
+
+
+def ours_reference_step(algo, recompute: bool):
+    """Our side's step for the timing: with ``recompute``, each call first drops the reference
+    log-probs the algorithm keeps, so that its step computes those of its pairs again."""
+    from harness.algorithm import LazyRows
+
+    def step() -> None:
+        if recompute:
+            algo.ref = LazyRows.reference(algo.data, algo.ctx)
+        algo.step()
+
+    return step
+
+
+def precompute_ours(algo) -> None:
+    """Compute the reference log-probs of every pair now (as TRL's
+    ``precompute_ref_log_probs``), so that no step of ours runs π_ref."""
+    algo.ref(torch.arange(len(algo.data), device=algo.ctx.device))
+
+
 def build_trl(args, device, model, tokenizer, data, max_steps):
     common.require_trl()
     from datasets import Dataset
@@ -117,6 +183,7 @@ def build_trl(args, device, model, tokenizer, data, max_steps):
     start = time.perf_counter()
     trainer = DPOTrainer(model=policy, ref_model=ref, args=config, train_dataset=dataset,
                          processing_class=tokenizer)
+    trainer.bench_reference = ref  # the module whose forwards are π_ref's
     return trainer, time.perf_counter() - start
 
 
@@ -206,11 +273,19 @@ def main() -> None:
 
     sides = {}
     extra = {}
+    recompute = not args.trl_precompute_ref
+    counters: dict[str, ReferenceForwards] = {}
     if args.only != "trl":
         algo, ours_setup = build_ours(args, device, model.to(device), tokenizer, data)
-        extra["ours_setup_seconds"] = round(ours_setup, 3)
         with autocast:
             checks = [checked_step(algo, device, data) for _ in range(2)]
+        if not recompute:
+            start = time.perf_counter()
+            with autocast:
+                precompute_ours(algo)
+            common.sync(device)
+            ours_setup += time.perf_counter() - start
+        extra["ours_setup_seconds"] = round(ours_setup, 3)
         for i, (ours, plain) in enumerate(checks):
             print(f"  step {i}: our loss {ours:.7f}, plain formula {plain:.7f}", file=sys.stderr)
         extra["loss_check"] = [{"step": i, "ours": o, "plain": q, "abs_diff": abs(o - q)}
@@ -219,26 +294,38 @@ def main() -> None:
         if not all(abs(o - q) <= tol * max(1.0, abs(q)) for o, q in checks):
             raise SystemExit(f"DPO loss differs from the plain formula: {checks}")
 
+        ours_step_fn = ours_reference_step(algo, recompute)
+
         def ours_step() -> float:
             with autocast:
-                return common.timed(algo.step, device)
+                return common.timed(ours_step_fn, device)
 
-        sides["ours"] = ours_step
+        counters["ours"] = ReferenceForwards(algo.ctx.reference.model)
+        sides["ours"] = counters["ours"].wrap(ours_step)
     if args.only != "ours":
         trainer, trl_setup = build_trl(args, device, model.cpu(), tokenizer, data, steps_trl)
         extra["trl_setup_seconds"] = round(trl_setup, 3)
         stepper = common.TRLStepper(trainer, device, args.threads)
-        sides["trl"] = stepper.step
+        counters["trl"] = ReferenceForwards(trainer.bench_reference)
+        sides["trl"] = counters["trl"].wrap(stepper.step)
     model.to(device)
     times = common.alternate(sides, warmup=args.warmup, rounds=args.rounds, steps=args.steps)
     if "trl" in sides:
         stepper.close()
+    timed_refs = {k: c.per_step[args.warmup:] for k, c in counters.items()}
+    for counter in counters.values():
+        counter.close()
+    check_reference_work(timed_refs, recompute)
+    extra["reference_log_probs"] = "recomputed every step" if recompute else "precomputed"
+    extra["reference_forwards_per_timed_step"] = timed_refs
+    print(f"  reference log-probs {extra['reference_log_probs']} on both sides; reference "
+          f"forwards per timed step: {timed_refs}", file=sys.stderr)
     memory = None
     if not args.no_memory:
         memory = common.measure_memory(__file__, sys.argv[1:], list(sides))
 
     # The policy's forward and backward over both responses of every pair (the reference
-    # forward is not counted: ours runs it in the first epoch's steps, TRL in every step unless
+    # forward is not counted: both sides run it in every timed step, or neither with
     # --trl-precompute-ref).
     flops = common.model_flops(model, rows=2 * args.batch, lm_train=1)
     common.add_mfu(extra, times, model, args, device, flops)

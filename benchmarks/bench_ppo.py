@@ -18,6 +18,14 @@ gradients, so ours runs with ``max_grad_norm=None`` (it still computes the norm,
 metric). TRL: sample generations, logging output, evaluation and saving off, ``report_to=[]``,
 ``use_cpu`` on the CPU.
 
+Precision: both sides sample and score — π_ref, r̂ and V_old (and log π_old) — in the same
+precision as they train: fp32 with ``--dtype fp32``, bf16 autocast (the harness's
+``precision_context``: no weight-cast cache) with ``--dtype bf16``. Ours runs its whole step in
+that context. TRL 1.12 runs only its training forward under accelerate's autocast; it generates
+(``batch_generation``) and scores (``forward`` for π_ref, ``get_reward`` for r̂ and V_old)
+outside it, in fp32, so this script runs those three functions of its trainer's module in the
+same context as ours (:func:`same_rollout_precision`), and checks that TRL's steps called them.
+
 Numerics: at step 0 the first update has ρ = 1 and V = V_old, so its loss must equal
 mean_t(−Â_t) + c_v · ½ · mean_t (A_t)² (Â the whitened GAE advantages, A before whitening, so
 R − V = A); this script computes A with a plain backward loop from plain reward, critic, policy
@@ -83,11 +91,39 @@ def ours_for_memory(args, device, model, tokenizer, prompts, reward_model):
     return build_ours(args, device, model, tokenizer, prompts, reward_model)[0]
 
 
+TRL_ROLLOUT_CALLS = ("batch_generation", "forward", "get_reward")
+"""The functions TRL 1.12's PPO trainer generates and scores with (from its module's globals)."""
+
+
+def same_rollout_precision(trainer_module, context) -> dict[str, int]:
+    """Make ``trainer_module``'s generation and scoring functions (:data:`TRL_ROLLOUT_CALLS`)
+    run inside ``context()`` (a fresh context manager per call: our step's precision); returns
+    the calls made so far, by name, updated as they are made. Stops if one is missing."""
+    calls = dict.fromkeys(TRL_ROLLOUT_CALLS, 0)
+    for name in TRL_ROLLOUT_CALLS:
+        original = getattr(trainer_module, name, None)
+        if not callable(original):
+            raise SystemExit(f"{trainer_module.__name__} has no {name}: TRL's rollout changed, "
+                             "so its precision cannot be set to ours")
+        original = getattr(original, "bench_original", original)  # patched before: re-patch
+
+        def in_context(*a, _original=original, _name=name, **k):
+            calls[_name] += 1
+            with context():
+                return _original(*a, **k)
+
+        in_context.bench_original = original
+        setattr(trainer_module, name, in_context)
+    return calls
+
+
 def build_trl(args, device, model, tokenizer, prompts, reward_model, value_model, steps):
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
 
     PPOConfig, PPOTrainer = import_trl112()
+    rollout_calls = same_rollout_precision(sys.modules[PPOTrainer.__module__],
+                                           lambda: common.autocast(args, device))
     config = PPOConfig(
         output_dir=common.temp_dir(prefix="bench-ppo-"),
         per_device_train_batch_size=args.batch,
@@ -134,6 +170,7 @@ def build_trl(args, device, model, tokenizer, prompts, reward_model, value_model
                          reward_model=rm, value_model=vm, train_dataset=dataset,
                          eval_dataset=dataset)
     trainer.remove_callback(PrinterCallback)  # PPO logs every step; printing is not its work
+    trainer.bench_rollout_calls = rollout_calls
     return trainer, time.perf_counter() - start
 
 
@@ -282,6 +319,15 @@ def main() -> None:
         extra["ours_phase_seconds"] = common.median_phases(phases[-len(times["ours"]):])
     if "trl" in sides:
         stepper.close()
+        calls = trainer.bench_rollout_calls
+        if not all(calls.values()):
+            raise SystemExit(f"TRL's steps did not generate and score through {calls}: its "
+                             "rollout ran outside our precision")
+        extra["trl_rollout_calls_in_our_precision"] = dict(calls)
+    extra["rollout_precision"] = ("bf16 autocast, both sides" if args.dtype == "bf16"
+                                  else "fp32, both sides")
+    print(f"  generation and scoring (π_ref, r̂, V_old): {extra['rollout_precision']}",
+          file=sys.stderr)
     memory = None
     if not args.no_memory:
         memory = common.measure_memory(__file__, sys.argv[1:], list(sides))

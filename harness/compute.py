@@ -18,20 +18,27 @@ anything.
 ``policy`` (π being trained), ``reference`` (π_ref), ``reward`` (r̂), ``critic`` (a value model),
 ``other``: the tokens through forward-only passes (generation included: a sampled token is one
 forward token of the model that sampled it) and the tokens through forward-backward passes
-(:meth:`ComputeMeter.train`), and the samples generated apart from those read from data (an
-offline method adds the pairs it reads to ``samples`` directly, as before). The role of a model
-is the one given to :meth:`ComputeMeter.assign` (the runner assigns the run context's policy,
-π_ref and r̂), else the one its class implies (a ``ValueModel`` is a critic, a ``RewardModel``
-r̂, a frozen ``Policy`` π_ref, a trainable one π), so plugins keep calling
-``meter.forward(model, tokens)``; a ``role=`` argument overrides both. The counts depend on the
-spec and the seed (and the device's random streams), not on the machine's speed or load; the
-FLOPs are
-Σ_role (2·N·forward + 6·N·backward) tokens (LoRA: 4N + 2·N_trainable for backward). For a tabular
-model a token is one row of its table — the logits of (x, y_<t) for π and π_ref, V(x, y_<t) for a
-critic — so its forward tokens are rows read and its backward tokens rows updated (each touch
-counted). A tabular r̂ keeps one entry per response, read once per scored response; it is counted
-per token as the algorithms report it, which is the same on one-token responses (the bandit) and
-an upper bound on longer ones.
+(:meth:`ComputeMeter.train`), prompt tokens included, and the samples generated apart from those
+read from data (an offline method adds the pairs it reads to ``samples`` directly, as before). The
+role of a model is the one given to :meth:`ComputeMeter.assign` (the runner assigns the run
+context's policy, π_ref and r̂), else the one its class implies (a ``ValueModel`` is a critic, a
+``RewardModel`` r̂, a frozen ``Policy`` π_ref, a trainable one π), so plugins keep calling
+``meter.forward(model, tokens)``; a ``role=`` argument overrides both. Plugins report response
+tokens; the prompt tokens come from the models: a language model's forward notes the real (unpadded)
+prompt tokens it runs (:func:`note_prompt_tokens` — generation's prefill, the prompt part of every
+forward over prompt ⧺ response, a prompt shared by several rows once as :mod:`harness.lm` computes
+it), and the meter adds those noted since the model's last count to its next one, as forward tokens,
+or as backward tokens when that count is :meth:`~ComputeMeter. train` (the backward runs through the
+prompt's positions). Only forwards inside the counted phases (generate, score, train) note theirs,
+as only those are counted. The counts depend on the spec and the seed (and the device's random
+streams), not on the machine's speed or load; the FLOPs are Σ_role (2·N·forward + 6·N·backward)
+tokens (LoRA: 4N + 2·N_trainable for backward), prompt tokens included. For a tabular model a token
+is one row of its table — the logits of (x, y_<t) for π and π_ref, V(x, y_<t) for a critic — so its
+forward tokens are rows read and its backward tokens rows updated (each touch counted). A tabular r̂
+keeps one entry per response, read once per scored response; it is counted per token as the
+algorithms report it, which is the same on one-token responses (the bandit) and an upper bound on
+longer ones. A tabular model notes no prompt tokens (its prompt is a row index, not a token it
+runs), so its counts are the rows alone.
 
 **CPU seconds.** Each phase is also charged the process's CPU time (user + system, all threads:
 ``time.process_time``). It is reported beside wall time, but it is not a machine-independent
@@ -49,7 +56,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +70,39 @@ from harness.policy import Policy, RewardModel, ValueModel
 PHASES = ("generate", "score", "train", "eval")
 ROLES = ("policy", "reference", "reward", "critic", "other")
 """The model roles whose work is counted: π, π_ref, r̂, a critic, and any other model."""
+
+_RECORDING: ContextVar[bool] = ContextVar("rlhf_harness_prompt_recording", default=False)
+"""True inside a counted phase (generate, score, train): forwards note their prompt tokens."""
+_PENDING: weakref.WeakKeyDictionary[nn.Module, torch.Tensor] = weakref.WeakKeyDictionary()
+"""Prompt tokens each module's forwards processed since its work was last counted."""
+
+
+def note_prompt_tokens(module: nn.Module, mask: torch.Tensor) -> None:
+    """``module`` (the network a forward runs) just processed the prompt tokens where ``mask``
+    is True. Inside a counted phase (generate, score, train) they are kept until the meter next
+    counts work of a model that runs ``module`` (:meth:`ComputeMeter.forward`, ``train``,
+    ``generated``), which adds them to that count; elsewhere (evaluation, set-up) they are
+    dropped. The sum stays on the device: no synchronisation until the meter reads it.
+    """
+    if not _RECORDING.get():
+        return
+    tokens = mask.sum()
+    pending = _PENDING.get(module)
+    _PENDING[module] = tokens if pending is None else pending + tokens
+
+
+def _take_prompt_tokens(model: nn.Module) -> int:
+    """The prompt tokens noted for ``model``'s network (its ``compute_module``, else itself, and
+    their sub-modules) since they were last taken; the notes are cleared."""
+    if not _PENDING:
+        return 0
+    root = getattr(model, "compute_module", model)
+    total = 0
+    for module in root.modules():
+        pending = _PENDING.pop(module, None)
+        if pending is not None:
+            total += int(pending)
+    return total
 
 
 def flop_parameters(model: nn.Module) -> int:
@@ -95,16 +137,19 @@ class ComputeMeter:
     tokens_generated: int = 0
     """Response tokens sampled (:meth:`generated`)."""
     tokens_trained: int = 0
-    """Response tokens that went through a backward pass (counted once per pass)."""
+    """Response tokens that went through a backward pass (counted once per pass; no prompt
+    tokens: ``backward_tokens`` has those)."""
     flops: float = 0.0
     """Estimated FLOPs of every pass counted (2N per token forward, 6N forward-backward)."""
     samples_generated: int = 0
     """Responses sampled from a model (:meth:`generated`); ``samples`` minus these were read
     from data."""
     forward_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLES, 0))
-    """Tokens through forward-only passes, generation included, per role (see ``ROLES``)."""
+    """Tokens through forward-only passes, generation and prompt tokens included, per role (see
+    ``ROLES``)."""
     backward_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLES, 0))
-    """Tokens through forward-backward passes (:meth:`train`), per role, each pass counted."""
+    """Tokens through forward-backward passes (:meth:`train`), prompt tokens included, per
+    role, each pass counted."""
     flops_by_role: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ROLES, 0.0))
     """``flops`` split by the role of the model that did the work."""
     parameters_by_role: dict[str, int] = field(default_factory=dict)
@@ -118,10 +163,12 @@ class ComputeMeter:
         if name not in self.seconds:
             raise ValueError(f"unknown compute phase '{name}' (phases: {', '.join(PHASES)})")
         self._sync()
+        recording = _RECORDING.set(name != "eval")
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
+            _RECORDING.reset(recording)
             self._sync()
             self.seconds[name] += time.perf_counter() - start
             self.cpu_seconds[name] += time.process_time() - cpu_start
@@ -152,13 +199,17 @@ class ComputeMeter:
         return self.samples - self.samples_generated
 
     def forward(self, model: nn.Module, tokens: int, *, role: str | None = None) -> None:
-        """``model`` ran a forward pass over ``tokens`` tokens: 2·N·tokens FLOPs, counted as
+        """``model`` ran a forward pass over ``tokens`` response tokens: with the prompt tokens
+        its forwards noted (:func:`note_prompt_tokens`), 2·N FLOPs per token, counted as
         forward tokens of its role (``role``, else :meth:`role_of`)."""
+        tokens = int(tokens) + _take_prompt_tokens(model)
         self._count(model, role, self.forward_tokens, tokens, 2.0 * self._params(model) * tokens)
 
     def train(self, model: nn.Module, tokens: int, *, count_tokens: bool = True,
               role: str | None = None) -> None:
-        """``model`` ran forward and backward over ``tokens`` tokens: 6·N·tokens FLOPs when every
+        """``model`` ran forward and backward over ``tokens`` response tokens and the prompt
+        tokens its forwards noted (:func:`note_prompt_tokens`: the backward runs through the
+        prompt's positions too): 6·N FLOPs per token when every
         weight trains — 2N forward, 2N for the gradients of the activations, 2N for those of the
         weights — and (4N + 2·N_trainable)·tokens when only some do (LoRA adapters on a frozen
         base: the base's weight gradients are never computed). The tokens count as backward
@@ -169,19 +220,23 @@ class ComputeMeter:
         """
         n = self._params(model)
         trainable = self._trainable(model)
-        flops = (4.0 * n + 2.0 * min(trainable, n)) * tokens
-        self._count(model, role, self.backward_tokens, tokens, flops)
+        counted = int(tokens) + _take_prompt_tokens(model)
+        flops = (4.0 * n + 2.0 * min(trainable, n)) * counted
+        self._count(model, role, self.backward_tokens, counted, flops)
         if count_tokens:
             self.tokens_trained += tokens
 
     def generated(self, model: nn.Module, samples: int, tokens: int, *,
                   role: str | None = None) -> None:
-        """``model`` generated ``samples`` responses, ``tokens`` tokens in all (2·N per token),
-        counted as samples generated and as forward tokens of its role."""
+        """``model`` generated ``samples`` responses, ``tokens`` tokens in all, counted as
+        samples generated; those tokens and the prompt tokens its prefill noted
+        (:func:`note_prompt_tokens`) count as forward tokens of its role, 2·N FLOPs each."""
         self.samples += samples
         self.samples_generated += samples
         self.tokens_generated += tokens
-        self._count(model, role, self.forward_tokens, tokens, 2.0 * self._params(model) * tokens)
+        counted = int(tokens) + _take_prompt_tokens(model)
+        self._count(model, role, self.forward_tokens, counted,
+                    2.0 * self._params(model) * counted)
 
     def counts(self) -> dict[str, object]:
         """The counted work so far, as plain numbers (what a run's summary stores)."""

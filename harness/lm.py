@@ -19,6 +19,12 @@ rows, in :meth:`LMPolicy.logits`, :meth:`LMPolicy.sample` and the scalar heads
 (``share_prompts``, on by default); the results equal one forward over every row up to float
 rounding, and gradients sum over the repeats.
 
+**Counted work.** Every forward notes the real prompt tokens it ran (:func:`harness.compute.
+note_prompt_tokens`): the prefill of sampling, and the prompt columns of a forward over prompt ⧺
+response — each distinct prompt's first ``Lp − 1`` columns once plus every row's last column
+where prompts are shared, every row's prompt where not. The compute meter adds them to the
+response tokens an algorithm reports for the model.
+
 **Layout.** Prompts are left-padded and responses right-padded (see :mod:`harness.policy`), so
 the model reads ``[pad … pad, x_1 … x_n, y_1 … y_m, pad … pad]``. Every forward passes the
 attention mask (False on both kinds of padding) and position ids ``cumsum(mask) − 1`` clamped
@@ -41,6 +47,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from harness.compute import note_prompt_tokens
 from harness.policy import Policy, PromptBatch, ResponseBatch, ValueModel
 from harness.reward import RewardModel
 
@@ -262,9 +269,11 @@ def _tail_forward(
         use_cache=True,
         **trim,
     )
+    note_prompt_tokens(model, head_mask)
     cache = args.cache_of(out)
     if not _read_only_repeated(cache, inverse):
         return None
+    note_prompt_tokens(model, mask[:, lp - 1])  # every row's last prompt column
     return model(
         inputs_embeds=embeds[:, lp - 1 :],
         attention_mask=mask[:, :end],
@@ -368,6 +377,7 @@ class LMPolicy(Policy):
             use_cache=False,
             **kwargs,
         )
+        note_prompt_tokens(self.model, prompts.mask)
         logits = out.logits
         if logits.shape[1] == t and self._args.keep_positions:
             return self._suppress(logits)
@@ -430,6 +440,7 @@ class LMPolicy(Policy):
                 use_cache=True,
                 **keep,
             )
+            note_prompt_tokens(self.model, mask[rows])
             return self._args.cache_of(out), out.logits[:, -1]
 
         share = self.share_prompts and self._cache_shareable
@@ -549,6 +560,7 @@ class ScalarHeadModel(nn.Module):
         out = self.backbone(
             input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask), use_cache=False
         )
+        note_prompt_tokens(self.backbone, prompts.mask)
         return self._head(out.last_hidden_state)
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -125,3 +125,80 @@ def test_the_batch_sweep_runs_each_batch_in_a_fresh_process(bench, tmp_path, cap
     assert "== batch sweep ==" in table and "   16" in table
     with pytest.raises(SystemExit):
         common.parser("test").parse_args(["--batch-sweep", "8,x"])
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_dpo_timed_steps_of_both_sides_do_the_same_reference_work(bench, recompute):
+    """bench_dpo: with one step per epoch (``--batch`` = ``--pairs``, where ours kept its
+    reference log-probs after the first step and ran π_ref in no later one), every step of ours
+    recomputes them as TRL does, or neither side runs π_ref with ``--trl-precompute-ref``; the
+    script's check counts the reference forwards per step and stops on a mismatch."""
+    module, common = bench("bench_dpo"), bench("common")
+    device = torch.device("cpu")
+    args = args_for(common, batch=4, pairs=4, trl_precompute_ref=not recompute)
+    tokenizer = common.build_tokenizer(common.SIZES["2.7m"].vocab)
+    model = common.build_model("2.7m", suppress_special=False)
+    data = module.make_data(args, tokenizer)
+    algo, _ = module.build_ours(args, device, model, tokenizer, data)
+    if not recompute:
+        module.precompute_ours(algo)
+    ours = module.ReferenceForwards(algo.ctx.reference.model)
+    step = ours.wrap(lambda: common.timed(module.ours_reference_step(algo, recompute), device))
+    trainer, _ = module.build_trl(args, device, model, tokenizer, data, max_steps=4)
+    stepper = common.TRLStepper(trainer, device, threads=1)
+    trl = module.ReferenceForwards(trainer.bench_reference)
+    trl_step = trl.wrap(stepper.step)
+    for _ in range(4):
+        step()
+        trl_step()
+    stepper.close()
+    timed = {"ours": ours.per_step[1:], "trl": trl.per_step[1:]}  # the first step: warm-up
+    assert all(len(v) == 3 for v in timed.values())
+    for counts in timed.values():
+        assert all(c > 0 for c in counts) if recompute else counts == [0, 0, 0], timed
+    module.check_reference_work(timed, recompute)
+    with pytest.raises(SystemExit, match="unequal reference work"):
+        module.check_reference_work(timed, not recompute)
+    if recompute:
+        # ours as it runs by itself: the pairs' log-probs are kept after the first epoch, so its
+        # later steps run no reference forward — the drift the check catches
+        plain = module.ReferenceForwards(algo.ctx.reference.model)
+        plain_step = plain.wrap(lambda: common.timed(algo.step, device))
+        for _ in range(3):
+            plain_step()
+        assert plain.per_step == [0, 0, 0]
+        with pytest.raises(SystemExit, match="timed steps \\[0, 1, 2\\] of ours"):
+            module.check_reference_work({"ours": plain.per_step, "trl": timed["trl"]}, True)
+
+
+def test_ppo_runs_trls_generation_and_scoring_in_our_precision(bench):
+    """bench_ppo: TRL's rollout functions (generation, π_ref, r̂ and V_old) run in the context
+    given (here bf16 autocast on the CPU), counted; patching twice wraps once; a missing one
+    stops the script."""
+    import types
+
+    module = bench("bench_ppo")
+    seen: list[tuple[str, bool, torch.dtype]] = []
+
+    def record(name):
+        def fn(x):
+            y = x @ x  # a matmul: bf16 under autocast, fp32 outside it
+            seen.append((name, torch.is_autocast_enabled("cpu"), y.dtype))
+            return y
+        return fn
+
+    trl = types.ModuleType("fake_ppo_trainer")
+    for name in module.TRL_ROLLOUT_CALLS:
+        setattr(trl, name, record(name))
+    context = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    module.same_rollout_precision(trl, context)
+    calls = module.same_rollout_precision(trl, context)  # a second build in the same process
+    x = torch.ones(2, 2)
+    for name in module.TRL_ROLLOUT_CALLS:
+        getattr(trl, name)(x)
+    assert calls == dict.fromkeys(module.TRL_ROLLOUT_CALLS, 1)
+    assert seen == [(n, True, torch.bfloat16) for n in module.TRL_ROLLOUT_CALLS]
+    assert (x @ x).dtype == torch.float32  # the context is left after each call
+    del trl.get_reward
+    with pytest.raises(SystemExit, match="no get_reward"):
+        module.same_rollout_precision(trl, context)

@@ -3,7 +3,8 @@ table rows for tabular policies, and the load average beside the timed part.
 
 The bandit runs have known batch sizes and steps, so every count is checked against the hand
 count of what the algorithm's code does per step; a tiny neural run checks the roles' tokens
-against the tokens actually sampled and the FLOPs against 2·N·forward + 6·N·backward.
+against the tokens actually sampled plus the prompt tokens each pass runs (derived by hand from
+the prompts' lengths) and the FLOPs against 2·N·forward + 6·N·backward.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import torch
 from torch import nn
 
 from harness import cache
-from harness.compute import ROLES, ComputeMeter, flop_parameters
+from harness.compute import ROLES, ComputeMeter, flop_parameters, note_prompt_tokens
 from harness.executors import run_specs
 from harness.plugins import get_plugin_host
+from harness.policy import PromptBatch
 from harness.report import write_report
 from harness.report.data import load_store
 from harness.runner import build_context, make_algorithm
@@ -223,18 +225,38 @@ def lm_task(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyLMTask]:
         yield task
 
 
-def _sampled_tokens(policy: nn.Module) -> list[int]:
-    """Record the tokens of every batch ``policy`` samples (its ``sample`` wrapped)."""
-    seen: list[int] = []
+def _sampled_tokens(policy: nn.Module) -> list[tuple[int, PromptBatch]]:
+    """Record the response tokens and the prompts of every batch ``policy`` samples (its
+    ``sample`` wrapped)."""
+    seen: list[tuple[int, PromptBatch]] = []
     original = policy.sample
 
-    def sample(*args, **kwargs):
-        out = original(*args, **kwargs)
-        seen.append(int(out.mask.sum()))
+    def sample(prompts: PromptBatch, *args, **kwargs):
+        out = original(prompts, *args, **kwargs)
+        seen.append((int(out.mask.sum()), prompts))
         return out
 
     policy.sample = sample
     return seen
+
+
+def _prompt_lengths(prompts: PromptBatch) -> tuple[list[int], list[int]]:
+    """Each row's prompt length, and each distinct prompt's (rows with equal unpadded ids)."""
+    rows = [tuple(ids[m].tolist()) for ids, m in
+            zip(prompts.ids, prompts.mask.bool(), strict=True)]
+    return [len(r) for r in rows], [len(r) for r in set(rows)]
+
+
+def _hand_prompt_tokens(prompts: PromptBatch) -> tuple[int, int]:
+    """The prompt tokens of (sampling's prefill, one pass over prompt ⧺ response), by hand.
+
+    The language-model code computes a prompt repeated in a batch once: the prefill runs each
+    distinct prompt (Σ_distinct len); a pass over prompt ⧺ response runs each distinct prompt
+    but its last token once, then every row's last prompt token with its response
+    (Σ_distinct (len − 1) + B). Without repeats both are Σ_rows len.
+    """
+    lengths, distinct = _prompt_lengths(prompts)
+    return sum(distinct), sum(d - 1 for d in distinct) + len(lengths)
 
 
 @pytest.mark.parametrize("name, config, steps", [
@@ -251,20 +273,28 @@ def test_tiny_lm_tokens_per_role_and_flops_from_the_counts(
     for _ in range(steps):
         algo.step()
     meter = context.meter
-    tokens = sum(sampled)
+    tokens = sum(t for t, _ in sampled)
+    prefill = sum(_hand_prompt_tokens(p)[0] for _, p in sampled)
+    joint = sum(_hand_prompt_tokens(p)[1] for _, p in sampled)
     samples = steps * (16 if name == "grpo" else 8)
     assert len(sampled) == steps and 0 < tokens <= samples * SMALL.max_new_tokens
     assert (meter.samples_generated, meter.samples_from_data) == (samples, 0)
-    # r̂ and π_ref read every sampled token once; π samples them
+    rows = sum(len(_prompt_lengths(p)[0]) for _, p in sampled)
+    assert rows == samples and 0 < prefill <= joint  # every pass runs some prompt tokens
+    if name == "grpo":  # groups of 4 rows share a prompt: computed once, not 4 times
+        assert joint < sum(sum(_prompt_lengths(p)[0]) for _, p in sampled)
+    # r̂ and π_ref read every sampled token and the prompts once; π samples them after a prefill
     fwd, bwd = meter.forward_tokens, meter.backward_tokens
-    assert fwd["reward"] == fwd["reference"] == tokens
-    assert fwd["policy"] == tokens  # one update pass (GRPO) / one minibatch (PPO): no π_old pass
+    assert fwd["reward"] == fwd["reference"] == tokens + joint
+    # one update pass (GRPO) / one minibatch (PPO): no π_old pass
+    assert fwd["policy"] == tokens + prefill
     epochs = 1 if name == "grpo" else 2
-    assert bwd["policy"] == epochs * tokens
+    assert bwd["policy"] == epochs * (tokens + joint)
+    assert meter.tokens_generated == tokens and meter.tokens_trained == epochs * tokens
     models = {"policy": context.policy, "reference": context.reference,
               "reward": context.reward_model}
     if name == "ppo":  # the critic, found by its class: trains beside π on every token
-        assert bwd["critic"] == epochs * tokens and fwd["critic"] == 0
+        assert bwd["critic"] == epochs * (tokens + joint) and fwd["critic"] == 0
         models["critic"] = algo.value_model
     else:
         assert bwd["critic"] == fwd["critic"] == 0
@@ -277,3 +307,30 @@ def test_tiny_lm_tokens_per_role_and_flops_from_the_counts(
     for role in n:
         assert meter.flops_by_role[role] == pytest.approx(
             2 * n[role] * fwd[role] + 6 * n[role] * bwd[role], rel=1e-12)
+
+
+def test_prompt_tokens_count_in_counted_phases_for_the_model_that_ran_them() -> None:
+    # a network inside a model (as an LM policy holds its transformer) notes its prompt tokens
+    outer, other = nn.Sequential(nn.Linear(2, 2)), nn.Linear(2, 2)
+    inner = outer[0]
+    mask = torch.tensor([[False, True, True], [True, True, True]])  # 5 real prompt tokens
+    meter = ComputeMeter()
+    note_prompt_tokens(inner, mask)  # outside any phase (set-up): not counted
+    with meter.phase("eval"):
+        note_prompt_tokens(inner, mask)  # evaluation is not counted work
+    meter.forward(outer, 3, role="policy")
+    assert meter.forward_tokens["policy"] == 3
+    with meter.phase("score"):
+        note_prompt_tokens(inner, mask)
+        note_prompt_tokens(inner, mask[:, -1])  # a second pass over each row's last token
+        with meter.phase("eval"):
+            note_prompt_tokens(inner, mask)  # an evaluation nested in it: still not counted
+        note_prompt_tokens(other, mask)
+    meter.forward(outer, 3, role="policy")
+    assert meter.forward_tokens["policy"] == 3 + 3 + 5 + 2
+    meter.forward(outer, 3, role="policy")  # taken once: the next count has only its own
+    assert meter.forward_tokens["policy"] == 3 + 3 + 5 + 2 + 3
+    meter.train(other, 4, role="reward")  # the backward runs over the prompt too
+    assert meter.backward_tokens["reward"] == 4 + 5 and meter.tokens_trained == 4
+    n_outer, n_other = flop_parameters(outer), flop_parameters(other)
+    assert meter.flops == pytest.approx(2 * n_outer * 16 + 6 * n_other * 9, rel=1e-12)
