@@ -233,13 +233,22 @@ CONFIGS = {
     "ppo": "{rollout_batch_size: 16, num_ppo_epochs: 1, learning_rate: 0.001}",
     "grpo": "{prompts_per_step: 4, num_generations: 4, learning_rate: 0.001}",
     "dpo": "{batch_size: 8, learning_rate: 0.0001}",
+    # trains nothing: n candidates per prompt, ranked by r̂ (no optimiser state, no gradients)
+    "bon": "{n: 8, prompts_per_step: 8}",
+    # one response per example (not a pair), and a no-grad pass over mismatched pairs
+    "kto": "{batch_size: 8, learning_rate: 0.0001}",
+    # four shuffled minibatches: a minibatch's rows may each have their own prompt
+    "gspo": "{prompts_per_step: 4, num_generations: 4, learning_rate: 0.001}",
+    # two samples per prompt (the class's samples_per_prompt), both trained on
+    "online-dpo": "{prompts_per_step: 8, learning_rate: 0.001}",
 }
 
 
 @pytest.mark.parametrize("algorithm, precision, policy", [
     ("ppo", "fp32", ""), ("ppo", "bf16", ""), ("grpo", "bf16", "lora: {r: 4}"),
     ("grpo", "bf16", "offload_frozen: true"), ("dpo", "fp32", ""),
-    ("dpo", "fp32", "activation_checkpointing: true"),
+    ("dpo", "fp32", "activation_checkpointing: true"), ("bon", "fp32", ""), ("bon", "bf16", ""),
+    ("kto", "fp32", ""), ("gspo", "bf16", ""), ("online-dpo", "bf16", ""),
 ])
 def test_the_plan_is_within_15_percent_of_the_peak_on_the_stand_in(
         tmp_path, tiny_cache, monkeypatch, algorithm, precision, policy):
