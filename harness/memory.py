@@ -22,8 +22,17 @@ the suite fits it; a critic, of r̂'s shape and trainable, for an algorithm that
 **Model state is exact.** Gradients: one per trainable parameter, in its dtype (their peak, during
 a backward pass). Optimiser state: Adam keeps two tensors per trainable parameter and RMSprop one,
 in its dtype, plus a float32 step count each; SGD without momentum keeps none. The algorithm's
-``optimizer`` config field says which (Adam when it has none). The test suite checks these
+``optimizer`` config field says which (Adam when it has none); an algorithm whose config has no
+``learning_rate`` trains nothing (best-of-n) and holds neither. The test suite checks these
 numbers against the tensors of real runs on the CPU.
+
+**Rows.** A step's batches come from the algorithm's config and class (:func:`_batches`): a
+rollout of ``rollout_batch_size`` rows, or ``prompts_per_step`` prompts times the responses per
+prompt (the config's group size, best-of-n's ``n``, or the class's ``samples_per_prompt``:
+online DPO's pair), trained in ``num_mini_batches`` minibatches; offline, ``batch_size`` pairs
+(chosen and rejected share a prompt) or, for unpaired data (KTO), examples. An algorithm that
+trains nothing is evaluated as it answers: best-of-n samples and ranks n candidates for each
+evaluation response.
 
 **KV cache and activations are estimates.** The KV cache: 2 × layers × KV heads × head width ×
 rows × (prompt + response) tokens, in the model's dtype, for the most rows generated at once (a
@@ -31,7 +40,8 @@ training rollout or an evaluation). Activations of a training forward (Korthikan
 arXiv:2205.05198, §4.1, per layer ≈ 34·s·b·h + 5·a·s²·b bytes at 16 bits, i.e. 17 and 2.5
 values), scaled to the dtype; with activation checkpointing each layer keeps its input only (s·b·h
 values) and one layer is recomputed at a time. Plus the logits of the response tokens in float32
-and their gradient.
+and their gradient. A forward without gradient (scoring, log-prob passes) holds one layer's
+transient at a time (:func:`layer_forward_bytes`).
 """
 
 from __future__ import annotations
@@ -494,14 +504,24 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
     without_grads = state - sum(m.gradients for m in plan.models)
     visit = max(visiting, default=0)
     forward = layer_forward_bytes(hidden, inter, gated=gated, compute=compute, residual=width)
-    one_layer = lambda rows: rows * seq * forward  # noqa: E731  a no-grad forward's transient
+
+    def one_layer(rows: int, prompts: int | None = None) -> int:
+        """A no-grad forward's transient over ``rows`` responses; where they share ``prompts``
+        distinct prompts (:mod:`harness.lm`), the response columns beside the prompts' KV cache
+        repeated to every row, and the hidden states of every row's columns, joined for the
+        head (two of full width)."""
+        if prompts is None or prompts >= rows:
+            return rows * seq * forward
+        return (rows * response_len * forward + kv(rows) * prompt_len // seq
+                + 2 * rows * seq * hidden * width)
     if gen_rows:
         # sampling: the KV cache, the bf16 weight copies decoding keeps for its call, logits
         plan.phases["generate"] = (without_grads + kv(gen_rows) + casts
                                    + 3 * gen_rows * vocab * 4)
         # r̂ on every response; and, for an algorithm that trains, log-probs (π_ref's, the
         # sampling policy's) over the vocabulary. Best-of-n only ranks its candidates by r̂.
-        plan.phases["score"] = (without_grads + visit + one_layer(gen_rows)
+        plan.phases["score"] = (without_grads + visit
+                                + one_layer(gen_rows, gen_rows // batches.per_prompt)
                                 + (logits(gen_rows, response_len) if trains else 0))
     elif train_rows:  # offline: π_ref's log-probs of a batch (KTO's, of its mismatched pairs)
         plan.phases["score"] = (without_grads + visit + one_layer(train_rows)
@@ -522,7 +542,7 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
             # response the best of its candidates, all sampled at once and ranked by r̂).
             rows = eval_rows * batches.per_prompt
             plan.phases["evaluate"] = max(plan.phases["evaluate"], without_grads + max(
-                kv(rows) + casts + 3 * rows * vocab * 4, visit + one_layer(rows)))
+                kv(rows) + casts + 3 * rows * vocab * 4, visit + one_layer(rows, eval_rows)))
     if uses_reward:
         fit = _fit_plan(spec, head_bytes, head_tensors, layers * seq * layer_activation_bytes(
             hidden, inter, gated=gated, compute=width, residual=width))
