@@ -279,3 +279,26 @@ def test_the_plan_is_within_15_percent_of_the_peak_on_the_stand_in(
     run_phases = max(v for k, v in phases.items() if k != "prepare")
     assert run_phases == pytest.approx(memory["peak_device_bytes"], rel=0.15)
     assert phases["prepare"] == pytest.approx(memory["peak_prepare_bytes"], rel=0.15)
+
+
+def test_best_of_n_plans_no_training_state_and_scores_n_candidates_per_prompt(
+        tmp_path, tiny_cache):
+    """Best-of-n trains nothing: no gradients and no optimiser state anywhere in its plan; its
+    step samples and ranks n candidates per prompt, so its KV cache grows n-fold with n, and
+    its scoring pass (r̂ only: no vocabulary-wide logits) grows with n too."""
+    host = get_plugin_host()
+
+    def plan(n: int):
+        text = MEASURED.format(algorithm="bon", config=f"{{n: {n}, prompts_per_step: 8}}",
+                               precision="fp32")
+        path = tmp_path / f"bon-{n}.yaml"
+        path.write_text(text)
+        return plan_run(specs_of(path)[0], host)
+
+    two, eight = plan(2), plan(8)
+    for p in (two, eight):
+        assert all(m.gradients == 0 and m.optimizer == 0 for m in p.models)
+        assert "train" not in p.phases
+    policy2, policy8 = (next(m for m in p.models if m.name == "policy") for p in (two, eight))
+    assert policy8.kv_cache == 4 * policy2.kv_cache
+    assert eight.phases["score"] > two.phases["score"]
