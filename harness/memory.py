@@ -22,8 +22,17 @@ the suite fits it; a critic, of r̂'s shape and trainable, for an algorithm that
 **Model state is exact.** Gradients: one per trainable parameter, in its dtype (their peak, during
 a backward pass). Optimiser state: Adam keeps two tensors per trainable parameter and RMSprop one,
 in its dtype, plus a float32 step count each; SGD without momentum keeps none. The algorithm's
-``optimizer`` config field says which (Adam when it has none). The test suite checks these
+``optimizer`` config field says which (Adam when it has none); an algorithm whose config has no
+``learning_rate`` trains nothing (best-of-n) and holds neither. The test suite checks these
 numbers against the tensors of real runs on the CPU.
+
+**Rows.** A step's batches come from the algorithm's config and class (:func:`_batches`): a
+rollout of ``rollout_batch_size`` rows, or ``prompts_per_step`` prompts times the responses per
+prompt (the config's group size, best-of-n's ``n``, or the class's ``samples_per_prompt``:
+online DPO's pair), trained in ``num_mini_batches`` minibatches; offline, ``batch_size`` pairs
+(chosen and rejected share a prompt) or, for unpaired data (KTO), examples. An algorithm that
+trains nothing is evaluated as it answers: best-of-n samples and ranks n candidates for each
+evaluation response.
 
 **KV cache and activations are estimates.** The KV cache: 2 × layers × KV heads × head width ×
 rows × (prompt + response) tokens, in the model's dtype, for the most rows generated at once (a
@@ -31,7 +40,8 @@ training rollout or an evaluation). Activations of a training forward (Korthikan
 arXiv:2205.05198, §4.1, per layer ≈ 34·s·b·h + 5·a·s²·b bytes at 16 bits, i.e. 17 and 2.5
 values), scaled to the dtype; with activation checkpointing each layer keeps its input only (s·b·h
 values) and one layer is recomputed at a time. Plus the logits of the response tokens in float32
-and their gradient.
+and their gradient. A forward without gradient (scoring, log-prob passes) holds one layer's
+transient at a time (:func:`layer_forward_bytes`).
 """
 
 from __future__ import annotations
@@ -315,21 +325,55 @@ def _classifier_bytes(path: str) -> int:
     return _bytes(model.parameters())
 
 
-def _rows(config: Any) -> tuple[int, int]:
-    """``(rows generated at once, rows of a training forward)`` of an algorithm's config."""
+@dataclasses.dataclass(frozen=True)
+class _Batches:
+    """The rows an algorithm's step runs at once, as its config and class declare them."""
+
+    generated: int = 0
+    """Responses sampled at once (a training rollout)."""
+    trained: int = 0
+    """Rows of a training forward (a minibatch)."""
+    prompts: int | None = None
+    """Distinct prompts among :attr:`trained`'s rows, where rows share them; None when every
+    row may have its own."""
+    per_prompt: int = 1
+    """Responses sampled per prompt (a group; best-of-n's candidates; online DPO's pair)."""
+
+
+def _batches(algo_cls: type, config: Any) -> _Batches:
+    """The rows of one step of ``algo_cls`` under ``config``:
+
+    - a rollout of ``rollout_batch_size`` rows, or ``prompts_per_step`` prompts times the
+      responses per prompt: the config's group field (``num_generations``, ``k``,
+      ``group_size``, ``n``), else the class's ``samples_per_prompt`` (online DPO's pair), else
+      one; ``num_mini_batches`` minibatches train on it — the rollout shuffled into them (as
+      GRPO's, GSPO's and REINFORCE++'s are), so that a minibatch's rows may each have their
+      own prompt — or, with one minibatch, on whole groups;
+    - offline, ``batch_size`` examples: a pair's chosen and rejected responses to one prompt,
+      or, for unpaired data (``needs`` has ``"unpaired"``: KTO), one response each;
+    - an algorithm without a ``learning_rate`` trains nothing (best-of-n): no training rows.
+    """
     get = lambda name, default=0: int(getattr(config, name, default) or default)  # noqa: E731
     minibatches = max(get("num_mini_batches", 1), 1)
+    trains = hasattr(config, "learning_rate")
     if hasattr(config, "rollout_batch_size"):
         gen = get("rollout_batch_size")
-        return gen, math.ceil(gen / minibatches)
+        return _Batches(gen, math.ceil(gen / minibatches) if trains else 0)
     if hasattr(config, "prompts_per_step"):
         group = next((get(n) for n in ("num_generations", "k", "group_size", "n")
-                      if hasattr(config, n)), 1)
-        gen = get("prompts_per_step") * group
-        return gen, math.ceil(gen / minibatches)
-    if hasattr(config, "batch_size"):  # offline: chosen and rejected of each pair
-        return 0, 2 * get("batch_size")
-    return 0, 0
+                      if hasattr(config, n)), int(getattr(algo_cls, "samples_per_prompt", 1)))
+        group = max(group, 1)
+        prompts = get("prompts_per_step")
+        gen = prompts * group
+        train = math.ceil(gen / minibatches) if trains else 0
+        distinct = min(train, prompts) if minibatches > 1 else max(math.ceil(train / group), 1)
+        return _Batches(gen, train, distinct if train else None, group)
+    if hasattr(config, "batch_size"):
+        batch = get("batch_size")
+        if "unpaired" in getattr(algo_cls, "needs", ()):
+            return _Batches(0, batch, None)
+        return _Batches(0, 2 * batch, batch)
+    return _Batches()
 
 
 _SKELETONS: dict[str, tuple[nn.Module, torch.dtype, int, str | None]] = {}
@@ -370,9 +414,11 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
         apply_lora(policy, options["lora"])
         weights = _bytes(policy.parameters())
         trainable = [p for p in policy.parameters() if p.requires_grad]
-    slots = optimizer_slots(config)
+    batches = _batches(algo_cls, config)
+    trains = hasattr(config, "learning_rate")  # best-of-n trains nothing: no optimiser, no grads
+    slots = optimizer_slots(config) if trains else 0
     step_bytes = 4 * len(trainable) if slots else 0  # a float32 step count per parameter
-    grads = _bytes(trainable)
+    grads = _bytes(trainable) if trains else 0
     cfg = model.config
     layers = int(cfg.num_hidden_layers)
     hidden = int(cfg.hidden_size)
@@ -391,9 +437,7 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
     seq = prompt_len + response_len
     evaluation = spec["evaluation"]
     eval_prompts = int(getattr(params, "num_eval_prompts", 0) or 0)
-    gen_rows, train_rows = _rows(config)
-    if not hasattr(config, "learning_rate"):  # nothing trains (best-of-n on top of π_ref)
-        train_rows = 0
+    gen_rows, train_rows = batches.generated, batches.trained
     eval_rows = eval_prompts * int(evaluation["samples_per_prompt"])
     per_token = layer_activation_bytes(hidden, inter, gated=gated, compute=compute,
                                        residual=width)
@@ -414,9 +458,8 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
         return layers * tokens * per_token
 
     checkpointing = bool(options.get("activation_checkpointing"))
-    shared = _distinct_prompts(config, train_rows)
-    activations = (trained(train_rows, checkpointing, shared) + logits(train_rows, response_len)
-                   + casts if train_rows else 0)
+    activations = (trained(train_rows, checkpointing, batches.prompts)
+                   + logits(train_rows, response_len) + casts if train_rows else 0)
     plan.models.append(ModelPlan("task model (π_ref as loaded, host memory)", host=base_bytes))
     policy_plan = ModelPlan(
         "policy", parameters=weights, gradients=grads, optimizer=slots * grads + step_bytes,
@@ -460,13 +503,29 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
     state = sum(m.model_state for m in plan.models)
     without_grads = state - sum(m.gradients for m in plan.models)
     visit = max(visiting, default=0)
-    one_layer = lambda rows: rows * seq * per_token  # noqa: E731  a no-grad forward's transient
+    forward = layer_forward_bytes(hidden, inter, gated=gated, compute=compute, residual=width)
+
+    def one_layer(rows: int, prompts: int | None = None) -> int:
+        """A no-grad forward's transient over ``rows`` responses; where they share ``prompts``
+        distinct prompts (:mod:`harness.lm`), the response columns beside the prompts' KV cache
+        repeated to every row, and the hidden states of every row's columns, joined for the
+        head (two of full width)."""
+        if prompts is None or prompts >= rows:
+            return rows * seq * forward
+        return (rows * response_len * forward + kv(rows) * prompt_len // seq
+                + 2 * rows * seq * hidden * width)
     if gen_rows:
         # sampling: the KV cache, the bf16 weight copies decoding keeps for its call, logits
         plan.phases["generate"] = (without_grads + kv(gen_rows) + casts
                                    + 3 * gen_rows * vocab * 4)
-        plan.phases["score"] = (without_grads + visit + one_layer(gen_rows)
-                                + logits(gen_rows, response_len))
+        # r̂ on every response; and, for an algorithm that trains, log-probs (π_ref's, the
+        # sampling policy's) over the vocabulary. Best-of-n only ranks its candidates by r̂.
+        plan.phases["score"] = (without_grads + visit
+                                + one_layer(gen_rows, gen_rows // batches.per_prompt)
+                                + (logits(gen_rows, response_len) if trains else 0))
+    elif train_rows:  # offline: π_ref's log-probs of a batch (KTO's, of its mismatched pairs)
+        plan.phases["score"] = (without_grads + visit + one_layer(train_rows)
+                                + logits(train_rows, response_len))
     if train_rows:
         # A backward pass frees each layer's activations as it makes that layer's gradients:
         # the peak holds the one or the other, except under checkpointing (small activations,
@@ -478,6 +537,12 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
     if eval_rows:
         plan.phases["evaluate"] = (without_grads + max(kv(eval_rows) + casts, visit
                                    + one_layer(eval_rows) + logits(eval_rows, response_len)))
+        if not trains and batches.per_prompt > 1:
+            # An algorithm that trains nothing is evaluated as it answers (best-of-n: each
+            # response the best of its candidates, all sampled at once and ranked by r̂).
+            rows = eval_rows * batches.per_prompt
+            plan.phases["evaluate"] = max(plan.phases["evaluate"], without_grads + max(
+                kv(rows) + casts + 3 * rows * vocab * 4, visit + one_layer(rows, eval_rows)))
     if uses_reward:
         fit = _fit_plan(spec, head_bytes, head_tensors, layers * seq * layer_activation_bytes(
             hidden, inter, gated=gated, compute=width, residual=width))
@@ -485,19 +550,6 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
         plan.notes.append("r̂ is fitted before the run (full weights, AdamW, in float32): the "
                           "prepare phase, alone on the device")
     return plan
-
-
-def _distinct_prompts(config: Any, train_rows: int) -> int | None:
-    """Distinct prompts among a training forward's rows, where rows share them (a group of
-    responses per prompt; chosen and rejected of a pair); None when every row may have its own."""
-    get = lambda name: int(getattr(config, name, 0) or 0)  # noqa: E731
-    if hasattr(config, "prompts_per_step") and train_rows:
-        group = next((get(n) for n in ("num_generations", "k", "group_size", "n")
-                      if hasattr(config, n)), 1)
-        return max(math.ceil(train_rows / max(group, 1)), 1)
-    if hasattr(config, "batch_size") and not hasattr(config, "rollout_batch_size"):
-        return get("batch_size")
-    return None
 
 
 def layer_activation_bytes(hidden: int, intermediate: int, *, gated: bool, compute: int,
@@ -513,6 +565,19 @@ def layer_activation_bytes(hidden: int, intermediate: int, *, gated: bool, compu
     values = 12 * hidden + mlp
     extra = 18 * hidden if compute < residual else 0
     return compute * values + extra
+
+
+def layer_forward_bytes(hidden: int, intermediate: int, *, gated: bool, compute: int,
+                        residual: int) -> int:
+    """Bytes per token a transformer block holds at once in a forward without gradient (r̂
+    scoring its responses, a log-prob pass, best-of-n ranking candidates), at the MLP's peak:
+    the residual stream and the normed input (in the residual's width: float32 under
+    autocast, which adds the normed input's cast), and the MLP's activation, up projection and
+    their product (3·i; ungated, 2·i) in the computed width. Nothing is kept from one layer to
+    the next (measured on the CPU stand-in: within 10% of the peak of r̂ scoring 1024 rows)."""
+    mlp = (3 if gated else 2) * intermediate
+    cast = compute * hidden if compute < residual else 0
+    return 2 * residual * hidden + cast + compute * mlp
 
 
 def _fit_plan(spec: dict[str, Any], head_bytes: int, head_tensors: int, per_row: int

@@ -233,13 +233,22 @@ CONFIGS = {
     "ppo": "{rollout_batch_size: 16, num_ppo_epochs: 1, learning_rate: 0.001}",
     "grpo": "{prompts_per_step: 4, num_generations: 4, learning_rate: 0.001}",
     "dpo": "{batch_size: 8, learning_rate: 0.0001}",
+    # trains nothing: n candidates per prompt, ranked by r̂ (no optimiser state, no gradients)
+    "bon": "{n: 8, prompts_per_step: 8}",
+    # one response per example (not a pair), and a no-grad pass over mismatched pairs
+    "kto": "{batch_size: 8, learning_rate: 0.0001}",
+    # four shuffled minibatches: a minibatch's rows may each have their own prompt
+    "gspo": "{prompts_per_step: 4, num_generations: 4, learning_rate: 0.001}",
+    # two samples per prompt (the class's samples_per_prompt), both trained on
+    "online-dpo": "{prompts_per_step: 8, learning_rate: 0.001}",
 }
 
 
 @pytest.mark.parametrize("algorithm, precision, policy", [
     ("ppo", "fp32", ""), ("ppo", "bf16", ""), ("grpo", "bf16", "lora: {r: 4}"),
     ("grpo", "bf16", "offload_frozen: true"), ("dpo", "fp32", ""),
-    ("dpo", "fp32", "activation_checkpointing: true"),
+    ("dpo", "fp32", "activation_checkpointing: true"), ("bon", "fp32", ""), ("bon", "bf16", ""),
+    ("kto", "fp32", ""), ("gspo", "bf16", ""), ("online-dpo", "bf16", ""),
 ])
 def test_the_plan_is_within_15_percent_of_the_peak_on_the_stand_in(
         tmp_path, tiny_cache, monkeypatch, algorithm, precision, policy):
@@ -270,3 +279,26 @@ def test_the_plan_is_within_15_percent_of_the_peak_on_the_stand_in(
     run_phases = max(v for k, v in phases.items() if k != "prepare")
     assert run_phases == pytest.approx(memory["peak_device_bytes"], rel=0.15)
     assert phases["prepare"] == pytest.approx(memory["peak_prepare_bytes"], rel=0.15)
+
+
+def test_best_of_n_plans_no_training_state_and_scores_n_candidates_per_prompt(
+        tmp_path, tiny_cache):
+    """Best-of-n trains nothing: no gradients and no optimiser state anywhere in its plan; its
+    step samples and ranks n candidates per prompt, so its KV cache grows n-fold with n, and
+    its scoring pass (r̂ only: no vocabulary-wide logits) grows with n too."""
+    host = get_plugin_host()
+
+    def plan(n: int):
+        text = MEASURED.format(algorithm="bon", config=f"{{n: {n}, prompts_per_step: 8}}",
+                               precision="fp32")
+        path = tmp_path / f"bon-{n}.yaml"
+        path.write_text(text)
+        return plan_run(specs_of(path)[0], host)
+
+    two, eight = plan(2), plan(8)
+    for p in (two, eight):
+        assert all(m.gradients == 0 and m.optimizer == 0 for m in p.models)
+        assert "train" not in p.phases
+    policy2, policy8 = (next(m for m in p.models if m.name == "policy") for p in (two, eight))
+    assert policy8.kv_cache == 4 * policy2.kv_cache
+    assert eight.phases["score"] > two.phases["score"]

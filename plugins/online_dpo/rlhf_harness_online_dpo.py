@@ -140,6 +140,8 @@ class OnlineDPO(Algorithm):
     name = "online-dpo"
     Config = Config
     needs = frozenset({"reward"})
+    samples_per_prompt: ClassVar[int] = 2
+    """Responses sampled per prompt each step (a pair): the memory plan reads it."""
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "prompts_per_step": 64, "label": "btl"},
         "neural": {"learning_rate": 1e-3, "prompts_per_step": 16},
