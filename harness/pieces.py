@@ -156,7 +156,7 @@ class OnlineAlgorithm(Algorithm):
     - ``max_new_tokens`` — the config's, else the task's;
     - ``params`` and ``optimizer`` — the policy's trainable parameters and their optimiser;
     - ``_rows`` — prompt indices in shuffled passes (:class:`ShuffledPasses` on
-      ``ctx.generator``): ``self.prompts.select(self._rows.take(n))`` draws ``n`` prompts.
+      ``ctx.generator``): ``self.prompts.select(self.next_rows(n))`` draws ``n`` prompts.
     """
 
     needs = frozenset({"reward"})
@@ -177,6 +177,11 @@ class OnlineAlgorithm(Algorithm):
         log-uniform (see :func:`standard_space`)."""
         return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
+    def next_rows(self, size: int) -> torch.Tensor:
+        """The next ``size`` indices of the train prompts ([size] long, on the run's device), in
+        shuffled passes drawn from ``ctx.generator`` (:meth:`ShuffledPasses.take`)."""
+        return self._rows.take(size)
+
 
 class OfflineAlgorithm(Algorithm):
     """An offline method's set-up: its ``Config`` has ``learning_rate``, ``optimizer`` (see
@@ -188,7 +193,7 @@ class OfflineAlgorithm(Algorithm):
     - ``ref`` — when :attr:`uses_reference`, π_ref's sequence log-probs of the data's rows,
       each computed the first time a batch holds it (:meth:`LazyRows.reference`);
     - ``_rows`` — row indices in shuffled passes (:class:`ShuffledPasses` on ``ctx.generator``):
-      ``self._rows.take(batch_size)`` is the next minibatch.
+      ``self.data.select(self.next_rows(batch_size))`` is the next minibatch.
     """
 
     needs = frozenset({"preferences"})
@@ -208,3 +213,8 @@ class OfflineAlgorithm(Algorithm):
         if self.uses_reference:
             self.ref = LazyRows.reference(self.data, context)
         self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
+
+    def next_rows(self, size: int) -> torch.Tensor:
+        """The next ``size`` indices of the data's rows ([size] long, on the run's device), in
+        shuffled passes drawn from ``ctx.generator`` (:meth:`ShuffledPasses.take`)."""
+        return self._rows.take(size)

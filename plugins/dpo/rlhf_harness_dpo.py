@@ -111,7 +111,7 @@ class DPO(OfflineAlgorithm):
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         ref_chosen, ref_rejected = self.ref(rows)
         with meter.phase("train"):

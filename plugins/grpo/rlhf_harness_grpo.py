@@ -307,7 +307,7 @@ class GRPO(OnlineAlgorithm):
         self.policy.train()
 
         # 1. Rollouts: each prompt G times in a row, so groups are contiguous.
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step)).repeat_interleave(
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step)).repeat_interleave(
             group
         )
         n = len(prompts)

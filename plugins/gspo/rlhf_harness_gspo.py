@@ -173,7 +173,7 @@ class GSPO(OnlineAlgorithm):
         g, group, temp = ctx.generator, cfg.num_generations, cfg.temperature
         self.policy.train()
 
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step)).repeat_interleave(
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step)).repeat_interleave(
             group
         )
         n = len(prompts)

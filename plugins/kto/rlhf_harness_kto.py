@@ -148,7 +148,7 @@ class KTO(OfflineAlgorithm):
 
     def step(self) -> dict[str, float]:
         cfg, ctx, meter = self.config, self.ctx, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         (ref_logp,) = self.ref(rows)
         desirable = batch.desirable

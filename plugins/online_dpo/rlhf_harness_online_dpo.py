@@ -163,7 +163,7 @@ class OnlineDPO(OnlineAlgorithm):
         self.policy.train()
 
         # 1. Two samples per prompt: rows [0, n) are the first of each pair, [n, 2n) the second.
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step))
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step))
         n = len(prompts)
         both_prompts = PromptBatch.cat([prompts, prompts])
         with meter.phase("generate"), torch.no_grad():

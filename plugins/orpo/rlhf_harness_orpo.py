@@ -155,7 +155,7 @@ class ORPO(OfflineAlgorithm):
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         n = len(batch)
         with meter.phase("train"):

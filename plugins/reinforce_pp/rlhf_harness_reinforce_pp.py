@@ -155,7 +155,7 @@ class ReinforcePP(OnlineAlgorithm):
         g, temp = ctx.generator, cfg.temperature
         self.policy.train()
 
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step))
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step))
         n = len(prompts)
         with meter.phase("generate"), torch.no_grad():
             responses = self.policy.sample(prompts, max_new_tokens=self.max_new_tokens,

@@ -176,7 +176,7 @@ class RLOO(OnlineAlgorithm):
         self.policy.train()
 
         # 1. k samples of each prompt, contiguous per prompt.
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step)).repeat_interleave(k)
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step)).repeat_interleave(k)
         with meter.phase("generate"), torch.no_grad():
             responses = self.policy.sample(
                 prompts, max_new_tokens=self.max_new_tokens, temperature=temp, generator=g
