@@ -148,8 +148,9 @@ def tempered_token_logprobs(
 
 
 class OnlineAlgorithm(Algorithm):
-    """An online method's set-up: its ``Config`` has ``learning_rate``, ``optimizer`` (see
-    :func:`make_optimizer`) and ``max_new_tokens`` (None: the task's). The constructor sets
+    """An online method's set-up: its ``Config`` has ``learning_rate`` and may have
+    ``optimizer`` (see :func:`make_optimizer`; ``"adam"`` where it has none) and
+    ``max_new_tokens`` (None or absent: the task's). The constructor sets
 
     - ``reward_model`` — r̂ (:func:`require_reward_model`); ``policy`` — the trained policy;
     - ``prompts`` — the task's train prompts on the run's device;
@@ -166,16 +167,12 @@ class OnlineAlgorithm(Algorithm):
         self.reward_model = require_reward_model(context, self.name)
         self.policy = context.policy
         self.prompts = context.task.train_prompts.to(context.device)
-        self.max_new_tokens: int = config.max_new_tokens or context.task.max_new_tokens
+        self.max_new_tokens: int = (getattr(config, "max_new_tokens", None)
+                                    or context.task.max_new_tokens)
         self.params = trainable_parameters(self.policy)
-        self.optimizer = make_optimizer(self.params, config.optimizer, config.learning_rate)
+        self.optimizer = make_optimizer(self.params, getattr(config, "optimizer", "adam"),
+                                        config.learning_rate)
         self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
-
-    @classmethod
-    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
-        """The learning rate and the KL penalty's coefficient ``beta`` over two decades, both
-        log-uniform (see :func:`standard_space`)."""
-        return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
     def next_rows(self, size: int) -> torch.Tensor:
         """The next ``size`` indices of the train prompts ([size] long, on the run's device), in
@@ -184,8 +181,9 @@ class OnlineAlgorithm(Algorithm):
 
 
 class OfflineAlgorithm(Algorithm):
-    """An offline method's set-up: its ``Config`` has ``learning_rate``, ``optimizer`` (see
-    :func:`make_optimizer`) and ``warmup_steps``. The constructor sets
+    """An offline method's set-up: its ``Config`` has ``learning_rate`` and may have
+    ``optimizer`` (see :func:`make_optimizer`; ``"adam"`` where it has none) and
+    ``warmup_steps`` (0 where it has none). The constructor sets
 
     - ``data`` — the suite's pairs (:func:`require_preferences`), or its unpaired examples
       (:func:`require_examples`) when the class ``needs`` ``"unpaired"``, on the run's device;
@@ -208,8 +206,9 @@ class OfflineAlgorithm(Algorithm):
             self.data = require_preferences(context, self.name)
         self.policy = context.policy
         self.params = trainable_parameters(self.policy)
-        self.optimizer = make_optimizer(self.params, config.optimizer, config.learning_rate)
-        self.scheduler = warmup_scheduler(self.optimizer, config.warmup_steps)
+        self.optimizer = make_optimizer(self.params, getattr(config, "optimizer", "adam"),
+                                        config.learning_rate)
+        self.scheduler = warmup_scheduler(self.optimizer, getattr(config, "warmup_steps", 0))
         if self.uses_reference:
             self.ref = LazyRows.reference(self.data, context)
         self._rows = ShuffledPasses(len(self.data), context.generator, context.device)

@@ -96,7 +96,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 import torch
 
 from harness import hookimpl, rl
-from harness.pieces import OnlineAlgorithm, need, tempered_token_logprobs
+from harness.pieces import (
+    OnlineAlgorithm,
+    log_uniform,
+    need,
+    standard_space,
+    tempered_token_logprobs,
+)
 
 if TYPE_CHECKING:
     from harness.exact import ExactProblem
@@ -294,6 +300,12 @@ class GRPO(OnlineAlgorithm):
             return None
         return forward_kl_fixed_point(exact.ref_logp, exact.reward, beta=cfg.beta,
                                       group=cfg.num_generations)
+
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The standard space (:func:`harness.pieces.standard_space`) and the KL penalty's
+        coefficient over two decades, log-uniform."""
+        return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
     def models_resident(self) -> int:
         """Policy, π_ref and r̂; π_ref is not counted when β = 0 (it is never evaluated)."""

@@ -48,7 +48,13 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.pieces import OnlineAlgorithm, need, tempered_token_logprobs
+from harness.pieces import (
+    OnlineAlgorithm,
+    log_uniform,
+    need,
+    standard_space,
+    tempered_token_logprobs,
+)
 
 
 @dataclass
@@ -145,6 +151,12 @@ class ReinforcePP(OnlineAlgorithm):
         "return_std": "std of the returns G_t over the batch's tokens, before normalisation",
         "clip_frac": "fraction of tokens where the clip zeroes the gradient",
     }
+
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The standard space (:func:`harness.pieces.standard_space`) and the KL penalty's
+        coefficient over two decades, log-uniform."""
+        return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
     def models_resident(self) -> int:
         """Policy, π_ref (not when β = 0) and r̂."""

@@ -66,7 +66,13 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.pieces import OnlineAlgorithm, need, tempered_token_logprobs
+from harness.pieces import (
+    OnlineAlgorithm,
+    log_uniform,
+    need,
+    standard_space,
+    tempered_token_logprobs,
+)
 
 
 @dataclass
@@ -165,6 +171,12 @@ class RLOO(OnlineAlgorithm):
         "advantage_std": "std of the leave-one-out advantages A = R − b over the batch",
         "frac_zero_std_groups": "fraction of groups whose rewards are all equal",
     }
+
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The standard space (:func:`harness.pieces.standard_space`) and the KL penalty's
+        coefficient over two decades, log-uniform."""
+        return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
     def models_resident(self) -> int:
         """Policy, π_ref and r̂; π_ref is not counted when β = 0 (it is never evaluated)."""
