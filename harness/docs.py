@@ -73,6 +73,8 @@ API_CLASSES: tuple[str, ...] = (
     "harness.algorithm.LazyRows",
     "harness.compute.ComputeMeter",
     "harness.exact.ExactProblem",
+    "harness.pieces.OnlineAlgorithm",
+    "harness.pieces.OfflineAlgorithm",
 )
 """The classes ``docs/api.md`` documents, in its order (then :mod:`harness.rl`)."""
 

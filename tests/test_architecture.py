@@ -47,6 +47,7 @@ PUBLIC_API = (
     "harness.gold",
     "harness.hookspecs",
     "harness.metrics",
+    "harness.pieces",
     "harness.policy",
     "harness.preference",
     "harness.reward",

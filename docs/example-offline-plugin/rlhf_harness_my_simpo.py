@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
 from harness.hookspecs import Register
+from harness.pieces import OfflineAlgorithm, log_uniform, need, standard_space
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -55,16 +55,12 @@ class Config:
 
     def __post_init__(self) -> None:
         # Checks of values belong here: `rlhf-harness validate` reports them with their line.
-        if not self.beta > 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.gamma < 0:
-            raise ValueError(f"gamma must be ≥ 0, got {self.gamma}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        need(self.beta > 0, f"beta must be > 0, got {self.beta}")
+        need(self.gamma >= 0, f"gamma must be ≥ 0, got {self.gamma}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        need(self.max_grad_norm is None or self.max_grad_norm > 0,
+             f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 
 
 def simpo_loss(
@@ -82,12 +78,13 @@ def simpo_loss(
     return loss, chosen_rewards, rejected_rewards
 
 
-class SimPO(Algorithm):
+class SimPO(OfflineAlgorithm):
     """SimPO: one minibatch of preference pairs per step, no reference model."""
 
     name = "my-simpo"
     Config = Config
     needs = frozenset({"preferences"})  # offline: ctx.preferences holds the suite's pairs
+    uses_reference = False  # SimPO never reads π_ref: no self.ref
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "batch_size": 64},
     }
@@ -101,19 +98,20 @@ class SimPO(Algorithm):
         "reward_margin": "mean r(y⁺) − r(y⁻) of SimPO's rewards; the loss pushes it past γ",
     }
 
-    def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
-        assert context.preferences is not None  # the runner gives it: needs = {"preferences"}
-        self.data = context.preferences.to(context.device)
-        self.policy = context.policy
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = rl.adam(self.params, lr=config.learning_rate)
-        # Minibatches in shuffled passes over the pairs, drawn from ctx.generator only.
-        self.rows = ShuffledPasses(len(self.data), context.generator, context.device)
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The harness's learning-rate range for ``policy_kind``, β over a decade and γ in
+        [0, 2] (the paper's search)."""
+        return standard_space(policy_kind, beta=log_uniform(0.5, 5.0),
+                              gamma={"low": 0.0, "high": 2.0})
+
+    # OfflineAlgorithm's constructor sets self.data (the pairs, on the run's device), policy,
+    # params and optimizer (Adam: this Config names no other); next_rows() draws minibatches in
+    # shuffled passes over the pairs, from ctx.generator only.
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        batch = self.data.select(self.rows.take(cfg.batch_size))
+        batch = self.data.select(self.next_rows(cfg.batch_size))
         n = len(batch)
         with meter.phase("train"):
             # One forward over chosen and rejected responses: each prompt appears twice in the

@@ -6,7 +6,8 @@ reward of a response is RLHF's KL-shaped reward (Ziegler et al. 2019, arXiv:1909
     R(x, y) = r̂(x, y) − β · (log π_θ(y|x) − log π_ref(y|x)),
 
 whose expectation under π_θ is the objective J_β(π_θ) = E[r̂] − β · KL(π_θ ‖ π_ref). One step
-draws B prompts, samples one response to each from π_θ, and takes one Adam step on
+draws B prompts (in shuffled passes over the train prompts), samples one response to each from
+π_θ, and takes one Adam step on
 
     L(θ) = −1/B · Σ_i (R_i − b) · log π_θ(y_i | x_i),
 
@@ -24,15 +25,15 @@ and this algorithm's own ``shaped_reward`` (mean R), ``baseline`` (the b of this
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext
+from harness.algorithm import RunContext
 from harness.hookspecs import Register
+from harness.pieces import OnlineAlgorithm, log_uniform, need, standard_space
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Config:
     """Adam step size, for a large pretrained language model. The built-in tasks want far larger
     steps (a table of logits 0.1, the tiny LM about 1e-3): see ``Reinforce.suggested``."""
     batch_size: int = 64
-    """Prompts per step, drawn uniformly with replacement; one response is sampled for each."""
+    """Prompts per step, in shuffled passes over the train prompts; one response for each."""
     kl_coef: float = 0.05
     """β, the weight of the KL penalty in the shaped reward (the ppo plugin's default)."""
     baseline_decay: float = 0.9
@@ -54,19 +55,16 @@ class Config:
 
     def __post_init__(self) -> None:
         # Checks of values belong here: `rlhf-harness validate` reports them with their line.
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if not self.kl_coef >= 0:
-            raise ValueError(f"kl_coef must be ≥ 0, got {self.kl_coef}")
-        if not 0.0 <= self.baseline_decay < 1.0:
-            raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        need(self.kl_coef >= 0, f"kl_coef must be ≥ 0, got {self.kl_coef}")
+        need(0.0 <= self.baseline_decay < 1.0,
+             f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        need(self.max_grad_norm is None or self.max_grad_norm > 0,
+             f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 
 
-class Reinforce(Algorithm):
+class Reinforce(OnlineAlgorithm):
     """REINFORCE with a moving-average baseline: one batch of fresh samples per step."""
 
     name = "reinforce"
@@ -81,35 +79,34 @@ class Reinforce(Algorithm):
         "advantage_std": "standard deviation of R − b over the batch",
     }
 
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The harness's learning-rate range for ``policy_kind`` and β over two decades."""
+        return standard_space(policy_kind, kl_coef=log_uniform(0.01, 1.0))
+
+    # OnlineAlgorithm's constructor sets self.reward_model, policy, prompts, max_new_tokens,
+    # params, optimizer (Adam: this Config names no other) and the prompt order.
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        self.policy = context.policy
-        self.prompts = context.task.train_prompts.to(context.device)
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
         self.baseline = 0.0
 
     def step(self) -> dict[str, float]:
         cfg, ctx, meter = self.config, self.ctx, self.ctx.meter
         g = ctx.generator  # the run's only source of randomness: same seed, same run
-        rows = torch.randint(len(self.prompts), (cfg.batch_size,), generator=g, device=g.device)
-        prompts = self.prompts.select(rows.to(ctx.device))
+        prompts = self.prompts.select(self.next_rows(cfg.batch_size))
 
         # 1. Sample one response per prompt from π_θ.
         with meter.phase("generate"), torch.no_grad():
-            responses = self.policy.sample(
-                prompts, max_new_tokens=ctx.task.max_new_tokens, generator=g
-            )
+            responses = self.policy.sample(prompts, max_new_tokens=self.max_new_tokens, generator=g)
         mask = responses.mask
         tokens = int(mask.sum())
         meter.generated(self.policy, len(prompts), tokens)
 
         # 2. Score: r̂(x, y) and log π_ref(y|x), without gradient.
-        assert ctx.reward_model is not None  # the runner gives it: needs = {"reward"}
         with meter.phase("score"), torch.no_grad():
-            reward = ctx.reward_model(prompts, responses).float()
+            reward = self.reward_model(prompts, responses).float()
             ref_logp = ctx.reference.sequence_logprobs(prompts, responses)
-        meter.forward(ctx.reward_model, tokens)
+        meter.forward(self.reward_model, tokens)
         meter.forward(ctx.reference, tokens)
 
         # 3. One gradient step on −mean((R − b) · log π_θ(y|x)).
@@ -122,8 +119,7 @@ class Reinforce(Algorithm):
             loss = -(advantage * logp).mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            grad_norm = rl.clip_grad_norm(self.params, cfg.max_grad_norm)
             self.optimizer.step()
         meter.train(self.policy, tokens)
 

@@ -73,6 +73,7 @@ import torch
 
 from harness import hookimpl
 from harness.algorithm import Algorithm, RunContext
+from harness.pieces import need, require_reward_model
 from harness.policy import Policy, PromptBatch, ResponseBatch
 from harness.reward import RewardModel
 
@@ -359,12 +360,9 @@ def _masked_tokens(responses: ResponseBatch, width: int) -> torch.Tensor:
 
 
 def _check(cfg: Config) -> None:
-    if cfg.n < 1:
-        raise ValueError(f"n must be >= 1, got {cfg.n}")
-    if not cfg.temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
-    if cfg.prompts_per_step < 1:
-        raise ValueError(f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
+    need(cfg.n >= 1, f"n must be >= 1, got {cfg.n}")
+    need(cfg.temperature > 0, f"temperature must be > 0, got {cfg.temperature}")
+    need(cfg.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
 
 
 class BestOfN(Algorithm):
@@ -392,11 +390,9 @@ class BestOfN(Algorithm):
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        if context.reward_model is None:
-            raise ValueError("bon needs a reward model")
         self.policy = BestOfNPolicy(
             context.reference,
-            context.reward_model,
+            require_reward_model(context, self.name),
             config.n,
             temperature=config.temperature,
             responses=context.task.enumerate_responses(),

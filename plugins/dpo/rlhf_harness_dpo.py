@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from harness import hookimpl, rl
-from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
+from harness import hookimpl
+from harness.pieces import OfflineAlgorithm, log_uniform, standard_space
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -84,12 +84,11 @@ def dpo_loss(
     return loss, chosen_rewards, rejected_rewards
 
 
-class DPO(Algorithm):
+class DPO(OfflineAlgorithm):
     """Direct Preference Optimization: one minibatch of pairs per step."""
 
     name = "dpo"
     Config = Config
-    needs = frozenset({"preferences"})
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "optimizer": "adam", "warmup_steps": 0},
         "neural": {"learning_rate": 1e-3, "optimizer": "adam", "warmup_steps": 0},
@@ -108,36 +107,11 @@ class DPO(Algorithm):
         that train a table of logits, three for language models (a 0.3M-parameter LM trains at
         1e-3, billion-parameter ones at 1e-5); β of the DPO loss (the quickstart's 0.4 inside)
         over two decades."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "beta": {"low": 0.02, "high": 2.0, "log": True},
-        }
-
-    def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
-        data = context.preferences
-        if data is None:
-            raise ValueError("dpo needs the suite's preference data")
-        self.data = data.to(context.device)
-        self.policy = context.policy
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(params, lr=config.learning_rate)
-        else:
-            self.optimizer = rl.adam(params, lr=config.learning_rate)
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
-        # log π_ref(y⁺|x) and log π_ref(y⁻|x) of a pair, computed the first time a batch holds it
-        self.ref = LazyRows.reference(self.data, context)
-        self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
+        return standard_space(policy_kind, beta=log_uniform(0.02, 2.0))
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         ref_chosen, ref_rejected = self.ref(rows)
         with meter.phase("train"):

@@ -96,8 +96,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.policy import Policy, PromptBatch, ResponseBatch
+from harness.pieces import (
+    OnlineAlgorithm,
+    log_uniform,
+    need,
+    standard_space,
+    tempered_token_logprobs,
+)
 
 if TYPE_CHECKING:
     from harness.exact import ExactProblem
@@ -232,32 +237,8 @@ def grpo_loss(
     return LossTerms(loss, ratio, clipped, kl)
 
 
-def _token_logprobs(
-    policy: Policy,
-    prompts: PromptBatch,
-    responses: ResponseBatch,
-    temperature: float,
-    *,
-    entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[B, T] log-probs of the tempered policy (0 on padding), and its entropies if asked."""
-    if temperature == 1.0:
-        return policy.token_logprobs_and_entropy(prompts, responses, entropy=entropy)
-    logits = policy.logits(prompts, responses).float() / temperature
-    padding = ~responses.mask.bool()
-    logp = rl.logprobs_from_logits(logits, responses.tokens).masked_fill(padding, 0.0)
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            ent = rl.entropy_from_logits(logits).masked_fill(padding, 0.0)
-    return logp, ent
-
 
 def _check(cfg: Config) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
-
     need(cfg.num_generations >= 2, f"num_generations must be >= 2, got {cfg.num_generations}")
     need(cfg.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
@@ -285,12 +266,11 @@ def _check(cfg: Config) -> None:
     )
 
 
-class GRPO(Algorithm):
+class GRPO(OnlineAlgorithm):
     """Group Relative Policy Optimization: one batch of group rollouts per step, then μ passes."""
 
     name = "grpo"
     Config = Config
-    needs = frozenset({"reward"})
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "prompts_per_step": 8, "num_generations": 8,
                     "scale_rewards": "none"},
@@ -309,32 +289,6 @@ class GRPO(Algorithm):
         "ratio_mean": "mean ρ = π_θ/π_old over tokens",
     }
 
-    @classmethod
-    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
-        """The default search space, log-uniform: learning rates over two decades around those
-        that train a table of logits, three for language models (a 0.3M-parameter LM trains at
-        1e-3, billion-parameter ones at 1e-5); the KL penalty's coefficient over two decades."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "beta": {"low": 0.01, "high": 1.0, "log": True},
-        }
-
-    def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
-        if context.reward_model is None:
-            raise ValueError("grpo needs a reward model")
-        self.reward_model = context.reward_model
-        self.policy = context.policy
-        self.prompts = context.task.train_prompts.to(context.device)
-        self.max_new_tokens = config.max_new_tokens or context.task.max_new_tokens
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = rl.adam(self.params, lr=config.learning_rate)
-        else:
-            self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
-        self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
 
     def fixed_point(self, exact: ExactProblem) -> torch.Tensor | None:
         """The forward-KL fixed point (:func:`forward_kl_fixed_point`) where it is exact:
@@ -346,6 +300,12 @@ class GRPO(Algorithm):
             return None
         return forward_kl_fixed_point(exact.ref_logp, exact.reward, beta=cfg.beta,
                                       group=cfg.num_generations)
+
+    @classmethod
+    def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
+        """The standard space (:func:`harness.pieces.standard_space`) and the KL penalty's
+        coefficient over two decades, log-uniform."""
+        return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
     def models_resident(self) -> int:
         """Policy, π_ref and r̂; π_ref is not counted when β = 0 (it is never evaluated)."""
@@ -359,7 +319,7 @@ class GRPO(Algorithm):
         self.policy.train()
 
         # 1. Rollouts: each prompt G times in a row, so groups are contiguous.
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step)).repeat_interleave(
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step)).repeat_interleave(
             group
         )
         n = len(prompts)
@@ -384,16 +344,16 @@ class GRPO(Algorithm):
             if cfg.beta > 0:
                 ref_logp = torch.cat(
                     [
-                        _token_logprobs(ctx.reference, prompts.select(c), responses.select(c),
-                                        temp)[0]
+                        tempered_token_logprobs(ctx.reference, prompts.select(c),
+                                                responses.select(c), temp)[0]
                         for c in chunks
                     ]
                 )
                 meter.forward(ctx.reference, tokens)
             if not reuse_forward:
                 parts = [
-                    _token_logprobs(self.policy, prompts.select(c), responses.select(c), temp,
-                                    entropy=True)
+                    tempered_token_logprobs(self.policy, prompts.select(c), responses.select(c),
+                                            temp, entropy=True)
                     for c in chunks
                 ]
                 old_logp = torch.cat([lp for lp, _ in parts])
@@ -420,7 +380,7 @@ class GRPO(Algorithm):
                 for rows in batches:
                     p_mb, r_mb = prompts.select(rows), responses.select(rows)
                     m_mb = mask[rows]
-                    logp, ent = _token_logprobs(
+                    logp, ent = tempered_token_logprobs(
                         self.policy, p_mb, r_mb, temp, entropy=reuse_forward
                     )
                     if reuse_forward:

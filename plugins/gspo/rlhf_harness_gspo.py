@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.pieces import OnlineAlgorithm, need, standard_space, tempered_token_logprobs
 
 
 @dataclass
@@ -121,25 +121,8 @@ def gspo_loss(
     return loss, s, clipped_term < unclipped
 
 
-def _token_logprobs(policy, prompts, responses, temperature, *, entropy=False):
-    """[B, T] log-probs of the tempered policy (0 on padding), and its entropies if asked."""
-    if temperature == 1.0:
-        return policy.token_logprobs_and_entropy(prompts, responses, entropy=entropy)
-    logits = policy.logits(prompts, responses).float() / temperature
-    padding = ~responses.mask.bool()
-    logp = rl.logprobs_from_logits(logits, responses.tokens).masked_fill(padding, 0.0)
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            ent = rl.entropy_from_logits(logits).masked_fill(padding, 0.0)
-    return logp, ent
-
 
 def _check(cfg: Config) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
-
     need(cfg.num_generations >= 2, f"num_generations must be >= 2, got {cfg.num_generations}")
     need(cfg.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
     batch = cfg.prompts_per_step * cfg.num_generations
@@ -156,12 +139,11 @@ def _check(cfg: Config) -> None:
          f"max_grad_norm must be > 0, got {cfg.max_grad_norm}")
 
 
-class GSPO(Algorithm):
+class GSPO(OnlineAlgorithm):
     """Group Sequence Policy Optimization: group rollouts, sequence-level ratio and clip."""
 
     name = "gspo"
     Config = Config
-    needs = frozenset({"reward"})
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "prompts_per_step": 4},
         "neural": {"learning_rate": 1e-3, "prompts_per_step": 8},
@@ -180,26 +162,7 @@ class GSPO(Algorithm):
         train a table of logits, three for language models (a 0.3M-parameter LM trains at 1e-3,
         billion-parameter ones at 1e-5); GSPO has no KL term by default: the learning rate
         only."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-        }
-
-    def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
-        if context.reward_model is None:
-            raise ValueError("gspo needs a reward model")
-        self.reward_model = context.reward_model
-        self.policy = context.policy
-        self.prompts = context.task.train_prompts.to(context.device)
-        self.max_new_tokens = config.max_new_tokens or context.task.max_new_tokens
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = rl.adam(self.params, lr=config.learning_rate)
-        else:
-            self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
-        self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
+        return standard_space(policy_kind)
 
     def models_resident(self) -> int:
         """Policy, π_ref (for the penalty or the ``kl_ref`` metric) and r̂."""
@@ -210,7 +173,7 @@ class GSPO(Algorithm):
         g, group, temp = ctx.generator, cfg.num_generations, cfg.temperature
         self.policy.train()
 
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step)).repeat_interleave(
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step)).repeat_interleave(
             group
         )
         n = len(prompts)
@@ -225,10 +188,10 @@ class GSPO(Algorithm):
             rewards = self.reward_model(prompts, responses).float()
             meter.forward(self.reward_model, tokens)
             # π_ref's log-probs for the KL metric (always) and the penalty (β > 0).
-            ref_logp = _token_logprobs(ctx.reference, prompts, responses, temp)[0]
+            ref_logp = tempered_token_logprobs(ctx.reference, prompts, responses, temp)[0]
             meter.forward(ctx.reference, tokens)
-            old_logp, entropy = _token_logprobs(self.policy, prompts, responses, temp,
-                                                entropy=True)
+            old_logp, entropy = tempered_token_logprobs(self.policy, prompts, responses, temp,
+                                                        entropy=True)
             meter.forward(self.policy, tokens)
         advantages = rl.group_advantages(rewards, group)
 
@@ -241,8 +204,8 @@ class GSPO(Algorithm):
             else:
                 batches = (torch.arange(n, device=ctx.device),)
             for rows in batches:
-                logp, _ = _token_logprobs(self.policy, prompts.select(rows),
-                                          responses.select(rows), temp)
+                logp, _ = tempered_token_logprobs(self.policy, prompts.select(rows),
+                                                  responses.select(rows), temp)
                 loss, s, clipped = gspo_loss(
                     logp, old_logp[rows], advantages[rows], mask[rows], cfg.epsilon_low,
                     cfg.epsilon_high, ref_logp[rows] if cfg.beta > 0 else None, cfg.beta,

@@ -40,8 +40,9 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from harness import hookimpl, rl
-from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
+from harness import hookimpl
+from harness.algorithm import RunContext
+from harness.pieces import OfflineAlgorithm, log_uniform, need, standard_space
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -95,10 +96,6 @@ def ipo_loss(
 
 
 def _check(cfg: Config) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
-
     need(cfg.tau > 0, f"tau must be > 0, got {cfg.tau}")
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
@@ -109,12 +106,11 @@ def _check(cfg: Config) -> None:
     )
 
 
-class IPO(Algorithm):
+class IPO(OfflineAlgorithm):
     """Identity Preference Optimisation: one minibatch of pairs per step."""
 
     name = "ipo"
     Config = Config
-    needs = frozenset({"preferences"})
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "optimizer": "adam", "warmup_steps": 0},
     }
@@ -130,40 +126,16 @@ class IPO(Algorithm):
         """The default search space, log-uniform: learning rates over two decades around those
         that train a table of logits, three for language models (a 0.3M-parameter LM trains at
         1e-3, billion-parameter ones at 1e-5); τ of the IPO loss over two decades."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "tau": {"low": 0.01, "high": 1.0, "log": True},
-        }
+        return standard_space(policy_kind, tau=log_uniform(0.01, 1.0))
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        data = context.preferences
-        if data is None:
-            raise ValueError("ipo needs the suite's preference data")
-        self.data = data.to(context.device)
-        self.policy = context.policy
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "rmsprop":
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.params, lr=config.learning_rate
-            )
-        else:
-            self.optimizer = rl.adam(self.params, lr=config.learning_rate)
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
-        # log π_ref(y⁺|x) and log π_ref(y⁻|x) of a pair, computed the first time a batch holds it
-        self.ref = LazyRows.reference(self.data, context)
         self.len_chosen = self.data.chosen.mask.sum(-1).clamp(min=1)
         self.len_rejected = self.data.rejected.mask.sum(-1).clamp(min=1)
-        self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         n = len(batch)
         ref_chosen, ref_rejected = self.ref(rows)

@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
+from harness.pieces import OfflineAlgorithm, log_uniform, standard_space
 
 
 @dataclass
@@ -121,7 +121,7 @@ def reference_point(
     return (logp_mismatched - ref_logp_mismatched).detach().mean().clamp(min=0)
 
 
-class KTO(Algorithm):
+class KTO(OfflineAlgorithm):
     """Kahneman-Tversky Optimization: one minibatch of unpaired examples per step."""
 
     name = "kto"
@@ -144,37 +144,11 @@ class KTO(Algorithm):
         """The default search space, log-uniform: learning rates over two decades around those
         that train a table of logits, three for language models (a 0.3M-parameter LM trains at
         1e-3, billion-parameter ones at 1e-5); β over two decades."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "beta": {"low": 0.01, "high": 1.0, "log": True},
-        }
-
-    def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
-        if context.examples is None:
-            raise ValueError("kto needs the suite's data as unpaired examples")
-        self.data = context.examples.to(context.device)
-        self.policy = context.policy
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "rmsprop":
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.params, lr=config.learning_rate
-            )
-        else:
-            self.optimizer = rl.adam(self.params, lr=config.learning_rate)
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
-        # log π_ref(y|x) of an example, computed the first time a batch holds it
-        self.ref = LazyRows.reference(self.data, context)
-        self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
+        return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
     def step(self) -> dict[str, float]:
         cfg, ctx, meter = self.config, self.ctx, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         (ref_logp,) = self.ref(rows)
         desirable = batch.desirable

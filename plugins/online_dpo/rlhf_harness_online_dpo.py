@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.pieces import OnlineAlgorithm, log_uniform, need, standard_space
 from harness.policy import PromptBatch
 
 
@@ -119,10 +119,6 @@ def online_dpo_loss(
 
 
 def _check(cfg: Config) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
-
     need(cfg.beta > 0, f"beta must be > 0, got {cfg.beta}")
     need(cfg.label_scale > 0, f"label_scale must be > 0, got {cfg.label_scale}")
     need(cfg.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
@@ -134,12 +130,11 @@ def _check(cfg: Config) -> None:
          f"max_grad_norm must be > 0, got {cfg.max_grad_norm}")
 
 
-class OnlineDPO(Algorithm):
+class OnlineDPO(OnlineAlgorithm):
     """Online DPO: two samples per prompt from π_θ, labelled by r̂, one DPO step per batch."""
 
     name = "online-dpo"
     Config = Config
-    needs = frozenset({"reward"})
     samples_per_prompt: ClassVar[int] = 2
     """Responses sampled per prompt each step (a pair): the memory plan reads it."""
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
@@ -158,29 +153,7 @@ class OnlineDPO(Algorithm):
         """The default search space, log-uniform: learning rates over two decades around those that
         train a table of logits, three for language models (a 0.3M-parameter LM trains at 1e-3,
         billion-parameter ones at 1e-5); β of the DPO loss over two decades, as the dpo plugin's."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "beta": {"low": 0.02, "high": 2.0, "log": True},
-        }
-
-    def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
-        if context.reward_model is None:
-            raise ValueError("online-dpo needs a reward model")
-        self.reward_model = context.reward_model
-        self.policy = context.policy
-        self.prompts = context.task.train_prompts.to(context.device)
-        self.max_new_tokens = config.max_new_tokens or context.task.max_new_tokens
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "rmsprop":
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.params, lr=config.learning_rate
-            )
-        else:
-            self.optimizer = rl.adam(self.params, lr=config.learning_rate)
-        self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
+        return standard_space(policy_kind, beta=log_uniform(0.02, 2.0))
 
     def models_resident(self) -> int:
         """Policy, π_ref and r̂."""
@@ -192,7 +165,7 @@ class OnlineDPO(Algorithm):
         self.policy.train()
 
         # 1. Two samples per prompt: rows [0, n) are the first of each pair, [n, 2n) the second.
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step))
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step))
         n = len(prompts)
         both_prompts = PromptBatch.cat([prompts, prompts])
         with meter.phase("generate"), torch.no_grad():

@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.algorithm import RunContext
+from harness.pieces import OfflineAlgorithm, log_uniform, need, standard_space
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -111,10 +112,6 @@ def orpo_loss(
 
 
 def _check(cfg: Config) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
-
     need(cfg.lam >= 0, f"lam must be >= 0, got {cfg.lam}")
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
@@ -123,12 +120,12 @@ def _check(cfg: Config) -> None:
          f"max_grad_norm must be > 0, got {cfg.max_grad_norm}")
 
 
-class ORPO(Algorithm):
+class ORPO(OfflineAlgorithm):
     """Odds Ratio Preference Optimization: one minibatch of pairs per step, no reference."""
 
     name = "orpo"
     Config = Config
-    needs = frozenset({"preferences"})
+    uses_reference = False
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05},
         "neural": {"learning_rate": 1e-3},
@@ -145,33 +142,12 @@ class ORPO(Algorithm):
         """The default search space, log-uniform: learning rates over two decades around those
         that train a table of logits, three for language models (a 0.3M-parameter LM trains at
         1e-3, billion-parameter ones at 1e-5); λ of the odds-ratio term over two decades."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "lam": {"low": 0.01, "high": 1.0, "log": True},
-        }
+        return standard_space(policy_kind, lam=log_uniform(0.01, 1.0))
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        if context.preferences is None:
-            raise ValueError("orpo needs the suite's preference data")
-        self.data = context.preferences.to(context.device)
-        self.policy = context.policy
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "rmsprop":
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.params, lr=config.learning_rate
-            )
-        else:
-            self.optimizer = rl.adam(self.params, lr=config.learning_rate)
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
         self.len_chosen = self.data.chosen.mask.sum(-1).clamp(min=1)
         self.len_rejected = self.data.rejected.mask.sum(-1).clamp(min=1)
-        self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
 
     def models_resident(self) -> int:
         """The policy only: ORPO never evaluates π_ref."""
@@ -179,7 +155,7 @@ class ORPO(Algorithm):
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         n = len(batch)
         with meter.phase("train"):

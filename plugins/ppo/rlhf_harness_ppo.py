@@ -104,6 +104,7 @@ from harness import hookimpl, rl
 from harness.algorithm import Algorithm, RunContext
 from harness.errors import ConfigError
 from harness.hookspecs import Register
+from harness.pieces import log_uniform, standard_space, trainable_parameters
 from harness.policy import Policy, PromptBatch, ResponseBatch, ValueModel
 from harness.reward import RewardModel
 
@@ -414,12 +415,7 @@ class PPO(Algorithm):
         """The default search space, log-uniform: learning rates over two decades around those
         that train a table of logits, three for language models (a 0.3M-parameter LM trains at
         1e-3, billion-parameter ones at 1e-5); the KL penalty's coefficient over two decades."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "kl_coef": {"low": 0.01, "high": 1.0, "log": True},
-        }
+        return standard_space(policy_kind, kl_coef=log_uniform(0.01, 1.0))
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
@@ -432,8 +428,8 @@ class PPO(Algorithm):
         if config.value_init == "reward":
             _init_value_from_reward(self.value_model, self.reward_model)
         self.value_model.train()
-        policy_params = [p for p in self.policy.parameters() if p.requires_grad]
-        value_params = [p for p in self.value_model.parameters() if p.requires_grad]
+        policy_params = trainable_parameters(self.policy)
+        value_params = trainable_parameters(self.value_model)
         self.params = policy_params + value_params
         self.optimizer = rl.adam(
             [{"params": policy_params}, {"params": value_params}],

@@ -49,8 +49,9 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, LazyRows, RunContext, ShuffledPasses
+from harness.algorithm import RunContext
 from harness.errors import ConfigError
+from harness.pieces import OfflineAlgorithm, log_uniform, standard_space
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -142,7 +143,7 @@ def cdpo_loss(
     return losses.mean(), chosen, rejected
 
 
-class RobustDPO(Algorithm):
+class RobustDPO(OfflineAlgorithm):
     """rDPO: DPO with an unbiased correction for labels flipped at rate ε."""
 
     name = "rdpo"
@@ -167,15 +168,9 @@ class RobustDPO(Algorithm):
         """The default search space, log-uniform: learning rates over two decades around those that
         train a table of logits, three for language models (a 0.3M-parameter LM trains at 1e-3,
         billion-parameter ones at 1e-5); β of the DPO loss over two decades, as the dpo plugin's."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "beta": {"low": 0.02, "high": 2.0, "log": True},
-        }
+        return standard_space(policy_kind, beta=log_uniform(0.02, 2.0))
 
     def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
         epsilon = config.epsilon if config.epsilon is not None else context.label_noise
         if epsilon is None:
             raise ConfigError(
@@ -186,28 +181,11 @@ class RobustDPO(Algorithm):
             raise ConfigError(f"algorithm '{self.name}': the label-noise rate ε must be in "
                               f"[0, 0.5), got {epsilon}")
         self.epsilon = float(epsilon)
-        if context.preferences is None:
-            raise ValueError(f"{self.name} needs the suite's preference data")
-        self.data = context.preferences.to(context.device)
-        self.policy = context.policy
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "rmsprop":
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.params, lr=config.learning_rate
-            )
-        else:
-            self.optimizer = rl.adam(self.params, lr=config.learning_rate)
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
-        # log π_ref(y⁺|x) and log π_ref(y⁻|x) of a pair, computed the first time a batch holds it
-        self.ref = LazyRows.reference(self.data, context)
-        self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
+        super().__init__(config, context)
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         n = len(batch)
         ref_chosen, ref_rejected = self.ref(rows)

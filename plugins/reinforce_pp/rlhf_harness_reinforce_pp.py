@@ -48,7 +48,13 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.pieces import (
+    OnlineAlgorithm,
+    log_uniform,
+    need,
+    standard_space,
+    tempered_token_logprobs,
+)
 
 
 @dataclass
@@ -114,10 +120,6 @@ def reinforce_pp_loss(
 
 
 def _check(cfg: Config) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
-
     need(cfg.beta >= 0, f"beta must be >= 0, got {cfg.beta}")
     need(0 < cfg.gamma <= 1, f"gamma must be in (0, 1], got {cfg.gamma}")
     need(0 <= cfg.epsilon < 1, f"epsilon must be in [0, 1), got {cfg.epsilon}")
@@ -132,26 +134,12 @@ def _check(cfg: Config) -> None:
          f"max_grad_norm must be > 0, got {cfg.max_grad_norm}")
 
 
-def _token_logprobs(policy, prompts, responses, temperature, *, entropy=False):
-    """[B, T] log-probs of the tempered policy (0 on padding), and its entropies if asked."""
-    if temperature == 1.0:
-        return policy.token_logprobs_and_entropy(prompts, responses, entropy=entropy)
-    logits = policy.logits(prompts, responses).float() / temperature
-    padding = ~responses.mask.bool()
-    logp = rl.logprobs_from_logits(logits, responses.tokens).masked_fill(padding, 0.0)
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            ent = rl.entropy_from_logits(logits).masked_fill(padding, 0.0)
-    return logp, ent
 
-
-class ReinforcePP(Algorithm):
+class ReinforcePP(OnlineAlgorithm):
     """REINFORCE++: one sample per prompt, batch-normalised returns, PPO-clipped updates."""
 
     name = "reinforce-pp"
     Config = Config
-    needs = frozenset({"reward"})
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "beta": 0.1},
         "neural": {"learning_rate": 1e-3, "prompts_per_step": 16},
@@ -166,30 +154,9 @@ class ReinforcePP(Algorithm):
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
-        """The default search space, log-uniform: learning rates over two decades around those
-        that train a table of logits, three for language models (a 0.3M-parameter LM trains at
-        1e-3, billion-parameter ones at 1e-5); the KL penalty's coefficient over two decades."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "beta": {"low": 0.01, "high": 1.0, "log": True},
-        }
-
-    def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
-        if context.reward_model is None:
-            raise ValueError("reinforce-pp needs a reward model")
-        self.reward_model = context.reward_model
-        self.policy = context.policy
-        self.prompts = context.task.train_prompts.to(context.device)
-        self.max_new_tokens = config.max_new_tokens or context.task.max_new_tokens
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = rl.adam(self.params, lr=config.learning_rate)
-        else:
-            self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
-        self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
+        """The standard space (:func:`harness.pieces.standard_space`) and the KL penalty's
+        coefficient over two decades, log-uniform."""
+        return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
     def models_resident(self) -> int:
         """Policy, π_ref (not when β = 0) and r̂."""
@@ -200,7 +167,7 @@ class ReinforcePP(Algorithm):
         g, temp = ctx.generator, cfg.temperature
         self.policy.train()
 
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step))
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step))
         n = len(prompts)
         with meter.phase("generate"), torch.no_grad():
             responses = self.policy.sample(prompts, max_new_tokens=self.max_new_tokens,
@@ -215,18 +182,18 @@ class ReinforcePP(Algorithm):
             meter.forward(self.reward_model, tokens)
             ref_logp = None
             if cfg.beta > 0:
-                ref_logp = _token_logprobs(ctx.reference, prompts, responses, temp)[0]
+                ref_logp = tempered_token_logprobs(ctx.reference, prompts, responses, temp)[0]
                 meter.forward(ctx.reference, tokens)
             old_logp = entropy = None
             if not one_step:
-                old_logp, entropy = _token_logprobs(self.policy, prompts, responses, temp,
-                                                    entropy=True)
+                old_logp, entropy = tempered_token_logprobs(self.policy, prompts, responses, temp,
+                                                            entropy=True)
                 meter.forward(self.policy, tokens)
 
         with meter.phase("train"):
             if one_step:
-                logp, entropy = _token_logprobs(self.policy, prompts, responses, temp,
-                                                entropy=True)
+                logp, entropy = tempered_token_logprobs(self.policy, prompts, responses, temp,
+                                                        entropy=True)
                 old_logp = logp.detach()
             assert old_logp is not None
             kl = torch.zeros_like(old_logp) if ref_logp is None else old_logp - ref_logp
@@ -240,8 +207,8 @@ class ReinforcePP(Algorithm):
                 batches = order.tensor_split(cfg.num_mini_batches)
             for rows in batches:
                 if not one_step:
-                    logp, _ = _token_logprobs(self.policy, prompts.select(rows),
-                                              responses.select(rows), temp)
+                    logp, _ = tempered_token_logprobs(self.policy, prompts.select(rows),
+                                                      responses.select(rows), temp)
                 loss, clipped = reinforce_pp_loss(logp, old_logp[rows], advantages[rows],
                                                   mask[rows], cfg.epsilon)
                 self.optimizer.zero_grad(set_to_none=True)

@@ -66,8 +66,13 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
-from harness.policy import Policy, PromptBatch, ResponseBatch
+from harness.pieces import (
+    OnlineAlgorithm,
+    log_uniform,
+    need,
+    standard_space,
+    tempered_token_logprobs,
+)
 
 
 @dataclass
@@ -133,32 +138,8 @@ def rloo_loss(logp: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     return -(advantages.detach() * logp).mean()
 
 
-def _token_logprobs(
-    policy: Policy,
-    prompts: PromptBatch,
-    responses: ResponseBatch,
-    temperature: float,
-    *,
-    entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[B, T] log-probs of the tempered policy (0 on padding), and its entropies if asked."""
-    if temperature == 1.0:
-        return policy.token_logprobs_and_entropy(prompts, responses, entropy=entropy)
-    logits = policy.logits(prompts, responses).float() / temperature
-    padding = ~responses.mask.bool()
-    logp = rl.logprobs_from_logits(logits, responses.tokens).masked_fill(padding, 0.0)
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            ent = rl.entropy_from_logits(logits).masked_fill(padding, 0.0)
-    return logp, ent
-
 
 def _check(cfg: Config) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
-
     need(cfg.k >= 2, f"k must be >= 2 (the leave-one-out baseline), got {cfg.k}")
     need(cfg.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {cfg.prompts_per_step}")
     need(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
@@ -174,12 +155,11 @@ def _check(cfg: Config) -> None:
     )
 
 
-class RLOO(Algorithm):
+class RLOO(OnlineAlgorithm):
     """REINFORCE Leave-One-Out: k samples per prompt, one policy-gradient step per batch."""
 
     name = "rloo"
     Config = Config
-    needs = frozenset({"reward"})
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "k": 4, "prompts_per_step": 16},
     }
@@ -194,30 +174,9 @@ class RLOO(Algorithm):
 
     @classmethod
     def tuning_space(cls, policy_kind: str) -> dict[str, dict[str, Any]]:
-        """The default search space, log-uniform: learning rates over two decades around those
-        that train a table of logits, three for language models (a 0.3M-parameter LM trains at
-        1e-3, billion-parameter ones at 1e-5); the KL penalty's coefficient over two decades."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "beta": {"low": 0.01, "high": 1.0, "log": True},
-        }
-
-    def __init__(self, config: Config, context: RunContext) -> None:
-        super().__init__(config, context)
-        if context.reward_model is None:
-            raise ValueError("rloo needs a reward model")
-        self.reward_model = context.reward_model
-        self.policy = context.policy
-        self.prompts = context.task.train_prompts.to(context.device)
-        self.max_new_tokens = config.max_new_tokens or context.task.max_new_tokens
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = rl.adam(self.params, lr=config.learning_rate)
-        else:
-            self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
-        self._rows = ShuffledPasses(len(self.prompts), context.generator, context.device)
+        """The standard space (:func:`harness.pieces.standard_space`) and the KL penalty's
+        coefficient over two decades, log-uniform."""
+        return standard_space(policy_kind, beta=log_uniform(0.01, 1.0))
 
     def models_resident(self) -> int:
         """Policy, π_ref and r̂; π_ref is not counted when β = 0 (it is never evaluated)."""
@@ -229,7 +188,7 @@ class RLOO(Algorithm):
         self.policy.train()
 
         # 1. k samples of each prompt, contiguous per prompt.
-        prompts = self.prompts.select(self._rows.take(cfg.prompts_per_step)).repeat_interleave(k)
+        prompts = self.prompts.select(self.next_rows(cfg.prompts_per_step)).repeat_interleave(k)
         with meter.phase("generate"), torch.no_grad():
             responses = self.policy.sample(
                 prompts, max_new_tokens=self.max_new_tokens, temperature=temp, generator=g
@@ -244,14 +203,14 @@ class RLOO(Algorithm):
             meter.forward(self.reward_model, tokens)
             ref_logp = None
             if cfg.beta > 0:
-                ref_tok, _ = _token_logprobs(ctx.reference, prompts, responses, temp)
+                ref_tok, _ = tempered_token_logprobs(ctx.reference, prompts, responses, temp)
                 ref_logp = ref_tok.sum(-1)
                 meter.forward(ctx.reference, tokens)
 
         # 3. One forward with gradient: log π_θ(y|x); R, leave-one-out advantages, the update.
         with meter.phase("train"):
-            logp_tok, entropy = _token_logprobs(self.policy, prompts, responses, temp,
-                                                entropy=True)
+            logp_tok, entropy = tempered_token_logprobs(self.policy, prompts, responses, temp,
+                                                        entropy=True)
             logp = logp_tok.sum(-1)
             kl = None if ref_logp is None else logp.detach() - ref_logp
             rewards = scores if kl is None else scores - cfg.beta * kl

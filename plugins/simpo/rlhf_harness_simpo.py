@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl, rl
-from harness.algorithm import Algorithm, RunContext, ShuffledPasses
+from harness.algorithm import RunContext
+from harness.pieces import OfflineAlgorithm, log_uniform, need, standard_space
 from harness.policy import PromptBatch, ResponseBatch
 
 
@@ -98,10 +99,6 @@ def simpo_loss(
 
 
 def _check(cfg: Config) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
-
     need(cfg.beta > 0, f"beta must be > 0, got {cfg.beta}")
     need(cfg.gamma >= 0, f"gamma must be >= 0, got {cfg.gamma}")
     need(0 <= cfg.label_smoothing < 0.5,
@@ -113,12 +110,12 @@ def _check(cfg: Config) -> None:
          f"max_grad_norm must be > 0, got {cfg.max_grad_norm}")
 
 
-class SimPO(Algorithm):
+class SimPO(OfflineAlgorithm):
     """Simple Preference Optimization: one minibatch of pairs per step, no reference model."""
 
     name = "simpo"
     Config = Config
-    needs = frozenset({"preferences"})
+    uses_reference = False
     suggested: ClassVar[dict[str, dict[str, Any]]] = {
         "tabular": {"learning_rate": 0.05, "gamma": 0.0},
         "neural": {"learning_rate": 1e-3},
@@ -137,34 +134,14 @@ class SimPO(Algorithm):
         train a table of logits, three for language models (a 0.3M-parameter LM trains at 1e-3,
         billion-parameter ones at 1e-5); β over a decade around the paper's 2–2.5, and the margin γ
         uniform in [0, 2] (the paper's γ/β search)."""
-        rates = {"low": 0.005, "high": 0.5} if policy_kind == "tabular" else \
-            {"low": 1e-5, "high": 1e-2}
-        return {
-            "learning_rate": {**rates, "log": True},
-            "beta": {"low": 0.5, "high": 5.0, "log": True},
-            "gamma": {"low": 0.0, "high": 2.0},
-        }
+        return standard_space(
+            policy_kind, beta=log_uniform(0.5, 5.0), gamma={"low": 0.0, "high": 2.0}
+        )
 
     def __init__(self, config: Config, context: RunContext) -> None:
         super().__init__(config, context)
-        if context.preferences is None:
-            raise ValueError("simpo needs the suite's preference data")
-        self.data = context.preferences.to(context.device)
-        self.policy = context.policy
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if config.optimizer == "rmsprop":
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.params, lr=config.learning_rate
-            )
-        else:
-            self.optimizer = rl.adam(self.params, lr=config.learning_rate)
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
         self.len_chosen = self.data.chosen.mask.sum(-1).clamp(min=1)
         self.len_rejected = self.data.rejected.mask.sum(-1).clamp(min=1)
-        self._rows = ShuffledPasses(len(self.data), context.generator, context.device)
 
     def models_resident(self) -> int:
         """The policy only: SimPO never evaluates π_ref."""
@@ -172,7 +149,7 @@ class SimPO(Algorithm):
 
     def step(self) -> dict[str, float]:
         cfg, meter = self.config, self.ctx.meter
-        rows = self._rows.take(cfg.batch_size)
+        rows = self.next_rows(cfg.batch_size)
         batch = self.data.select(rows)
         n = len(batch)
         with meter.phase("train"):
