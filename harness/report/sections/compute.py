@@ -1,5 +1,6 @@
-"""The compute section: counted work (samples, forward and backward tokens, FLOPs, models
-resident) first, then wall and CPU seconds by phase and peak memory beside it.
+"""The compute section: wall seconds by phase, training CPU seconds, FLOPs, model state, peak
+memory and models resident per configuration, and the table of counted work (samples, forward
+and backward tokens and FLOPs per model role).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The stability section: seed spread within instances, divergence, drawdowns and spikes per
-run, and sensitivity across a sweep.
+"""The stability section: the spread of final gold reward across replicates within an instance
+and across instances, divergence and failure rates, drawdowns, and sensitivity across a sweep.
 """
 
 from __future__ import annotations
