@@ -37,6 +37,11 @@ happens (see :mod:`harness.store`).
   joins an existing cluster, otherwise a local instance is started. The store must be on a
   filesystem every node sees. ``ray.get`` always has a timeout: a task asking for GPUs that no
   node has would otherwise wait forever.
+
+**One module, over 600 lines, on purpose.** Most of it is the local executor's supervision of
+its children (start, reuse, limits, deaths, retries): one protocol whose parts share the
+children's state; the Ray executor and the progress display are short, and share
+:func:`run_specs`' bookkeeping of pending, finished and lost runs.
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ the same logits as the same prompt unpadded (up to float rounding).
 
 **Positions.** With prompt width ``Lp``, the hidden state at column ``Lp − 1 + t`` has read
 ``x, y_<t`` and predicts ``y_t``; the one at column ``Lp + t`` has read ``x, y_≤t``.
+
+**One module, over 600 lines, on purpose.** The policy, the scalar-head models and the sampler
+share the padding, position and repeated-prompt conventions described above, and are tested
+against each other on them.
 """
 
 from __future__ import annotations

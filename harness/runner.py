@@ -22,6 +22,13 @@ The summary's ``compute`` holds the seconds per phase (wall and CPU) and the cou
 tokens per model role, FLOPs per role; table rows for tabular policies); ``load_average`` the
 mean and max of the 1-minute load average sampled at the start, at each evaluation and at the end,
 so a reader sees what load did to the timed part.
+
+**One module, over 600 lines, on purpose.** The stages call the builders defined here
+(:func:`build_task`, :func:`build_context`, :func:`make_algorithm`, :func:`shared_artifacts`)
+through this module's namespace, so that replacing one (as the tests do:
+``monkeypatch.setattr(harness.runner, "build_context", ...)``) replaces it for every stage;
+and a run reads as one sequence, stage after stage, each a short function
+(``tests/test_run_stages.py``).
 """
 
 from __future__ import annotations

@@ -14,11 +14,12 @@ and ``__import__`` with a literal name count as imports.
 1. **No circles.** No strongly connected component of the graph has more than one module.
 2. **The public API imports no engine module**, directly or through others: what a plugin
    imports (:data:`PUBLIC_API`) must not load the runner, the store, suite files, reports and the
-   rest of :data:`ENGINE`. The conformance kit :mod:`harness.testing` is the one module whose
-   checks drive the engine — they run an algorithm through :func:`harness.runner.build_context`
-   and a whole suite through :func:`harness.runner.run_one` into a run store, which is what they
-   test — so for it only the imports made when it is imported are followed
-   (:data:`IMPORTED_ONLY`): ``import harness.testing`` loads no engine module, its checks do.
+   rest of :data:`ENGINE`. The conformance kit :mod:`harness.testing` (a package) is the one
+   public module whose checks drive the engine — they run an algorithm through
+   :func:`harness.runner.build_context` and a whole suite through :func:`harness.runner.run_one`
+   into a run store, which is what they test — so for it and its modules whose checks do so only
+   the imports made when they are imported are followed (:data:`IMPORTED_ONLY`), wherever the
+   chain passes through them: ``import harness.testing`` loads no engine module, its checks do.
 3. **The core imports no plugin**: no ``rlhf_harness_*`` module, nothing under ``plugins.``. The
    built-in algorithms are found through their entry points, as a stranger's are.
 """
@@ -78,9 +79,11 @@ ENGINE = (
 """What runs suites: the command line, the plugin host, suite files, memory plans and tuning,
 the runner and its executors, the run store, tracking, reports (a package: with its modules)."""
 
-IMPORTED_ONLY = {"harness.testing"}
-"""Public modules whose own edges are followed only where made at import time (module level);
-see the module docstring."""
+IMPORTED_ONLY = {"harness.testing", "harness.testing.device_checks", "harness.testing.kit",
+                 "harness.testing.metric_checks"}
+"""Public modules (the conformance kit and those of its modules whose checks run the engine)
+whose own edges are followed only where made at import time (module level); see the module
+docstring."""
 
 PLUGIN_PREFIXES = ("rlhf_harness_", "plugins.")
 """Names of plugin modules: the built-in plugins' and any stranger's distribution."""
@@ -265,11 +268,12 @@ def engine_imports(graph: dict[str, list[Edge]], public: Iterable[str], engine: 
                    imported_only: Iterable[str] = ()) -> list[str]:
     """One line per public module that reaches an engine module, with the chain of imports."""
     engine_modules = {m for m in graph if _in(m, engine)}
+    limited = set(imported_only)
+    seen = {m: [e for e in edges if m not in limited or e.where == "module"]
+            for m, edges in graph.items()}
     out = []
     for module in public:
-        start = [e for e in graph[module]
-                 if module not in set(imported_only) or e.where == "module"]
-        chain = _path(graph, start, engine_modules)
+        chain = _path(seen, seen[module], engine_modules)
         if chain is not None:
             out.append(f"{module} imports the engine: " + "; ".join(map(str, chain)))
     return out

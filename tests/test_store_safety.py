@@ -354,7 +354,7 @@ def test_edited_plugin_code_or_version_makes_new_runs(tmp_path, dist_info_path, 
     dist = dist_info_path("rlhf-harness-test-rogue", "0.1", {"rogue": "rlhf_test_rogue"},
                           {"rlhf_test_rogue": ROGUE_PLUGIN})
     path = write(tmp_path, suite_text("code", rogue("r")))
-    monkeypatch.setattr(harness.suite, "_SOURCE_HASHES", {})
+    monkeypatch.setattr(harness.suite.hashing, "_SOURCE_HASHES", {})
     [first] = specs_of(path)
     assert first.code["algorithm"]["plugin"] == "rlhf-harness-test-rogue"
     assert first.code["algorithm"]["version"] == "0.1"
@@ -362,7 +362,8 @@ def test_edited_plugin_code_or_version_makes_new_runs(tmp_path, dist_info_path, 
     assert same.run_id == first.run_id  # stable while nothing changes
     module = dist.parent / "rlhf_test_rogue.py"
     module.write_text(module.read_text().replace("1.0 / self.calls", "2.0 / self.calls"))
-    monkeypatch.setattr(harness.suite, "_SOURCE_HASHES", {})  # a new process would hash anew
+    # a new process would hash anew
+    monkeypatch.setattr(harness.suite.hashing, "_SOURCE_HASHES", {})
     [edited] = specs_of(path)
     assert edited.code["algorithm"]["source"] != first.code["algorithm"]["source"]
     assert edited.run_id != first.run_id
@@ -625,7 +626,7 @@ def test_a_huge_sweep_grid_is_refused_unless_allowed(tmp_path, rogue_plugin, mon
     with pytest.raises(ConfigError, match=r"expands to 1,000,000 runs .* needs --allow-large"):
         specs_of(path)
     assert time.monotonic() - started < 10  # counted, not expanded
-    monkeypatch.setattr(harness.suite, "MAX_RUNS", 10)
+    monkeypatch.setattr(harness.suite.schema, "MAX_RUNS", 10)
     small = write(tmp_path, suite_text("small", rogue("r") * 1 +
                                        "  - name: rogue\n    sweep: {sleep: [0, 0.001, 0.002, "
                                        "0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.009]}\n"),
@@ -997,7 +998,7 @@ def test_the_core_source_hash_follows_the_harness_code(monkeypatch):
     first = core_versions()
     assert first["rlhf-harness-source"] == source_hash(core_versions)
     assert re.fullmatch(r"[0-9a-f]{16}", first["rlhf-harness-source"])
-    monkeypatch.setattr(harness.suite, "_SOURCE_HASHES", {"harness": "edited"})
+    monkeypatch.setattr(harness.suite.hashing, "_SOURCE_HASHES", {"harness": "edited"})
     assert core_versions()["rlhf-harness-source"] == "edited"
 
 

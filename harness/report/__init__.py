@@ -2,8 +2,9 @@
 
 :func:`write_report` is the entry point (``rlhf-harness report runs/<suite>``). Reading the
 store is :mod:`harness.report.data`, the statistics :mod:`harness.report.stats`, the figures
-:mod:`harness.report.figures`, the Markdown and HTML rendering :mod:`harness.report.render`, and
-the sections :mod:`harness.report.build`.
+:mod:`harness.report.figures`, the Markdown and HTML rendering :mod:`harness.report.render`, the
+sections :mod:`harness.report.sections` (one module per section), assembled by
+:mod:`harness.report.build`.
 Importing this package is cheap: matplotlib, seaborn and scipy load on the first report.
 """
 

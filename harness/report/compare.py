@@ -77,6 +77,10 @@ A comparison the test cannot decide is ``undecidable`` (not ``undecided``): wher
 test's smallest p-value at its n (``p_min``, 2/2^n) would not pass its Holm step in its family,
 or where the differences are too skewed for the test to hold its level (``skew_p`` below
 :data:`harness.report.stats.SKEW_LEVEL`; such rows print no interval).
+
+**One module, over 600 lines, on purpose.** The quantities, their per-instance reduction,
+the pairs and the two families above are one design: the primary family is defined by the
+claims and the comparisons, and every row's adjustment depends on all of them.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ Descriptive statistics without an interval: the **IQM** (interquartile mean,
 ``scipy.stats.trim_mean(x, 0.25)``) and the **probability of improvement** P(X > Y) (rliable's
 definitions, Agarwal et al. 2021, re-implemented on scipy because rliable does not import beside
 pandas 3).
+
+**One module, over 600 lines, on purpose.** It is the reference of every statistic a report
+prints, and the simulations of ``tests/test_report_stats.py`` check them side by side.
 """
 
 from __future__ import annotations

@@ -27,6 +27,11 @@ unless said otherwise. Usage::
 
     .venv/bin/python suites/reproductions/analyse.py [--root runs] [--out reports/reproductions]
         [gao tajwar azar misspec]
+
+**One script, over 600 lines, on purpose.** The four analyses share the loading and
+formatting helpers, and the script is run by its path (and loaded so by
+``tests/test_reproductions.py``), outside any package that sibling modules could be imported
+from.
 """
 
 from __future__ import annotations
