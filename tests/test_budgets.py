@@ -300,7 +300,7 @@ def test_a_run_at_several_budgets_tunes_each_and_reports_each_on_its_own(store, 
                            & (data.trials["label"] == record.spec["label"])]
         assert record.spec["tuning"]["trial"] == int(mine.loc[mine["value"].idxmax(), "trial"])
 
-    out = write_report(store, tmp_path / "report")
+    out = write_report(store, tmp_path / "report", figures=False)
     comp = pd.read_csv(out / "tables" / "comparisons.csv")
     assert set(comp["task"]) <= set(named) and "bandit @ 32 samples" in set(comp["task"])
     # paired within a budget: n is the instances shared at that budget (3), never 6

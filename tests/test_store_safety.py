@@ -752,7 +752,7 @@ def test_a_corrupt_run_folder_is_reported_and_skipped_then_redone(tmp_path, rogu
     assert problems[records["b"].run_id].startswith("metrics.parquet: ")
     from harness.report import write_report
 
-    out = write_report(root / "corrupt", tmp_path / "report")
+    out = write_report(root / "corrupt", tmp_path / "report", figures=False)
     assert "2 run folders are corrupt" in (out / "index.md").read_text()
 
     outcome = run_specs(specs, str(root), wandb=False, progress=False)
@@ -1226,7 +1226,8 @@ def test_labels_that_read_as_formulas_reach_the_csv_tables_as_text(tmp_path, rog
     text = suite_text("formulas", "".join(rogue(label) for label in labels))
     run_specs(specs_of(write(tmp_path, text)), str(tmp_path / "runs"), wandb=False,
               progress=False)
-    out = write_report(tmp_path / "runs" / "formulas", tmp_path / "report")
+    out = write_report(tmp_path / "runs" / "formulas", tmp_path / "report",
+                       figures=False)
     tables = list((out / "tables").glob("*.csv"))
     assert tables
     cells = [str(v) for t in tables for v in pd.read_csv(t, dtype=str).to_numpy().ravel()]

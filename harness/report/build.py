@@ -80,6 +80,9 @@ class ReportOptions:
     threshold: float = 0.9
     max_points: int = 100
     spike_k: float = 5.0
+    figures: bool = True
+    """Draw the figures. False (for tests of tables and text only; the CLI never sets it): no
+    figure and no sentence about which figures were drawn; tables and other text unchanged."""
 
     def __post_init__(self) -> None:
         if self.x not in X_AXES:
@@ -197,7 +200,7 @@ class Report:
 
     def figure(self, name: str, caption: str, draw: Any) -> None:
         path = self.out / "figures" / f"{name}.png"
-        if draw(path):
+        if self.opts.figures and draw(path):
             self.blocks.append(Figure(path, caption))
 
 
@@ -1407,7 +1410,7 @@ def cost_section(rep: Report) -> None:
                                                          rep.colours))
         if (rep.out / "figures" / f"budget_{x}.png").exists():
             drawn.append(x)
-    if "flops" not in drawn:
+    if opts.figures and "flops" not in drawn:
         rep.text("No run counts FLOPs, so score is drawn against samples only.")
     summary = cst.cost_summary(cst.instance_costs(cst.run_costs(prog)))
     if summary.empty:
@@ -2060,6 +2063,7 @@ def write_report(
     threshold: float = 0.9,
     include_stale: bool = False,
     allow_mixed_versions: bool = False,
+    figures: bool = True,
 ) -> Path:
     """Write the report of the run store ``store_path`` (``runs/<suite>``) into ``out_dir``.
 
@@ -2069,14 +2073,15 @@ def write_report(
     ``threshold`` the fraction of the way from π_ref's gold reward to the best final one that
     time-to-target measures; ``include_stale`` counts the runs of older versions of the suite
     too; ``allow_mixed_versions`` accepts runs made by different versions of the harness or
-    torch (refused otherwise, naming them). Every interval of a value is computed in closed
+    torch (refused otherwise, naming them); ``figures=False`` draws no figure (see
+    :class:`ReportOptions`). Every interval of a value is computed in closed
     form (Student t, Bonett, Clopper-Pearson); the rankings' rank ranges come from a bootstrap
     with a fixed seed per ranking: a report built twice from one store is the same.
     """
     import matplotlib.pyplot as plt
 
     started = time.perf_counter()
-    opts = ReportOptions(x=x, threshold=threshold)
+    opts = ReportOptions(x=x, threshold=threshold, figures=figures)
     store = Path(store_path)
     if not store.is_dir():
         raise ConfigError(f"{store}: no run store there (expected runs/<suite>)")
