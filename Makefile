@@ -16,7 +16,7 @@ quickstart: setup
 
 test: setup-dev
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n auto --maxprocesses 4
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup
 
 # MUTATION_JOBS=N runs N mutants at a time (default: one per CPU). A plain run starts from a
 # fresh mutants/ and tests every mutant of the numeric core; MUTANTS='NAME ...' (names or globs,

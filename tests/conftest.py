@@ -47,6 +47,35 @@ if "MUTANT_UNDER_TEST" in os.environ:
     _load_mutated_plugins()
 
 
+SHARED_SCOPES = ("module", "class")
+"""Fixture scopes shared by the tests of one module: built once per worker that runs one."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (``make test``), keep together the tests of a module that share
+    a module- or class-scoped fixture, so that pytest-xdist builds it once rather than on every
+    worker that gets one of them; the other tests are spread one by one.
+
+    Each such test gets an ``xdist_group`` mark named after its module. pytest-xdist (3.8) sends
+    the group to its scheduler as a ``@group`` suffix of the test's id, set on an attribute that
+    pytest >= 9.2 no longer reads (``_nodeid``): the suffix is set here on the one it reads
+    (``_id``), on xdist's workers only. Without xdist the mark does nothing.
+    """
+    loadgroup = bool(config.getoption("loadgroup", False))  # set on xdist's workers only
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group") is not None:
+            continue
+        if any(d.scope in SHARED_SCOPES for defs in info.name2fixturedefs.values() for d in defs):
+            group = item.nodeid.split("::", 1)[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+            if loadgroup and hasattr(item, "_id") and not item.nodeid.endswith(f"@{group}"):
+                from _pytest.nodeid import NodeId
+
+                item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
 @pytest.fixture(autouse=True)
 def _clean_harness_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The developer's own RLHF_HARNESS_* settings must not change what a test sees."""

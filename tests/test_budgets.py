@@ -300,7 +300,7 @@ def test_a_run_at_several_budgets_tunes_each_and_reports_each_on_its_own(store, 
                            & (data.trials["label"] == record.spec["label"])]
         assert record.spec["tuning"]["trial"] == int(mine.loc[mine["value"].idxmax(), "trial"])
 
-    out = write_report(store, tmp_path / "report")
+    out = write_report(store, tmp_path / "report", figures=False)
     comp = pd.read_csv(out / "tables" / "comparisons.csv")
     assert set(comp["task"]) <= set(named) and "bandit @ 32 samples" in set(comp["task"])
     # paired within a budget: n is the instances shared at that budget (3), never 6
@@ -338,8 +338,18 @@ def test_a_single_budget_report_has_no_crossovers(store, tmp_path):
 # --- the shipped suite --------------------------------------------------------------------------
 
 
-def test_zoo_budgets_is_the_zoo_s_bandit_and_token_at_three_budgets_tuned_equally(host):
-    root = Path(__file__).resolve().parents[1] / "suites"
+SUITES = Path(__file__).resolve().parents[1] / "suites"
+
+
+@pytest.fixture(scope="module")
+def zoo_budgets_specs(host) -> list:
+    """The runs of suites/zoo-budgets.yaml (1,680; expanded once for the tests below)."""
+    return check_suite(load_suite(SUITES / "zoo-budgets.yaml"), SUITES / "zoo-budgets.yaml", host)
+
+
+def test_zoo_budgets_is_the_zoo_s_bandit_and_token_at_three_budgets_tuned_equally(
+        zoo_budgets_specs):
+    root = SUITES
     zoo, budgets = load_suite(root / "zoo.yaml"), load_suite(root / "zoo-budgets.yaml")
     assert [t.name for t in budgets.tasks] == ["bandit", "token"]
     zoo_tasks = {t.name: t for t in zoo.tasks}
@@ -362,7 +372,7 @@ def test_zoo_budgets_is_the_zoo_s_bandit_and_token_at_three_budgets_tuned_equall
     for key in ("instances", "objective", "space", "sampler", "seed", "algorithms"):
         assert getattr(budgets.tuning, key) == getattr(zoo.tuning, key), key
     assert count_runs(budgets) == 14 * 2 * 3 * (10 * 2 + 8)
-    specs = check_suite(budgets, root / "zoo-budgets.yaml", host)
+    specs = zoo_budgets_specs
     assert len(specs) == 14 * 2 * 3 * 10 * 2
     assert sorted({(s.task, s.budget["samples"]) for s in specs}) == [
         (t, 8192.0 * k) for t in ("bandit", "token") for k in (1, 4, 16)]
@@ -378,8 +388,8 @@ def test_validate_counts_the_runs_of_each_task_budget(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("task", ["bandit", "token"])
-def test_each_half_of_zoo_budgets_is_the_whole_on_its_task(task, host):
-    root = Path(__file__).resolve().parents[1] / "suites"
+def test_each_half_of_zoo_budgets_is_the_whole_on_its_task(task, host, zoo_budgets_specs):
+    root = SUITES
     whole = load_suite(root / "zoo-budgets.yaml")
     half = load_suite(root / f"zoo-budgets-{task}.yaml")
     assert [t.name for t in half.tasks] == [task]
@@ -390,7 +400,7 @@ def test_each_half_of_zoo_budgets_is_the_whole_on_its_task(task, host):
         assert mine.model_dump(exclude={"per_task"}) == theirs.model_dump(exclude={"per_task"})
         assert mine.per_task == {k: v for k, v in theirs.per_task.items() if k == task}
     whole_specs = {(s.label, s.seed, s.replicate, s.budget["samples"]): s for s in
-                   check_suite(whole, root / "zoo-budgets.yaml", host) if s.task == task}
+                   zoo_budgets_specs if s.task == task}
     half_specs = check_suite(half, root / f"zoo-budgets-{task}.yaml", host)
     assert len(half_specs) == len(whole_specs) == 14 * 3 * 20
     for spec in half_specs:  # the same runs, but for the suite's name

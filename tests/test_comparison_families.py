@@ -242,7 +242,7 @@ def paired(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = _store(root)
     suite = store / "suite.yaml"
     suite.write_text(suite.read_text() + "compare:\n  - [shaky, better]\n")
-    return write_report(store, root / "report")
+    return write_report(store, root / "report", figures=False)
 
 
 def test_the_report_keeps_every_row_with_its_family_primary_first(paired: Path):

@@ -45,7 +45,7 @@ def _run(folder: Path) -> pd.DataFrame:
     outcome = run_specs(specs, str(folder / "runs"), wandb=False, progress=False)
     assert outcome.statuses == {"done": len(specs)}
     (folder / "runs" / "load" / "suite.yaml").write_text(SUITE)
-    out = write_report(folder / "runs" / "load", folder / "report")
+    out = write_report(folder / "runs" / "load", folder / "report", figures=False)
     comp = pd.read_csv(out / "tables" / "comparisons.csv")
     claims = pd.read_csv(out / "tables" / "claims.csv")
     verdict = claims.set_index("aspect").loc["computation", "verdict"]

@@ -161,7 +161,7 @@ def test_load_average_is_recorded_and_shown_beside_the_counts(stores: tuple[Path
 def test_report_has_the_counted_work_table_and_its_method_note(
     stores: tuple[Path, Path], tmp_path: Path,
 ) -> None:
-    out = write_report(stores[0], tmp_path / "report")
+    out = write_report(stores[0], tmp_path / "report", figures=False)
     table = pd.read_csv(out / "tables" / "counted_work.csv").set_index("label")
     for label, hand in HAND.items():
         row = table.loc[label]

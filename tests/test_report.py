@@ -157,6 +157,32 @@ def test_report_files_exist_and_tables_parse(report: Path):
         assert f"(figures/{name}.png)" in md
 
 
+def test_a_report_without_figures_has_the_same_tables_and_text(report: Path, tmp_path: Path):
+    """``figures=False`` (what tests of tables and text use to save the drawing) leaves out the
+    figures and nothing else: every CSV the same bytes, the Markdown the same but for the
+    figures' lines and the build time."""
+    store = report.parent / "synthetic"
+    bare = write_report(store, tmp_path / "bare", figures=False)
+    assert not (bare / "figures").exists() or not list((bare / "figures").iterdir())
+    csvs = sorted(p.name for p in (report / "tables").glob("*.csv"))
+    assert csvs == sorted(p.name for p in (bare / "tables").glob("*.csv"))
+    for name in csvs:
+        assert (report / "tables" / name).read_bytes() == (bare / "tables" / name).read_bytes()
+
+    def text(md: str) -> list[str]:
+        figure_lines = set()
+        for line in md.splitlines():
+            if m := re.fullmatch(r"!\[(.*)\]\(figures/[^)]+\.png\)", line):
+                figure_lines |= {line, f"*{m[1]}*"}
+        return [line for line in md.splitlines() if line not in figure_lines
+                and not line.startswith("Report written in ")]
+
+    drawn, plain = (report / "index.md").read_text(), (bare / "index.md").read_text()
+    assert all(f"](figures/{name}.png)" in drawn for name in FIGURES)
+    assert "](figures/" not in plain
+    assert [line for line in text(drawn) if line] == [line for line in text(plain) if line]
+
+
 def test_failed_and_diverged_runs_are_counted_not_dropped(report: Path):
     md = (report / "index.md").read_text()
     assert f"1 of {N_RUNS} runs failed" in md
@@ -379,7 +405,7 @@ def test_a_label_scored_on_some_tasks_only_is_ranked_per_task_not_overall(tmp_pa
                 continue
             for seed in (0, 1, 2):
                 _run(store, task, alg, label, seed, cfg)
-    out = write_report(store.path, tmp_path / "out")
+    out = write_report(store.path, tmp_path / "out", figures=False)
     overall = pd.read_csv(out / "tables" / "ranking_iqm.csv")
     assert set(overall["label"]) == {"ppo", "grpo"} and (overall["tasks"] == 2).all()
     per_task = pd.read_csv(out / "tables" / "ranking_per_task.csv")
@@ -398,7 +424,7 @@ def test_an_overall_ranking_over_two_kinds_of_score_says_so(tmp_path: Path, lm_r
             for seed in (0, 1, 2):
                 _run(store, task, cfg[0], cfg[1], seed, cfg,
                      regret=lm_regret or task == "bandit")
-    md = (write_report(store.path, tmp_path / "out") / "index.md").read_text()
+    md = (write_report(store.path, tmp_path / "out", figures=False) / "index.md").read_text()
     said = "The overall ranking averages scores of two kinds" in md
     assert said == (not lm_regret)
     if said:
@@ -468,7 +494,7 @@ def test_each_label_s_settings_are_in_the_report(tmp_path: Path):
     for label, beta in (("dpo", 0.1), ("dpo-b", 0.4)):
         for seed in range(3):
             _run(store, "bandit", "dpo", label, seed, CONFIGS[2], config={**base, "beta": beta})
-    out = write_report(store.path, tmp_path / "report")
+    out = write_report(store.path, tmp_path / "report", figures=False)
     table = pd.read_csv(out / "tables" / "configurations.csv").set_index("label")
     assert table.loc["dpo", "settings"] == "beta=0.1, learning_rate=0.05"
     assert table.loc["dpo-b", "settings"] == "beta=0.4, learning_rate=0.05"

@@ -85,7 +85,7 @@ def _store(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def design(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("design")
-    return write_report(_store(root), root / "report")
+    return write_report(_store(root), root / "report", figures=False)
 
 
 def _comparison(out: Path, metric: str, a: str, b: str) -> pd.Series:
@@ -165,7 +165,7 @@ def test_one_replicate_per_instance_says_stability_spread_is_not_measured(tmp_pa
     for run in store.iterdir():
         if run.is_dir() and run.name.endswith(("-r1", "-r2")):
             shutil.rmtree(run)
-    out = write_report(store, tmp_path / "report")
+    out = write_report(store, tmp_path / "report", figures=False)
     md = (out / "index.md").read_text()
     assert "Every instance has one replicate" in md
     assert "{instances: [...], replicates: 3}" in md.replace("\\", "") and "{{" not in md

@@ -92,7 +92,7 @@ def _store(root: Path, name: str, labels: list[str], *, record_sd: bool = True) 
 
 def _ranking(store: Path, out: Path) -> tuple[dict[str, pd.DataFrame], str]:
     """The ranking section alone: its tables and its Markdown."""
-    rep = Report(load_store(store), ReportOptions(), out)
+    rep = Report(load_store(store), ReportOptions(figures=False), out)
     rep.prepare()
     ranking_section(rep)
     return rep.tables, to_markdown(rep.blocks, out)

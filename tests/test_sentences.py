@@ -503,7 +503,7 @@ def test_the_stability_table_prints_bonett_s_interval_of_the_spread_across_insta
     from harness.report import write_report
     from tests.test_report import make_store
 
-    report = write_report(make_store(tmp_path), tmp_path / "report")
+    report = write_report(make_store(tmp_path), tmp_path / "report", figures=False)
     md = (report / "index.md").read_text(encoding="utf-8")
     assert "Bonett's (2006) interval for standard deviations (the stability table" in md
     section = md.split("## Stability", 1)[1].split("\n## ", 1)[0]

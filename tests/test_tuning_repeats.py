@@ -160,7 +160,7 @@ def tuned(tmp_path_factory):
 
     os.environ["RLHF_HARNESS_WANDB"] = "0"
     main(["run", str(path), "--root", str(root), "--no-progress", "--no-wandb", "--no-report"])
-    report = write_report(root / "repeats", folder / "report")
+    report = write_report(root / "repeats", folder / "report", figures=False)
     return folder, path, root, report
 
 

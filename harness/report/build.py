@@ -113,6 +113,7 @@ def write_report(
     threshold: float = 0.9,
     include_stale: bool = False,
     allow_mixed_versions: bool = False,
+    figures: bool = True,
 ) -> Path:
     """Write the report of the run store ``store_path`` (``runs/<suite>``) into ``out_dir``.
 
@@ -122,14 +123,15 @@ def write_report(
     ``threshold`` the fraction of the way from π_ref's gold reward to the best final one that
     time-to-target measures; ``include_stale`` counts the runs of older versions of the suite
     too; ``allow_mixed_versions`` accepts runs made by different versions of the harness or
-    torch (refused otherwise, naming them). Every interval of a value is computed in closed
+    torch (refused otherwise, naming them); ``figures=False`` draws no figure (see
+    :class:`ReportOptions`). Every interval of a value is computed in closed
     form (Student t, Bonett, Clopper-Pearson); the rankings' rank ranges come from a bootstrap
     with a fixed seed per ranking: a report built twice from one store is the same.
     """
     import matplotlib.pyplot as plt
 
     started = time.perf_counter()
-    opts = ReportOptions(x=x, threshold=threshold)
+    opts = ReportOptions(x=x, threshold=threshold, figures=figures)
     store = Path(store_path)
     if not store.is_dir():
         raise ConfigError(f"{store}: no run store there (expected runs/<suite>)")

@@ -63,7 +63,7 @@ def cost_section(rep: Report) -> None:
                                                          rep.colours))
         if (rep.out / "figures" / f"budget_{x}.png").exists():
             drawn.append(x)
-    if "flops" not in drawn:
+    if rep.opts.figures and "flops" not in drawn:
         rep.text("No run counts FLOPs, so score is drawn against samples only.")
     summary = cst.cost_summary(cst.instance_costs(cst.run_costs(prog)))
     if summary.empty:

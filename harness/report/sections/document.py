@@ -76,6 +76,9 @@ class ReportOptions:
     threshold: float = 0.9
     max_points: int = 100
     spike_k: float = 5.0
+    figures: bool = True
+    """Draw the figures. False (for tests of tables and text only; the CLI never sets it): no
+    figure and no sentence about which figures were drawn; tables and other text unchanged."""
 
     def __post_init__(self) -> None:
         if self.x not in X_AXES:
@@ -195,7 +198,7 @@ class Report:
 
     def figure(self, name: str, caption: str, draw: Any) -> None:
         path = self.out / "figures" / f"{name}.png"
-        if draw(path):
+        if self.opts.figures and draw(path):
             self.blocks.append(Figure(path, caption))
 
 
