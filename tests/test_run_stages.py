@@ -21,7 +21,7 @@ import torch
 from harness.engine.plugins import ONLY_ENV, STRICT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNER = ROOT / "harness" / "runner.py"
+RUNNER = ROOT / "harness" / "engine" / "runner.py"
 _spec = importlib.util.spec_from_file_location("record_run_fixture",
                                                ROOT / "scripts" / "record_run_fixture.py")
 assert _spec is not None and _spec.loader is not None
