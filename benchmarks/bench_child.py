@@ -3,11 +3,11 @@
 The quickstart suite's bandit runs (PPO, GRPO, DPO × ``--seeds`` instances, one replicate) are
 run two ways in one invocation, alternating round by round so that both see the same load:
 
-- **child** — :func:`harness.executors.run_specs` (``local``, one worker): the runs execute in
-  one child process that the suite's process supervises (time limits kept outside the run).
+- **child** — :func:`harness.engine.executors.run_specs` (``local``, one worker): the runs execute
+  in one child process that the suite's process supervises (time limits kept outside the run).
   Its time includes starting the child (``spawn``, importing torch and the plugins), the
   child's building of the shared data, and the pipe traffic of every step.
-- **in-process** — the same specs through :func:`harness.runner.run_one` in this process, one
+- **in-process** — the same specs through :func:`harness.engine.runner.run_one` in this process, one
   after another, after building the same shared data (what a suite did before runs had
   children of their own).
 
@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 def suite_specs(seeds: int) -> list:
     """The quickstart suite's bandit runs (its task, data, algorithms and budget), ``seeds``
     instances × one replicate."""
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
 
     suite = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())
@@ -57,8 +57,8 @@ def suite_specs(seeds: int) -> list:
 
 
 def in_process(specs: list, root: str) -> float:
-    from harness.executors import _prepare_shared
-    from harness.runner import run_one
+    from harness.engine.executors import _prepare_shared
+    from harness.engine.runner import run_one
 
     start = time.perf_counter()
     _prepare_shared(specs, root)
@@ -69,7 +69,7 @@ def in_process(specs: list, root: str) -> float:
 
 
 def in_child(specs: list, root: str) -> float:
-    from harness.executors import run_specs
+    from harness.engine.executors import run_specs
 
     start = time.perf_counter()
     outcome = run_specs(specs, root, wandb=False, progress=False)

@@ -57,7 +57,7 @@ def build_ours(args, device, model, tokenizer, data):
     import rlhf_harness_dpo
 
     from harness.data import PreferenceDataset
-    from harness.runner import build_context, make_algorithm
+    from harness.engine.runner import build_context, make_algorithm
 
     prompts, chosen, rejected = data
     frame = pd.DataFrame({
@@ -198,7 +198,7 @@ def preload() -> None:
     import rlhf_harness_dpo  # noqa: F401
 
     import harness.data
-    import harness.runner  # noqa: F401
+    import harness.engine.runner  # noqa: F401
 
     common.require_trl()
     import datasets  # noqa: F401

@@ -1,7 +1,8 @@
 """GRPO step: ours (``plugins/grpo``) against TRL's ``GRPOTrainer`` on identical settings.
 
 Settings (both sides): the same Llama weights (``--size``) for the policy and π_ref; a reward
-model r̂ = the same backbone with a seeded scalar head (ours: :class:`harness.lm.LMRewardModel`,
+model r̂ = the same backbone with a seeded scalar head (ours:
+:class:`harness.models.lm.LMRewardModel`,
 TRL: a ``LlamaForSequenceClassification`` holding the same weights), read at the last token;
 ``--batch`` completions per step (default 8 = 2 prompts × 4 generations), prompts of 16
 tokens, exactly 32 sampled tokens (the special tokens have probability 0: ``common.py``),
@@ -35,7 +36,7 @@ NUM_PROMPTS = 64
 def build_ours(args, device, model, tokenizer, prompts, reward_model):
     import rlhf_harness_grpo
 
-    from harness.runner import build_context, make_algorithm
+    from harness.engine.runner import build_context, make_algorithm
 
     task = common.make_task(model, tokenizer, prompts, str(device))
     start = time.perf_counter()
@@ -111,7 +112,7 @@ def preload() -> None:
     """Import what either side needs (so that imports are not charged to one side)."""
     import rlhf_harness_grpo  # noqa: F401
 
-    import harness.runner  # noqa: F401
+    import harness.engine.runner  # noqa: F401
 
     common.require_trl()
     import datasets  # noqa: F401
@@ -172,7 +173,7 @@ def main() -> None:
     tokenizer = common.build_tokenizer(size.vocab)
     model = common.build_model(args.size, suppress_special=True)
     prompts = common.random_words(NUM_PROMPTS, common.PROMPT_LEN, size.vocab, seed=1)
-    from harness.lm import LMRewardModel
+    from harness.models.lm import LMRewardModel
 
     reward_model = LMRewardModel(model, seed=1).eval()
     steps_trl = args.warmup + args.rounds * args.steps

@@ -2,15 +2,16 @@
 
 For each algorithm (DPO, GRPO, PPO; quickstart-like configs on the default ``tiny-lm`` task):
 
-- **harness** — :func:`harness.runner.run_one` on a one-run suite of ``--steps`` steps (budget in
+- **harness** — :func:`harness.engine.runner.run_one` on a one-run suite of ``--steps`` steps
+  (budget in
   steps) into a store under a temporary folder, tracking off (``--tracking off``, the default)
   or wandb offline (``--tracking offline``). The suite asks for no evaluators: evaluation is the
   same work for every algorithm, not overhead of the loop. What remains around ``algo.step()``
   is the runner's: budget accounting, metric rows, divergence checks, RSS sampling, tracking,
   the run's log and its store.
 - **bare** — the same setup functions (task; preference data or reward model from the same
-  store's cache; :func:`~harness.runner.build_context`; :func:`~harness.runner.make_algorithm`)
-  and a plain loop of ``algo.step()``.
+  store's cache; :func:`~harness.engine.runner.build_context`;
+  :func:`~harness.engine.runner.make_algorithm`) and a plain loop of ``algo.step()``.
 
 ``run_one`` runs in a worker thread that pauses in its ``on_step`` callback, so the two are
 interleaved *step by step* (which of the two goes first alternates) and see the same machine
@@ -57,7 +58,7 @@ ALGORITHMS = {
 
 
 def spec_for(algorithm: str, steps: int) -> dict:
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
 
     suite = {
@@ -91,7 +92,7 @@ class HarnessStepper:
             self._go.acquire()
 
         def run() -> None:
-            from harness.runner import run_one
+            from harness.engine.runner import run_one
 
             torch.set_num_threads(threads)  # per thread
             try:
@@ -128,15 +129,15 @@ class HarnessStepper:
 
 def bare_setup(spec: dict, root: str):
     """The setup of ``run_one`` without the runner: task, shared data, context, algorithm."""
-    from harness.plugins import get_plugin_host
-    from harness.runner import (
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import (
         build_context,
         build_task,
         make_algorithm,
         resolve_device,
         shared_artifacts,
     )
-    from harness.store import RunStore
+    from harness.engine.store import RunStore
 
     host = get_plugin_host()
     task = build_task(host, spec, resolve_device(spec["device"]))

@@ -8,8 +8,8 @@ installed TRL.
 
 Settings (both sides): the same Llama weights (``--size``) for the policy and π_ref; a reward
 model and a critic that are the same backbone with a seeded scalar head (ours:
-:class:`harness.lm.LMRewardModel` and the task's :class:`harness.lm.LMValueModel`; TRL:
-``LlamaForSequenceClassification`` models holding the same weights); ``--batch`` rollouts per
+:class:`harness.models.lm.LMRewardModel` and the task's :class:`harness.models.lm.LMValueModel`;
+TRL: ``LlamaForSequenceClassification`` models holding the same weights); ``--batch`` rollouts per
 step (default 8), prompts of 16 tokens, exactly 32 sampled tokens (``common.py``), temperature
 1, one minibatch, 4 PPO epochs per rollout, k1 KL penalty at β = 0.05 in the reward, GAE
 γ = 1, λ = 0.95, advantages whitened, rewards not, ε = ε_v = 0.2, c_v = 0.1, one Adam(W)
@@ -70,7 +70,7 @@ def import_trl112():
 def build_ours(args, device, model, tokenizer, prompts, reward_model):
     import rlhf_harness_ppo
 
-    from harness.runner import build_context, make_algorithm
+    from harness.engine.runner import build_context, make_algorithm
 
     task = common.make_task(model, tokenizer, prompts, str(device))
     start = time.perf_counter()
@@ -179,7 +179,7 @@ def preload() -> None:
     import datasets  # noqa: F401
     import rlhf_harness_ppo  # noqa: F401
 
-    import harness.runner  # noqa: F401
+    import harness.engine.runner  # noqa: F401
 
     import_trl112()
 
@@ -255,7 +255,7 @@ def main() -> None:
     tokenizer = common.build_tokenizer(size.vocab)
     model = common.build_model(args.size, suppress_special=True)
     prompts = common.random_words(NUM_PROMPTS, common.PROMPT_LEN, size.vocab, seed=1)
-    from harness.lm import LMRewardModel, LMValueModel
+    from harness.models.lm import LMRewardModel, LMValueModel
 
     reward_model = LMRewardModel(model, seed=1).eval()
     steps_trl = args.warmup + args.rounds * args.steps

@@ -1,7 +1,7 @@
 """Repeated prompts computed once: our GRPO step with ``share_prompts`` on against off.
 
 GRPO samples G responses per prompt, so each step's batch holds every prompt G times. With
-``share_prompts`` (the default of :class:`harness.lm.LMPolicy` and the scalar heads) the
+``share_prompts`` (the default of :class:`harness.models.lm.LMPolicy` and the scalar heads) the
 sampler's prefill, the reward model's and π_ref's scoring forwards and the policy's update
 forward compute each distinct prompt once and repeat its KV cache to its G rows; off, every
 row runs its own prompt ⧺ response. Both algorithms are built from the same seed and weights
@@ -30,7 +30,7 @@ BETA, LR = 0.04, 1e-6
 def build(model, tokenizer, prompts, reward_model, group: int, per_step: int, share: bool):
     import rlhf_harness_grpo
 
-    from harness.runner import build_context, make_algorithm
+    from harness.engine.runner import build_context, make_algorithm
 
     task = common.make_task(model, tokenizer, prompts, "cpu")
     ctx = build_context(task, rlhf_harness_grpo.GRPO, seed=0, reward_model=reward_model)
@@ -61,7 +61,7 @@ def main() -> None:
     groups = [int(x) for x in args.groups.split(",")]
     model = common.build_model(args.size, suppress_special=True,
                                max_positions=max(lengths) + common.NEW_TOKENS)
-    from harness.lm import LMRewardModel
+    from harness.models.lm import LMRewardModel
 
     reward_model = LMRewardModel(model, seed=1).eval()
     rows = []

@@ -1,8 +1,8 @@
 """bf16 autocast against fp32 on tiny-lm, on the CPU (CPU bf16 autocast standing in for CUDA's).
 
 Prints what tests/test_precision.py bounds: one 2-epoch PPO step and one μ = 2 GRPO step in fp32,
-in bf16 as the runner runs it (:func:`harness.runner.precision_context`: no weight-cast cache)
-and in bf16 under one cached autocast region per step (what the runner did before); then the
+in bf16 as the runner runs it (:func:`harness.engine.runner.precision_context`: no weight-cast
+cache) and in bf16 under one cached autocast region per step (what the runner did before); then the
 bf16 error of per-token log-probs, KL (k1, k3), r̂ and GRPO advantages on 256 responses of a
 perturbed π_θ::
 
@@ -19,9 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import rl
-from harness.plugins import get_plugin_host
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, precision_context
 from harness.reward import GoldRewardModel
-from harness.runner import build_context, make_algorithm, precision_context
 from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask
 
 PPO = {"learning_rate": 3e-3, "rollout_batch_size": 32, "num_ppo_epochs": 2,

@@ -193,7 +193,7 @@ def setup(args: argparse.Namespace) -> torch.device:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     # TRL loads π_ref with from_pretrained, which in transformers >= 5 swaps layers for kernels
     # fetched from the Hub unless told not to: both sides run transformers' own layers, as the
-    # harness does (harness/hub.py), and nothing is fetched on a host without Hub access.
+    # harness does (harness/models/hub.py), and nothing is fetched on a host without Hub access.
     os.environ.setdefault("USE_HUB_KERNELS", "NO")
     import transformers
 
@@ -207,10 +207,10 @@ def setup(args: argparse.Namespace) -> torch.device:
 
 
 def autocast(args: argparse.Namespace, device: torch.device) -> Any:
-    """The context our steps run in: the harness runner's (:func:`harness.runner.
+    """The context our steps run in: the harness runner's (:func:`harness.engine.runner.
     precision_context`: bf16 autocast without the weight-cast cache, so that each update of a
     step computes with the weights the previous one left)."""
-    from harness.runner import precision_context
+    from harness.engine.runner import precision_context
 
     return precision_context(device, "bf16" if args.dtype == "bf16" else "fp32")
 
@@ -259,7 +259,7 @@ def build_model(
     size: str, *, suppress_special: bool, seed: int = 0, max_positions: int = 128
 ) -> nn.Module:
     """The benchmark's Llama (float32, CPU, eval mode); see the module docstring."""
-    from harness.lm import build_causal_lm
+    from harness.models.lm import build_causal_lm
 
     s = SIZES[size]
     model = build_causal_lm(
@@ -332,7 +332,7 @@ def make_task(model: nn.Module, tokenizer: Any, prompt_ids: torch.Tensor, device
 
 def reward_and_value_for_trl(source: nn.Module, head: nn.Linear, size: str) -> nn.Module:
     """A ``LlamaForSequenceClassification`` (one label) with ``source``'s backbone weights and
-    ``head`` as its score: TRL's form of our :class:`harness.lm.ScalarHeadModel`."""
+    ``head`` as its score: TRL's form of our :class:`harness.models.lm.ScalarHeadModel`."""
     import transformers
 
     config = copy.deepcopy(source.config)

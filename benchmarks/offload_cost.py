@@ -1,8 +1,8 @@
 """What offloading a frozen model costs per call, measured on the CPU.
 
 Builds suites/gpu.yaml's 34M-parameter Llama (8 layers of width 512, random weights) as π_ref and
-times, under the CPU stand-in device (:func:`harness.device_trace.stand_in_device`: moving to
-"cuda" is a copy in host memory), the round trip of :class:`harness.offload.Offloaded` around
+times, under the CPU stand-in device (:func:`harness.models.device_trace.stand_in_device`: moving to
+"cuda" is a copy in host memory), the round trip of :class:`harness.models.offload.Offloaded` around
 one teacher-forced forward of 64 responses of 24 tokens, against that forward alone and against
 two plain copies of the weights in host memory; and counts
 the bytes a round trip moves, which on a GPU the host link's bandwidth turns into time::
@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.device_trace import STAND_IN, stand_in_device
-from harness.lm import LMPolicy, build_causal_lm
-from harness.offload import OffloadedPolicy
+from harness.models.device_trace import STAND_IN, stand_in_device
+from harness.models.lm import LMPolicy, build_causal_lm
+from harness.models.offload import OffloadedPolicy
 from harness.policy import PromptBatch, ResponseBatch
 
 REPEATS = 3

@@ -32,8 +32,8 @@ RUNS = {
 def main() -> None:
     import transformers
 
-    from harness.memory import format_bytes, plan_run
-    from harness.plugins import get_plugin_host
+    from harness.engine.memory import format_bytes, plan_run
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
     from harness.tasks.tiny_lm import TinyLMParams, make_corpus, make_tokenizer
 

@@ -6,6 +6,12 @@ The public API that plugins import lives here and in the modules it names:
 - :mod:`harness.preference` holds the preference models.
 - :class:`HarnessError` is the base of every error the harness reports to its user.
 
+Below the public API the core is grouped by role, each package opening with what it owns and
+what it may import: :mod:`harness.models` (policies and models), :mod:`harness.engine` (what
+runs suites), :mod:`harness.suite` (suite files), :mod:`harness.report` (reports),
+:mod:`harness.devkit` (tools for plugin authors and maintainers), and :mod:`harness.cli` above
+them all (``docs/architecture.md``, "Modules by role").
+
 Importing this package is cheap: it does not import torch.
 """
 

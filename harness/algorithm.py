@@ -224,11 +224,11 @@ class Algorithm(ABC):
     from. ``rlhf-harness show NAME`` prints them; nothing applies them automatically."""
     trains_critic: ClassVar[bool] = False
     """Whether it trains a critic of its own (PPO's value model, from
-    ``task.make_value_model``): the memory plan (:mod:`harness.memory`) counts one more
+    ``task.make_value_model``): the memory plan (:mod:`harness.engine.memory`) counts one more
     trainable model of r̂'s shape."""
     supports_lora: ClassVar[bool] = True
-    """Whether it runs with a LoRA policy (a suite's ``policy.lora``, :mod:`harness.lora`): the
-    policy's base weights frozen (``requires_grad`` False), only its adapters trainable, and
+    """Whether it runs with a LoRA policy (a suite's ``policy.lora``, :mod:`harness.models.lora`):
+    the policy's base weights frozen (``requires_grad`` False), only its adapters trainable, and
     π_ref the policy's own model with the adapters off. An algorithm that optimises
     ``[p for p in policy.parameters() if p.requires_grad]`` needs nothing more; one that cannot
     (e.g. it copies or reinitialises the policy's weights) sets this False, and a suite that asks

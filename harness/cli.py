@@ -36,7 +36,7 @@ def plugins(as_json: bool, strict: bool) -> None:
 
     Exits with status 1 when a plugin failed to load.
     """
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
 
     host = get_plugin_host(strict=strict or None)
     rows = []
@@ -85,8 +85,8 @@ def show(name: str, kind: str | None, fmt: str) -> None:
     suggests for tabular and neural policies, and its metrics. Override a setting in a suite
     under the algorithm's config (or per_task), or the task's params.
     """
-    from harness.describe import describe, render_text
-    from harness.plugins import get_plugin_host
+    from harness.engine.describe import describe, render_text
+    from harness.engine.plugins import get_plugin_host
 
     info = describe(get_plugin_host(), name, kind)
     if fmt == "json":
@@ -111,7 +111,7 @@ def new_plugin(name: str, parent: str, offline: bool) -> None:
     algorithm), tests that run the conformance kit, and a README. An existing folder is never
     overwritten.
     """
-    from harness.scaffold import new_plugin as write_plugin
+    from harness.devkit.scaffold import new_plugin as write_plugin
 
     folder = write_plugin(name, parent, offline=offline)
     steps = [(f"pip install -e {folder}", "install it (editable)"),
@@ -142,7 +142,7 @@ def validate(suite_file: str, executor: str, allow_large: bool) -> None:
     Prints the number of runs it expands to; a problem is one line naming the file, the line and
     the key, with exit status 2. Warnings (one line each) go to stderr.
     """
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import (
         check_placement,
         check_suite,
@@ -252,7 +252,7 @@ def unequal_spaces(suite: Any, chosen: dict[tuple[str, str], dict[str, Any]]) ->
 
 def _gpu_memory(option: str | None) -> int | None:
     """``--gpu-memory`` in bytes; else the visible CUDA device's total memory; else None."""
-    from harness.memory import parse_bytes
+    from harness.engine.memory import parse_bytes
 
     if option is not None:
         return parse_bytes(option)
@@ -273,11 +273,11 @@ def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
     it included), and whether the largest, with a headroom, fits --gpu-memory.
 
     No weights are loaded: models are built from their configs on PyTorch's meta device. Model
-    state is exact; the KV cache and activations are estimates (see harness.memory). Exits
+    state is exact; the KV cache and activations are estimates (see harness.engine.memory). Exits
     with status 1 when a run does not fit.
     """
-    from harness.memory import format_bytes, plan_run
-    from harness.plugins import get_plugin_host
+    from harness.engine.memory import format_bytes, plan_run
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
 
     suite = load_suite(suite_file)
@@ -320,8 +320,8 @@ def plan(suite_file: str, gpu_memory: str | None, allow_large: bool) -> None:
 
 def check_fits(specs: list, host: object, memory: int) -> None:
     """Refuse (ConfigError, one line) the first run whose memory plan exceeds ``memory``."""
+    from harness.engine.memory import format_bytes, plan_run
     from harness.errors import ConfigError
-    from harness.memory import format_bytes, plan_run
 
     for spec in specs:
         run = plan_run(spec.as_dict(), host, spec.run_id)
@@ -380,11 +380,11 @@ def run(
     """
     from pathlib import Path
 
-    from harness.executors import run_specs
-    from harness.plugins import get_plugin_host
-    from harness.store import RunStore, atomic_write_bytes
+    from harness.engine.executors import run_specs
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.store import RunStore, atomic_write_bytes
+    from harness.engine.tracking import wandb_enabled
     from harness.suite import check_placement, check_suite, load_suite
-    from harness.tracking import wandb_enabled
 
     suite = load_suite(suite_file)
     host = get_plugin_host()
@@ -392,12 +392,12 @@ def run(
     for warning in check_placement(suite, suite_file, host, executor=executor):
         click.echo(warning, err=True)
     if suite.deterministic:  # before anything makes a cuBLAS handle; workers inherit it
-        from harness.runner import CUBLAS_WORKSPACE
+        from harness.engine.runner import CUBLAS_WORKSPACE
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     device = suite.device
     if executor == "local":
-        from harness.runner import resolve_device
+        from harness.engine.runner import resolve_device
 
         device = resolve_device(suite.device)  # a CUDA suite without a GPU: say so now
     if gpu_memory is not None or device == "cuda":
@@ -419,8 +419,8 @@ def run(
         atomic_write_bytes(store.path / SUITE_SOURCE, str(Path(suite_file).resolve()).encode())
         trial_specs: list = []
         if suite.tuning is not None:
+            from harness.engine.tuning import run_tuning
             from harness.suite import expand
-            from harness.tuning import run_tuning
 
             tuned: Counter = Counter()
             # Until tuning ends, the manifest keeps the suite's runs as last listed and adds
@@ -518,7 +518,7 @@ def reproduce(report_dir: str, sample: int, seed: int, rtol: float, atol: float,
     since (harness version or source, torch, the plugin, device, threads). Exit status 1 when a
     run differs beyond the tolerance or fails.
     """
-    from harness.reproduce import reproduce as check
+    from harness.engine.reproduce import reproduce as check
 
     outcomes = check(report_dir, sample=sample, seed=seed, rtol=rtol, atol=atol, root=root,
                      echo=click.echo)
@@ -540,7 +540,7 @@ def gc(store: str, dry_run: bool, wait: bool) -> None:
     """
     from pathlib import Path
 
-    from harness.store import RunStore, collect_garbage
+    from harness.engine.store import RunStore, collect_garbage
 
     path = Path(store)
     removed = collect_garbage(RunStore(path.parent, path.name), dry_run=dry_run, wait=wait)
@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"rlhf-harness: error: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:  # a full disk, a folder that is a file, a permission: one line
-        from harness.store import describe_os_error
+        from harness.engine.store import describe_os_error
 
         click.echo(f"rlhf-harness: error: {describe_os_error(exc)}", err=True)
         sys.exit(2)

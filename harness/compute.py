@@ -26,7 +26,8 @@ context's policy, π_ref and r̂), else the one its class implies (a ``ValueMode
 ``meter.forward(model, tokens)``; a ``role=`` argument overrides both. Plugins report response
 tokens; the prompt tokens come from the models: a language model's forward notes the real (unpadded)
 prompt tokens it runs (:func:`note_prompt_tokens` — generation's prefill, the prompt part of every
-forward over prompt ⧺ response, a prompt shared by several rows once as :mod:`harness.lm` computes
+forward over prompt ⧺ response, a prompt shared by several rows once as :mod:`harness.models.lm`
+computes
 it), and the meter adds those noted since the model's last count to its next one, as forward tokens,
 or as backward tokens when that count is :meth:`~ComputeMeter. train` (the backward runs through the
 prompt's positions). Only forwards inside the counted phases (generate, score, train) note theirs,
@@ -109,7 +110,7 @@ def flop_parameters(model: nn.Module) -> int:
     """N for the FLOP estimate: parameters outside embedding tables (all, for tabular models).
 
     A model that runs another module's weights (π_ref as a LoRA policy's base with its adapters
-    off, :class:`harness.lora.AdapterOffReference`) names it as ``compute_module``.
+    off, :class:`harness.models.lora.AdapterOffReference`) names it as ``compute_module``.
     """
     model = getattr(model, "compute_module", model)
     total = 0

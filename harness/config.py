@@ -137,7 +137,7 @@ def config_hash(obj: Any, length: int = 12) -> str:
 def check_space(space: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     """Validate a search space ``{field: {low, high, log?, int?} | {choices: [...]}}``: a
     suite's ``tuning.space`` or a plugin's :meth:`~harness.algorithm.Algorithm.tuning_space`,
-    whose fields :mod:`harness.tuning` samples."""
+    whose fields :mod:`harness.engine.tuning` samples."""
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"{where}: empty search space; give at least one field")
     out: dict[str, dict[str, Any]] = {}

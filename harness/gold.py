@@ -50,11 +50,11 @@ class ClassifierReward(GoldReward):
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from harness.hub import pretrained_kwargs
+        from harness.models.hub import pretrained_kwargs
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, **from_pretrained)
-            # no Hub kernels unless the parameters ask (use_kernels: true); see harness.hub
+            # no Hub kernels unless the parameters ask (use_kernels: true); see harness.models.hub
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 path, **{**pretrained_kwargs(), **from_pretrained})
         except Exception as exc:

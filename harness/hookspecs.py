@@ -22,7 +22,7 @@ plugins registering one name (naming both), and answers an unknown name with the
 
 Names are lower-case identifiers (letters, digits, ``-``, ``_``, ``.``), as users write them in
 suite files. The core's own preference models, tasks and evaluators are registered through these
-same hooks, by the modules listed in :data:`harness.plugins.CORE_PLUGINS`.
+same hooks, by the modules listed in :data:`harness.engine.plugins.CORE_PLUGINS`.
 
 Set ``RLHF_HARNESS_PLUGINS=a,b`` to load only the entry points named ``a`` and ``b``
 (``RLHF_HARNESS_PLUGINS=`` with an empty value loads none besides the core).

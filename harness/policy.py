@@ -168,7 +168,7 @@ def _pad(t: torch.Tensor, width: int, value: float | bool, left: bool = False) -
 class Policy(nn.Module, ABC):
     """A stochastic policy π(y | x) over token sequences. Subclasses implement two methods.
 
-    **Repeated prompts.** The language-model policy (:class:`harness.lm.LMPolicy`) computes a
+    **Repeated prompts.** The language-model policy (:class:`harness.models.lm.LMPolicy`) computes a
     prompt that occurs in several rows of *one call* once (rows with equal ids and mask, anywhere
     in the batch: they need not be adjacent) and repeats its KV cache to its rows; results equal
     one forward per row up to float rounding. Put a group of samples, or a pair's chosen and

@@ -13,7 +13,7 @@
 #
 #   scripts/gpu-check.sh [FOLDER]
 #   GPU_CHECK_STAND_IN=1 scripts/gpu-check.sh [FOLDER]   # a dry run on the CPU stand-in of a
-#                                                        # GPU (harness/device_trace.py), small
+#                                                        # GPU (harness/models/device_trace.py), small
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-gpu-check-$(date -u +%Y%m%dT%H%M%SZ)}}

@@ -1,6 +1,6 @@
 """The Python steps of ``scripts/gpu-check.sh`` (see that script): ``probe``, ``runs``, ``compare``.
 
-``--stand-in`` runs each step on the CPU stand-in of a GPU (:mod:`harness.device_trace`): the
+``--stand-in`` runs each step on the CPU stand-in of a GPU (:mod:`harness.models.device_trace`): the
 same code paths, the device's memory counted by the tracer.
 """
 
@@ -31,7 +31,7 @@ ALGORITHM_CONFIGS = {
 
 def _device(stand_in: bool) -> contextlib.AbstractContextManager[Any]:
     if stand_in:
-        from harness.device_trace import stand_in_device
+        from harness.models.device_trace import stand_in_device
 
         return stand_in_device()
     return contextlib.nullcontext()
@@ -95,7 +95,7 @@ def probe(out: Path, stand_in: bool) -> int:
 
 def suite_text(stand_in: bool) -> str:
     """One run of each algorithm on a small tiny-lm in bf16 on the device."""
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
 
     host = get_plugin_host()
     lines = []
@@ -133,9 +133,9 @@ def runs(out: Path, stand_in: bool) -> int:
     on the stand-in its placement checks and counters."""
     import torch
 
-    from harness.plugins import get_plugin_host
-    from harness.runner import run_one
-    from harness.store import RunStore
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import run_one
+    from harness.engine.store import RunStore
     from harness.suite import check_suite, load_suite
 
     path = out / "gpu-check.yaml"
@@ -168,7 +168,7 @@ def runs(out: Path, stand_in: bool) -> int:
 def compare(out: Path) -> int:
     """The plan's phases beside each run's measured peaks (``plan_vs_peak.tsv``); exit 1 when a
     run's plan is off by more than 15% or below its peak by more than its headroom."""
-    from harness.store import RunStore
+    from harness.engine.store import RunStore
 
     rows = ["run\tphase\tplanned_bytes\tmeasured_bytes\tratio"]
     bad = 0
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("step", choices=["probe", "runs", "compare"])
     parser.add_argument("out", type=Path)
     parser.add_argument("--stand-in", action="store_true",
-                        help="run on the CPU stand-in of a GPU (harness/device_trace.py)")
+                        help="run on the CPU stand-in of a GPU (harness/models/device_trace.py)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RLHF_HARNESS_WANDB", "0")

@@ -43,7 +43,7 @@ def fixture_specs() -> list[dict[str, Any]]:
     :data:`TASKS`, one instance and replicate, no tuning."""
     import yaml
 
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import Suite, expand
 
     data = yaml.safe_load(SUITE.read_text(encoding="utf-8"))

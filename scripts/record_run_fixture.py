@@ -59,7 +59,7 @@ def fixture_specs() -> list[dict[str, Any]]:
     """The run specs of the fixture, in the order they run."""
     import yaml
 
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import Suite, expand
 
     data = yaml.safe_load(SUITE.read_text(encoding="utf-8"))
@@ -114,8 +114,8 @@ def run_numbers(spec: dict[str, Any], root: str) -> dict[str, Any]:
     module docstring), every float as ``float.hex``."""
     import torch
 
-    from harness.runner import run_one
-    from harness.store import RunStore
+    from harness.engine.runner import run_one
+    from harness.engine.store import RunStore
     from harness.suite import RunSpec
 
     torch.manual_seed(0)

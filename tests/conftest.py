@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.plugins import ONLY_ENV, STRICT_ENV, PluginHost, get_plugin_host
+from harness.engine.plugins import ONLY_ENV, STRICT_ENV, PluginHost, get_plugin_host
 
 HARNESS_ENV_VARS = (ONLY_ENV, STRICT_ENV)
 

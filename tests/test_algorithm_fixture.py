@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.plugins import ONLY_ENV, STRICT_ENV
+from harness.engine.plugins import ONLY_ENV, STRICT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("record_algorithm_fixture",

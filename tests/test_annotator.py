@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.annotator import simulate_preferences
 from harness.data import PreferenceDataset
+from harness.engine.annotator import simulate_preferences
 from harness.errors import ConfigError
 from harness.preference import BradleyTerry, Thurstone
 from harness.tasks.bandit import BanditTask

@@ -16,12 +16,16 @@ and ``__import__`` with a literal name count as imports.
    imports (:data:`PUBLIC_API`) must not load the runner, the store, suite files, reports and the
    rest of :data:`ENGINE`. The conformance kit :mod:`harness.testing` (a package) is the one
    public module whose checks drive the engine — they run an algorithm through
-   :func:`harness.runner.build_context` and a whole suite through :func:`harness.runner.run_one`
-   into a run store, which is what they test — so for it and its modules whose checks do so only
-   the imports made when they are imported are followed (:data:`IMPORTED_ONLY`), wherever the
-   chain passes through them: ``import harness.testing`` loads no engine module, its checks do.
-3. **The core imports no plugin**: no ``rlhf_harness_*`` module, nothing under ``plugins.``. The
-   built-in algorithms are found through their entry points, as a stranger's are.
+   :func:`harness.engine.runner.build_context` and a whole suite through
+   :func:`harness.engine.runner.run_one` into a run store, which is what they test — so for it and
+   its modules whose checks do so only the imports made when they are imported are followed
+   (:data:`IMPORTED_ONLY`), wherever the chain passes through them: ``import harness.testing`` loads
+no engine module, its checks do. 3. **The core imports no plugin**: no ``rlhf_harness_*`` module,
+   nothing under ``plugins.``. The built-in algorithms are found through their entry points, as a
+stranger's are. 4. **Each layer imports only the layers it may.** Below the public API the core is
+   grouped in packages by role (:data:`LAYERS`): the models, the engine, suite files, reports, the
+   developer tools and the command line, each with the set of layers it may import, as the
+   paragraph opening its ``__init__`` says.
 """
 
 from __future__ import annotations
@@ -62,22 +66,29 @@ what the hook specifications name for a plugin to subclass (tasks, gold rewards,
 
 ENGINE = (
     "harness.cli",
-    "harness.describe",
-    "harness.docs",
-    "harness.executors",
-    "harness.memory",
-    "harness.plugins",
+    "harness.devkit",
+    "harness.engine",
     "harness.report",
-    "harness.reproduce",
-    "harness.runner",
-    "harness.scaffold",
-    "harness.store",
     "harness.suite",
-    "harness.tracking",
-    "harness.tuning",
 )
-"""What runs suites: the command line, the plugin host, suite files, memory plans and tuning,
-the runner and its executors, the run store, tracking, reports (a package: with its modules)."""
+"""What runs suites and what sits above it: the command line, the developer tools, the engine
+(plugin host, annotator, runner, executors, memory plans, tuning, run store, tracking), suite
+files and reports (each a package: with its modules)."""
+
+LAYERS = {
+    "harness.models": {"harness"},
+    "harness.engine": {"harness", "harness.models", "harness.suite"},
+    "harness.suite": {"harness", "harness.models", "harness.engine"},
+    "harness.report": {"harness", "harness.engine", "harness.suite"},
+    "harness.devkit": {"harness", "harness.models", "harness.engine", "harness.suite",
+                       "harness.report"},
+    "harness.cli": {"harness", "harness.models", "harness.engine", "harness.suite",
+                    "harness.report", "harness.devkit"},
+}
+"""The packages below the public API, each with the layers it may import (besides itself);
+``"harness"`` is the top: every module in none of these packages (the public API, the built-in
+tasks, the conformance kit), whose own imports rule 2 governs. The paragraph opening each
+package's ``__init__`` says the same in words."""
 
 IMPORTED_ONLY = {"harness.testing", "harness.testing.device_checks", "harness.testing.kit",
                  "harness.testing.metric_checks"}
@@ -279,6 +290,26 @@ def engine_imports(graph: dict[str, list[Edge]], public: Iterable[str], engine: 
     return out
 
 
+def layer_of(module: str, layers: Iterable[str], package: str = PACKAGE) -> str:
+    """The package of ``layers`` that ``module`` is in, else ``package`` (the top)."""
+    return next((layer for layer in layers if _in(module, [layer])), package)
+
+
+def layer_imports(graph: dict[str, list[Edge]], layers: dict[str, set[str]],
+                  package: str = PACKAGE) -> list[str]:
+    """One line per import from a module of a layer into a layer it may not import."""
+    out = []
+    for source in sorted(graph):
+        mine = layer_of(source, layers, package)
+        if mine == package:
+            continue
+        for edge in graph[source]:
+            theirs = layer_of(edge.target, layers, package)
+            if theirs != mine and theirs not in layers[mine]:
+                out.append(f"{mine} may not import {theirs}: {edge}")
+    return out
+
+
 def plugin_imports(root: Path, package: str) -> list[str]:
     """One line per import of a plugin module in ``package``."""
     out = []
@@ -316,6 +347,28 @@ def test_imported_only_is_still_needed():
 def test_the_core_imports_no_plugin():
     found = plugin_imports(ROOT, PACKAGE)
     assert not found, "\n".join(found)
+
+
+def test_each_layer_imports_only_what_it_may():
+    graph = import_graph(ROOT, PACKAGE)
+    assert all(any(_in(m, [layer]) for m in graph) for layer in LAYERS), "a layer names nothing"
+    assert all(allowed <= {PACKAGE, *LAYERS} for allowed in LAYERS.values())
+    found = layer_imports(graph, LAYERS)
+    assert not found, "\n".join(found)
+
+
+def test_each_new_layer_opens_with_its_rule_and_imports_nothing():
+    """``harness.engine``, ``harness.models`` and ``harness.devkit`` say in their first
+    paragraph what they own and what they may import, naming each layer they may import; their
+    ``__init__`` loads no module, so importing one of their modules loads only that module."""
+    graph = import_graph(ROOT, PACKAGE)
+    for layer in ("harness.devkit", "harness.engine", "harness.models"):
+        path = ROOT / layer.replace(".", "/") / "__init__.py"
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        assert doc and "It owns" in doc and "may import" in doc, layer
+        for allowed in LAYERS[layer] - {PACKAGE}:
+            assert f":mod:`{allowed}`" in doc, (layer, allowed)
+        assert not graph[layer], (layer, graph[layer])
 
 
 # --- the checker, on a package written for it -------------------------------------------------
@@ -400,3 +453,26 @@ def test_the_checker_finds_plugin_imports(tmp_path):
         "pkg.b (line 1) imports plugin module plugins.dpo.rlhf_harness_dpo",
         "pkg.c (line 2) imports plugin module rlhf_harness_grpo",
     ]
+
+
+def test_the_checker_finds_imports_across_layers(tmp_path):
+    _package(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/api.py": "import pkg.low.model\n",
+        "pkg/low/__init__.py": "",
+        "pkg/low/model.py": "import pkg.api\ndef f():\n    from pkg.high import run\n",
+        "pkg/high/__init__.py": "",
+        "pkg/high/run.py": "from pkg.low import model\nimport pkg.api\n",
+    })
+    graph = import_graph(tmp_path, "pkg")
+    layers = {"pkg.low": {"pkg"}, "pkg.high": {"pkg", "pkg.low"}}
+    assert layer_of("pkg.high.run", layers, "pkg") == "pkg.high"
+    assert layer_of("pkg.api", layers, "pkg") == "pkg"
+    assert layer_imports(graph, layers, "pkg") == [
+        "pkg.low may not import pkg.high: pkg.low.model (line 3, function) → pkg.high",
+        "pkg.low may not import pkg.high: pkg.low.model (line 3, function) → pkg.high.run",
+    ]
+    assert layer_imports(graph, {"pkg.low": {"pkg", "pkg.high"}, "pkg.high": {"pkg.low"}},
+                         "pkg") == ["pkg.high may not import pkg: pkg.high.run (line 2) → pkg.api"]
+    _package(tmp_path, {"pkg/low/model.py": "import pkg.api\n"})
+    assert layer_imports(import_graph(tmp_path, "pkg"), layers, "pkg") == []

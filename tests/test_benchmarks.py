@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.device_trace import STAND_IN, stand_in_device
+from harness.models.device_trace import STAND_IN, stand_in_device
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -40,7 +40,7 @@ def args_for(common, **values):
 def test_our_memory_child_holds_only_the_models_the_algorithm_keeps(bench, name):
     """TRL's child leaves the base model on the host and its trainer holds its models; ours must
     hold exactly the models its algorithm keeps (``models_resident``), not the base model too."""
-    from harness.lm import LMRewardModel
+    from harness.models.lm import LMRewardModel
 
     module, common = bench(name), bench("common")
     size = common.SIZES["2.7m"]

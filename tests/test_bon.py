@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, run_one, train
+from harness.engine.store import RunStore
 from harness.exact import ExactProblem
-from harness.plugins import get_plugin_host
+from harness.models.tabular import TabularRewardModel
 from harness.policy import PromptBatch
 from harness.reward import GoldRewardModel
-from harness.runner import build_context, make_algorithm, run_one, train
-from harness.store import RunStore
 from harness.suite import check_suite, load_suite
-from harness.tabular import TabularRewardModel
 from harness.tasks.bandit import BanditTask
 from harness.tasks.token import TokenTask
 from harness.testing import conformance_tests

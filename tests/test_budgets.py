@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
+from harness.engine.plugins import get_plugin_host
+from harness.engine.store import RunStore
+from harness.engine.tuning import suite_studies
 from harness.errors import ConfigError
-from harness.plugins import get_plugin_host
 from harness.report import compare as cmp
 from harness.report import stats as st
 from harness.report.data import load_store
-from harness.store import RunStore
 from harness.suite import (
     _sweep_points,
     budget_task,
@@ -32,7 +33,6 @@ from harness.suite import (
     make_spec,
     run_preferences,
 )
-from harness.tuning import suite_studies
 
 SUITE = """\
 name: budgets

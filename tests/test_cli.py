@@ -353,7 +353,7 @@ def test_every_shipped_algorithm_suggests_settings_that_its_config_accepts():
     shipped plugin suggests some, for tabular or neural policies."""
     from harness.algorithm import POLICY_KINDS
     from harness.config import build_config
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
 
     host = get_plugin_host()
     shipped = {"ppo", "grpo", "dpo", "ipo", "rloo", "bon"}

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.engine.plugins import get_plugin_host
 from harness.errors import ConfigError
-from harness.plugins import get_plugin_host
 from harness.report import compare as cmp
 from harness.report import write_report
 from harness.suite import ClaimSpec, CompareSpec, check_suite, load_suite

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.executors import run_specs
-from harness.plugins import get_plugin_host
+from harness.engine.executors import run_specs
+from harness.engine.plugins import get_plugin_host
 from harness.report import write_report
 from harness.suite import check_suite, load_suite
 

@@ -19,16 +19,16 @@ import pytest
 import torch
 from torch import nn
 
-from harness import cache
 from harness.compute import ROLES, ComputeMeter, flop_parameters, note_prompt_tokens
-from harness.executors import run_specs
-from harness.plugins import get_plugin_host
+from harness.engine.executors import run_specs
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm
+from harness.models import cache
+from harness.models.tabular import TabularValueModel
 from harness.policy import PromptBatch
 from harness.report import write_report
 from harness.report.data import load_store
-from harness.runner import build_context, make_algorithm
 from harness.suite import check_suite, load_suite
-from harness.tabular import TabularValueModel
 from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask
 
 # 4 steps of 32 samples each for every algorithm: budget 128 samples
@@ -182,7 +182,7 @@ def test_report_has_the_counted_work_table_and_its_method_note(
 
 
 def test_roles_come_from_assignment_then_class_and_an_argument_overrides() -> None:
-    from harness.tabular import SequenceSpace, TabularPolicy, TabularRewardModel
+    from harness.models.tabular import SequenceSpace, TabularPolicy, TabularRewardModel
 
     space = SequenceSpace(num_symbols=3, max_len=1, eos=False)
     policy = TabularPolicy(space, torch.zeros(2, space.num_prefixes, space.num_actions))

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.algorithm import NEEDS
+from harness.engine.plugins import get_plugin_host
 from harness.errors import ConfigError
-from harness.plugins import get_plugin_host
 from harness.suite import check_suite, load_suite
 
 TIMEOUT_S = 120
@@ -130,7 +130,7 @@ def test_validate_says_it_in_one_line(tmp_path, subprocess_env):
 def test_a_run_reads_the_noise_rate_and_the_unpaired_mark_from_its_suite(tmp_path, host):
     import pandas as pd
 
-    from harness.runner import run_one
+    from harness.engine.runner import run_one
 
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE)
@@ -147,7 +147,7 @@ def test_a_run_reads_the_noise_rate_and_the_unpaired_mark_from_its_suite(tmp_pat
 
 
 def test_kto_runs_on_a_suite_marked_unpaired(tmp_path, host):
-    from harness.runner import run_one
+    from harness.engine.runner import run_one
 
     text = SUITE.replace("flip_rate: 0.2}", "flip_rate: 0.2, unpaired: true}").replace(
         "  - name: rdpo\n    config: {learning_rate: 0.05, optimizer: adam, warmup_steps: 0, "
@@ -159,9 +159,9 @@ def test_kto_runs_on_a_suite_marked_unpaired(tmp_path, host):
 
 
 def test_the_replicates_of_an_instance_see_the_same_unpaired_examples(host):
-    from harness.annotator import simulate_preferences
+    from harness.engine.annotator import simulate_preferences
+    from harness.engine.runner import build_context
     from harness.preference import BradleyTerry
-    from harness.runner import build_context
     from harness.tasks.bandit import BanditTask
 
     task = BanditTask(BanditTask.Params(num_prompts=2, num_arms=4), seed=0)

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
+from harness.engine.runner import resolve_device
 from harness.errors import ConfigError
-from harness.runner import resolve_device
 
 
 def test_auto_picks_cuda_only_when_torch_sees_a_gpu(monkeypatch):
@@ -27,9 +27,9 @@ def test_cuda_without_a_gpu_is_a_named_error(monkeypatch):
 
 # --- every algorithm and evaluator keeps a run's tensors on its device ----------------------------
 # ``stand_in_device`` runs code that asks for "cuda" on the CPU and fails any op that a GPU run
-# would reject for mixing devices (harness/device_trace.py).
+# would reject for mixing devices (harness/models/device_trace.py).
 
-from harness.device_trace import STAND_IN, DeviceMixError, stand_in_device  # noqa: E402
+from harness.models.device_trace import STAND_IN, DeviceMixError, stand_in_device  # noqa: E402
 
 SMALL = {
     "ppo": {"rollout_batch_size": 8, "num_mini_batches": 2, "num_ppo_epochs": 2},
@@ -67,12 +67,12 @@ def make_task(name: str, device: str):
 
 @pytest.mark.parametrize("task_name", ["bandit", "token", "tiny-lm"])
 def test_every_algorithm_and_evaluator_keeps_the_run_on_its_device(task_name):
-    from harness.annotator import simulate_preferences
+    from harness.engine.annotator import simulate_preferences
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import build_context, make_algorithm
     from harness.evaluators import EvalContext
     from harness.exact import ExactProblem
-    from harness.plugins import get_plugin_host
     from harness.preference import BradleyTerry
-    from harness.runner import build_context, make_algorithm
 
     host = get_plugin_host()
     algorithms = host.names("algorithm")
@@ -190,8 +190,8 @@ def test_auto_under_ray_without_gpus_warns_that_every_run_is_on_the_cpu(tmp_path
 def test_a_ray_run_of_cuda_specs_without_gpus_is_refused_before_ray_starts(tmp_path):
     import dataclasses
 
-    from harness.executors import run_specs
-    from harness.plugins import get_plugin_host
+    from harness.engine.executors import run_specs
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
 
     path = tmp_path / "suite.yaml"
@@ -227,7 +227,7 @@ def test_bf16_on_a_host_that_cannot_honour_it_is_a_one_line_error(tmp_path, caps
 
 
 def test_a_run_refuses_bf16_on_a_gpu_without_native_bf16(monkeypatch):
-    from harness.runner import check_precision
+    from harness.engine.runner import check_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
@@ -284,7 +284,7 @@ SPEC = {"suite": "s", "task": "bandit", "task_params": {}, "algorithm": "dpo", "
 
 
 def test_each_worker_gets_its_own_gpu(monkeypatch):
-    from harness.executors import _use_gpu, _worker_gpus
+    from harness.engine.executors import _use_gpu, _worker_gpus
     from harness.suite import RunSpec
 
     spec = RunSpec(**{**SPEC, "device": "cuda"})
@@ -311,10 +311,10 @@ def dataclasses_replace(obj, **changes):
 
 
 def test_a_deterministic_suite_runs_with_deterministic_kernels(tmp_path, monkeypatch):
-    import harness.runner
-    from harness.plugins import get_plugin_host
-    from harness.runner import run_one
-    from harness.store import RunStore
+    import harness.engine.runner
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import run_one
+    from harness.engine.store import RunStore
     from harness.suite import check_suite, load_suite
 
     monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
@@ -327,7 +327,7 @@ def test_a_deterministic_suite_runs_with_deterministic_kernels(tmp_path, monkeyp
     assert spec.deterministic and not plain.deterministic
     assert spec.run_id != plain.run_id
     seen = []
-    build = harness.runner.make_algorithm
+    build = harness.engine.runner.make_algorithm
 
     def spying(*args, **kwargs):
         algo = build(*args, **kwargs)
@@ -341,7 +341,7 @@ def test_a_deterministic_suite_runs_with_deterministic_kernels(tmp_path, monkeyp
         algo.step = recorded
         return algo
 
-    monkeypatch.setattr(harness.runner, "make_algorithm", spying)
+    monkeypatch.setattr(harness.engine.runner, "make_algorithm", spying)
     assert run_one(spec.as_dict(), str(tmp_path / "runs")) == "done"
     assert seen == [(True, ":4096:8")]
     assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
@@ -399,7 +399,7 @@ def test_generation_under_bf16_casts_each_weight_once_per_call_not_per_token():
     for its call: the casts of an 8-token sample are those of one forward."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from harness.runner import precision_context
+    from harness.engine.runner import precision_context
     from harness.testing import _kit_lm_task
 
     task = _kit_lm_task()
@@ -432,9 +432,9 @@ def test_a_run_frees_its_models_without_waiting_for_the_cycle_collector(tmp_path
     import gc
     import weakref
 
-    import harness.runner
-    from harness.plugins import get_plugin_host
-    from harness.runner import run_one
+    import harness.engine.runner
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import run_one
     from harness.suite import check_suite, load_suite
 
     monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
@@ -443,14 +443,14 @@ def test_a_run_frees_its_models_without_waiting_for_the_cycle_collector(tmp_path
     path.write_text(TINY_LM_SUITE)
     [spec] = check_suite(load_suite(path), path, get_plugin_host())
     alive = []
-    build = harness.runner.build_context
+    build = harness.engine.runner.build_context
 
     def keeping(*args, **kwargs):
         context = build(*args, **kwargs)
         alive.append(weakref.ref(context.policy))
         return context
 
-    monkeypatch.setattr(harness.runner, "build_context", keeping)
+    monkeypatch.setattr(harness.engine.runner, "build_context", keeping)
     gc.disable()
     try:
         assert run_one(spec.as_dict(), str(tmp_path / "runs")) == "done"
@@ -514,7 +514,7 @@ def test_a_fraction_of_a_gpu_per_ray_run_is_said(tmp_path, capsys):
 
 def test_lora_training_is_counted_without_the_bases_weight_gradients():
     from harness.compute import ComputeMeter, flop_parameters
-    from harness.lora import apply_lora
+    from harness.models.lora import apply_lora
     from harness.testing import LORA_SETTINGS, _kit_lm_task
 
     policy = _kit_lm_task().reference_policy()

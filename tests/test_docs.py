@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.docs import (
+from harness.devkit.docs import (
     API_CLASSES,
     API_PAGE,
     HOOKS_PAGE,
@@ -43,8 +43,8 @@ from harness.docs import (
     suite_reference_markdown,
     suite_sections,
 )
-from harness.plugins import get_plugin_host
-from harness.store import RunStore
+from harness.engine.plugins import get_plugin_host
+from harness.engine.store import RunStore
 from harness.testing import Conformance, check_conformance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def read_toml(path: Path) -> dict:
 
 def declared_hookspecs() -> dict[str, str]:
     """``{name: "def name(params) -> Return"}`` of every ``@hookspec`` function, read with ast
-    from the source itself (independently of harness.docs)."""
+    from the source itself (independently of harness.devkit.docs)."""
     tree = ast.parse((ROOT / "harness" / "hookspecs.py").read_text(encoding="utf-8"))
     found = {}
     for node in tree.body:
@@ -94,7 +94,7 @@ def test_every_hook_is_documented_with_its_exact_signature():
 
 def test_hooks_page_is_what_the_code_generates():
     assert (ROOT / HOOKS_PAGE).read_text(encoding="utf-8") == hooks_markdown(), (
-        "docs/hooks.md is out of date: run python -m harness.docs"
+        "docs/hooks.md is out of date: run python -m harness.devkit.docs"
     )
 
 
@@ -123,7 +123,7 @@ def test_the_check_command_names_stale_pages(tmp_path, capsys):
 
 def test_api_page_is_what_the_code_generates():
     assert (ROOT / API_PAGE).read_text(encoding="utf-8") == api_markdown(), (
-        "docs/api.md is out of date: run python -m harness.docs"
+        "docs/api.md is out of date: run python -m harness.devkit.docs"
     )
 
 
@@ -131,7 +131,7 @@ def test_api_page_documents_what_a_step_touches():
     """Every class of API_CLASSES with each public method and field, every function of
     harness.rl's __all__ with its signature, every shared metric; nothing undocumented."""
     from harness import metrics, rl
-    from harness.docs import _resolve
+    from harness.devkit.docs import _resolve
 
     page = (ROOT / API_PAGE).read_text(encoding="utf-8")
     names = {path.rsplit(".", 1)[1] for path in API_CLASSES}
@@ -174,7 +174,7 @@ def test_hooks_page_marks_class_methods_and_api_page_documents_exact_problem():
 
 def test_suite_reference_is_what_the_schema_generates():
     assert (ROOT / SUITE_PAGE).read_text(encoding="utf-8") == suite_reference_markdown(), (
-        "docs/suite-reference.md is out of date: run python -m harness.docs"
+        "docs/suite-reference.md is out of date: run python -m harness.devkit.docs"
     )
 
 
@@ -220,7 +220,7 @@ def test_suite_reference_gives_every_key_its_type_default_place_and_example():
 
 
 def test_the_tiny_lm_example_suite_validates_and_is_on_the_reference_page():
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
 
     path = ROOT / SUITE_EXAMPLE
@@ -298,7 +298,7 @@ def test_the_tutorial_shows_every_example_file_verbatim():
     for path, body in blocks:
         assert body == (DOCS / path).read_text(encoding="utf-8"), (
             f"the block of {path} in {TUTORIAL.name} differs from the file: run "
-            f"python -m harness.docs"
+            f"python -m harness.devkit.docs"
         )
 
 

@@ -200,9 +200,9 @@ def test_a_run_hands_fixed_point_the_evaluation_s_beta(tmp_path, monkeypatch):
 
     from rlhf_harness_dpo import DPO
 
-    from harness.plugins import get_plugin_host
-    from harness.runner import run_one
-    from harness.store import RunStore
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import run_one
+    from harness.engine.store import RunStore
     from harness.suite import expand, load_suite
 
     seen: list[float | None] = []

@@ -41,7 +41,7 @@ def test_the_probe_passes_on_the_stand_in_and_refuses_every_connection(tmp_path,
 
 
 def test_every_algorithm_has_a_run_in_the_checks_suite(tmp_path):
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
 
     path = tmp_path / "gpu-check.yaml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.hf_example import write_example_assets
+from harness.devkit.hf_example import write_example_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "suites" / "hf-example.yaml"

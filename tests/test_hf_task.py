@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
+from harness.engine.plugins import get_plugin_host
 from harness.errors import ConfigError, UnknownNameError
-from harness.lm import LMPolicy, build_causal_lm
-from harness.plugins import get_plugin_host
+from harness.models.lm import LMPolicy, build_causal_lm
 from harness.tasks.hf import HFParams, HFTask
 from harness.tasks.tiny_lm import TinyLMParams, make_corpus, make_tokenizer
 
@@ -154,9 +154,9 @@ def test_the_task_keeps_its_model_in_host_memory_and_lora_puts_one_base_on_the_d
     """π_ref's model as loaded stays on the CPU: with LoRA the device holds the policy's base
     (and its adapters) once, not a second copy for the task."""
     monkeypatch.setenv("USE_HUB_KERNELS", "0")  # no Hub kernels for a model read on a "GPU"
-    from harness.device_trace import STAND_IN, stand_in_device
-    from harness.plugins import get_plugin_host
-    from harness.runner import build_context
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import build_context
+    from harness.models.device_trace import STAND_IN, stand_in_device
 
     root = saved[0]
     params = HFParams(model=str(root / "lm"), prompts=str(root / "prompts.jsonl"),
@@ -174,7 +174,7 @@ def test_the_task_keeps_its_model_in_host_memory_and_lora_puts_one_base_on_the_d
 
 
 def _pairs(task):
-    from harness.annotator import simulate_preferences
+    from harness.engine.annotator import simulate_preferences
     from harness.preference import BradleyTerry
 
     return simulate_preferences(task, BradleyTerry(1.0), num_pairs=4, seed=0)

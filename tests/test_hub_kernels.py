@@ -1,4 +1,4 @@
-"""No model the harness loads fetches code or weights at run time (harness/hub.py).
+"""No model the harness loads fetches code or weights at run time (harness/models/hub.py).
 
 transformers >= 5 turns Hub kernels on by default in ``from_pretrained`` and re-kernelizes a
 model at every ``train()`` / ``eval()``; on CUDA that fetches kernel code from the Hub. Two
@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from harness.hub import pretrained_kwargs, transformers_has_hub_kernels, uses_hub_kernels
+from harness.models.hub import pretrained_kwargs, transformers_has_hub_kernels, uses_hub_kernels
 from tests.test_hf_task import make_task as make_hf_task
 from tests.test_hf_task import saved  # noqa: F401  (the fixture)
 
@@ -120,7 +120,7 @@ def test_no_network_call_when_models_switch_modes_on_the_stand_in_gpu(saved, tmp
     root = saved[0]
     script = NO_NETWORK + textwrap.dedent(f"""
         import torch
-        from harness.device_trace import STAND_IN, stand_in_device
+        from harness.models.device_trace import STAND_IN, stand_in_device
         from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask
         from harness.tasks.hf import HFParams, HFTask
 

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from harness.annotator import simulate_preferences
+from harness.engine.annotator import simulate_preferences
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, train
 from harness.exact import ExactProblem
-from harness.plugins import get_plugin_host
 from harness.preference import BradleyTerry
-from harness.runner import build_context, make_algorithm, train
 from harness.tasks.bandit import BanditTask
 from harness.tasks.token import TokenTask
 from harness.testing import conformance_tests

@@ -1,4 +1,4 @@
-"""LMPolicy, the scalar-head reward and value models, and build_causal_lm (harness.lm).
+"""LMPolicy, the scalar-head reward and value models, and build_causal_lm (harness.models.lm).
 
 Models are tiny random Llama and GPT-2 (≈ 20K parameters), built from configs: nothing is
 downloaded. Tolerances: 1e-5 where the same float32 quantity is computed by two different but
@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.lm import (
+from harness.models.lm import (
     LMPolicy,
     LMRewardModel,
     LMValueModel,
@@ -350,7 +350,7 @@ def first_forward_rows(model: torch.nn.Module, run) -> list[int]:
 
 
 def test_distinct_prompts_finds_repeats_by_ids_and_mask() -> None:
-    from harness.lm import _distinct_prompts
+    from harness.models.lm import _distinct_prompts
 
     prompts = prompt_batch(SHARED_PROMPTS)
     first, inverse = _distinct_prompts(prompts)
@@ -432,7 +432,7 @@ def test_no_sharing_under_gradient_checkpointing_or_one_column(arch: str) -> Non
 
 
 def test_draw_categorical_frequencies_zeros_and_rare_tokens() -> None:
-    from harness.lm import draw_categorical
+    from harness.models.lm import draw_categorical
 
     p = torch.tensor([0.5, 0.0, 0.3, 0.19, 0.0, 0.01])
     n = 200_000
@@ -453,7 +453,7 @@ def test_draw_categorical_inverts_the_float64_cdf(monkeypatch: pytest.MonkeyPatc
     """Every token owns exactly its interval of u, rare ones included: with u at the middle of
     token i's interval [c_{i-1}, c_i) the draw is i. A float32 cumulative sum would give the
     1e-9 token no interval at all (float32 spacing near 1 is 6e-8)."""
-    from harness.lm import draw_categorical
+    from harness.models.lm import draw_categorical
 
     v = 8192
     p = torch.rand(v, generator=torch.Generator().manual_seed(1))
@@ -473,10 +473,10 @@ def test_draw_categorical_inverts_the_float64_cdf(monkeypatch: pytest.MonkeyPatc
 def test_a_cache_that_cannot_be_shared_falls_back_to_one_forward_per_row(
     arch: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import harness.lm
+    import harness.models.lm
 
-    monkeypatch.setattr(harness.lm, "_read_only_repeated", lambda cache, rows: False)
-    monkeypatch.setattr(harness.lm, "_expand_cache", lambda cache, rows: None)
+    monkeypatch.setattr(harness.models.lm, "_read_only_repeated", lambda cache, rows: False)
+    monkeypatch.setattr(harness.models.lm, "_expand_cache", lambda cache, rows: None)
     shared, full = distinct_policies(arch)
     prompts, responses = prompt_batch(SHARED_PROMPTS), response_batch(SHARED_RESPONSES)
     rows = first_forward_rows(shared.model, lambda: shared.token_logprobs(prompts, responses))

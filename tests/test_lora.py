@@ -9,17 +9,17 @@ import textwrap
 import pytest
 import torch
 
+from harness.engine.memory import measure_state
+from harness.engine.plugins import get_plugin_host
 from harness.errors import ConfigError
-from harness.lm import LMPolicy
-from harness.lora import (
+from harness.models.lm import LMPolicy
+from harness.models.lora import (
     AdapterOffReference,
     apply_lora,
     enable_activation_checkpointing,
     has_lora,
     linear_module_names,
 )
-from harness.memory import measure_state
-from harness.plugins import get_plugin_host
 from harness.suite import check_suite, load_suite
 from harness.testing import _kit_lm_task
 from tests.test_lm import (
@@ -228,8 +228,8 @@ def test_checkpointing_is_exact_against_itself_without_sharing():
 def run_state(algorithm: str, config: dict, lora: bool) -> dict[str, int]:
     """Model state (bytes) after one step of ``algorithm`` on the kit's tiny LM: the policy,
     π_ref and the critic, the optimiser state, and the adapters alone."""
+    from harness.engine.runner import build_context, make_algorithm
     from harness.reward import GoldRewardModel
-    from harness.runner import build_context, make_algorithm
 
     task = _kit_lm_task()
     cls = get_plugin_host().algorithm(algorithm)

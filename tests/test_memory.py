@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from harness import cache
 from harness.cli import cli
+from harness.engine.memory import format_bytes, measure_state, parse_bytes, plan_run
+from harness.engine.plugins import get_plugin_host
 from harness.errors import ConfigError
-from harness.memory import format_bytes, measure_state, parse_bytes, plan_run
-from harness.plugins import get_plugin_host
+from harness.models import cache
 from harness.suite import check_suite, load_suite
 
 TASK = textwrap.dedent("""\
@@ -60,9 +60,9 @@ def specs_of(path):
 def test_planned_model_state_equals_the_tensors_of_a_run(tmp_path, tiny_cache, algorithm, lora):
     """Parameters, gradients (at their peak, after a backward) and optimiser state of every
     resident model, as the plan counts them, byte for byte."""
-    from harness.annotator import simulate_preferences
+    from harness.engine.annotator import simulate_preferences
+    from harness.engine.runner import build_context, build_task, make_algorithm
     from harness.preference import BradleyTerry
-    from harness.runner import build_context, build_task, make_algorithm
 
     host = get_plugin_host()
     spec = next(s for s in specs_of(suite_file(tmp_path, lora)) if s["algorithm"] == algorithm)
@@ -191,7 +191,7 @@ def test_the_host_peak_is_the_run_s_own_after_a_larger_earlier_allocation():
     afterwards shows nothing above the baseline, the reset high-water mark shows the step."""
     import psutil
 
-    from harness.runner import host_peak, reset_host_peak
+    from harness.engine.runner import host_peak, reset_host_peak
 
     process = psutil.Process()
     earlier = torch.ones(256 * 2**20 // 4)  # 256 MB, touched, then freed: the heap may keep it
@@ -252,12 +252,12 @@ CONFIGS = {
 ])
 def test_the_plan_is_within_15_percent_of_the_peak_on_the_stand_in(
         tmp_path, tiny_cache, monkeypatch, algorithm, precision, policy):
-    """``run_one`` on the CUDA stand-in (harness/device_trace.py) records the device's peak of
-    r̂'s fit and of the run; the plan's phases predict both within 15%. (Responses of 4 tokens:
+    """``run_one`` on the CUDA stand-in (harness/models/device_trace.py) records the device's peak
+    of r̂'s fit and of the run; the plan's phases predict both within 15%. (Responses of 4 tokens:
     the plan is for full-length responses, and these reach it.)"""
-    from harness.device_trace import stand_in_device
-    from harness.runner import build_task, run_one
-    from harness.store import RunStore
+    from harness.engine.runner import build_task, run_one
+    from harness.engine.store import RunStore
+    from harness.models.device_trace import stand_in_device
 
     monkeypatch.setenv("RLHF_HARNESS_WANDB", "0")
     monkeypatch.setenv("USE_HUB_KERNELS", "0")  # no Hub kernels for a model read on a "GPU"

@@ -20,11 +20,11 @@ import math
 import pytest
 import torch
 
-from harness.annotator import simulate_preferences
-from harness.plugins import get_plugin_host
+from harness.engine.annotator import simulate_preferences
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, train
 from harness.preference import BradleyTerry
 from harness.reward import GoldRewardModel
-from harness.runner import build_context, make_algorithm, train
 
 tiny_lm = pytest.importorskip("harness.tasks.tiny_lm")
 

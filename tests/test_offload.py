@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from harness.device_trace import STAND_IN, stand_in_device
-from harness.lm import LMPolicy, LMRewardModel
-from harness.offload import OffloadedPolicy, OffloadedReward, offload_totals
-from harness.plugins import get_plugin_host
+from harness.engine.plugins import get_plugin_host
+from harness.models.device_trace import STAND_IN, stand_in_device
+from harness.models.lm import LMPolicy, LMRewardModel
+from harness.models.offload import OffloadedPolicy, OffloadedReward, offload_totals
 from harness.testing import _kit_lm_task
 from tests.test_lm import (
     EOS,
@@ -50,7 +50,7 @@ def test_frozen_models_visit_the_device_per_call_and_give_the_same_results():
 
 
 def test_a_cpu_run_with_offloading_trains_as_without_it():
-    from harness.runner import build_context, make_algorithm
+    from harness.engine.runner import build_context, make_algorithm
 
     host = get_plugin_host()
     config = {"rollout_batch_size": 4, "num_ppo_epochs": 1, "learning_rate": 1e-3}
@@ -89,7 +89,7 @@ def test_a_call_copies_the_frozen_weights_one_way_and_frees_them_after():
 def test_building_an_offloaded_run_never_puts_the_frozen_copies_on_the_device():
     """π_ref's copy and r̂'s are made in host memory: building a PPO run adds the policy, and
     nothing else, to the device (before: policy, π_ref, and a second r̂ at once)."""
-    from harness.runner import build_context
+    from harness.engine.runner import build_context
 
     host = get_plugin_host()
     with stand_in_device() as trace:

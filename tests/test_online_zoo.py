@@ -17,10 +17,10 @@ import rlhf_harness_online_dpo as online_dpo
 import rlhf_harness_reinforce_pp as reinforce_pp
 import torch
 
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, train
 from harness.exact import ExactProblem
-from harness.plugins import get_plugin_host
 from harness.reward import GoldRewardModel
-from harness.runner import build_context, make_algorithm, train
 from harness.tasks.bandit import BanditTask
 
 

@@ -39,7 +39,7 @@ def test_the_standard_space_is_the_learning_rate_then_the_others_in_order():
 @pytest.mark.parametrize("kind", ["tabular", "neural"])
 def test_the_shipped_plugins_search_spaces_are_the_ones_they_declared_inline(kind):
     """The spaces the plugins wrote out before they used :func:`standard_space`."""
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
 
     rates = {"low": 0.005, "high": 0.5} if kind == "tabular" else {"low": 1e-5, "high": 1e-2}
     lr = {"learning_rate": {**rates, "log": True}}

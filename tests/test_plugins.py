@@ -14,8 +14,7 @@ import pluggy
 import pytest
 
 from harness import hookimpl
-from harness.errors import DuplicateNameError, HarnessError, PluginError, UnknownNameError
-from harness.plugins import (
+from harness.engine.plugins import (
     CORE_PLUGINS,
     KINDS,
     ONLY_ENV,
@@ -23,6 +22,7 @@ from harness.plugins import (
     PluginHost,
     get_plugin_host,
 )
+from harness.errors import DuplicateNameError, HarnessError, PluginError, UnknownNameError
 from harness.preference import BradleyTerry, Thurstone
 
 ALGO_SOURCE = """

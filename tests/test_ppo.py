@@ -18,13 +18,13 @@ import rlhf_harness_ppo
 import torch
 from rlhf_harness_ppo import PPO, AdaptiveKLController, ppo_loss, token_rewards
 
-from harness.annotator import simulate_preferences
+from harness.engine.annotator import simulate_preferences
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, train
 from harness.errors import ConfigError
 from harness.exact import ExactProblem
-from harness.plugins import get_plugin_host
 from harness.preference import BradleyTerry
 from harness.reward import GoldRewardModel, RewardFitConfig, fit_reward_model
-from harness.runner import build_context, make_algorithm, train
 from harness.tasks.bandit import BanditParams, BanditTask
 from harness.tasks.token import TokenParams, TokenTask
 

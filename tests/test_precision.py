@@ -7,7 +7,7 @@ is derived from u and says which roundings it covers.
 What is checked:
 
 - a step runs in the run's precision with each update seeing the weights the previous update
-  left (:func:`harness.runner.precision_context` disables autocast's weight-cast cache): a
+  left (:func:`harness.engine.runner.precision_context` disables autocast's weight-cast cache): a
   2-epoch PPO step and a μ = 2 GRPO step move the policy as in fp32 (``approx_kl``, clip
   fractions), where the cached autocast freezes them at θ_old;
 - a bf16 run computes DPO's reference log-probs in bf16 too (implicit rewards exactly 0 at the
@@ -26,10 +26,10 @@ import pytest
 import torch
 
 from harness import rl
-from harness.plugins import get_plugin_host
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, precision_context, run_one
+from harness.engine.store import RunStore
 from harness.reward import GoldRewardModel
-from harness.runner import build_context, make_algorithm, precision_context, run_one
-from harness.store import RunStore
 from harness.suite import check_suite, load_suite
 
 U = 2.0**-8

@@ -21,11 +21,11 @@ import rlhf_harness_rdpo as rdpo
 import rlhf_harness_simpo as simpo
 import torch
 
-from harness.annotator import simulate_preferences
+from harness.engine.annotator import simulate_preferences
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, train
 from harness.exact import ExactProblem
-from harness.plugins import get_plugin_host
 from harness.preference import BradleyTerry
-from harness.runner import build_context, make_algorithm, train
 from harness.tasks.bandit import BanditTask
 
 

@@ -9,7 +9,7 @@ import re
 import pytest
 from rich.console import Console
 
-from harness.executors import _duration, _Progress
+from harness.engine.executors import _duration, _Progress
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.executors import run_specs
-from harness.plugins import get_plugin_host
-from harness.store import RunStore
+from harness.engine.executors import run_specs
+from harness.engine.plugins import get_plugin_host
+from harness.engine.store import RunStore
 from harness.suite import check_suite, load_suite
 
 pytest.importorskip("ray", reason="the Ray executor needs ray: pip install 'rlhf-harness[ray]'")
@@ -110,8 +110,8 @@ DRIVER = textwrap.dedent(
 
     import ray
 
-    from harness.executors import run_specs
-    from harness.plugins import get_plugin_host
+    from harness.engine.executors import run_specs
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
 
     suite_path, root, logical_gpus = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_shipped_plugin_is_in_the_algorithm_table():
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
 
     shipped = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml")
                      .exists())

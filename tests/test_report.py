@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
+from harness.engine.store import METRIC_COLUMNS, RunStore
 from harness.report import write_report
-from harness.store import METRIC_COLUMNS, RunStore
 
 XSS = "<script>alert(1)</script>"
 ODD = r"cost | *x* $\notamacro{$"  # a table pipe, Markdown, and mathtext that fails to parse
@@ -378,7 +378,7 @@ def test_unknown_x_axis_is_refused(tmp_path: Path):
 def test_cli_report_on_a_folder_of_stores_lists_its_suites(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from harness.store import RunStore
+    from harness.engine.store import RunStore
 
     root = tmp_path / "runs"
     for suite in ("quickstart", "azar_noisy"):

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from harness.engine.store import METRIC_COLUMNS, RunStore
 from harness.report import cost as cst
 from harness.report import write_report
-from harness.store import METRIC_COLUMNS, RunStore
 from harness.suite import ClaimSpec
 
 INSTANCES, REPLICATES, STEPS, SAMPLES_PER_STEP = 6, 2, 10, 100

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from harness.engine.store import METRIC_COLUMNS, RunStore
 from harness.report import write_report
-from harness.store import METRIC_COLUMNS, RunStore
 
 INSTANCES, REPLICATES = 12, 3  # 12: the sign-flip test decides at α/m ≈ 2e-3 from 10 up
 # label: (algorithm, gold gain over π_ref, replicate sd, FLOPs, model state bytes, CPU s)

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from harness.plugins import get_plugin_host
+from harness.engine.plugins import get_plugin_host
+from harness.engine.store import RunStore
 from harness.report import figures as fig
 from harness.report import write_report
 from harness.report.colours import ALGORITHM_COLOURS, hashed_colour, natural_key, palette
-from harness.store import RunStore
 from tests.test_report import CHROMIUM, CONFIGS, _run
 
 PPO, GRPO, DPO = CONFIGS[0], CONFIGS[1], CONFIGS[2]

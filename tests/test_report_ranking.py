@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.engine.store import METRIC_COLUMNS, RunStore
 from harness.report import compare as cmp
 from harness.report.build import (
     AGGREGATIONS,
@@ -23,7 +24,6 @@ from harness.report.build import (
 )
 from harness.report.data import load_store
 from harness.report.render import to_markdown
-from harness.store import METRIC_COLUMNS, RunStore
 
 INSTANCES = 6
 # label: (algorithm, gap closure on the bandit, gold gain on lm in units of π_ref's sd)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.plugins import get_plugin_host
+from harness.engine.plugins import get_plugin_host
 from harness.suite import check_suite, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from scipy import stats
 
-from harness.annotator import simulate_preferences
+from harness.engine.annotator import simulate_preferences
 from harness.exact import ExactProblem
 from harness.preference import BradleyTerry, Thurstone
 from harness.reward import RewardFitConfig, fit_reward_model

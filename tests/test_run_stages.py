@@ -1,4 +1,4 @@
-"""A run as named stages (harness/runner.py): short functions, and the quickstart's numbers.
+"""A run as named stages (harness/engine/runner.py): short functions, and the quickstart's numbers.
 
 The numbers are those recorded in ``tests/data/run_stages_fixture.json`` by
 ``scripts/record_run_fixture.py``: nine quickstart runs (PPO, GRPO and DPO on the bandit, token
@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import torch
 
-from harness.plugins import ONLY_ENV, STRICT_ENV
+from harness.engine.plugins import ONLY_ENV, STRICT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNER = ROOT / "harness" / "runner.py"
+RUNNER = ROOT / "harness" / "engine" / "runner.py"
 _spec = importlib.util.spec_from_file_location("record_run_fixture",
                                                ROOT / "scripts" / "record_run_fixture.py")
 assert _spec is not None and _spec.loader is not None
@@ -31,7 +31,8 @@ _spec.loader.exec_module(recorder)
 RECORDED: dict[str, Any] = json.loads(recorder.FIXTURE.read_text(encoding="utf-8"))
 
 MAX_LINES = 60
-"""The longest a function of harness/runner.py may be: lines of its body, docstring excluded."""
+"""The longest a function of harness/engine/runner.py may be: lines of its body, docstring
+excluded."""
 
 
 def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:

@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 
 from harness.config import config_hash
-from harness.executors import run_specs
-from harness.plugins import get_plugin_host
-from harness.store import FINISHED, METRIC_COLUMNS, RunStore
+from harness.engine.executors import run_specs
+from harness.engine.plugins import get_plugin_host
+from harness.engine.store import FINISHED, METRIC_COLUMNS, RunStore
 from harness.suite import check_suite, load_suite
 
 TIMEOUT_S = 120
@@ -316,14 +316,14 @@ def test_running_again_reruns_nothing(sequential, tmp_path):
 
 
 def test_process_pool_gives_the_sequential_store(sequential, tmp_path, monkeypatch):
-    import harness.runner
+    import harness.engine.runner
 
     def refused(*args, **kwargs):
         raise AssertionError("a task was built in the parent process")
 
     # Shared data and r̂ are prepared in a child process: this one never builds a task (on a GPU
     # host it would hold a CUDA context, and the fitted models, on GPU 0).
-    monkeypatch.setattr(harness.runner, "build_task", refused)
+    monkeypatch.setattr(harness.engine.runner, "build_task", refused)
     root = tmp_path / "runs"
     outcome = run_specs(sequential["specs"], str(root), workers=2, wandb=False, progress=False)
     assert outcome.statuses == {"done": 6}
@@ -621,7 +621,7 @@ def test_a_second_suite_of_this_process_reuses_a_ready_child(tmp_path, monkeypat
     edited plugin gets a fresh child."""
     import rlhf_harness_dpo
 
-    import harness.executors as executors
+    import harness.engine.executors as executors
 
     for child in list(executors._IDLE):  # what earlier tests left
         executors._IDLE.remove(child)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.devkit.scaffold import check_name, new_plugin, plugin_files
 from harness.errors import ConfigError
-from harness.scaffold import check_name, new_plugin, plugin_files
 from harness.testing import CHECKS, check_conformance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def generated(request, tmp_path, capsys, monkeypatch):
 
 def test_the_generated_plugin_conforms_and_its_tests_pass(generated, subprocess_env):
     folder, site = generated
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
 
     cls = get_plugin_host().algorithm("my-algo")  # found through its entry point, hyphen and all
     check_conformance("my-algo", cls.suggested["tabular"])

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import cache
 from harness.errors import ConfigError
+from harness.models import cache
 from harness.tasks import sentiment
 from harness.tasks.sentiment import SentimentParams, SentimentTask
 
@@ -100,7 +100,7 @@ def test_gold_is_vader_bounded_and_saturating(task):
 
 def test_the_build_is_cached_deterministic_and_loads_without_hub_kernels(task, shared_cache,
                                                                          tmp_path, monkeypatch):
-    from harness.hub import uses_hub_kernels
+    from harness.models.hub import uses_hub_kernels
 
     info = json.loads((task.cache_path / "build.json").read_text())
     assert info["review_sentences"] == 436 and info["vocab_size"] == SMALL.vocab_size + 4
@@ -129,7 +129,7 @@ def test_responses_decode_and_encode_back_unchanged(task):
 
 
 def test_registered_and_validated_through_a_suite(tmp_path):
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
     from harness.suite import check_suite, load_suite
 
     assert get_plugin_host(entry_points=False).task("sentiment") is SentimentTask
@@ -146,10 +146,10 @@ def test_dpo_raises_gold_on_the_sentiment_task(task):
     samples (same generator before and after) rises. r*'s per-sample sd is ≈ 0.38 here, so the
     standard error of a mean of 256 is ≈ 0.024; a rise of 0.08 is over 3 of them. Measured:
     0.092 → 0.280 (+0.19) in 40 steps."""
-    from harness.annotator import simulate_preferences
-    from harness.plugins import get_plugin_host
+    from harness.engine.annotator import simulate_preferences
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import build_context, make_algorithm, train
     from harness.preference import BradleyTerry
-    from harness.runner import build_context, make_algorithm, train
 
     def mean_gold(policy) -> float:
         g = torch.Generator().manual_seed(123)

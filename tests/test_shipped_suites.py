@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugins import get_plugin_host
+from harness.engine.plugins import get_plugin_host
 from harness.suite import check_suite, count_runs, load_suite, tuned_labels
 
 ROOT = Path(__file__).resolve().parents[1]

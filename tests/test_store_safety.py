@@ -29,11 +29,11 @@ import pytest
 
 import harness.suite
 from harness.cli import main
+from harness.engine.executors import run_specs
+from harness.engine.plugins import get_plugin_host
+from harness.engine.store import RunStore, collect_garbage, shared_data_key
 from harness.errors import ConfigError, HarnessError, StoreError
-from harness.executors import run_specs
-from harness.plugins import get_plugin_host
 from harness.report.data import load_store
-from harness.store import RunStore, collect_garbage, shared_data_key
 from harness.suite import check_suite, load_suite
 
 TIMEOUT_S = 180
@@ -283,7 +283,7 @@ def test_a_second_run_on_a_store_exits_at_once_naming_the_holder(tmp_path, rogue
 def test_the_lock_is_refused_across_processes_and_released_by_death(tmp_path):
     store = RunStore(tmp_path, "held")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from harness.store import RunStore\n"
+        [sys.executable, "-c", "import sys, time; from harness.engine.store import RunStore\n"
          f"with RunStore({str(tmp_path)!r}, 'held').lock():\n"
          "    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
@@ -1022,7 +1022,7 @@ def test_two_configurations_shown_alike_are_refused(tmp_path, rogue_plugin):
 def journal_with_a_trial(store_path: Path) -> Path:
     import optuna
 
-    from harness.tuning import JOURNAL, open_storage
+    from harness.engine.tuning import JOURNAL, open_storage
 
     study = optuna.create_study(study_name="s", storage=open_storage(store_path),
                                 direction="maximize")
@@ -1034,7 +1034,7 @@ def journal_with_a_trial(store_path: Path) -> Path:
 def test_a_torn_journal_line_is_cut_and_garbage_is_one_line(tmp_path):
     import optuna
 
-    from harness.tuning import open_storage
+    from harness.engine.tuning import open_storage
 
     journal = journal_with_a_trial(tmp_path)
     whole = journal.read_bytes()
@@ -1071,14 +1071,14 @@ tuning:
 
 
 def test_gc_keeps_the_trials_of_a_tuning_killed_midway(tmp_path, monkeypatch, capsys):
-    import harness.executors
+    import harness.engine.executors
 
     runs = tmp_path / "runs"
     args = ["--root", str(runs), "--no-progress", "--no-report", "--no-wandb"]
     path = write(tmp_path, TUNED)
     main(["run", str(path), *args])
     path.write_text(TUNED.replace("budget: {samples: 64}", "budget: {samples: 48}"))
-    real = harness.executors.run_specs
+    real = harness.engine.executors.run_specs
     batches: list[set[str]] = []
 
     def killed_after_one_batch(specs, *a, **k):
@@ -1087,7 +1087,7 @@ def test_gc_keeps_the_trials_of_a_tuning_killed_midway(tmp_path, monkeypatch, ca
         batches.append({s.run_id for s in specs})
         return real(specs, *a, **k)
 
-    monkeypatch.setattr(harness.executors, "run_specs", killed_after_one_batch)
+    monkeypatch.setattr(harness.engine.executors, "run_specs", killed_after_one_batch)
     with pytest.raises(SystemExit):
         main(["run", str(path), *args])
     [trials] = batches
@@ -1140,7 +1140,7 @@ def test_a_preference_file_that_is_no_file_is_refused_at_once(tmp_path, kind, ro
 
 
 def test_a_huge_gpu_memory_is_one_line(tmp_path, capsys):
-    from harness.memory import parse_bytes
+    from harness.engine.memory import parse_bytes
 
     for text in ("1e400GiB", "1e30GB"):
         with pytest.raises(ConfigError, match="more than any machine has"):
@@ -1206,7 +1206,7 @@ def test_gc_leaves_a_folder_that_is_no_store_untouched(tmp_path):
 def test_deleting_the_lock_file_lets_no_second_writer_in(tmp_path):
     store = RunStore(tmp_path, "held")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from harness.store import RunStore\n"
+        [sys.executable, "-c", "import sys, time; from harness.engine.store import RunStore\n"
          f"with RunStore({str(tmp_path)!r}, 'held').lock():\n"
          "    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
@@ -1250,7 +1250,7 @@ def _finish_args() -> dict:
 
 
 def test_a_run_on_the_lease_of_a_held_lock_writes(tmp_path):
-    from harness.store import lease
+    from harness.engine.store import lease
 
     store = RunStore(tmp_path, "s")
     with store.lock():
@@ -1267,7 +1267,7 @@ def test_a_run_on_the_lease_of_a_held_lock_writes(tmp_path):
 def test_a_run_that_outlives_its_suites_lock_writes_nothing(tmp_path):
     """A Ray worker lives on after its driver is killed: its writes must fail, leaving the run
     ``running`` for the next ``run`` to redo, and never a result without the lock held."""
-    from harness.store import lease
+    from harness.engine.store import lease
 
     store = RunStore(tmp_path, "s")
     with store.lock():
@@ -1301,8 +1301,8 @@ def test_a_run_that_outlives_its_suites_lock_writes_nothing(tmp_path):
 WORKER = """
 import sys
 
-from harness.executors import _leased_run
-from harness.plugins import get_plugin_host
+from harness.engine.executors import _leased_run
+from harness.engine.plugins import get_plugin_host
 from harness.suite import check_suite, load_suite
 
 if __name__ == "__main__":  # the run's child process is spawned: it imports this file

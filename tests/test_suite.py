@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.engine.plugins import get_plugin_host
 from harness.errors import ConfigError
-from harness.plugins import get_plugin_host
 from harness.suite import (
     check_suite,
     default_claims,

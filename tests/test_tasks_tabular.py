@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from harness.config import build_config
+from harness.engine.plugins import get_plugin_host
 from harness.errors import ConfigError
 from harness.exact import ExactProblem
-from harness.plugins import get_plugin_host
+from harness.models.tabular import SequenceSpace, TabularPolicy
 from harness.policy import PromptBatch, ResponseBatch
-from harness.tabular import SequenceSpace, TabularPolicy
 from harness.tasks.bandit import BanditParams, BanditTask
 from harness.tasks.token import TokenParams, TokenTask
 

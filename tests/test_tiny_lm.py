@@ -1,4 +1,4 @@
-"""The tiny-lm task (harness.tasks.tiny_lm) and the on-disk cache it uses (harness.cache).
+"""The tiny-lm task (harness.tasks.tiny_lm) and the on-disk cache it uses (harness.models.cache).
 
 Every test builds into a temporary cache (``RLHF_HARNESS_CACHE``), with a small model and a
 short pre-training (``SMALL``: ~15K parameters, 30 steps, about a second) instead of the defaults.
@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import cache
 from harness.config import build_config
 from harness.errors import ConfigError
-from harness.lm import LMPolicy, LMRewardModel, LMValueModel
+from harness.models import cache
+from harness.models.lm import LMPolicy, LMRewardModel, LMValueModel
 from harness.policy import ResponseBatch
 from harness.tasks import tiny_lm
 from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask
@@ -175,9 +175,9 @@ def test_gpt2_arch_builds(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 
 
 def test_pretraining_runs_on_the_tasks_device(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """A task on a GPU (the CPU stand-in of harness.device_trace) pre-trains π_ref there: every
-    op of the training loop on the device, none mixing it with the CPU."""
-    from harness.device_trace import STAND_IN, stand_in_device
+    """A task on a GPU (the CPU stand-in of harness.models.device_trace) pre-trains π_ref there:
+    every op of the training loop on the device, none mixing it with the CPU."""
+    from harness.models.device_trace import STAND_IN, stand_in_device
 
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     seen = []

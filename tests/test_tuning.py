@@ -18,12 +18,9 @@ import pytest
 
 from harness.cli import main
 from harness.config import check_space
-from harness.errors import ConfigError
-from harness.plugins import get_plugin_host
-from harness.report.data import load_store
-from harness.store import RunStore
-from harness.suite import check_suite, load_suite, suite_warnings
-from harness.tuning import (
+from harness.engine.plugins import get_plugin_host
+from harness.engine.store import RunStore
+from harness.engine.tuning import (
     expected_max_performance,
     objective_value,
     run_objective,
@@ -31,6 +28,9 @@ from harness.tuning import (
     trial_seed,
     tune,
 )
+from harness.errors import ConfigError
+from harness.report.data import load_store
+from harness.suite import check_suite, load_suite, suite_warnings
 
 SUITE = """\
 name: tuned
@@ -313,7 +313,7 @@ class Interrupted(Exception):
 
 
 def test_a_killed_tuning_resumes_to_the_same_choice(tmp_path):
-    from harness.executors import run_specs
+    from harness.engine.executors import run_specs
 
     host = get_plugin_host()
     suite = load_suite(write(tmp_path, SUITE.replace("trials: 3", "trials: 4")))

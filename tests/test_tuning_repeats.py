@@ -18,13 +18,13 @@ import pytest
 from scipy import stats
 
 from harness.cli import main
+from harness.engine.plugins import get_plugin_host
+from harness.engine.store import RunStore
+from harness.engine.tuning import luck_interval, read_chosen, suite_studies, trial_seed
 from harness.errors import ConfigError
-from harness.plugins import get_plugin_host
 from harness.report import compare as cmp
 from harness.report.data import load_store
-from harness.store import RunStore
 from harness.suite import check_suite, count_runs, count_trial_runs, expand, load_suite
-from harness.tuning import luck_interval, read_chosen, suite_studies, trial_seed
 
 SUITE = """\
 name: repeats
@@ -258,7 +258,7 @@ def test_the_report_shows_each_search_and_the_spread_across_them(tuned):
 def test_a_chosen_configuration_runs_again_from_the_stored_values(tuned, tmp_path):
     """The report's tuning_chosen.csv gives back each choice exactly: expanded again, the
     comparison runs have the ids they had, and run again, the same numbers."""
-    from harness.executors import run_specs
+    from harness.engine.executors import run_specs
 
     _, path, root, report = tuned
     chosen = read_chosen(report / "tables" / "tuning_chosen.csv")

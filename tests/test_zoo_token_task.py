@@ -14,12 +14,12 @@ import math
 
 import pytest
 
-from harness.annotator import simulate_preferences
+from harness.engine.annotator import simulate_preferences
+from harness.engine.plugins import get_plugin_host
+from harness.engine.runner import build_context, make_algorithm, train
 from harness.exact import ExactProblem
-from harness.plugins import get_plugin_host
 from harness.preference import BradleyTerry
 from harness.reward import GoldRewardModel
-from harness.runner import build_context, make_algorithm, train
 from harness.tasks.token import TokenTask
 
 CONFIGS = {

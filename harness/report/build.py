@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from harness.engine.reproduce import RUNS_FILE, run_line
 from harness.errors import ConfigError, HarnessError
 from harness.report.data import StoreData, load_store
 from harness.report.render import to_html, to_markdown
@@ -88,13 +89,12 @@ from harness.report.sections.tuning import (
     tuning_dimensions,
     tuning_section,
 )
-from harness.reproduce import RUNS_FILE, run_line
 
 
 def _run_lines(store: Path, data: StoreData) -> bytes:
     """``runs.jsonl``: each counted run's spec, versions, environment and final metrics, one
     JSON line each, in run-id order (what ``rlhf-harness reproduce`` re-runs)."""
-    from harness.store import RunStore
+    from harness.engine.store import RunStore
 
     runs = RunStore(store.parent, store.name)
     lines = []

@@ -70,8 +70,8 @@ about half of the time.
 
 A score comparison of a configuration tuned by several searches (``tuning.repeats``) also
 counts the luck of the tuning: its p-value is the larger of the sign-flip test's and that of the
-interval with tuning luck (:func:`with_tuning_luck`, :func:`harness.tuning.luck_interval`), its
-interval the hull of the two, its ``test`` ``… + tuning luck``.
+interval with tuning luck (:func:`with_tuning_luck`, :func:`harness.engine.tuning.luck_interval`),
+its interval the hull of the two, its ``test`` ``… + tuning luck``.
 
 A comparison the test cannot decide is ``undecidable`` (not ``undecided``): where even the
 test's smallest p-value at its n (``p_min``, 2/2^n) would not pass its Holm step in its family,
@@ -322,10 +322,10 @@ def tuning_luck(scores: pd.DataFrame, labels: list[str], tasks: list[str],
     """Per task, every pair of configurations of which one or both had repeated tuning
     searches (``repeated``: their (task, label)): the mean score difference a − b over the
     instances both have, with the interval and p-value of
-    :func:`harness.tuning.luck_interval`, which count the luck of the searches' choices."""
+    :func:`harness.engine.tuning.luck_interval`, which count the luck of the searches' choices."""
     import itertools
 
-    from harness.tuning import luck_interval
+    from harness.engine.tuning import luck_interval
 
     columns = ["task", "a", "b", "n", "searches_a", "searches_b", "mean_diff", "ci_low",
                "ci_high", "p_value", "df", "se_instances", "se_searches"]
@@ -377,8 +377,8 @@ def with_tuning_luck(frame: pd.DataFrame, luck: pd.DataFrame) -> pd.DataFrame:
     Two tests of the same null hypothesis (no difference in the mean score over both the
     instances and the searches' choices) are combined as an intersection: the row's p-value is
     the larger of the sign-flip test's over instances and the tuning-luck t test's
-    (:func:`harness.tuning.luck_interval`), and its interval the hull of the two. The larger of
-    two valid p-values is valid (P(max ≤ α) ≤ P(either ≤ α) ≤ α), so the row keeps its level
+    (:func:`harness.engine.tuning.luck_interval`), and its interval the hull of the two. The larger
+    of two valid p-values is valid (P(max ≤ α) ≤ P(either ≤ α) ≤ α), so the row keeps its level
     whichever of the two models holds: the sign-flip test's, which is exact given the chosen
     configurations but blind to the choice, and the luck interval's, which counts the choice
     under a normal model of the choices' effects. Holm and the decision then use this p-value

@@ -45,9 +45,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from harness.engine.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
 from harness.errors import ConfigError, HarnessError
 from harness.metrics import clashing, namespaced
-from harness.store import MANIFEST, METRIC_COLUMNS, RunRecord, RunStore
 from harness.suite import (
     LECTURE_CLAIM,
     ClaimSpec,
@@ -467,7 +467,7 @@ def namespace_clashes(
 
 
 def _trial_row(rec: RunRecord, tuning: dict[str, Any], beta: float) -> dict[str, Any]:
-    from harness.tuning import run_objective
+    from harness.engine.tuning import run_objective
 
     row: dict[str, Any] = {
         "run_id": rec.run_id, "task": str(rec.spec.get("task", "?")),

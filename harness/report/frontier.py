@@ -22,8 +22,8 @@ size) are computed at the family's level α/m (m the comparisons of the table wi
 level Holm's adjustment holds the smallest p-value to.
 
 **Tuning.** For every tuned algorithm: its trials' values (the mean objective over the tuning
-instances), the expected maximum of n trials (Dodge et al. 2019; see :mod:`harness.tuning`) and
-the chosen configuration.
+instances), the expected maximum of n trials (Dodge et al. 2019; see :mod:`harness.engine.tuning`)
+and the chosen configuration.
 """
 
 from __future__ import annotations

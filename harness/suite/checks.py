@@ -432,8 +432,8 @@ def _check_lora_targets(suite: Suite, host: Any, where: Callable[..., str], at: 
     """LoRA targets and rank against each task's model, where it can be read without a
     download: a ``tiny-lm`` model, an ``hf`` model in a local folder (built from its config on
     the meta device). A hub model's are checked when its run starts."""
-    from harness.lora import adapted_width, linear_module_names
-    from harness.memory import model_skeleton
+    from harness.engine.memory import model_skeleton
+    from harness.models.lora import adapted_width, linear_module_names
 
     for task in suite.tasks:
         cls = host.task(task.name)

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from harness.config import config_hash
-from harness.store import slug
+from harness.engine.store import slug
 from harness.suite.schema import (
     LECTURE_CLAIM,
     LECTURE_SOURCE,

@@ -115,8 +115,8 @@ class RewardModelSpec(_Strict):
 
 
 class LoRASpec(_Strict):
-    """LoRA adapters through ``peft`` (see :mod:`harness.lora`): only they train, and π_ref is
-    the same base model with them switched off."""
+    """LoRA adapters through ``peft`` (see :mod:`harness.models.lora`): only they train, and π_ref
+    is the same base model with them switched off."""
 
     r: Int = Field(8, ge=1, description="Rank of each adapter.")
     alpha: Float = Field(16.0, gt=0, description="Scale numerator: an update is (alpha/r)·BA.")
@@ -151,7 +151,7 @@ class PolicySpec(_Strict):
     )
     offload_frozen: bool = Field(
         False, description="Keep the frozen π_ref and r̂ on the CPU, moved to the run's device "
-        "for each call (see harness.offload); nothing changes on a CPU run.",
+        "for each call (see harness.models.offload); nothing changes on a CPU run.",
     )
 
     @property
@@ -459,7 +459,7 @@ class DivergenceSpec(_Strict):
 
 
 class TuningSpec(_Strict):
-    """Equal tuning effort (see :mod:`harness.tuning`): the same number of trials for every
+    """Equal tuning effort (see :mod:`harness.engine.tuning`): the same number of trials for every
     tuned algorithm, on tuning instances distinct from the suite's seeds."""
 
     trials: Int = Field(ge=1, description="Trials per algorithm and task (the same for all).",
@@ -474,7 +474,7 @@ class TuningSpec(_Strict):
     )
     seed: Int = Field(0, description="Seed of the sampler (trial i uses seed + i).")
     objective: Literal["final_gold", "gold_at_kl", "j_beta"] = Field(
-        "final_gold", description="What a trial maximises (see harness.tuning)."
+        "final_gold", description="What a trial maximises (see harness.engine.tuning)."
     )
     kl_budget: Float | None = Field(None, gt=0, validate_default=True,
                                     description="The KL budget of 'gold_at_kl'.", examples=[2.0])
@@ -485,8 +485,8 @@ class TuningSpec(_Strict):
         1, ge=1, description="Independent searches per algorithm and task, each on its own "
         "group of the tuning instances (their number must be a multiple of R); every "
         "search's choice runs on the suite's instances, and an algorithm's value on an "
-        "instance is the mean over its R choices (see harness.tuning); R ≥ 3 for the report's "
-        "intervals with tuning luck to keep their 95%.", examples=[3],
+        "instance is the mean over its R choices (see harness.engine.tuning); R ≥ 3 for the "
+        "report's intervals with tuning luck to keep their 95%.", examples=[3],
     )
     algorithms: list[str] | None = Field(
         None, description="Labels to tune (default: every algorithm of the suite).",

@@ -32,8 +32,8 @@ from typing import ClassVar, Literal
 import torch
 
 from harness.errors import ConfigError
+from harness.models.tabular import SequenceSpace, TabularTask, check_eval_prompts, prompt_rows
 from harness.policy import PromptBatch, ResponseBatch
-from harness.tabular import SequenceSpace, TabularTask, check_eval_prompts, prompt_rows
 
 __all__ = ["BanditTask"]
 

@@ -72,7 +72,7 @@ class HFParams:
     """Let transformers replace layers of π_ref by kernels fetched from the Hugging Face Hub
     (``from_pretrained(use_kernels=True)``, transformers >= 4.54). Off by default: with it a run
     needs Hub access, and sampling (eval mode) and training may run different kernels for the
-    same layer (see :mod:`harness.hub`)."""
+    same layer (see :mod:`harness.models.hub`)."""
 
     def __post_init__(self) -> None:
         if self.prompt_words is not None:
@@ -206,7 +206,7 @@ class HFTask(LMTask):
     def load_assets(self) -> tuple[nn.Module, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from harness.hub import pretrained_kwargs
+        from harness.models.hub import pretrained_kwargs
 
         p: HFParams = self.params
         kwargs = {"trust_remote_code": p.trust_remote_code}
@@ -234,7 +234,7 @@ class HFTask(LMTask):
     def gold(self) -> GoldReward:
         """The gold reward, built on first use from the plugin registry."""
         if self._gold is None:
-            from harness.plugins import get_plugin_host
+            from harness.engine.plugins import get_plugin_host
 
             p: HFParams = self.params
             cls = get_plugin_host().gold_reward(p.gold_reward)

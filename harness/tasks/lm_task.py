@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.lm import LMPolicy, LMRewardModel, LMValueModel
+from harness.models.lm import LMPolicy, LMRewardModel, LMValueModel
 from harness.policy import Policy, PromptBatch, ResponseBatch, pad_token_lists
 from harness.tasks.base import Task
 
@@ -127,7 +127,7 @@ class LMTask(Task):
         """A critic from ``policy``'s backbone (copied) when it is an :class:`LMPolicy`
         without LoRA adapters, else from π_ref's (a LoRA policy starts as π_ref, and its
         adapters do not belong in a critic); V_t is the value before response token t."""
-        from harness.lora import has_lora
+        from harness.models.lora import has_lora
 
         lm = isinstance(policy, LMPolicy) and not has_lora(policy)
         source = policy if lm else self.model

@@ -29,11 +29,11 @@ frequent words of the pre-training corpus (ties broken alphabetically) plus ``<p
 ``<unk>``, which π_ref is never allowed to emit (so every response decodes to words and encodes
 back unchanged).
 
-**π_ref.** A Llama (or GPT-2) from :func:`harness.lm.build_causal_lm`, pre-trained with
+**π_ref.** A Llama (or GPT-2) from :func:`harness.models.lm.build_causal_lm`, pre-trained with
 :func:`harness.tasks.tiny_lm.pretrain` (AdamW, warm-up then cosine, length-bucketed batches) on
 ``<bos> sentence <eos>`` documents; cached like tiny-lm's (``cache_dir()/sentiment/<hash>``, built
-in :func:`~harness.cache.atomic_dir`, loaded with ``from_pretrained``). At the defaults the model
-has 1.04M parameters (Llama, 4 layers of width 128, vocabulary 3,004). Its build — reading the
+in :func:`~harness.models.cache.atomic_dir`, loaded with ``from_pretrained``). At the defaults the
+model has 1.04M parameters (Llama, 4 layers of width 128, vocabulary 3,004). Its build — reading the
 corpus, the tokenizer, 800 pre-training steps of 32 sentences, saving — took 206 s of CPU time on
 one thread (loss 6.2 → 3.7; torch 2.13, transformers 5.25), 12 min 17 s of wall time on the 2-core
 machine while it ran other jobs (load average ≈ 7); ``python -m harness.tasks.sentiment``
@@ -72,10 +72,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from harness.cache import atomic_dir, cache_dir, is_complete
 from harness.config import config_hash
 from harness.errors import ConfigError
-from harness.lm import build_causal_lm, count_parameters
+from harness.models.cache import atomic_dir, cache_dir, is_complete
+from harness.models.lm import build_causal_lm, count_parameters
 from harness.policy import PromptBatch, ResponseBatch
 from harness.tasks.lm_task import LMTask
 
@@ -325,10 +325,11 @@ def build_assets(params: SentimentParams, out: Path, device: str = "cpu") -> dic
 
 def load_assets(params: SentimentParams, device: str = "cpu") -> tuple[nn.Module, Any, Path]:
     """``(model, tokenizer, path)``: from the cache, building the entry (on ``device``) first if
-    needed; the model is loaded on the CPU in float32, Hub kernels off (:mod:`harness.hub`)."""
+    needed; the model is loaded on the CPU in float32, Hub kernels off
+    (:mod:`harness.models.hub`)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from harness.hub import pretrained_kwargs
+    from harness.models.hub import pretrained_kwargs
 
     path = cache_path(params)
     if not is_complete(path):

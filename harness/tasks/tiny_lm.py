@@ -17,7 +17,8 @@ special tokens ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``, wrapped as a
 ``transformers.PreTrainedTokenizerFast`` (``clean_up_tokenization_spaces=False``, so decoding
 joins words with single spaces). One word is one token.
 
-**π_ref.** A Llama (or GPT-2) causal LM built by :func:`harness.lm.build_causal_lm`, pre-trained
+**π_ref.** A Llama (or GPT-2) causal LM built by :func:`harness.models.lm.build_causal_lm`,
+pre-trained
 with AdamW for ``pretrain_steps`` steps of ``pretrain_batch_size`` documents ``<bos> … <eos>``
 (next-token cross-entropy, length-bucketed batches, linear warm-up then cosine decay). It is
 brief on purpose: π_ref writes varied, mostly but not always grammatical text (at the defaults,
@@ -35,9 +36,9 @@ model built on another core count or on a GPU rounds reductions differently, and
 is that of the machine that built it.
 
 **Cache.** The model and tokenizer are saved with ``save_pretrained`` into
-``cache_dir()/tiny-lm/<hash>`` (:mod:`harness.cache`), built inside
-:func:`~harness.cache.atomic_dir` so an interrupted build leaves no entry; every task instance
-loads them with ``from_pretrained`` from that local folder. The hash covers
+``cache_dir()/tiny-lm/<hash>`` (:mod:`harness.models.cache`), built inside
+:func:`~harness.models.cache.atomic_dir` so an interrupted build leaves no entry; every task
+instance loads them with ``from_pretrained`` from that local folder. The hash covers
 :data:`FORMAT_VERSION` and the parameters that change the model (:data:`MODEL_FIELDS`); the
 prompt and reward parameters do not, so changing them reuses the cached model.
 
@@ -105,10 +106,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.cache import atomic_dir, cache_dir, is_complete
 from harness.config import config_hash
 from harness.errors import ConfigError
-from harness.lm import build_causal_lm, count_parameters
+from harness.models.cache import atomic_dir, cache_dir, is_complete
+from harness.models.lm import build_causal_lm, count_parameters
 from harness.policy import PromptBatch, ResponseBatch
 from harness.tasks.lm_task import LMTask
 
@@ -526,13 +527,13 @@ def load_assets(params: TinyLMParams, device: str = "cpu") -> tuple[nn.Module, A
     ``device``) if needed; the model is loaded on the CPU, in float32.
 
     The read is lock-free: a complete entry is used as is. Otherwise the entry is built in a
-    temporary directory and renamed into place (:func:`harness.cache.atomic_dir`); if another
+    temporary directory and renamed into place (:func:`harness.models.cache.atomic_dir`); if another
     process finished the same entry first, its copy is kept. Either way the model and tokenizer
     are then loaded with ``from_pretrained`` from the local folder.
     """
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from harness.hub import pretrained_kwargs
+    from harness.models.hub import pretrained_kwargs
 
     path = cache_path(params)
     if not is_complete(path):

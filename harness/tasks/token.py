@@ -5,7 +5,7 @@ A response is at most H tokens over V symbols (ids ``0 .. V-1``, letters ``a``, 
 EOS (id V, written ``.``): either ``s_1 .. s_L .`` with L < H (finished), or H symbols cut at the
 maximum length (``finished`` False). There are N = Σ_{L=0..H} V^L responses per prompt, all
 enumerated, so the exact optimum is known (:mod:`harness.exact`); response ids follow
-:class:`harness.tabular.SequenceSpace` (by length, then lexicographically).
+:class:`harness.models.tabular.SequenceSpace` (by length, then lexicographically).
 
 Gold reward, with t_x the prompt's hidden target (H symbols) and y_1 .. y_L the response's
 symbols (EOS excluded):
@@ -16,7 +16,7 @@ symbols (EOS excluded):
 included, are misses), plus an optional per-symbol length term (0 by default). With the default,
 r* ∈ [0, 1] and its maximum 1 is the full target, cut at H.
 
-π_ref is an autoregressive tabular policy (:class:`harness.tabular.TabularPolicy`): at every
+π_ref is an autoregressive tabular policy (:class:`harness.models.tabular.TabularPolicy`): at every
 prefix, logits ~ N(0, 1)/ref_temperature over the V + 1 actions, with ``eos_bias`` added to EOS's
 logit, so π_ref's responses vary in length.
 
@@ -33,8 +33,8 @@ from typing import ClassVar
 import torch
 
 from harness.errors import ConfigError
+from harness.models.tabular import SequenceSpace, TabularTask, check_eval_prompts, prompt_rows
 from harness.policy import PromptBatch, ResponseBatch
-from harness.tabular import SequenceSpace, TabularTask, check_eval_prompts, prompt_rows
 
 __all__ = ["TokenTask"]
 

@@ -47,7 +47,8 @@ that names the algorithm and the check:
     the gold reward (:class:`harness.exact.ExactProblem`), has closed at least
     ``min_improvement`` of the gap from J_β(π_ref) to the optimum J_β(π*_β).
 ``devices``
-    With the task on a GPU — a stand-in on the CPU (:func:`harness.device_trace.stand_in_device`)
+    With the task on a GPU — a stand-in on the CPU
+    (:func:`harness.models.device_trace.stand_in_device`)
     — building the algorithm, two steps, and every built-in evaluator on its ``eval_policy()``
     keep the run's tensors on that device: an op that combines a tensor on the device with one
     on the CPU (a ``.cpu()`` result, a tensor made without ``device=``, an index on the other
@@ -56,10 +57,10 @@ that names the algorithm and the check:
     task with ``offload_frozen``, and on the ``lora`` check's language model under bf16
     autocast with ``offload_frozen``, and with ``lora`` and ``activation_checkpointing`` (unless
     the algorithm declares ``supports_lora = False``). An algorithm checked by its registered
-    name also runs once through :func:`harness.runner.run_one` on the device (bf16, a fitted
+    name also runs once through :func:`harness.engine.runner.run_one` on the device (bf16, a fitted
     r̂, ``offload_frozen``), and must end ``done``.
 ``lora``
-    With a LoRA policy (a suite's ``policy.lora``, :mod:`harness.lora`) on a tiny untrained
+    With a LoRA policy (a suite's ``policy.lora``, :mod:`harness.models.lora`) on a tiny untrained
     Llama (2 layers, width 32; ``tiny-lm``'s language, built in memory), ``LORA_STEPS`` steps
     run without error and with finite metrics, the base weights stay bit for bit as they were,
     the adapters train (unless the policy is left as π_ref, as best-of-n leaves it), and π_ref —
@@ -80,10 +81,11 @@ never computes π_ref's log-probs, so no ``kl_ref``) passes ``metrics=`` explici
 ``Conformance("grpo", {"beta": 0}, metrics={"loss", "reward"})``.
 
 **What the checks give an algorithm.** A ``bandit`` task on the CPU (``task_params``, default 4
-prompts × 8 arms, r* ~ N(0, 1), a softmax π_ref), the context :func:`harness.runner.build_context`
+prompts × 8 arms, r* ~ N(0, 1), a softmax π_ref), the context
+:func:`harness.engine.runner.build_context`
 builds, with the gold reward as r̂ (:class:`harness.reward.GoldRewardModel`) for algorithms that
 need ``"reward"`` and ``num_pairs`` preference pairs simulated from the gold reward
-(:func:`harness.annotator.simulate_preferences`, Bradley-Terry at scale 1, no flipped labels:
+(:func:`harness.engine.annotator.simulate_preferences`, Bradley-Terry at scale 1, no flipped labels:
 ``label_noise`` 0) for those that need ``"preferences"`` or ``"unpaired"``. The algorithm's
 ``config`` is validated as a suite's would be; learning rates
 for language models are far too small for a table of logits, so pass one that suits it.

@@ -33,8 +33,8 @@ class DeviceChecks:
     LoRA: ``devices`` (a GPU, or its stand-in on the CPU) and ``lora``."""
 
     def _check_lora(self, cls: type[Algorithm]) -> str | None:
+        from harness.engine.runner import build_context, make_algorithm
         from harness.reward import GoldRewardModel
-        from harness.runner import build_context, make_algorithm
 
         task = _kit_lm_task()
         preferences = None
@@ -44,7 +44,7 @@ class DeviceChecks:
         with _global_rng(_GLOBAL_SEEDS[0]), _one_thread():
             try:
                 if {"preferences", "unpaired"} & cls.needs:
-                    from harness.annotator import simulate_preferences
+                    from harness.engine.annotator import simulate_preferences
                     from harness.preference import BradleyTerry
 
                     preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=32,
@@ -96,7 +96,7 @@ class DeviceChecks:
 
 
     def _check_devices(self, cls: type[Algorithm]) -> str | None:
-        from harness.device_trace import stand_in_device
+        from harness.models.device_trace import stand_in_device
 
         variants: list[tuple[str, bool, dict[str, Any], str]] = [
             ("", False, {}, "fp32"),
@@ -123,11 +123,11 @@ class DeviceChecks:
     def _on_device(self, cls: type[Algorithm], where: str, lm: bool, options: dict[str, Any],
                    precision: str) -> str | None:
         """Build, step twice and evaluate on the stand-in device; what failed, or None."""
-        from harness.device_trace import STAND_IN
+        from harness.engine.runner import build_context, make_algorithm, precision_context
         from harness.evaluators import EvalContext, register_evaluators
         from harness.exact import ExactProblem
+        from harness.models.device_trace import STAND_IN
         from harness.reward import GoldRewardModel
-        from harness.runner import build_context, make_algorithm, precision_context
 
         evaluators: list[tuple[str, Any]] = []
         register_evaluators(lambda name, ev: evaluators.append((name, ev)))
@@ -138,7 +138,7 @@ class DeviceChecks:
                     task = _kit_lm_task(STAND_IN)
                     preferences = None
                     if {"preferences", "unpaired"} & cls.needs:
-                        from harness.annotator import simulate_preferences
+                        from harness.engine.annotator import simulate_preferences
                         from harness.preference import BradleyTerry
 
                         preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=16,
@@ -182,16 +182,16 @@ class DeviceChecks:
         return None
 
     def _run_one_on_device(self) -> str | None:
-        """One run of a one-run suite through :func:`harness.runner.run_one` (the store, the
+        """One run of a one-run suite through :func:`harness.engine.runner.run_one` (the store, the
         memory counters, bf16 autocast, r̂ fitted on the device): what failed."""
         import tempfile
         from pathlib import Path
 
         import yaml
 
-        from harness.plugins import get_plugin_host
-        from harness.runner import run_one
-        from harness.store import RunStore
+        from harness.engine.plugins import get_plugin_host
+        from harness.engine.runner import run_one
+        from harness.engine.store import RunStore
         from harness.suite import check_suite, load_suite
 
         suite = {
@@ -223,7 +223,7 @@ class DeviceChecks:
 def _kit_lm_task(device: str = "cpu") -> Any:
     """The ``lora`` check's task (its class defined on first use: it imports transformers), on
     ``device``."""
-    from harness.lm import build_causal_lm
+    from harness.models.lm import build_causal_lm
     from harness.tasks.tiny_lm import TinyLMParams, TinyLMTask, make_corpus, make_tokenizer
 
     class KitLMTask(TinyLMTask):

@@ -34,7 +34,7 @@ class Conformance(ConfigChecks, MetricChecks, TrainingChecks, DeviceChecks):
     """The conformance checks of one algorithm with one config; runs are shared between checks.
 
     :param algorithm: a registered algorithm's name (looked up with
-        :func:`harness.plugins.get_plugin_host`, i.e. through the entry points of installed
+        :func:`harness.engine.plugins.get_plugin_host`, i.e. through the entry points of installed
         plugins) or an :class:`~harness.algorithm.Algorithm` subclass itself.
     :param config: its ``Config`` fields, as in a suite file (omitted fields: the defaults).
     :param seed: the run seed.
@@ -132,8 +132,8 @@ class Conformance(ConfigChecks, MetricChecks, TrainingChecks, DeviceChecks):
 
         For an author's own tests of the algorithm's behaviour; raises what building raises.
         """
+        from harness.engine.runner import build_context, make_algorithm
         from harness.reward import GoldRewardModel
-        from harness.runner import build_context, make_algorithm
 
         try:
             cls = self._resolve()
@@ -163,7 +163,7 @@ class Conformance(ConfigChecks, MetricChecks, TrainingChecks, DeviceChecks):
             return self._cls
         algorithm = self.algorithm
         if isinstance(algorithm, str):
-            from harness.plugins import get_plugin_host
+            from harness.engine.plugins import get_plugin_host
 
             try:
                 host = get_plugin_host()
@@ -253,7 +253,7 @@ class Conformance(ConfigChecks, MetricChecks, TrainingChecks, DeviceChecks):
 
     def _simulated_preferences(self, task: Any) -> Any:
         if self._preferences is None:
-            from harness.annotator import simulate_preferences
+            from harness.engine.annotator import simulate_preferences
             from harness.preference import BradleyTerry
 
             self._preferences = simulate_preferences(

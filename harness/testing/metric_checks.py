@@ -100,14 +100,14 @@ class MetricChecks:
 
     def _online_case(self, cls: type[Algorithm]) -> tuple[Algorithm, dict[str, Any], str]:
         """One prompt, every response scored ``CONSTANT_REWARD``: step 1's expected values."""
-        from harness.runner import build_context, make_algorithm
+        from harness.engine.runner import build_context, make_algorithm
         from harness.tasks.bandit import BanditParams, BanditTask
 
         params = {**self.task_params, "num_prompts": 1, "num_eval_prompts": None}
         task = BanditTask(build_config(BanditParams, params), seed=self.seed, device="cpu")
         preferences = None
         if {"preferences", "unpaired"} & cls.needs:
-            from harness.annotator import simulate_preferences
+            from harness.engine.annotator import simulate_preferences
             from harness.preference import BradleyTerry
 
             preferences = simulate_preferences(task, BradleyTerry(1.0), num_pairs=64,
@@ -132,9 +132,9 @@ class MetricChecks:
         import pandas as pd
 
         from harness.data import PreferenceDataset
+        from harness.engine.runner import build_context, make_algorithm
         from harness.policy import ResponseBatch
         from harness.reward import GoldRewardModel
-        from harness.runner import build_context, make_algorithm
         from harness.tasks.token import TokenParams, TokenTask
 
         task = TokenTask(build_config(TokenParams, {"num_prompts": 1, "vocab_size": 3,

@@ -69,8 +69,9 @@ is — for LM tasks π_ref's backbone with a fresh scalar head, for tabular task
 ``"reward"``: then every weight of the critic is overwritten by the reward model's weight of the
 same name and shape, as Stiennon et al. ("we initialize the value function to the parameters
 of the reward model"), Ouyang et al. and the N+ code do. That needs a
-reward model with the critic's architecture: on LM tasks (:class:`harness.lm.LMRewardModel` and
-:class:`harness.lm.LMValueModel` are both a backbone with a scalar head) it copies everything,
+reward model with the critic's architecture: on LM tasks (:class:`harness.models.lm.LMRewardModel`
+and :class:`harness.models.lm.LMValueModel` are both a backbone with a scalar head) it copies
+everything,
 so V_t starts as r̂'s head read before token t. On tabular tasks it is impossible — r̂ is a table
 over whole responses, V one over prefixes — and so is it with the oracle
 :class:`harness.reward.GoldRewardModel`, which has no weights: :class:`ConfigError` is raised.

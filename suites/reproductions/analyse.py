@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.engine.store import RunStore
 from harness.report.stats import Estimate, holm, paired_difference, t_interval
-from harness.store import RunStore
 
 # --- fitting (Gao et al. 2022's functional forms) ----------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.engine.store import atomic_write_bytes
 from harness.errors import ConfigError
 from harness.report import compare as cmp
 from harness.report import stats as st
@@ -26,7 +27,6 @@ from harness.report.colours import RGB
 from harness.report.colours import palette as label_palette
 from harness.report.data import X_AXES, StoreData
 from harness.report.render import Block, Figure, Table, Text
-from harness.store import atomic_write_bytes
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """What a spreadsheet reads as the start of a formula in a CSV cell."""

@@ -56,7 +56,7 @@ def _tuning_dimensions(rep: Report, per_trial: pd.DataFrame, param_cols: list[st
 def tuning_section(rep: Report) -> None:
     """Equal tuning effort: expected best of n trials, sensitivity, chosen configurations, and
     with repeated searches the spread of their choices and scores."""
-    from harness.tuning import expected_max_performance
+    from harness.engine.tuning import expected_max_performance
 
     trials = rep.data.trials
     if trials is None or trials.empty:
@@ -130,7 +130,7 @@ REPEATS_MODEL = (
     "freedom; Bouthillier et al. 2021). A score comparison of such an algorithm is decided on "
     "the larger of that test's p-value and the sign-flip test's over instances, so it holds "
     "its level under either model, and is Holm-adjusted in its family like any other row.")
-"""How repeated tuning searches enter the comparisons (see :mod:`harness.tuning`)."""
+"""How repeated tuning searches enter the comparisons (see :mod:`harness.engine.tuning`)."""
 
 
 def tuning_choices(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:

@@ -26,8 +26,8 @@ What may share the frozen base:
 **Activation checkpointing** recomputes each transformer block's activations in the backward
 pass instead of keeping them (``gradient_checkpointing_enable`` of ``transformers``, non-reentrant
 so that a frozen embedding with LoRA still gets gradients through). Under it the policy runs its
-forwards without the shared-prompt KV cache (``harness.lm``'s fallback: one forward over every
-row), which gives the same log-probs and gradients.
+forwards without the shared-prompt KV cache (``harness.models.lm``'s fallback: one forward over
+every row), which gives the same log-probs and gradients.
 """
 
 from __future__ import annotations
@@ -84,14 +84,14 @@ def adapted_width(model: nn.Module, targets: list[str] | None) -> int | None:
 
 
 def has_lora(policy: nn.Module) -> bool:
-    """Whether ``policy`` (an :class:`~harness.lm.LMPolicy`) carries LoRA adapters."""
+    """Whether ``policy`` (an :class:`~harness.models.lm.LMPolicy`) carries LoRA adapters."""
     return getattr(policy, "_peft_model", None) is not None
 
 
 def apply_lora(policy: Any, lora: dict[str, Any], *, seed: int = 0) -> Any:
     """Inject LoRA adapters into ``policy.model`` (in place) and freeze its base weights.
 
-    :param policy: an :class:`~harness.lm.LMPolicy`.
+    :param policy: an :class:`~harness.models.lm.LMPolicy`.
     :param lora: ``{"r", "alpha", "dropout", "target_modules"}`` as in a suite; target modules
         None: every linear layer but the output head (peft's ``"all-linear"``).
     :param seed: seeds the adapters' initialisation (A random, B zero, as peft initialises
@@ -102,7 +102,7 @@ def apply_lora(policy: Any, lora: dict[str, Any], *, seed: int = 0) -> Any:
     """
     from peft import LoraConfig, get_peft_model
 
-    from harness.lm import LMPolicy
+    from harness.models.lm import LMPolicy
 
     if not isinstance(policy, LMPolicy):
         raise ConfigError(
@@ -214,7 +214,7 @@ class AdapterOffReference(Policy):
 
 def enable_activation_checkpointing(policy: Any) -> None:
     """Turn on activation checkpointing in ``policy.model`` (non-reentrant)."""
-    from harness.lm import LMPolicy
+    from harness.models.lm import LMPolicy
 
     if not isinstance(policy, LMPolicy):
         raise ConfigError(

@@ -98,7 +98,7 @@ def new_plugin(
     if folder.exists():
         raise ConfigError(f"{folder} already exists: not overwriting it (choose another --dir)")
     if check_registered:
-        from harness.plugins import get_plugin_host
+        from harness.engine.plugins import get_plugin_host
 
         host = get_plugin_host()
         if name in host.names("algorithm"):
@@ -388,7 +388,7 @@ _TESTS = '''\
 
 from __future__ import annotations
 
-from harness.plugins import get_plugin_host
+from harness.engine.plugins import get_plugin_host
 from harness.testing import conformance_tests
 
 from __MODULE__ import __CLASS__

@@ -6,7 +6,7 @@ Everything is built locally from ``transformers`` configs (nothing is downloaded
 hub model. The language is ``tiny-lm``'s (its word-level tokenizer and documents); the models are
 untrained (random weights): the assets exercise the pipeline, they do not make a benchmark.
 
-Write them with ``python -m harness.hf_example [FOLDER]`` (default ``hf-example-assets``).
+Write them with ``python -m harness.devkit.hf_example [FOLDER]`` (default ``hf-example-assets``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def write_example_assets(folder: str | Path, *, pairs: int = 48, seed: int = 0) 
     import transformers
     from transformers.utils import logging as hf_logging
 
-    from harness.lm import build_causal_lm
+    from harness.models.lm import build_causal_lm
     from harness.tasks.tiny_lm import TinyLMParams, make_corpus, make_tokenizer
 
     hf_logging.disable_progress_bar()

@@ -8,8 +8,8 @@ nothing is copied back). The device then holds them only while they compute — 
 of an online step, DPO's reference log-probs — at the price of one copy of their weights across
 the host link per call, which :class:`Offloaded` counts (``bytes_moved``, ``seconds``; in the
 run's summary under ``memory_plan.offload``). The frozen copies are built in host memory
-(:func:`harness.runner.build_context`): they never sit on the device beside the policy. On a CPU
-run the switch does nothing: the models are on the CPU already.
+(:func:`harness.engine.runner.build_context`): they never sit on the device beside the policy. On a
+CPU run the switch does nothing: the models are on the CPU already.
 
 The gold reward is the task's business: the ``classifier`` gold reward runs on its own
 ``device`` (``gold_reward_params.device``, the CPU unless set).

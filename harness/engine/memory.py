@@ -11,7 +11,7 @@ Two views of the same quantities:
   largest generation and an estimate of its training activations. ``rlhf-harness plan SUITE``
   prints it; ``rlhf-harness run`` refuses, before starting, a suite with a run that cannot fit.
 
-**What a run keeps resident** (see :func:`harness.runner.build_context`): the task's model as
+**What a run keeps resident** (see :func:`harness.engine.runner.build_context`): the task's model as
 loaded (π_ref, kept by the task for the run); the policy, a trainable copy of it; π_ref — a frozen
 copy, or nothing with LoRA (the policy's own model with adapters off); r̂ (a copy of the backbone
 with a scalar head) when the algorithm needs a reward or the ``proxy_reward`` evaluator runs, and
@@ -232,7 +232,7 @@ def _skeleton(task_cls: type, params: Any) -> tuple[nn.Module, torch.dtype, int,
     from harness.tasks.tiny_lm import TinyLMTask
 
     if issubclass(task_cls, TinyLMTask | SentimentTask):
-        from harness.lm import build_causal_lm
+        from harness.models.lm import build_causal_lm
 
         if issubclass(task_cls, TinyLMTask):
             from harness.tasks.tiny_lm import make_corpus, make_tokenizer
@@ -304,7 +304,7 @@ def _bytes(params: Iterable[torch.Tensor]) -> int:
 
 def _backbone_bytes(model: nn.Module, dtype: torch.dtype) -> tuple[int, int]:
     """Bytes and tensors of a scalar-head model on ``model``'s backbone (head in float32)."""
-    from harness.lm import _backbone_of
+    from harness.models.lm import _backbone_of
 
     backbone, hidden = _backbone_of(model)
     params = list(backbone.parameters())
@@ -407,8 +407,8 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
     weights = base_bytes
     trainable = list(model.parameters())
     if options.get("lora"):  # on the skeleton itself: the base's sizes are counted above
-        from harness.lm import LMPolicy
-        from harness.lora import apply_lora
+        from harness.models.lm import LMPolicy
+        from harness.models.lora import apply_lora
 
         policy = LMPolicy(model, pad_id=0, eos_id=None)
         apply_lora(policy, options["lora"])
@@ -450,7 +450,7 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
 
     def trained(rows: int, checkpointing: bool, prompts: int | None = None) -> int:
         """Kept for a backward pass over ``rows`` responses to ``prompts`` distinct prompts
-        (rows sharing a prompt run it once, :mod:`harness.lm`; not under checkpointing)."""
+        (rows sharing a prompt run it once, :mod:`harness.models.lm`; not under checkpointing)."""
         if checkpointing:  # each layer's input, and one layer recomputed at a time
             tokens = rows * seq
             return layers * tokens * hidden * width + tokens * per_token
@@ -507,8 +507,8 @@ def plan_run(spec: dict[str, Any], host: Any, run_id: str = "") -> RunPlan:
 
     def one_layer(rows: int, prompts: int | None = None) -> int:
         """A no-grad forward's transient over ``rows`` responses; where they share ``prompts``
-        distinct prompts (:mod:`harness.lm`), the response columns beside the prompts' KV cache
-        repeated to every row, and the hidden states of every row's columns, joined for the
+        distinct prompts (:mod:`harness.models.lm`), the response columns beside the prompts' KV
+        cache repeated to every row, and the hidden states of every row's columns, joined for the
         head (two of full width)."""
         if prompts is None or prompts >= rows:
             return rows * seq * forward

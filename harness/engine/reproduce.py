@@ -36,7 +36,7 @@ RUNS_FILE = "runs.jsonl"
 
 
 def run_line(record: Any) -> dict[str, Any]:
-    """The ``runs.jsonl`` line of a store's run (a :class:`~harness.store.RunRecord`)."""
+    """The ``runs.jsonl`` line of a store's run (a :class:`~harness.engine.store.RunRecord`)."""
     summary = record.summary or {}
     return {
         "run_id": record.run_id,
@@ -168,9 +168,9 @@ def reproduce(report_dir: str | Path, *, sample: int = 3, seed: int = 0, rtol: f
               echo: Callable[[str], None] = print) -> list[Outcome]:
     """Re-run ``sample`` of the report's runs (all when ``sample`` ≥ their number, drawn with
     ``random.Random(seed)``) and compare; see the module docstring."""
-    from harness.plugins import get_plugin_host
-    from harness.runner import run_one
-    from harness.store import RunStore
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import run_one
+    from harness.engine.store import RunStore
     from harness.suite import RunSpec, code_identity
 
     if sample < 1:

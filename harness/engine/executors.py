@@ -1,6 +1,7 @@
 """Executors: where a suite's runs execute — supervised local child processes, or Ray.
 
-Every executor runs :func:`harness.runner.run_one` on each pending spec and writes to the same
+Every executor runs :func:`harness.engine.runner.run_one` on each pending spec and writes to the
+same
 run store, so their results are interchangeable, within what the hardware makes reproducible: on
 the CPU (tabular runs on one thread; LM runs with the same thread count) the same seeds give the
 same store whatever the executor. On a GPU, kernels that accumulate with atomics or pick an
@@ -13,7 +14,7 @@ failures are captured by ``run_one``; an executor only has to handle runs that c
 The process that runs a suite holds the store's writer lock for the whole suite (a second one is
 refused, or waits) and cleans what killed writers left. A run found ``running`` when the suite
 starts was interrupted (the suite was killed from outside): it is redone, however often that
-happens (see :mod:`harness.store`).
+happens (see :mod:`harness.engine.store`).
 
 - ``local`` (``workers=N``, default 1): each run executes in one of N child processes
   (``spawn``) that this process supervises; a child runs one run at a time, many in turn. The
@@ -59,8 +60,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.engine.store import FINISHED, MAX_CRASHES, RunStore
 from harness.errors import ConfigError
-from harness.store import FINISHED, MAX_CRASHES, RunStore
 from harness.suite import RunSpec
 
 CRASHED = "crashed: its process died during the run ({how}), twice"
@@ -381,13 +382,13 @@ def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
     sending ``("step", fraction)`` after each step (the supervisor's sign of progress) and
     ``("status", status)`` at its end; ``("prepare", (specs, root), folder)`` builds their
     shared data and answers ``("prepared", None)``.
-    A run's failures are its own (:func:`~harness.runner.run_one` records them); a store that
+    A run's failures are its own (:func:`~harness.engine.runner.run_one` records them); a store that
     cannot be written is the suite's: ``("stop", message)``. After each request the worker
     goes back to the suite's folder, so a run that changed folders moves no other.
     """
     _use_gpu(gpu)
+    from harness.engine.runner import run_one
     from harness.errors import StoreError
-    from harness.runner import run_one
 
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the suite's process's to handle
@@ -425,15 +426,12 @@ def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
 
 def _warm_up() -> None:
     """What every run of a fresh child would otherwise import on its clock: the plugins, and
-    the libraries :func:`~harness.runner.run_one` imports as it starts."""
+    the libraries :func:`~harness.engine.runner.run_one` imports as it starts."""
     import pandas  # noqa: F401
     import psutil  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import harness.evaluators
-    import harness.exact
-    import harness.tracking  # noqa: F401
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
 
     get_plugin_host()
 
@@ -496,9 +494,9 @@ def _start_key(gpu: str | None) -> tuple:
     from importlib.util import find_spec
     from pathlib import Path
 
-    from harness.plugins import ENTRY_POINT_GROUP
+    from harness.engine.plugins import ENTRY_POINT_GROUP
 
-    files = sorted(Path(__file__).resolve().parent.rglob("*.py"))
+    files = sorted(Path(__file__).resolve().parents[1].rglob("*.py"))
     plugins = sorted((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
     for _, value in plugins:
         with contextlib.suppress(ImportError, ValueError, AttributeError):
@@ -768,8 +766,8 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
 def _prepare_shared(pending: list[RunSpec], root: str) -> None:
     """Build each (task, seed)'s preference data and reward model once, before the runs."""
     from harness.config import config_hash
-    from harness.plugins import get_plugin_host
-    from harness.runner import build_task, resolve_device, shared_artifacts
+    from harness.engine.plugins import get_plugin_host
+    from harness.engine.runner import build_task, resolve_device, shared_artifacts
 
     host = get_plugin_host()
     groups: dict[str, list[RunSpec]] = {}
@@ -789,9 +787,9 @@ def _leased_run(spec: dict[str, Any], root: str, wandb: bool, token: str | None)
     """A Ray task: the run in a child process that this one supervises, as the local executor
     does (:func:`_supervised`: this process keeps the run's time limits, a hung step included,
     and stops the child past one), on the lease ``token`` of the driver's lock
-    (:func:`harness.store.lease`, which the child inherits; none when the driver holds no lock,
-    as when it is called outside a suite). Returns the run's final status."""
-    from harness.store import lease
+    (:func:`harness.engine.store.lease`, which the child inherits; none when the driver holds no
+    lock, as when it is called outside a suite). Returns the run's final status."""
+    from harness.engine.store import lease
 
     run = RunSpec(**spec)
     bar = _Progress(False, 1, run.suite)
@@ -816,7 +814,7 @@ def _ray(
         raise ConfigError(
             "the ray executor needs Ray: pip install 'rlhf-harness[ray]'"
         ) from None
-    from harness.cache import CACHE_ENV, cache_dir
+    from harness.models.cache import CACHE_ENV, cache_dir
 
     started = False
     if not ray.is_initialized():

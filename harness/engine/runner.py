@@ -26,7 +26,7 @@ so a reader sees what load did to the timed part.
 **One module, over 600 lines, on purpose.** The stages call the builders defined here
 (:func:`build_task`, :func:`build_context`, :func:`make_algorithm`, :func:`shared_artifacts`)
 through this module's namespace, so that replacing one (as the tests do:
-``monkeypatch.setattr(harness.runner, "build_context", ...)``) replaces it for every stage;
+``monkeypatch.setattr(harness.engine.runner, "build_context", ...)``) replaces it for every stage;
 and a run reads as one sequence, stage after stage, each a short function
 (``tests/test_run_stages.py``).
 """
@@ -54,9 +54,9 @@ from harness.reward import RewardModel
 from harness.tasks.base import Task
 
 if TYPE_CHECKING:
+    from harness.engine.store import RunStore
+    from harness.engine.tracking import Tracker
     from harness.exact import ExactProblem
-    from harness.store import RunStore
-    from harness.tracking import Tracker
 
 
 def build_context(
@@ -82,8 +82,8 @@ def build_context(
     ``policy_options`` is a suite's ``policy`` section (:class:`harness.suite.PolicySpec`):
     with ``lora``, the policy trains LoRA adapters and π_ref is its base with them off (no
     second copy); with ``activation_checkpointing``, the policy recomputes activations in its
-    backward passes (see :mod:`harness.lora`); with ``offload_frozen``, π_ref and r̂ stay on
-    the CPU and visit the device per call (:mod:`harness.offload`).
+    backward passes (see :mod:`harness.models.lora`); with ``offload_frozen``, π_ref and r̂ stay on
+    the CPU and visit the device per call (:mod:`harness.models.offload`).
     """
     unknown = set(algorithm.needs) - NEEDS
     if unknown:
@@ -121,7 +121,7 @@ def build_context(
         frozen.eval()
         context.reward_model = frozen
     if options.get("offload_frozen"):
-        from harness.offload import OffloadedPolicy, OffloadedReward
+        from harness.models.offload import OffloadedPolicy, OffloadedReward
 
 
         if not options.get("lora"):  # with LoRA π_ref is the policy: nothing to offload
@@ -151,7 +151,7 @@ def _policy_and_reference(
         policy = task.reference_policy().to(device)
         reference_copy = None
     if options.get("lora"):
-        from harness.lora import AdapterOffReference, apply_lora
+        from harness.models.lora import AdapterOffReference, apply_lora
 
         if not getattr(algorithm, "supports_lora", True):
             raise ConfigError(f"policy.lora: algorithm '{algorithm.name}' declares that it "
@@ -161,7 +161,7 @@ def _policy_and_reference(
     else:
         reference = reference_copy if reference_copy is not None else policy.frozen_copy()
     if options.get("activation_checkpointing"):
-        from harness.lora import enable_activation_checkpointing
+        from harness.models.lora import enable_activation_checkpointing
 
         enable_activation_checkpointing(policy)
     policy.train()
@@ -379,11 +379,11 @@ def shared_artifacts(
     import dataclasses
     import json
 
-    from harness.annotator import simulate_preferences
-    from harness.cache import cached_dir
     from harness.config import config_hash
+    from harness.engine.annotator import simulate_preferences
+    from harness.engine.store import shared_data_key
+    from harness.models.cache import cached_dir
     from harness.reward import GoldRewardModel, RewardFitConfig, fit_reward_model
-    from harness.store import shared_data_key
 
     prefs_spec, rm_spec = spec["preferences"], spec["reward_model"]
     key = shared_data_key(spec)
@@ -430,9 +430,9 @@ def shared_artifacts(
 
 
 def _planned_memory(spec: dict[str, Any], host: Any) -> dict[str, Any]:
-    """The run's memory plan (:func:`harness.memory.plan_run`) for its summary, beside the
+    """The run's memory plan (:func:`harness.engine.memory.plan_run`) for its summary, beside the
     memory it measures (``memory``); the plan's error, if planning failed."""
-    from harness.memory import plan_run
+    from harness.engine.memory import plan_run
 
     try:
         plan = plan_run(spec, host)
@@ -460,8 +460,8 @@ class _Watch:
     No timer runs inside the run's process: a signal raising wherever the run is (inside an
     import, say) would leave half-initialised modules behind. ``limits.seconds`` is checked
     between steps here, and kept by the suite's process, which stops the child process a run
-    executes in once it is past its time (:mod:`harness.executors`). SIGINT is tagged, so that a
-    user's Ctrl-C stops the suite while a plugin raising ``KeyboardInterrupt`` only fails its
+    executes in once it is past its time (:mod:`harness.engine.executors`). SIGINT is tagged, so
+    that a user's Ctrl-C stops the suite while a plugin raising ``KeyboardInterrupt`` only fails its
     run; a process that ignores SIGINT (an executor's child) keeps ignoring it.
     """
 
@@ -685,9 +685,9 @@ def _open_run(spec: dict[str, Any], root: str, wandb: bool) -> _Run:
 
     import psutil
 
-    from harness.store import RunStore
+    from harness.engine.store import RunStore
+    from harness.engine.tracking import Tracker
     from harness.suite import RunSpec, core_versions
-    from harness.tracking import Tracker
 
     store = RunStore(root, spec["suite"])
     run_id = RunSpec(**spec).run_id
@@ -713,7 +713,7 @@ def _resolve_parts(run: _Run) -> None:
     """Resolve what the spec names: the device (checked against the precision), the task on
     it, the algorithm's class (its plugin's version joins the run's versions) and the
     evaluators."""
-    from harness.plugins import get_plugin_host
+    from harness.engine.plugins import get_plugin_host
 
     spec = run.spec
     run.host = host = get_plugin_host()
@@ -797,7 +797,7 @@ def _evaluation_reward(run: _Run) -> None:
     if run.context.reward_model is not None:
         run.eval_reward = run.context.reward_model
     elif reward_model is not None and (run.spec.get("policy") or {}).get("offload_frozen"):
-        from harness.offload import OffloadedReward
+        from harness.models.offload import OffloadedReward
 
         run.eval_reward = OffloadedReward(reward_model.requires_grad_(False).eval(), run.device)
     else:
@@ -944,7 +944,7 @@ def _measured_peaks(run: _Run) -> None:
         run.memory_plan["peak_device_bytes"] = int(torch.cuda.max_memory_allocated())
         run.memory_plan["peak_prepare_bytes"] = run.prepare_peak
     if (run.spec.get("policy") or {}).get("offload_frozen"):
-        from harness.offload import offload_totals
+        from harness.models.offload import offload_totals
 
         run.memory_plan["offload"] = offload_totals(run.context.reference,
                                                     run.context.reward_model)
@@ -996,8 +996,8 @@ def _caught(run: _Run, exc: BaseException) -> None:
 def _disk_full(run: _Run, exc: OSError) -> None:
     """The disk, not the run: leave the run pending and stop the suite with a
     :class:`~harness.errors.StoreError` that says so."""
+    from harness.engine.store import describe_os_error
     from harness.errors import StoreError
-    from harness.store import describe_os_error
 
     run.watch.close()
     _close_log(run)
@@ -1017,7 +1017,7 @@ def _record_run(run: _Run) -> None:
     store with its final status, the tracker finished, the log closed."""
     import pandas as pd
 
-    from harness.store import METRIC_COLUMNS
+    from harness.engine.store import METRIC_COLUMNS
 
     summary = _summary(run)
     frame = pd.DataFrame(run.rows, columns=list(METRIC_COLUMNS))

@@ -35,8 +35,8 @@ when the driver is killed) then writes nothing: its result is dropped, and the r
 ``running``, is redone by the next ``run``.
 
 **Interrupted and crashed runs.** Every run executes in a child process that the suite's
-process supervises (:mod:`harness.executors`). A run found ``running`` when its suite starts was
-interrupted from outside (the suite was killed, preempted, the machine rebooted): it is redone,
+process supervises (:mod:`harness.engine.executors`). A run found ``running`` when its suite starts
+was interrupted from outside (the suite was killed, preempted, the machine rebooted): it is redone,
 however often that happens. Only a child that the supervisor sees die during its run (killed for
 memory, ``os._exit``, a signal it sent itself) is counted in ``status.json``'s ``crashes``;
 at :data:`MAX_CRASHES` the run is marked ``failed`` with the reason ``crashed``, so one such run

@@ -474,7 +474,7 @@ def run_tuning(
     runs' specs and, per (task, label), the choice ``{"trial", "params", "value"}`` (with R > 1
     repeats: the first search's, and under ``"repeats"`` all R, each with its ``"repeat"``),
     what :func:`harness.suite.expand` takes as ``tuned``."""
-    from harness.store import RunStore
+    from harness.engine.store import RunStore
 
     tuning = suite.tuning
     assert tuning is not None

@@ -18,8 +18,8 @@ import re
 import typing
 from typing import Any
 
+from harness.engine.plugins import PluginHost, Registration
 from harness.errors import UnknownNameError
-from harness.plugins import PluginHost, Registration
 
 __all__ = ["describe", "find", "render_text", "settings"]
 
