@@ -35,6 +35,8 @@ import sys
 import time
 
 import common
+import mfu
+import peak_memory
 import torch
 import torch.nn.functional as F
 
@@ -257,7 +259,7 @@ def main() -> None:
 
     if args.child:  # peak memory of one side, in a fresh process
         preload()  # the same imports in both children, before the baseline
-        baseline = common.baseline_mb()
+        baseline = peak_memory.baseline_mb()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if args.child == "ours":
@@ -268,7 +270,7 @@ def main() -> None:
         else:
             trainer, _ = build_trl(args, device, model, tokenizer, data, args.warmup + args.steps)
             trainer.train()
-        common.child_report(device, baseline)
+        peak_memory.child_report(device, baseline)
         return
 
     sides = {}
@@ -322,13 +324,13 @@ def main() -> None:
           f"forwards per timed step: {timed_refs}", file=sys.stderr)
     memory = None
     if not args.no_memory:
-        memory = common.measure_memory(__file__, sys.argv[1:], list(sides))
+        memory = peak_memory.measure_memory(__file__, sys.argv[1:], list(sides))
 
     # The policy's forward and backward over both responses of every pair (the reference
     # forward is not counted: both sides run it in every timed step, or neither with
     # --trl-precompute-ref).
-    flops = common.model_flops(model, rows=2 * args.batch, lm_train=1)
-    common.add_mfu(extra, times, model, args, device, flops)
+    flops = mfu.model_flops(model, rows=2 * args.batch, lm_train=1)
+    mfu.add_mfu(extra, times, model, args, device, flops)
     # One epoch over the data with each side's setup charged to it (TRL: tokenising, and its
     # reference pass with --trl-precompute-ref).
     setup = {"ours": extra.get("ours_setup_seconds"),

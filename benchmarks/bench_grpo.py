@@ -27,6 +27,8 @@ import sys
 import time
 
 import common
+import mfu
+import peak_memory
 import torch
 
 BETA, LR, GROUP, EPS = 0.04, 1e-6, 4, 0.2
@@ -181,7 +183,7 @@ def main() -> None:
 
     if args.child:  # peak memory of one side, in a fresh process
         preload()  # the same imports in both children, before the baseline
-        baseline = common.baseline_mb()
+        baseline = peak_memory.baseline_mb()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if args.child == "ours":
@@ -195,7 +197,7 @@ def main() -> None:
                                    args.warmup + args.steps)
             del reward_model
             trainer.train()
-        common.child_report(device, baseline)
+        peak_memory.child_report(device, baseline)
         return
 
     sides, extra = {}, {}
@@ -235,12 +237,12 @@ def main() -> None:
         stepper.close()
     memory = None
     if not args.no_memory:
-        memory = common.measure_memory(__file__, sys.argv[1:], list(sides))
+        memory = peak_memory.measure_memory(__file__, sys.argv[1:], list(sides))
 
     # generation, the π_ref and r̂ forwards, one policy update
-    flops = common.model_flops(model, rows=args.batch, generate=1, lm_forward=1,
+    flops = mfu.model_flops(model, rows=args.batch, generate=1, lm_forward=1,
                                scalar_forward=1, lm_train=1)
-    common.add_mfu(extra, times, model, args, device, flops)
+    mfu.add_mfu(extra, times, model, args, device, flops)
     common.summarise("grpo", args, times, {k: args.batch for k in times}, memory, extra)
 
 

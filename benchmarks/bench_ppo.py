@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 
 import common
+import mfu
+import peak_memory
 import torch
 
 TRL112 = Path(__file__).resolve().parent / ".trl112"
@@ -266,7 +268,7 @@ def main() -> None:
 
     if args.child:  # peak memory of one side, in a fresh process
         preload()  # the same imports in both children, before the baseline
-        baseline = common.baseline_mb()
+        baseline = peak_memory.baseline_mb()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if args.child == "ours":
@@ -280,7 +282,7 @@ def main() -> None:
                                    trl_value_model(), args.warmup + args.steps)
             del reward_model
             trainer.train()
-        common.child_report(device, baseline)
+        peak_memory.child_report(device, baseline)
         return
 
     sides, extra = {}, {}
@@ -330,13 +332,13 @@ def main() -> None:
           file=sys.stderr)
     memory = None
     if not args.no_memory:
-        memory = common.measure_memory(__file__, sys.argv[1:], list(sides))
+        memory = peak_memory.measure_memory(__file__, sys.argv[1:], list(sides))
 
     # generation; the π_ref and r̂ forwards; 4 epochs of policy and critic forward and backward
     # (log π_old and V_old are the first epoch's forward: no pass of their own)
-    flops = common.model_flops(model, rows=args.batch, generate=1, lm_forward=1,
+    flops = mfu.model_flops(model, rows=args.batch, generate=1, lm_forward=1,
                                scalar_forward=1, lm_train=EPOCHS, scalar_train=EPOCHS)
-    common.add_mfu(extra, times, model, args, device, flops)
+    mfu.add_mfu(extra, times, model, args, device, flops)
     common.summarise("ppo", args, times, {k: args.batch for k in times}, memory, extra)
 
 

@@ -1,4 +1,4 @@
-"""What the three algorithm benchmarks share: models, tokenizer, task, timing, memory, MFU.
+"""What the three algorithm benchmarks share: models, tokenizer, task, timing, results.
 
 **Models.** A ``transformers`` Llama built from a config (:data:`SIZES`: ~2.7M, ~21M and ~100M
 parameters, tied embeddings, no dropout), seeded, over a word-level tokenizer whose words are
@@ -22,25 +22,7 @@ whole loop iteration (data loading, generation, scoring, update, logging, its pe
 **Batch sweep.** ``--batch-sweep 8,64,256`` runs the whole measurement once per batch size,
 each in a fresh process, and tabulates them (a batch of 8 cannot load a large GPU).
 
-**Memory.** Peak memory is measured in a fresh child process per side (the same script with
-``--child ours|trl``); each side holds on the device only the models its algorithm keeps (the
-base model both are copied from stays on the host): on the CPU the peak RSS (``VmHWM``, reset at
-the baseline) minus the RSS after the imports of *both* sides, the tokenizer, the base model and
-the data are in place (the same for both sides), with glibc returning large frees to the OS
-(:func:`child_env`); on CUDA ``torch.cuda.max_memory_allocated``. Measuring both in the timing
-process would mix the two.
-
-**MFU** (meant for ``--device cuda --dtype bf16 --size 100m``; printed everywhere): achieved
-model FLOP/s over the device's measured dense matmul rate at the run's dtype (a timed 8192³
-matmul on a GPU, 2048³ on a CPU), ``mfu``; and, for bf16 on a GPU whose name is in
-:data:`SPECIFIED_BF16_DENSE_TFLOPS`, over the card's specified dense bf16 peak,
-``mfu_specified_peak`` (the figure papers quote; the measured rate is what the card reaches on a
-large matmul, usually 60–80% of it). Model FLOPs (:func:`model_flops`) are the work the algorithm
-needs, the same for both sides whatever each implementation does beyond it or saves: 2 per
-weight per token for a forward and 6 with its backward, the transformer blocks' weights on
-every prompt and completion token of every row, the LM head's only where a log-prob or a
-sample is needed (completion tokens), none for embedding look-ups; attention scores are left
-out (under 3% at these lengths).
+Peak memory is measured by :mod:`peak_memory`, MFU computed by :mod:`mfu`.
 """
 
 from __future__ import annotations
@@ -52,7 +34,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -460,204 +441,6 @@ def median_phases(steps: list[dict[str, float]]) -> dict[str, float]:
     phases a step never entered are left out."""
     names = [k for k in steps[0] if any(s[k] > 0 for s in steps)]
     return {k: round(statistics.median(s[k] for s in steps), 4) for k in names}
-
-
-# --------------------------------------------------------------------------------------------
-# Memory (child processes)
-# --------------------------------------------------------------------------------------------
-
-
-def rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
-def baseline_mb() -> float:
-    """The RSS now, and the peak-RSS mark reset to it (Linux: ``clear_refs``), so that the
-    peak read later is the peak since this point."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    return rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """The process's peak RSS: ``VmHWM`` (this process's own address space; ``ru_maxrss`` is
-    not, as it carries the parent's peak across fork and exec)."""
-    hwm = _status_mb("VmHWM")
-    if hwm is not None:
-        return hwm
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def child_report(device: torch.device, baseline_mb: float) -> None:
-    """Print this child's peak memory (see the module docstring) as the last line of stdout."""
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-        kind = "cuda_max_allocated"
-    else:
-        peak = peak_rss_mb() - baseline_mb
-        kind = "cpu_peak_rss_above_baseline"
-    print(json.dumps({"peak_mb": peak, "kind": kind}), flush=True)
-
-
-def child_env() -> dict[str, str]:
-    """The children's environment: glibc returns every free of 64 KiB or more to the OS.
-
-    By default glibc raises its mmap threshold as large blocks are freed, after which big
-    tensors live in the heap and freed ones stay in the RSS: the peak RSS would then depend on
-    each side's allocation history more than on what it holds. With a fixed threshold the RSS
-    tracks the live memory, for both sides alike.
-    """
-    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_",
-                                                                    "65536")}
-
-
-def measure_memory(script: str, argv: list[str], sides: list[str]) -> dict[str, float]:
-    """Run ``script --child SIDE`` for each side in a fresh process; their peak MiB."""
-    out: dict[str, float] = {}
-    clean = []
-    skip = False
-    for a in argv:  # drop options that only concern the parent
-        if skip:
-            skip = False
-            continue
-        if a in ("--json", "--child", "--only", "--rounds"):
-            skip = True
-            continue
-        if a.startswith(("--json=", "--child=", "--only=", "--rounds=")) or a == "--no-memory":
-            continue
-        clean.append(a)
-    for side in sides:
-        print(f"  measuring peak memory of {side} in a child process", file=sys.stderr, flush=True)
-        proc = subprocess.run(
-            [sys.executable, script, *clean, "--child", side],
-            capture_output=True, text=True, check=False, env=child_env(),
-        )
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-            raise SystemExit(f"memory child for {side} failed")
-        out[side] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# MFU
-# --------------------------------------------------------------------------------------------
-
-
-SPECIFIED_BF16_DENSE_TFLOPS: tuple[tuple[str, float], ...] = (
-    (r"H100 NVL", 835.5),
-    (r"H100 PCIe", 756.5),
-    (r"H100", 989.5),  # SXM5 (its name: "NVIDIA H100 80GB HBM3")
-    (r"H200 NVL", 835.5),
-    (r"H200", 989.5),  # SXM
-    (r"A100", 312.0),
-    (r"L40S", 362.05),
-    (r"\bL4\b", 121.0),
-    (r"\bA10\b", 125.0),
-)
-"""Specified dense bf16 tensor-core peaks (TFLOP/s, half the vendors' with-sparsity figures) by
-a pattern of ``torch.cuda.get_device_name()``, first match wins; other cards: measured MFU only."""
-
-
-def specified_peak_tflops(device_name: str) -> float | None:
-    """The card's specified dense bf16 peak (:data:`SPECIFIED_BF16_DENSE_TFLOPS`), or None."""
-    import re
-
-    for pattern, tflops in SPECIFIED_BF16_DENSE_TFLOPS:
-        if re.search(pattern, device_name, re.IGNORECASE):
-            return tflops
-    return None
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-
-
-def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int = 8192) -> float:
-    """The device's measured dense matmul rate (FLOP/s) at ``dtype``: a timed n×n×n matmul."""
-    if device.type == "cpu":
-        n = min(n, 2048)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    reps = 20 if device.type == "cuda" else 3
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start)
-
-
-def model_flops(
-    model: nn.Module,
-    *,
-    rows: int,
-    prompt: int = PROMPT_LEN,
-    completion: int = NEW_TOKENS,
-    generate: int = 0,
-    lm_forward: int = 0,
-    lm_train: int = 0,
-    scalar_forward: int = 0,
-    scalar_train: int = 0,
-) -> float:
-    """Model FLOPs of a step (see the module docstring): ``rows`` sequences of ``prompt`` +
-    ``completion`` tokens through that many passes of each kind. ``generate``: sampling the
-    completions (the blocks read the prompt and the first ``completion − 1`` sampled tokens, the
-    LM head gives ``completion`` distributions); ``lm_forward``/``lm_train``: log-probs of the
-    completion tokens, without/with the backward; ``scalar_*``: a reward model or critic (the
-    blocks plus a one-output head, negligible)."""
-    head = model.get_output_embeddings().weight
-    skip = {id(head), id(model.get_input_embeddings().weight)}
-    blocks = sum(p.numel() for p in model.parameters() if id(p) not in skip and p.dim() > 1)
-    tokens = prompt + completion
-    lm = 2 * (blocks * tokens + head.numel() * completion) * rows
-    scalar = 2 * blocks * tokens * rows
-    gen = 2 * (blocks * (tokens - 1) + head.numel() * completion) * rows
-    return float(generate * gen + lm_forward * lm + 3 * lm_train * lm
-                 + scalar_forward * scalar + 3 * scalar_train * scalar)
-
-
-def add_mfu(
-    extra: dict[str, Any],
-    times: dict[str, list[float]],
-    model: nn.Module,
-    args: argparse.Namespace,
-    device: torch.device,
-    flops: float,
-) -> None:
-    """Achieved model FLOP/s of each side and its MFU (see the module docstring); ``flops``
-    is the step's model FLOPs (:func:`model_flops`)."""
-    n = total_params(model)
-    peak = matmul_flops_per_second(device, DTYPES[args.dtype])
-    extra["params"] = n
-    extra["model_tflop_per_step"] = round(flops / 1e12, 4)
-    extra["matmul_tflops_measured"] = round(peak / 1e12, 3)
-    achieved = {k: flops / statistics.median(v) for k, v in times.items()}
-    extra["achieved_tflops"] = {k: round(v / 1e12, 4) for k, v in achieved.items()}
-    extra["mfu"] = {k: round(v / peak, 4) for k, v in achieved.items()}
-    extra["device_name"] = device_name(device)
-    specified = (specified_peak_tflops(extra["device_name"])
-                 if device.type == "cuda" and args.dtype == "bf16" else None)
-    if specified is not None:
-        extra["specified_peak_tflops"] = specified
-        extra["mfu_specified_peak"] = {k: round(v / (specified * 1e12), 4)
-                                       for k, v in achieved.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -381,6 +381,29 @@ def _package(root: Path, files: dict[str, str]) -> None:
         path.write_text(textwrap.dedent(text))
 
 
+LONG_MODULE_LINES = 600
+"""A module longer than this says at its top why it is one module (issue of files of one purpose)."""
+LONG_MODULE_NOTES = ("**One module, over 600 lines, on purpose.**",
+                     "**One script, over 600 lines, on purpose.**")
+
+
+def test_every_long_module_says_why_it_is_one():
+    """Every Python module of the core, the benchmarks and the reproductions' analysis over
+    600 lines opens with the note that says why it is not split (its docstring)."""
+    import ast
+
+    files = [*(ROOT / "harness").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"),
+             ROOT / "suites" / "reproductions" / "analyse.py"]
+    silent = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > LONG_MODULE_LINES:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            if not any(note in doc for note in LONG_MODULE_NOTES):
+                silent.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
+    assert not silent, "long modules that do not say why they are one: " + ", ".join(silent)
+
+
 def test_the_checker_finds_circles_of_every_kind_of_import(tmp_path):
     _package(tmp_path, {
         "pkg/__init__.py": "",

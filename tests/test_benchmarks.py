@@ -65,27 +65,27 @@ def test_our_memory_child_holds_only_the_models_the_algorithm_keeps(bench, name)
 
 
 def test_specified_bf16_peaks_by_device_name(bench):
-    common = bench("common")
-    assert common.specified_peak_tflops("NVIDIA H100 80GB HBM3") == 989.5
-    assert common.specified_peak_tflops("NVIDIA H200") == 989.5
-    assert common.specified_peak_tflops("NVIDIA H100 PCIe") == 756.5
-    assert common.specified_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
-    assert common.specified_peak_tflops("NVIDIA L4") == 121.0
-    assert common.specified_peak_tflops("NVIDIA L40") is None  # not the L4, nor the L40S
-    assert common.specified_peak_tflops("NVIDIA A10G") is None
-    assert common.specified_peak_tflops("Tesla V100-SXM2-32GB") is None
+    mfu = bench("mfu")
+    assert mfu.specified_peak_tflops("NVIDIA H100 80GB HBM3") == 989.5
+    assert mfu.specified_peak_tflops("NVIDIA H200") == 989.5
+    assert mfu.specified_peak_tflops("NVIDIA H100 PCIe") == 756.5
+    assert mfu.specified_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert mfu.specified_peak_tflops("NVIDIA L4") == 121.0
+    assert mfu.specified_peak_tflops("NVIDIA L40") is None  # not the L4, nor the L40S
+    assert mfu.specified_peak_tflops("NVIDIA A10G") is None
+    assert mfu.specified_peak_tflops("Tesla V100-SXM2-32GB") is None
 
 
 def test_mfu_against_the_measured_rate_and_the_specified_peak(bench, monkeypatch):
-    common = bench("common")
+    common, mfu = bench("common"), bench("mfu")
     model = common.build_model("2.7m", suppress_special=False)
-    monkeypatch.setattr(common, "matmul_flops_per_second", lambda device, dtype: 600e12)
+    monkeypatch.setattr(mfu, "matmul_flops_per_second", lambda device, dtype: 600e12)
     times = {"ours": [1.0, 2.0, 3.0], "trl": [4.0]}
     for name, dtype, expect_spec in [("NVIDIA H200", "bf16", True), ("NVIDIA H200", "fp32", False),
                                      ("Some Future GPU", "bf16", False)]:
-        monkeypatch.setattr(common, "device_name", lambda device, name=name: name)
+        monkeypatch.setattr(mfu, "device_name", lambda device, name=name: name)
         extra: dict = {}
-        common.add_mfu(extra, times, model, args_for(common, dtype=dtype),
+        mfu.add_mfu(extra, times, model, args_for(common, dtype=dtype),
                        torch.device("cuda"), flops=100e12)
         # achieved 50 (ours, median 2 s) and 25 TFLOP/s (TRL)
         assert extra["mfu"] == {"ours": round(50 / 600, 4), "trl": round(25 / 600, 4)}

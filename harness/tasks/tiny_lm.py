@@ -85,6 +85,10 @@ s·(e^(−4/s) − e^(−15/s)) < 2e^(−2) = 0.27 to a 4-colour response of the
 response overall is still ungrammatical (6 stacked colours and EOS: 2.10), but ahead of the
 best grammatical one by 0.6 rather than by 11.
 
+**One module, over 600 lines, on purpose.** The language, the cached pre-trained π_ref and the
+task that samples, scores and checks responses of that language read one grammar (the lexicon
+and the transitions): split, each part would import the others' private tables.
+
 **Seeds.** π_ref, the prompts and r* are fixed by the ``Params`` (``seed_language`` for the
 corpus and prompts, ``seed_model`` for the initialisation and batch order). The task's ``seed``
 only seeds the scalar heads of :meth:`~TinyLMTask.make_reward_model` and
