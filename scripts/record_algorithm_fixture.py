@@ -14,11 +14,8 @@ wall time and the summary without timings or memory, every float as ``float.hex`
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,33 +60,14 @@ def fixture_specs() -> list[dict[str, Any]]:
 
 def record_all(root: str) -> dict[str, Any]:
     """Every fixture run, keyed by its label and task, with the specs (less their code hashes)
-    and the torch version."""
-    import torch
-
-    torch.set_num_threads(1)
-    specs = fixture_specs()
-    numbers = {runs.run_key(spec): runs.run_numbers(spec, root) for spec in specs}
-    shown = [{k: v for k, v in spec.items() if k != "code"} for spec in specs]
-    return {"torch": torch.__version__, "specs": shown, "runs": numbers}
+    and the torch version (:func:`record_run_fixture.record_all` on :func:`fixture_specs`)."""
+    return runs.record_all(root, fixture_specs())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare with the recorded file")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        numbers = record_all(str(Path(tmp) / "runs"))
-    if not args.check:
-        FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-        FIXTURE.write_text(runs.dump(numbers), encoding="utf-8")
-        print(f"wrote {len(numbers['runs'])} runs to {FIXTURE.relative_to(ROOT)}")
-        return 0
-    recorded = json.loads(FIXTURE.read_text(encoding="utf-8"))
-    differ = [key for key, run in numbers["runs"].items() if recorded["runs"].get(key) != run]
-    for key in differ:
-        print(f"differs: {key}")
-    print(f"{len(numbers['runs']) - len(differ)} of {len(numbers['runs'])} runs as recorded")
-    return 1 if differ else 0
+    """Write or ``--check`` the fixture (:func:`record_run_fixture.main`)."""
+    return runs.main(argv, fixture=FIXTURE, specs=fixture_specs,
+                     description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

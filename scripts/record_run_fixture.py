@@ -132,13 +132,13 @@ def run_numbers(spec: dict[str, Any], root: str) -> dict[str, Any]:
     }
 
 
-def record_all(root: str) -> dict[str, Any]:
-    """Every fixture run, keyed by :func:`run_key`, with the specs (less their code hashes) and
-    the torch version."""
+def record_all(root: str, specs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every fixture run (``specs``, default :func:`fixture_specs`), keyed by :func:`run_key`,
+    with the specs (less their code hashes) and the torch version."""
     import torch
 
     torch.set_num_threads(1)
-    specs = fixture_specs()
+    specs = fixture_specs() if specs is None else specs
     runs = {run_key(spec): run_numbers(spec, root) for spec in specs}
     shown = [{k: v for k, v in spec.items() if k != "code"} for spec in specs]
     return {"torch": torch.__version__, "specs": shown, "runs": runs}
@@ -151,18 +151,21 @@ def dump(numbers: dict[str, Any]) -> str:
     return re.sub(r"\[[^\[\]{}]*\]", lambda m: re.sub(r"\s*\n\s*", " ", m.group()), text) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, *, fixture: Path = FIXTURE,
+         specs: Any = None, description: str | None = None) -> int:
+    """Record the runs of ``specs()`` (default :func:`fixture_specs`) into ``fixture``, or with
+    ``--check`` run them again and compare; exit status 1 when a run differs."""
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with the recorded file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        numbers = record_all(str(Path(tmp) / "runs"))
+        numbers = record_all(str(Path(tmp) / "runs"), None if specs is None else specs())
     if not args.check:
-        FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-        FIXTURE.write_text(dump(numbers), encoding="utf-8")
-        print(f"wrote {len(numbers['runs'])} runs to {FIXTURE.relative_to(ROOT)}")
+        fixture.parent.mkdir(parents=True, exist_ok=True)
+        fixture.write_text(dump(numbers), encoding="utf-8")
+        print(f"wrote {len(numbers['runs'])} runs to {fixture.relative_to(ROOT)}")
         return 0
-    recorded = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    recorded = json.loads(fixture.read_text(encoding="utf-8"))
     differ = [key for key, run in numbers["runs"].items() if recorded["runs"].get(key) != run]
     for key in differ:
         print(f"differs: {key}")
