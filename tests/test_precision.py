@@ -40,8 +40,10 @@ tiny_lm_module = pytest.importorskip("harness.tasks.tiny_lm")
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    """tiny-lm with the default (cached) π_ref and 8-token responses."""
-    task = tiny_lm_module.TinyLMTask(tiny_lm_module.TinyLMParams(max_new_tokens=8), seed=0)
+    """tiny-lm with the default (cached) π_ref and 8-token responses, scored by the linear gold
+    (``target_saturation=None``) the tolerances below were measured with."""
+    task = tiny_lm_module.TinyLMTask(tiny_lm_module.TinyLMParams(
+        max_new_tokens=8, target_saturation=None), seed=0)
     assert task.model is not None
     return task
 
