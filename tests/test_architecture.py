@@ -382,7 +382,7 @@ def _package(root: Path, files: dict[str, str]) -> None:
 
 
 LONG_MODULE_LINES = 600
-"""A module longer than this says at its top why it is one module (issue of files of one purpose)."""
+"""A module longer than this says at its top why it is one module."""
 LONG_MODULE_NOTES = ("**One module, over 600 lines, on purpose.**",
                      "**One script, over 600 lines, on purpose.**")
 
