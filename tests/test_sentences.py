@@ -22,9 +22,10 @@ what the passage says of them:
   supported"``);
 - ``col:key=x``: the value of ``key`` in a column of ``key=value, ...`` text (tuning_chosen's
   ``params``);
-- ``#rows=N``: the number of selected rows; ``#decided=N``: how many of them are decided;
-  ``#a_better=N`` (any decision, ``_`` for a space): how many have that decision; ``#tests=N``:
-  how many are tests (:func:`harness.report.compare.family_size`, the size of Holm's family);
+- ``#rows=N``: the number of selected rows; ``#decided=N``: how many of them are decided
+  (``a better`` or ``b better``; ``undecidable`` is not a decision); ``#a_better=N`` (any
+  decision, ``_`` for a space): how many have that decision; ``#tests=N``: how many are tests
+  (:func:`harness.report.compare.family_size`, the size of Holm's family);
 - ``min(col)=x``, ``max(col)=x``: the least and the greatest value of a column over them,
   ``min(|col|)=x`` of its absolute value.
 
@@ -241,7 +242,7 @@ def failures(check: Check, reports: Path = REPORTS) -> list[str]:
         if column == "#rows":
             got = len(rows)
         elif column == "#decided":
-            got = int((rows["decision"] != st.UNDECIDED).sum())
+            got = int(rows["decision"].isin(["a better", "b better"]).sum())  # not undecidable
         elif column == "#tests":
             got = family_size(pd.read_csv(StringIO(rows.to_csv(index=False))))
         elif column.startswith("#"):
