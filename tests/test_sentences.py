@@ -62,6 +62,7 @@ import pytest
 
 from harness.report import stats as st
 from harness.report.compare import family_size
+from harness.report.sections.summary import is_decided
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -242,7 +243,7 @@ def failures(check: Check, reports: Path = REPORTS) -> list[str]:
         if column == "#rows":
             got = len(rows)
         elif column == "#decided":
-            got = int(rows["decision"].isin(["a better", "b better"]).sum())  # not undecidable
+            got = int(is_decided(rows["decision"]).sum())  # as the reports count them
         elif column == "#tests":
             got = family_size(pd.read_csv(StringIO(rows.to_csv(index=False))))
         elif column.startswith("#"):
