@@ -378,7 +378,8 @@ def _use_gpu(gpu: str | None) -> None:
 def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
     """A worker's loop: receive a request, do it, answer; stop at ``None``/EOF.
 
-    ``("run", (spec, root, wandb), folder)`` runs one spec in the suite's working ``folder``,
+    ``("run", (spec, root, wandb, threads), folder)`` runs one spec in the suite's working
+    ``folder`` on ``threads`` CPU threads (:func:`~harness.engine.runner.set_run_threads`),
     sending ``("step", fraction)`` after each step (the supervisor's sign of progress) and
     ``("status", status)`` at its end; ``("prepare", (specs, root), folder)`` builds their
     shared data and answers ``("prepared", None)``.
@@ -387,7 +388,7 @@ def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
     goes back to the suite's folder, so a run that changed folders moves no other.
     """
     _use_gpu(gpu)
-    from harness.engine.runner import run_one
+    from harness.engine.runner import run_one, set_run_threads
     from harness.errors import StoreError
 
     _die_with_parent(parent)
@@ -409,7 +410,8 @@ def _worker(conn: Any, parent: int, gpu: str | None = None) -> None:
                 _prepare_shared([RunSpec(**spec) for spec in specs], root)
                 answer: tuple[str, Any] = ("prepared", None)
             else:
-                spec, root, wandb = payload
+                spec, root, wandb, threads = payload
+                set_run_threads(threads)
                 answer = ("status", run_one(spec, root, wandb=wandb,
                                             on_step=lambda f: conn.send(("step", f))))
         except StoreError as exc:
@@ -576,6 +578,19 @@ def _deadline(child: _Child) -> float:
                child.progress + stall)
 
 
+def worker_threads(workers: int) -> int:
+    """Each of ``workers`` workers' share of this process's CPU threads (its cores, or
+    ``OMP_NUM_THREADS`` where set, as a Ray worker's is): at least one. Two workers on two
+    cores, each running a tiny-lm run on both, took 2–4× the wall time of one thread each."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    with contextlib.suppress(ValueError):
+        cores = int(os.environ.get("OMP_NUM_THREADS", "")) or cores
+    return max(1, cores // workers)
+
+
 def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
                 bar: _Progress) -> None:
     """Run ``pending`` in ``workers`` child processes that this process supervises.
@@ -602,6 +617,7 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
     unborn: list[str] = []  # how the children that died before they were ready ended
     one_at_a_time = workers == 1
     prepared = False
+    threads = worker_threads(workers)
 
     def finished(status: str, child: _Child) -> None:
         spec = child.spec
@@ -689,7 +705,8 @@ def _supervised(pending: list[RunSpec], root: str, wandb: bool, workers: int,
                 if queue:
                     spec = queue.pop(0)
                     child.spec, child.sent, child.progress, child.steps = spec, now, now, 0
-                    child.conn.send(("run", (spec.as_dict(), root, wandb), os.getcwd()))
+                    child.conn.send(("run", (spec.as_dict(), root, wandb, threads),
+                                     os.getcwd()))
                     if one_at_a_time:
                         bar.run_started(_label(spec), spec.task)
                 else:

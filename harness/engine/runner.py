@@ -307,6 +307,28 @@ class _Diverged(Exception):
     """A run found diverged where no metric could say so (its parameters are not finite)."""
 
 
+DEFAULT_THREADS = torch.get_num_threads()
+"""torch's CPU threads in this process before any run set them (its cores, or
+``OMP_NUM_THREADS``)."""
+_run_threads: int | None = None
+
+
+def set_run_threads(threads: int | None) -> None:
+    """The CPU threads each later run of this process uses for a neural policy (None:
+    :data:`DEFAULT_THREADS`). A worker of a suite of N workers is given its share of the cores,
+    so that N runs do not each spread over all of them; a tabular run uses one thread whatever
+    this says (its tensors are too small to split). Set per run, not inherited from the run
+    before, so that a run's thread count, recorded in its summary, does not depend on which run
+    the same process ran first."""
+    global _run_threads
+    _run_threads = threads
+
+
+def run_threads(tabular: bool) -> int:
+    """The threads a run uses on the CPU (see :func:`set_run_threads`)."""
+    return 1 if tabular else (_run_threads or DEFAULT_THREADS)
+
+
 CUBLAS_WORKSPACE = ":4096:8"
 """``CUBLAS_WORKSPACE_CONFIG`` for deterministic cuBLAS (CUDA's documented setting)."""
 
@@ -727,8 +749,8 @@ def _resolve_parts(run: _Run) -> None:
     run.metric_meanings = declared_metrics(run.algo_cls)
     reg = host.registration("algorithm", spec["algorithm"])
     run.versions[reg.plugin.distribution or reg.plugin.name] = reg.plugin.version or "?"
-    if run.task.kind == "tabular" and device == "cpu":
-        torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead
+    if device == "cpu":  # tabular: tiny tensors, where extra threads only add overhead
+        torch.set_num_threads(run_threads(run.task.kind == "tabular"))
     run.evaluators = [host.evaluator(n)() for n in spec["evaluation"]["evaluators"]]
 
 
