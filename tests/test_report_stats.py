@@ -744,6 +744,9 @@ def _zoo_differences() -> list[np.ndarray]:
     for name in ("zoo", "zoo-lm"):
         runs = pd.read_csv(Path(__file__).parents[1] / "reports" / name / "tables" / "runs.csv")
         runs = runs[runs["status"].isin(["done", "diverged"])]
+        for column in ("initial_regret", "final_regret"):  # none where no optimum is known
+            if column not in runs:
+                runs = runs.assign(**{column: np.nan})
         known = runs["initial_regret"].gt(0) & runs["final_regret"].notna()
         gain = (runs["final_gold_reward"] - runs["initial_gold_reward"]) \
             / runs["initial_gold_reward_sd"]

@@ -92,3 +92,31 @@ def test_a_report_without_runs_jsonl_is_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "runs.jsonl: not found" in err
+
+
+def test_a_run_is_re_run_on_the_thread_count_it_recorded(report, tmp_path, monkeypatch, capsys):
+    # A neural run's numbers can depend on its CPU threads (tiny-lm trials of the zoo differed
+    # on one thread and on two): the re-run uses the recorded count, then the default again.
+    from harness.engine import runner
+    from harness.engine.reproduce import recorded_threads
+
+    copy = tmp_path / "report"
+    copy.mkdir()
+    changed = lines(report)[:1]
+    changed[0]["environment"]["threads"] = 3
+    (copy / "runs.jsonl").write_text(json.dumps(changed[0]) + "\n")
+    seen = []
+    original = runner.run_one
+
+    def spy(*args, **kwargs):
+        seen.append(runner.run_threads(tabular=False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_one", spy)
+    main(["reproduce", str(copy), "--sample", "1"])
+    assert seen == [3]
+    assert runner.run_threads(tabular=False) == runner.DEFAULT_THREADS
+    assert "1 of 1 runs reproduced" in capsys.readouterr().out  # a bandit run: one thread
+    assert recorded_threads({"environment": {"device": "cuda", "threads": 4}}) is None
+    assert recorded_threads({"environment": {"device": "cpu"}}) is None
+    assert recorded_threads({}) is None

@@ -450,28 +450,26 @@ NAMES = {"ppo": "PPO", "grpo": "GRPO", "gspo": "GSPO", "rloo": "RLOO",
 
 
 def zoo_ranking_table(reports: Path = REPORTS) -> list[str]:
-    """The rank table of suites/zoo.md, from ``ranking_iqm.csv`` (overall) and
-    ``ranking_per_task.csv``: each column the labels in rank order with their mean score to two
-    decimals, the overall leader with its 95% interval."""
-    def cell(name: str, value: float) -> str:
-        return f"{NAMES[name]} {value:.2f}".replace(" -", " −")
+    """The rank table of suites/zoo.md, from ``zoo/ranking_per_task.csv`` (bandit, token) and
+    ``zoo-lm/ranking_iqm.csv`` (tiny-lm, the only task of its suite): each column the labels in
+    rank order with their mean score to two decimals and the 95% bootstrap range of the rank."""
+    def cell(row: pd.Series) -> str:
+        low, high = round(float(row["rank_low"])), round(float(row["rank_high"]))
+        ranks = f"{low}" if low == high else f"{low}–{high}"
+        return f"{NAMES[row['label']]} {row['mean']:.2f} ({ranks})".replace(" -", " −")
 
-    tables = reports / "zoo" / "tables"
-    overall = pd.read_csv(tables / "ranking_iqm.csv").sort_values("rank")
-    per_task = pd.read_csv(tables / "ranking_per_task.csv")
-    columns = [[cell(r.label, r.mean) for r in overall.itertuples()]]
-    lead = overall.iloc[0]
-    columns[0][0] += f" \\[{lead['low']:.2f}, {lead['high']:.2f}\\]".replace("-", "−")
-    for task in ("bandit", "token", "tiny-lm"):
-        ranked = per_task[per_task["task"] == task].sort_values("rank")
-        columns.append([cell(r.label, r.mean) for r in ranked.itertuples()])
+    per_task = pd.read_csv(reports / "zoo" / "tables" / "ranking_per_task.csv")
+    lm = pd.read_csv(reports / "zoo-lm" / "tables" / "ranking_iqm.csv")
+    columns = [[cell(r) for _, r in per_task[per_task["task"] == task]
+                .sort_values(["rank", "label"]).iterrows()] for task in ("bandit", "token")]
+    columns.append([cell(r) for _, r in lm.sort_values(["rank", "label"]).iterrows()])
     return [f"| {i} | " + " | ".join(col[i - 1] for col in columns) + " |"
             for i in range(1, len(columns[0]) + 1)]
 
 
 def test_the_zoo_rank_table_is_the_ranking_tables():
     notes = (ROOT / "suites" / "zoo.md").read_text(encoding="utf-8").splitlines()
-    header = notes.index("| rank | overall (mean of the three scores) | bandit | token | tiny-lm |")
+    header = notes.index("| rank | bandit | token | tiny-lm |")
     expected = zoo_ranking_table()
     assert len(expected) == 14
     assert notes[header + 2:header + 2 + len(expected)] == expected
@@ -479,18 +477,20 @@ def test_the_zoo_rank_table_is_the_ranking_tables():
 
 
 def test_the_zoo_rank_table_fails_on_a_reordered_ranking(tmp_path: Path):
-    tables = tmp_path / "zoo" / "tables"
-    tables.mkdir(parents=True)
-    for name in ("ranking_iqm", "ranking_per_task"):
-        shutil.copy(REPORTS / "zoo" / "tables" / f"{name}.csv", tables / f"{name}.csv")
+    for report, name in (("zoo", "ranking_per_task"), ("zoo-lm", "ranking_iqm")):
+        (tmp_path / report / "tables").mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPORTS / report / "tables" / f"{name}.csv",
+                    tmp_path / report / "tables" / f"{name}.csv")
     before = zoo_ranking_table(tmp_path)
-    frame = pd.read_csv(tables / "ranking_per_task.csv")
+    path = tmp_path / "zoo" / "tables" / "ranking_per_task.csv"
+    frame = pd.read_csv(path)
     token = frame["task"] == "token"
     frame.loc[token & (frame["rank"] == 1), "rank"] = 99  # DPO falls from first to last
-    frame.to_csv(tables / "ranking_per_task.csv", index=False)
+    frame.to_csv(path, index=False)
     after = zoo_ranking_table(tmp_path)
     assert before != after
-    assert after[0].split(" | ")[3] == "rDPO 0.61" and after[-1].split(" | ")[3] == "DPO 0.62"
+    assert after[0].split(" | ")[2] == "rDPO 0.62 (2–3)"
+    assert after[-1].split(" | ")[2] == "DPO 0.62 (1)"
 
 
 # --- the standard deviation the method text gives Bonett's interval for ---------------------

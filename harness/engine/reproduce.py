@@ -7,7 +7,8 @@ hash, torch, the algorithm's plugin), where it ran (device, threads) and its fin
 store with this installation, and compares the final metrics:
 
 - **identical**: every metric equal bit for bit (NaN where the report has NaN) — what a CPU fp32
-  run gives with the same versions and thread count;
+  run gives with the same versions and thread count (a CPU run is re-run on the thread count
+  it recorded);
 - **within tolerance**: every difference below ``atol + rtol·|recorded|``;
 - **differs**: the largest differences, and what is not the same as when the report was made —
   the harness version or source, torch, the algorithm's plugin (version or source), the device,
@@ -117,6 +118,18 @@ def read_lines(report_dir: str | Path) -> list[dict[str, Any]]:
     return lines
 
 
+def recorded_threads(line: dict[str, Any]) -> int | None:
+    """The CPU threads the recorded run used, for the re-run to use the same (a neural run's
+    numbers can depend on them: a reduction split over two threads rounds differently, and
+    training amplifies the difference); None when it did not run on the CPU or did not record
+    them."""
+    env = line.get("environment") or {}
+    threads = env.get("threads")
+    if env.get("device") != "cpu" or not isinstance(threads, int) or threads < 1:
+        return None
+    return threads
+
+
 def what_changed(line: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """What differs between the recorded run and the re-run (their summaries' versions and
     environment, and the spec's plugin code against this installation's)."""
@@ -169,7 +182,7 @@ def reproduce(report_dir: str | Path, *, sample: int = 3, seed: int = 0, rtol: f
     """Re-run ``sample`` of the report's runs (all when ``sample`` ≥ their number, drawn with
     ``random.Random(seed)``) and compare; see the module docstring."""
     from harness.engine.plugins import get_plugin_host
-    from harness.engine.runner import run_one
+    from harness.engine.runner import run_one, set_run_threads
     from harness.engine.store import RunStore
     from harness.suite import RunSpec, code_identity
 
@@ -192,7 +205,11 @@ def reproduce(report_dir: str | Path, *, sample: int = 3, seed: int = 0, rtol: f
                 raise ConfigError(f"{line['run_id']}: its recorded spec does not fit this "
                                   f"version of the harness ({exc})") from None
             echo(f"running {line['run_id']} again")
-            run_one(spec, str(folder), wandb=False)
+            set_run_threads(recorded_threads(line))
+            try:
+                run_one(spec, str(folder), wandb=False)
+            finally:
+                set_run_threads(None)
             record = RunStore(folder, spec["suite"]).record(RunSpec(**spec).run_id)
             summary = {**((record.summary if record else None) or {}),
                        "status": record.state if record else "missing"}
