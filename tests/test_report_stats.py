@@ -810,7 +810,10 @@ def _null_rates(dist: str, n: int, seed: int) -> dict[str, float]:
 
 
 HOLDING = [("normal", 10), ("normal", 30), ("t3", 10), ("t3", 30), ("lognormal", 30),
-           ("zoo", 30), ("zoo pooled", 10), ("zoo pooled", 30)]
+           ("zoo", 10), ("zoo", 30), ("zoo pooled", 10), ("zoo pooled", 30)]
+"""Resampled pairs of the committed zoo (bandit and token at 30 instances, tiny-lm at 10) hold
+the level at 10 pairs too: 1.0–1.1× of it over seeds 15–17. The zoo of 5–10 instances per task
+that came before, with more ties, gave 1.5–1.8×."""
 
 
 @pytest.mark.parametrize(("dist", "n"), HOLDING)
@@ -834,19 +837,13 @@ def test_the_level_check_fails_tests_that_lean_on_symmetry_or_normality():
     assert r["guarded"] <= 1.5 * LEVEL
 
 
-@pytest.mark.parametrize("dist", ["lognormal", "zoo"])
-def test_skewed_differences_at_10_pairs_are_beyond_the_level(dist):
-    # Where the level does not hold, said so here and in the method text: at 10 pairs the data
-    # sets that decide falsely look unskewed (log-normal ones without their rare large values;
-    # resamples of a zoo pair's ten differences, with ties), so refusing skewed ones does not
-    # bring the rate within 1.5×: log-normal about 6× (the check fails it), resampled zoo
-    # pairs 1.5× to 1.8× depending on the seed (pinned here below 2×, and printed intervals
-    # still miss at most 7%).
-    r = _null_rates(dist, 10, seed=11 + len(dist))
-    if dist == "lognormal":
-        assert r["guarded"] > 4 * LEVEL, r
-    else:
-        assert r["guarded"] <= 2 * LEVEL and r["miss"] <= 0.07, r
+def test_skewed_differences_at_10_pairs_are_beyond_the_level():
+    # Where the level does not hold, said so here and in the method text: at 10 pairs the
+    # log-normal data sets that decide falsely look unskewed (they lack their rare large
+    # values), so refusing skewed ones does not bring the rate within 1.5×: about 6× (the
+    # check fails it).
+    r = _null_rates("lognormal", 10, seed=20)
+    assert r["guarded"] > 4 * LEVEL, r
 
 
 def test_instances_needed_keep_their_promise():
