@@ -345,7 +345,8 @@ ALLOW_MIXED = click.option(
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Local worker processes (1: sequential, in this process).")
+              help="Local worker processes, each a supervised child running one run at a "
+              "time.")
 @click.option("--address", default=None, help="Ray cluster address to join (ray executor).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
 @click.option("--no-wandb", is_flag=True, help="No wandb logging (as RLHF_HARNESS_WANDB=0).")
