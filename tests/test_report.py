@@ -562,3 +562,29 @@ def test_spike_columns_are_marked_per_algorithm_and_enter_no_comparison(report: 
     assert not {m for m in cmp.METRICS if "spike" in m}
     comp = pd.read_csv(report / "tables" / "comparisons.csv")
     assert not comp["metric"].str.contains("spike").any()
+
+
+def test_the_summary_says_undecidable_where_the_best_against_runner_up_is(tmp_path, monkeypatch):
+    # A best-against-runner-up comparison the report cannot decide at its n is said to be
+    # undecidable (with why), not "not decided" beside a small p-value.
+    import re
+
+    from harness.report import compare as cmp
+    from harness.report import stats as st
+
+    original = cmp.comparisons
+
+    def skewed(*args, **kwargs):
+        comp = original(*args, **kwargs)
+        score = comp["metric"] == "score"
+        comp.loc[score, "decision"] = st.UNDECIDABLE
+        comp.loc[score, "skew_p"] = 1e-6
+        return comp
+
+    monkeypatch.setattr(cmp, "comparisons", skewed)
+    report = write_report(make_store(tmp_path), tmp_path / "report", figures=False)
+    summary = (report / "index.md").read_text().split("## Summary", 1)[1].split("\n## ", 1)[0]
+    line = next(t for t in summary.splitlines() if t.startswith("bandit: best "))
+    assert re.search(r": undecidable at n = \d+: skewed differences \(Holm-adjusted p = ", line), \
+        line
+    assert "not decided" not in line

@@ -83,8 +83,10 @@ def summary_section(rep: Report) -> None:
         winner = cmp.lookup(comp, task, "score", best, second)
         if winner == best:
             sure = "decided (Holm-adjusted p = {p}, {family} family)"
-        else:
-            sure = ("not decided (Holm-adjusted p = {p}, {family} family); with 90% "
+        else:  # undecided, or undecidable at this n (said so, whatever its p-value)
+            verdict = ("not decided" if r["decision"] != st.UNDECIDABLE
+                       else decision_text(r["decision"], r["n"], r.get("skew_p", math.nan)))
+            sure = (verdict + " (Holm-adjusted p = {p}, {family} family); with 90% "
                     "confidence {need} instances would decide a difference this large with 80% "
                     "power")
         rep.text("{task}: best {best}, score {score} ({what}); ahead of {second} by {diff} "
