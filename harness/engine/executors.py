@@ -582,10 +582,9 @@ def worker_threads(workers: int) -> int:
     """Each of ``workers`` workers' share of this process's CPU threads (its cores, or
     ``OMP_NUM_THREADS`` where set, as a Ray worker's is): at least one. Two workers on two
     cores, each running a tiny-lm run on both, took 2–4× the wall time of one thread each."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    from harness.tasks.tiny_lm import available_cores
+
+    cores = available_cores()
     with contextlib.suppress(ValueError):
         cores = int(os.environ.get("OMP_NUM_THREADS", "")) or cores
     return max(1, cores // workers)
