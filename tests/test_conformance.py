@@ -466,20 +466,22 @@ def test_the_pytest_option_at_the_repository_root_collects_none_of_its_tests(
     tmp_path, dist_writer, subprocess_env
 ):
     """As the tutorial says to type it: at rlhf-harness's root, whose testpaths hold hundreds of
-    tests, the session is the conformance checks alone."""
+    tests, the session is the conformance checks alone. Collected, not run: running them is
+    :func:`test_the_pytest_option_runs_only_the_conformance_tests`."""
     site = pytest11_site(tmp_path, dist_writer)
     env = subprocess_env(pythonpath=os.pathsep.join([str(site), str(EXAMPLE)]))
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
          "--rlhf-conformance=reinforce",
          "--rlhf-conformance-config=reinforce={learning_rate: 0.1}"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=TIMEOUT_S, check=False,
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert f"{len(CHECKS)} passed in" in out and "deselected" not in out
-    ran = re.findall(r"^(\S+) PASSED", out, re.MULTILINE)
-    assert ran == [f"rlhf_conformance::reinforce[{check}]" for check in CHECKS], out
+    assert f"{len(CHECKS)} tests collected in" in out and "deselected" not in out
+    collected = re.findall(r"^(rlhf_conformance::\S+)$", out, re.MULTILINE)
+    assert collected == [f"rlhf_conformance::reinforce[{check}]" for check in CHECKS], out
+    assert not re.search(r"^tests/", out, re.MULTILINE), out
 
 
 class _Options:

@@ -367,7 +367,7 @@ def test_a_killed_suite_resumes_without_redoing_finished_runs(tmp_path, subproce
     store_dir = root / "slow"
     env = subprocess_env(RLHF_HARNESS_WANDB="0")
     args = [sys.executable, "-m", "harness.cli", "run", str(path), "--root", str(root),
-            "--no-wandb", "--no-progress"]
+            "--no-wandb", "--no-progress", "--no-report"]  # the runs are what is checked
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, cwd=tmp_path)
@@ -446,7 +446,7 @@ def test_a_plugin_raising_fails_its_run_only(tmp_path, dist_writer, subprocess_e
     root = tmp_path / "runs"
     env = subprocess_env(site, RLHF_HARNESS_PLUGINS="faulty-plugin,dpo")
     result = run_cli("run", str(path), "--root", str(root), "--no-wandb", "--no-progress",
-                     env=env)
+                     "--no-report", env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 runs failed" in result.stderr
     assert "failed 1" in result.stdout and "done 1" in result.stdout
@@ -544,7 +544,7 @@ def wandb_env(tmp_path: Path, subprocess_env, **overrides: str) -> dict[str, str
 def test_wandb_logs_offline_into_the_run_folder(tmp_path, subprocess_env):
     path = write_suite(tmp_path, WANDB_SUITE)
     root = tmp_path / "runs"
-    result = run_cli("run", str(path), "--root", str(root), "--no-progress",
+    result = run_cli("run", str(path), "--root", str(root), "--no-progress", "--no-report",
                      env=wandb_env(tmp_path, subprocess_env))
     assert result.returncode == 0, result.stdout + result.stderr
     [record] = RunStore(root, "tracked").records()

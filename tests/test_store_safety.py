@@ -569,17 +569,17 @@ evaluation: {every: 1}
     for var in ("WANDB_MODE", "WANDB_DISABLED", "RLHF_HARNESS_WANDB", "WANDB_API_KEY"):
         env.pop(var, None)  # the defaults: wandb on, mode not set by the user
     py = sys.executable
+    run = f"{py} -m harness.cli run {suite} --root {tmp_path / 'runs'} --no-progress --no-report"
+    strace = "/usr/bin/strace" if Path("/usr/bin/strace").exists() else None
+    if strace:  # every process of the run, wandb's own service binary included (the other
+        # commands start no program but Python, whose connections the audit hook logs)
+        run = f"{strace} -f -qq -e trace=connect,sendto,sendmsg -o {trace} {run}"
     commands = " && ".join([
         f"{py} -m harness.cli validate {suite}",
         f"{py} -m harness.cli plugins",
-        f"{py} -m harness.cli run {suite} --root {tmp_path / 'runs'} --workers 2 --no-progress "
-        f"--no-report",
+        run,
         f"{py} -m harness.cli report {tmp_path / 'runs' / 'offline'} --out {tmp_path / 'rep'}",
     ])
-    strace = "/usr/bin/strace" if Path("/usr/bin/strace").exists() else None
-    if strace:  # every process, wandb's own service binary included
-        commands = f"{strace} -f -qq -e trace=connect,sendto,sendmsg -o {trace} sh -c " \
-            f"'{commands}'"
     result = subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && {commands}"],
                             capture_output=True, text=True, env=env, cwd=tmp_path,
                             timeout=2 * TIMEOUT_S, check=False)
@@ -815,6 +815,9 @@ def wait_for(condition, proc: subprocess.Popen, what: str) -> bool:
     return True
 
 
+@pytest.mark.slow  # five kills of a real suite; the same behaviour, faster: a killed suite
+# resumes (test_runner), SIGTERM/SIGINT and a killed group (test_workers_die_with_a_killed_suite,
+# test_ctrl_c_...), a run found running is redone however often (below)
 def test_a_suite_killed_at_random_points_reports_no_failure(tmp_path, rogue_site,
                                                             subprocess_env):
     """SIGKILL and SIGTERM, to the suite's process or its whole process group, at random
