@@ -846,6 +846,22 @@ def test_skewed_differences_at_10_pairs_are_beyond_the_level():
     assert r["guarded"] > 4 * LEVEL, r
 
 
+def test_how_far_into_the_tail_the_refusal_keeps_the_level():
+    # The method text's figures: at 30 pairs refusing skewed log-normal differences keeps the
+    # level down to α/m ≈ 0.002 (1.25-1.45× over seeds 7-9), not at 0.001 (2.0-2.4×: the first
+    # Holm steps of a family of hundreds); at 10 pairs at no level (about 1.9× even at 0.05).
+    def guarded(n: int, alpha: float, seed: int = 8) -> float:
+        d = _null_differences("lognormal", n, np.random.default_rng(seed))
+        p, _, _ = st.sign_flip_rows(d, draws=None if n <= st.SIGN_FLIP_EXACT_MAX else 2000,
+                                    seed=seed, interval=False)
+        printed = stats.skewtest(d, axis=1).pvalue >= st.SKEW_LEVEL
+        return float(np.mean((p < alpha) & printed)) / alpha
+
+    assert guarded(30, 0.002) <= 1.5
+    assert guarded(30, 0.001) > 1.8
+    assert guarded(10, 0.05) > 1.5
+
+
 def test_instances_needed_keep_their_promise():
     # A true effect of 1.2 sd at α = 0.01: the sign-flip test (exact) reaches 80% power at
     # N_true = 12 instances, found here by simulation (2,000 data sets each: ±0.009; 0.73 at

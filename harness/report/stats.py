@@ -23,7 +23,9 @@ log-normal data):
   these n (log-normal σ = 1: the sign-flip test rejects 8-10× too often at α = 0.005 at
   n = 10 and 30, the t-test 10-15×, the bootstrap-t 2.5-5×): the report refuses to
   decide where ``scipy.stats.skewtest`` finds the differences skewed (:data:`SKEW_LEVEL`),
-  which keeps the level at n = 30 but not at n = 10 (``tests/test_report_stats.py``). The
+  which keeps the level at n = 30 for α/m down to about 0.002 (1.3-1.4× of it there, 2.2×
+  at 0.001, so not for the first Holm steps of a family of hundreds) and at no level at
+  n = 10 (1.9× at 0.05; ``tests/test_report_stats.py``). The
   p-values of a family are Holm-adjusted (:func:`holm`, step-down); where even the test's
   smallest p-value would not pass a comparison's Holm step it is undecidable at its n
   (:func:`undecidable`). Power and minimum detectable difference from the noncentral t
