@@ -14,7 +14,8 @@ metrics.parquet) and writes, next to a suite's report (``<out>/<suite>/``), a
   ``gao_overoptimisation/``.
 - ``tajwar`` — final gold reward of PPO, GRPO, RLOO and DPO with the reward peak far from and near
   π_ref's mode, and each on-policy method's paired (same seed, same data) gap to DPO in gold
-  reward and in regret, with p-values Holm-adjusted over the table. Written to
+  reward and in regret by the sign-flip permutation test (its interval and p-value, as in the
+  reports), the p-values Holm-adjusted over the table. Written to
   ``tajwar_peak_far/`` (it covers both suites).
 - ``azar`` — final KL(π‖π_ref) of DPO per β and IPO per τ, with near-deterministic and noisy
   annotators. Written to ``azar_deterministic/`` (both suites).
@@ -48,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from harness.engine.store import RunStore
-from harness.report.stats import Estimate, holm, paired_difference, t_interval
+from harness.report.stats import SKEW_LEVEL, Estimate, holm, paired_sign_flip, t_interval
 
 # --- fitting (Gao et al. 2022's functional forms) ----------------------------------------------
 
@@ -128,6 +129,25 @@ def _algo_key(spec: dict[str, Any]) -> str:
 
 def _fmt(e: Estimate, digits: int = 3) -> str:
     return e.format(digits)
+
+
+def _count(counts: Any) -> str:
+    """The number of seeds behind a table's rows: ``30``, or ``29–30`` where rows differ."""
+    values = sorted({int(c) for c in counts})
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
+SKEW_NOTE = f"scipy.stats.skewtest p < {SKEW_LEVEL:g}, where the test's level does not hold"
+
+
+def _gap(row: dict[str, Any], mean: str, prefix: str) -> str:
+    """A paired gap as the table prints it: its mean, the sign-flip interval and the
+    Holm-adjusted p-value, or, where the differences are skewed, the mean and "undecidable" (no
+    interval: its coverage does not hold there, as in the reports)."""
+    p = f"p_Holm {row[prefix + '_p_holm']:.2g}"
+    if row[prefix + "_skewed"]:
+        return f"{row[mean]:.3g} (skewed: undecidable; {p})"
+    return f"{_fmt(Estimate(row[mean], row[prefix + '_low'], row[prefix + '_high']))} ({p})"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -369,17 +389,18 @@ def analyse_tajwar(root: Path, out: Path) -> str:
         for algo in ("ppo", "grpo", "rloo", "dpo"):
             g = df[df.algorithm == algo].set_index("seed")
             if algo != "dpo":
-                gap = paired_difference(g["gold"], dpo["gold"].reindex(g.index))
-                rgap = paired_difference(g["regret"], dpo["regret"].reindex(g.index))
+                gap = paired_sign_flip(g["gold"], dpo["gold"].reindex(g.index))
+                rgap = paired_sign_flip(g["regret"], dpo["regret"].reindex(g.index))
             else:
-                gap = rgap = paired_difference([], [])
+                gap = rgap = paired_sign_flip([], [])
             est, reg, kl = t_interval(g["gold"]), t_interval(g["regret"]), t_interval(g["kl"])
             csv.append({"reward": f"peak_{kind}", "algorithm": algo, "gold": est.value,
                         "gold_low": est.low, "gold_high": est.high,
                         "regret": reg.value, "regret_low": reg.low, "regret_high": reg.high,
                         "kl": kl.value, "kl_low": kl.low, "kl_high": kl.high,
                         "gap_to_dpo": gap.mean_diff, "gap_low": gap.low, "gap_high": gap.high,
-                        "gap_p": gap.p_value, "regret_gap_to_dpo": rgap.mean_diff,
+                        "gap_p": gap.p_value, "gap_skewed": gap.skewed,
+                        "regret_gap_to_dpo": rgap.mean_diff, "regret_gap_skewed": rgap.skewed,
                         "regret_gap_low": rgap.low, "regret_gap_high": rgap.high,
                         "regret_gap_p": rgap.p_value, "seeds": len(g)})
     table = pd.DataFrame(csv)
@@ -396,11 +417,8 @@ def analyse_tajwar(root: Path, out: Path) -> str:
             _fmt(Estimate(r["gold"], r["gold_low"], r["gold_high"])),
             _fmt(Estimate(r["regret"], r["regret_low"], r["regret_high"])),
             _fmt(Estimate(r["kl"], r["kl_low"], r["kl_high"])),
-            "—" if dpo_row else f"{_fmt(Estimate(r['gap_to_dpo'], r['gap_low'], r['gap_high']))}"
-            f" (p_Holm {r['gap_p_holm']:.2g})",
-            "—" if dpo_row else
-            f"{_fmt(Estimate(r['regret_gap_to_dpo'], r['regret_gap_low'], r['regret_gap_high']))}"
-            f" (p_Holm {r['regret_gap_p_holm']:.2g})"])
+            "—" if dpo_row else _gap(r, "gap_to_dpo", "gap"),
+            "—" if dpo_row else _gap(r, "regret_gap_to_dpo", "regret_gap")])
     # How much the on-policy advantage shrinks: gap(far) − gap(near), per seed, per algorithm.
     shrink_rows = []
     for algo in ("ppo", "grpo", "rloo"):
@@ -426,7 +444,7 @@ def analyse_tajwar(root: Path, out: Path) -> str:
         err = np.vstack([sub["gold"] - sub["gold_low"], sub["gold_high"] - sub["gold"]])
         ax.bar(x, sub["gold"], 0.36, yerr=err, capsize=3, label=f"peak_{kind}")
     ax.set_xticks(np.arange(len(algos)), algos)
-    ax.set_ylabel("final gold reward (95% CI, 5 seeds)")
+    ax.set_ylabel(f"final gold reward (95% CI, {_count(table['seeds'])} seeds)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "reproduction.png", dpi=120)
@@ -434,10 +452,13 @@ def analyse_tajwar(root: Path, out: Path) -> str:
 
     text = f"""# Reproduction: on-policy vs offline on Tajwar et al.'s bandit
 
-Suites `tajwar_peak_far` and `tajwar_peak_near` (each 4 algorithms × 5 seeds). Final gold
-reward E_π r* (exact), regret J_β(π*_β) − J_β(π) at β = 0.1 and KL(π‖π_ref); the gap to DPO is
-paired by seed (same preference data, same r̂). 95% Student-t intervals over seeds; the paired
-gaps' p-values (paired t-test) are Holm-adjusted over the 12 gaps of the table.
+Suites `tajwar_peak_far` and `tajwar_peak_near` (each 4 algorithms ×
+{_count(table['seeds'])} seeds). Final gold reward E_π r* (exact), regret J_β(π*_β) − J_β(π)
+at β = 0.1 and KL(π‖π_ref): 95% Student-t intervals over seeds. The gap to DPO is paired by
+seed (same preference data, same r̂): its interval and p-value are the sign-flip permutation
+test's (`harness.report.stats.paired_sign_flip`, as in the reports), the p-values
+Holm-adjusted over the 12 gaps of the table; a gap whose differences are skewed
+({SKEW_NOTE}) is marked undecidable.
 
 ![final gold reward](reproduction.png)
 
@@ -506,7 +527,7 @@ def analyse_azar(root: Path, out: Path) -> str:
         ax.set_title(f"annotator scale {scale}")
         ax.set_xlabel("β (DPO) / τ (IPO)")
         ax.legend()
-    axes[0].set_ylabel("final KL(π‖π_ref) (95% CI, 5 seeds)")
+    axes[0].set_ylabel(f"final KL(π‖π_ref) (95% CI, {_count(table['seeds'])} seeds)")
     fig.tight_layout()
     fig.savefig(out / "reproduction.png", dpi=120)
     plt.close(fig)
@@ -515,7 +536,8 @@ def analyse_azar(root: Path, out: Path) -> str:
 
 Suites `azar_deterministic` and `azar_noisy`: the same bandit and 2000 pairs per seed, labelled by
 a BTL annotator at scale 0.01 (near-deterministic) or 1.0 (noisy); DPO sweeps β and IPO τ over
-the same grid; final exact KL(π‖π_ref) and gold reward, 95% Student-t intervals over 5 seeds.
+the same grid; final exact KL(π‖π_ref) and gold reward, 95% Student-t intervals over
+{_count(table['seeds'])} seeds.
 
 ![final KL against β / τ](reproduction.png)
 
@@ -608,12 +630,13 @@ def analyse_misspec(root: Path, out: Path) -> str:
     fig.savefig(out / "reproduction.png", dpi=120)
     plt.close(fig)
 
+    seeds = _count(len(v["ppo"]) for v in by_seed.values())
     text = f"""# Reproduction: preference-model misspecification (BTL vs Thurstone)
 
 Four suites `misspec_<labels>_labels_<fit>_fit`: 2000 pairs per seed labelled by a BTL or a
 Thurstone annotator (scale 0.5), r̂ fitted by maximum likelihood under BTL or Thurstone (scale 0.5);
-PPO on r̂, DPO on the pairs. 95% Student-t intervals over 5 seeds (the same 5 label sets in both
-columns of a row).
+PPO on r̂, DPO on the pairs. 95% Student-t intervals over {seeds} seeds (the same {seeds} label
+sets in both columns of a row).
 
 ![accuracy and PPO gold reward](reproduction.png)
 
