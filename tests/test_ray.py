@@ -240,3 +240,67 @@ def test_a_run_asking_for_a_gpu_gets_cuda_visible_devices(tmp_path, loopback_onl
         assert set(seen["cuda_visible_first"]) <= {0.0, 1.0}  # one of the instance's 2 GPUs
         assert record.summary["versions"]["rlhf-harness-test-gpu-probe"] == "0.1"
     assert os.environ.get("RAY_ADDRESS") is None  # nothing leaked into this process
+
+
+class _RecordingRay:
+    """A stand-in for the ``ray`` module that records what each task asks for and runs
+    nothing: each task reports its run ``done``."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, dict]] = []
+        self.up = False
+
+    def is_initialized(self) -> bool:
+        return self.up
+
+    def init(self, **_: object) -> None:
+        self.up = True
+
+    def shutdown(self) -> None:
+        self.up = False
+
+    def remote(self, fn):
+        ray = self
+
+        class _Task:
+            def options(self, **options: object):
+                ray.tasks.append((fn.__name__, options))
+                return self
+
+            def remote(self, *args: object) -> str:
+                return "done"
+
+        return _Task()
+
+    def get(self, ref: str, timeout: float | None = None) -> str:
+        return ref
+
+    def wait(self, refs: list, num_returns: int = 1, timeout: float | None = None):
+        return refs[:num_returns], refs[num_returns:]
+
+    def cancel(self, ref: object, force: bool = False) -> None:
+        raise AssertionError("nothing is cancelled when every task returns")
+
+
+def test_every_ray_task_reads_the_driver_s_model_cache(tmp_path, monkeypatch):
+    """The task that prepares the shared artefacts and every run's task get the driver's cache
+    folder (tiny-lm's pre-trained π_ref), so no run pre-trains a π_ref of its own; each asks for
+    one CPU and the GPUs of its run."""
+    from harness.engine import executors
+    from harness.models.cache import CACHE_ENV
+
+    cache = tmp_path / "driver-cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    fake = _RecordingRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    specs = check_suite(load_suite(suite), suite, get_plugin_host())
+    executors._ray(specs, str(tmp_path / "runs"), False, None, 5.0,
+                   executors._Progress(False, len(specs), "ray-suite"))
+    names = [name for name, _ in fake.tasks]
+    assert names == ["_prepare_shared"] + ["_leased_run"] * len(specs)
+    for _, options in fake.tasks:
+        assert options["runtime_env"] == {"env_vars": {CACHE_ENV: str(cache.resolve())}}
+        assert options["num_cpus"] == 1 and options["num_gpus"] == 0
+    assert not fake.up  # the instance it started is shut down
