@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -792,16 +793,22 @@ def _null_differences(dist: str, n: int, rng: np.random.Generator) -> np.ndarray
     return rng.choice(np.concatenate(zoo), size)
 
 
+def _null_sign_flip(dist: str, n: int, seed: int, *, interval: bool = True):
+    """The sign-flip test on null data sets of ``n`` pairs: the differences, the p-values, the
+    intervals' bounds and which data sets the report does not refuse as skewed. Beyond 20 pairs
+    2,000 Monte Carlo patterns instead of 50,000: a Monte Carlo permutation test holds its
+    level at any number of draws."""
+    d = _null_differences(dist, n, np.random.default_rng(seed))
+    p, low, high = st.sign_flip_rows(d, draws=None if n <= st.SIGN_FLIP_EXACT_MAX else 2000,
+                                     seed=seed, interval=interval)
+    return d, p, low, high, stats.skewtest(d, axis=1).pvalue >= st.SKEW_LEVEL
+
+
 def _null_rates(dist: str, n: int, seed: int) -> dict[str, float]:
     """The sign-flip test at ``n`` pairs under the null: the false-decision rate at
     :data:`LEVEL` without and with the report's refusal of skewed differences, the rate of
-    printed intervals (not refused) that miss 0, and the coverage among printed intervals.
-    Beyond 20 pairs 2,000 Monte Carlo patterns instead of 50,000: a Monte Carlo permutation
-    test holds its level at any number of draws."""
-    d = _null_differences(dist, n, np.random.default_rng(seed))
-    p, low, high = st.sign_flip_rows(d, draws=None if n <= st.SIGN_FLIP_EXACT_MAX else 2000,
-                                     seed=seed)
-    printed = stats.skewtest(d, axis=1).pvalue >= st.SKEW_LEVEL
+    printed intervals (not refused) that miss 0, and the coverage among printed intervals."""
+    d, p, low, high, printed = _null_sign_flip(dist, n, seed)
     covers = (low <= 0) & (0 <= high)
     return {"raw": float(np.mean(p < LEVEL)), "guarded": float(np.mean((p < LEVEL) & printed)),
             "miss": float(np.mean(printed & ~covers)), "coverage": float(np.mean(covers)),
@@ -850,16 +857,14 @@ def test_how_far_into_the_tail_the_refusal_keeps_the_level():
     # The method text's figures: at 30 pairs refusing skewed log-normal differences keeps the
     # level down to α/m ≈ 0.002 (1.25-1.45× over seeds 7-9), not at 0.001 (2.0-2.4×: the first
     # Holm steps of a family of hundreds); at 10 pairs at no level (about 1.9× even at 0.05).
-    def guarded(n: int, alpha: float, seed: int = 8) -> float:
-        d = _null_differences("lognormal", n, np.random.default_rng(seed))
-        p, _, _ = st.sign_flip_rows(d, draws=None if n <= st.SIGN_FLIP_EXACT_MAX else 2000,
-                                    seed=seed, interval=False)
-        printed = stats.skewtest(d, axis=1).pvalue >= st.SKEW_LEVEL
-        return float(np.mean((p < alpha) & printed)) / alpha
+    def guarded(n: int) -> Callable[[float], float]:  # false decisions over α, by α
+        _, p, _, _, printed = _null_sign_flip("lognormal", n, seed=8, interval=False)
+        return lambda alpha: float(np.mean((p < alpha) & printed)) / alpha
 
-    assert guarded(30, 0.002) <= 1.5
-    assert guarded(30, 0.001) > 1.8
-    assert guarded(10, 0.05) > 1.5
+    at_30 = guarded(30)
+    assert at_30(0.002) <= 1.5
+    assert at_30(0.001) > 1.8
+    assert guarded(10)(0.05) > 1.5
 
 
 def test_instances_needed_keep_their_promise():
